@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -64,7 +65,9 @@ type NotReadyError struct {
 	Reason string
 }
 
-func (e *NotReadyError) Error() string { return fmt.Sprintf("step %s is not ready: %s", e.Step, e.Reason) }
+func (e *NotReadyError) Error() string {
+	return fmt.Sprintf("step %s is not ready: %s", e.Step, e.Reason)
+}
 
 // NewRuns returns an empty Runs.
 func NewRuns() *Runs { return &Runs{freeSteps: map[uint32][]uint32{}} }
@@ -93,7 +96,7 @@ func (r *Runs) Add(plan PlanRef, now time.Time, ready []int32) (TaskRef, []int32
 		r.freeSteps[n] = free[:len(free)-1]
 	} else {
 		first = uint32(len(r.steps))
-		r.steps = append(r.steps, make([]stepSlot, n)...)
+		r.steps = slices.Grow(r.steps, int(n))[:len(r.steps)+int(n)]
 	}
 	slot := taskSlot{epoch: now.UnixMilli(), first: first, plan: plan, open: uint16(n), state: TaskPending, flags: flagLive}
 	var t TaskRef
@@ -199,22 +202,48 @@ func (r *Runs) step(t TaskRef, s int) (*taskSlot, *stepSlot, error) {
 	return ts, &steps[s], nil
 }
 
-// ready reports whether a step may be dispatched at nowMs (relative to the
-// task's epoch), and if not, why.
-func (r *Runs) ready(p *Plan, s int, st *stepSlot, nowRel int64) (bool, string) {
+// notReady says why a step cannot be dispatched; notReady(0) means it can.
+// A code rather than a string keeps the readiness scan allocation-free.
+type notReady uint8
+
+const (
+	isReady notReady = iota
+	waitingForParents
+	notDispatchable
+	exhausted
+	backingOff
+)
+
+// ready reports whether a step may be dispatched at nowRel (milliseconds
+// after the task's epoch).
+func ready(p *Plan, s int, st *stepSlot, nowRel int64) notReady {
 	switch {
 	case st.unmet > 0:
-		return false, fmt.Sprintf("%d dependencies not done", st.unmet)
+		return waitingForParents
 	case st.state == StepPending:
-		return true, ""
+		return isReady
 	case st.state != StepError:
-		return false, "it is " + st.state.String()
+		return notDispatchable
 	case st.notBefore == blocked || int(st.attempts) >= p.Steps[s].Retry.MaxAttempts:
-		return false, "it failed and will not be retried"
+		return exhausted
 	case int64(st.notBefore) > nowRel:
-		return false, "its backoff has not elapsed"
+		return backingOff
 	}
-	return true, ""
+	return isReady
+}
+
+func (why notReady) explain(st *stepSlot) string {
+	switch why {
+	case waitingForParents:
+		return fmt.Sprintf("%d dependencies not done", st.unmet)
+	case notDispatchable:
+		return "it is " + st.state.String()
+	case exhausted:
+		return "it failed and will not be retried"
+	case backingOff:
+		return "its backoff has not elapsed"
+	}
+	return "it is ready"
 }
 
 func (ts *taskSlot) rel(now time.Time) int64 { return now.UnixMilli() - ts.epoch }
@@ -227,11 +256,11 @@ func (r *Runs) Dispatch(t TaskRef, s int, now time.Time) (int, error) {
 		return 0, err
 	}
 	if ts.state.Terminal() {
-		return 0, &TransitionError{What: "step of a task that", State: ts.state.String(), Event: EvDispatch.String()}
+		return 0, &TransitionError{What: "step of a task", State: ts.state.String(), Event: EvDispatch.String()}
 	}
 	p := r.plans[ts.plan]
-	if ok, why := r.ready(p, s, st, ts.rel(now)); !ok {
-		return 0, &NotReadyError{Step: p.Steps[s].Name, Reason: why}
+	if why := ready(p, s, st, ts.rel(now)); why != isReady {
+		return 0, &NotReadyError{Step: p.Steps[s].Name, Reason: why.explain(st)}
 	}
 	next, err := NextStep(st.state, EvDispatch)
 	if err != nil {
@@ -316,10 +345,11 @@ type Failure struct {
 // Outcome is what a failure leads to.
 type Outcome struct {
 	// Retry is true when the step will be attempted again at RetryAt.
+	// When false the step has failed for good: the caller records a dead
+	// letter, and the step waits for an operator (Retry or Resolve).
 	Retry   bool
 	RetryAt time.Time
-	// TaskBlocked is true when the failure blocked the task (state error):
-	// the caller records a dead letter and tells an operator.
+	// TaskBlocked is true when this failure moved the task to error.
 	TaskBlocked bool
 }
 
@@ -377,21 +407,22 @@ func (r *Runs) rebase(ts *taskSlot, epoch int64) {
 	ts.epoch = epoch
 }
 
-// Release hands an in-flight step back without spending an attempt: the
-// agent drained, or never started it (its breaker was open).
-func (r *Runs) Release(t TaskRef, s int) error {
+// Release hands an in-flight step back without spending an attempt (the
+// agent drained, or never started it because its breaker was open) and
+// appends it to ready: its dependencies were already met.
+func (r *Runs) Release(t TaskRef, s int, ready []int32) ([]int32, error) {
 	_, st, err := r.step(t, s)
 	if err != nil {
-		return err
+		return ready, err
 	}
 	next, err := NextStep(st.state, EvRelease)
 	if err != nil {
-		return err
+		return ready, err
 	}
 	st.state = next
 	st.attempts--
 	st.notBefore = 0
-	return nil
+	return append(ready, int32(s)), nil
 }
 
 // Retry gives a failed step a fresh round of attempts, by an operator's
@@ -402,7 +433,7 @@ func (r *Runs) Retry(t TaskRef, s int, ready []int32) ([]int32, error) {
 		return ready, err
 	}
 	if ts.state.Terminal() {
-		return ready, &TransitionError{What: "step of a task that", State: ts.state.String(), Event: EvRetry.String()}
+		return ready, &TransitionError{What: "step of a task", State: ts.state.String(), Event: EvRetry.String()}
 	}
 	next, err := NextStep(st.state, EvRetry)
 	if err != nil {
@@ -424,7 +455,7 @@ func (r *Runs) Resolve(t TaskRef, s int, ready []int32) ([]int32, error) {
 		return ready, err
 	}
 	if ts.state.Terminal() {
-		return ready, &TransitionError{What: "step of a task that", State: ts.state.String(), Event: EvResolve.String()}
+		return ready, &TransitionError{What: "step of a task", State: ts.state.String(), Event: EvResolve.String()}
 	}
 	next, err := NextStep(st.state, EvResolve)
 	if err != nil {
@@ -489,7 +520,7 @@ func (r *Runs) Ready(t TaskRef, now time.Time, buf []int32) ([]int32, error) {
 	rel := ts.rel(now)
 	steps := r.stepsOf(ts)
 	for i := range steps {
-		if ok, _ := r.ready(p, i, &steps[i], rel); ok {
+		if ready(p, i, &steps[i], rel) == isReady {
 			buf = append(buf, int32(i))
 		}
 	}
