@@ -1,11 +1,13 @@
 # Tasker — one binary, one Makefile. `make help` lists the targets.
 GO       ?= go
 BIN      := bin/tasker
+# Code generators and linters, pinned in tools/go.mod.
+TOOL     := $(GO) tool -modfile=$(CURDIR)/tools/go.mod
 PKGS     := ./...
 # Seconds each fuzz target runs inside `make test` (longer with `make fuzz`).
 FUZZTIME ?= 5s
 
-.PHONY: all build test unit fuzz-short fuzz bench lint fmt demo clean help
+.PHONY: all build test unit fuzz-short fuzz bench lint fmt proto proto-check demo clean help
 
 all: build
 
@@ -36,7 +38,15 @@ lint: ## gofmt check, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
-	$(GO) tool staticcheck $(PKGS)
+	$(TOOL) staticcheck $(PKGS)
+	cd proto && $(TOOL) buf lint
+
+proto: ## regenerate the Go code of the API from proto/
+	cd proto && $(TOOL) buf generate
+
+proto-check: proto ## fail when the committed generated code is stale
+	@git diff --exit-code -- proto || { echo "generated code in proto/ is stale: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto)" || { echo "make proto created files that are not committed:"; git status --porcelain -- proto; exit 1; }
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')

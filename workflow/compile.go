@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/santhosh-tekuri/jsonschema/v6"
 )
 
 // Name rules, checked here rather than in ManifestSchema so that the
@@ -31,6 +33,9 @@ const (
 // reported at once in a *ValidationError. Manifests that come from source
 // text should go through Load, which adds line numbers.
 func Compile(m *Manifest, lim Limits) (*Plan, error) {
+	if m == nil {
+		return nil, &ValidationError{Problems: []Problem{{Message: "manifest is empty"}}}
+	}
 	return compile(m, nil, lim.orDefault())
 }
 
@@ -78,7 +83,7 @@ func (c *compiler) run() *Plan {
 		ps.add("version", "%q is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.0.0): %v", m.Version, err)
 	}
 	if m.InputSchema != nil {
-		ct, err := newContract("tasker:input_schema", m.InputSchema)
+		ct, err := newContract(manifestBase+"input_schema", m.InputSchema)
 		if err != nil {
 			ps.add("input_schema", "invalid JSON Schema: %v", schemaErr(err))
 		}
@@ -121,6 +126,11 @@ func (c *compiler) run() *Plan {
 		st.Name, st.Description, st.Owner = s.Name, s.Description, s.Owner
 		st.DependsOn = s.DependsOn
 		st.Capability = c.capability(s, path, owners)
+		if st.Owner == "" {
+			// A capability listed under a system belongs to it: the step is
+			// pinned there as if its owner had been written.
+			st.Owner = owners[st.Capability]
+		}
 
 		seen := map[string]bool{}
 		for j, d := range s.DependsOn {
@@ -149,21 +159,25 @@ func (c *compiler) run() *Plan {
 		st.Retry = c.retry(joinPath(path, "retry"), s.Retry, defRetry)
 
 		if s.ResultSchema != nil {
-			ct, err := newContract("tasker:steps/"+s.Name+"/result_schema", s.ResultSchema)
+			ct, err := newContract(fmt.Sprintf("%ssteps/%d/result_schema", manifestBase, i), s.ResultSchema)
 			if err != nil {
 				ps.add(joinPath(path, "result_schema"), "invalid JSON Schema: %v", schemaErr(err))
 			}
 			st.Result = ct
 		}
 		if s.ErrorSchema != nil {
-			ct, err := newContract("tasker:steps/"+s.Name+"/error_schema", s.ErrorSchema)
+			ct, err := newContract(fmt.Sprintf("%ssteps/%d/error_schema", manifestBase, i), s.ErrorSchema)
 			if err != nil {
 				ps.add(joinPath(path, "error_schema"), "invalid JSON Schema: %v", schemaErr(err))
 			}
 			st.Error = ct
 			st.ErrorCodes = enumAt(s.ErrorSchema, "code")
 		}
-		c.retryableCodes(joinPath(path, "retry.retryable"), st)
+		if s.Retry != nil && s.Retry.Retryable != nil {
+			c.retryableCodes(joinPath(path, "retry.retryable"), "", st)
+		} else {
+			c.retryableCodes("defaults.retry.retryable", s.Name, st)
+		}
 		if s.Input != nil {
 			st.Input, exprs[i] = compileMapping(s.Input, joinPath(path, "input"), p.index, ps)
 		}
@@ -214,6 +228,7 @@ func (c *compiler) capability(s Step, path string, owners map[string]string) str
 				for n := range c.m.Systems {
 					names = append(names, n)
 				}
+				sort.Strings(names) // among equally close names, the same one every time
 				if sg := suggest(s.Owner, names); sg != "" {
 					msg += fmt.Sprintf("; did you mean %q?", sg)
 				}
@@ -229,6 +244,9 @@ func (c *compiler) capability(s Step, path string, owners map[string]string) str
 	case capName == "":
 		c.ps.add(path, "step %q needs a capability (e.g. payments.charge) or an owner system", s.Name)
 		return ""
+	case !capabilityRE.MatchString(capName) && s.Capability == "":
+		c.ps.add(joinPath(path, "capability"), "%q, made of the owner and the step name, is not a valid capability name: set capability, such as payments.charge", capName)
+		return capName
 	case !capabilityRE.MatchString(capName):
 		c.ps.add(joinPath(path, "capability"), "%q is not a valid capability name: use dotted lowercase words such as payments.charge", capName)
 		return capName
@@ -279,11 +297,17 @@ func (c *compiler) retry(path string, r *RetrySpec, base RetryPolicy) RetryPolic
 		return out
 	}
 	bp := joinPath(path, "backoff")
+	// A duration that is wrong is reported once; the comparison of max and
+	// initial below goes on with the inherited value.
 	if b.Initial != "" {
-		out.Backoff.Initial = c.duration(joinPath(bp, "initial"), b.Initial, maxBackoff)
+		if d := c.duration(joinPath(bp, "initial"), b.Initial, maxBackoff); d > 0 {
+			out.Backoff.Initial = d
+		}
 	}
 	if b.Max != "" {
-		out.Backoff.Max = c.duration(joinPath(bp, "max"), b.Max, maxBackoff)
+		if d := c.duration(joinPath(bp, "max"), b.Max, maxBackoff); d > 0 {
+			out.Backoff.Max = d
+		}
 	}
 	if b.Multiplier != nil {
 		if m := *b.Multiplier; m < 1 || m > maxMultiplier || math.IsNaN(m) {
@@ -306,7 +330,9 @@ func (c *compiler) retry(path string, r *RetrySpec, base RetryPolicy) RetryPolic
 }
 
 // retryableCodes checks that retryable codes are ones the step can report.
-func (c *compiler) retryableCodes(path string, st *PlanStep) {
+// inheritedBy names the step when the codes come from defaults.retry, so
+// that the problem points at the line that lists them.
+func (c *compiler) retryableCodes(path, inheritedBy string, st *PlanStep) {
 	if len(st.ErrorCodes) == 0 {
 		return
 	}
@@ -316,7 +342,11 @@ func (c *compiler) retryableCodes(path string, st *PlanStep) {
 		for _, a := range allowed {
 			ok = ok || a == code
 		}
-		if !ok {
+		switch {
+		case ok:
+		case inheritedBy != "":
+			c.ps.add(indexPath(path, i), "error code %q is not in the error_schema of step %q, which inherits it (codes: %s); set retry.retryable on the step", code, inheritedBy, strings.Join(allowed, ", "))
+		default:
 			c.ps.add(indexPath(path, i), "error code %q is not in the step's error_schema (codes: %s)", code, strings.Join(allowed, ", "))
 		}
 	}
@@ -537,6 +567,10 @@ func (c *compiler) mappings(p *Plan, exprs [][]*mappedExpr) {
 				if anc == nil && p.order != nil {
 					anc = ancestors(p)
 				}
+				if e.stepIndex == i {
+					c.ps.add(me.path, "%s reads the result of step %q itself; a step can read only the results of its ancestors", e.Source, e.Step)
+					continue
+				}
 				// With a cycle there is no ancestry to judge; the cycle is reported.
 				if anc != nil && !anc[i].has(e.stepIndex) {
 					c.ps.add(me.path, "%s reads step %q, which is not an ancestor of %q; add it to depends_on", e.Source, e.Step, p.Steps[i].Name)
@@ -604,10 +638,22 @@ func enumAt(schema any, prop string) []string {
 	return out
 }
 
-// schemaErr shortens jsonschema's compile errors to their useful part.
+// schemaErr shortens jsonschema's compile errors to their useful part. A
+// schema that breaks the metaschema gets its violations listed by location,
+// in a stable order: the library's own message follows map order.
 func schemaErr(err error) string {
+	var sve *jsonschema.SchemaValidationError
+	var ve *jsonschema.ValidationError
+	if errors.As(err, &sve) && errors.As(sve.Err, &ve) {
+		vs := violations(ve)
+		parts := make([]string, len(vs))
+		for i, v := range vs {
+			parts[i] = "at " + v.String()
+		}
+		return strings.Join(parts, "; ")
+	}
 	s := err.Error()
-	s = strings.ReplaceAll(s, "tasker:", "")
+	s = strings.ReplaceAll(s, manifestBase, "")
 	return strings.Join(strings.Fields(s), " ")
 }
 

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -107,8 +109,9 @@ func DecodeJSON(raw []byte) (any, error) {
 	if err := dec.Decode(&v); err != nil {
 		return nil, fmt.Errorf("invalid JSON: %w", err)
 	}
-	if dec.More() {
-		return nil, errors.New("invalid JSON: more than one value")
+	// dec.More stops at a stray '}' or ']'; only the end of input will do.
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("invalid JSON: unexpected data after the value")
 	}
 	return v, nil
 }
@@ -122,10 +125,19 @@ func violations(ve *jsonschema.ValidationError) []Violation {
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
 		if len(e.Causes) == 0 {
-			v := Violation{Pointer: pointer(e.InstanceLocation), Message: e.ErrorKind.LocalizedString(p)}
-			if !seen[v] {
-				seen[v] = true
-				out = append(out, v)
+			vs := []Violation{{Pointer: pointer(e.InstanceLocation), Message: e.ErrorKind.LocalizedString(p)}}
+			if r, ok := e.ErrorKind.(*kind.Required); ok {
+				// One violation per missing field, pointing where it belongs.
+				vs = vs[:0]
+				for _, f := range r.Missing {
+					vs = append(vs, Violation{Pointer: pointer(append(e.InstanceLocation[:len(e.InstanceLocation):len(e.InstanceLocation)], f)), Message: "is required"})
+				}
+			}
+			for _, v := range vs {
+				if !seen[v] {
+					seen[v] = true
+					out = append(out, v)
+				}
 			}
 			return
 		}
@@ -134,7 +146,12 @@ func violations(ve *jsonschema.ValidationError) []Violation {
 		}
 	}
 	walk(ve)
-	sort.SliceStable(out, func(i, j int) bool { return out[i].Pointer < out[j].Pointer })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Pointer != out[j].Pointer {
+			return out[i].Pointer < out[j].Pointer
+		}
+		return out[i].Message < out[j].Message
+	})
 	return out
 }
 
@@ -153,8 +170,18 @@ func pointer(tokens []string) string {
 type refusingLoader struct{}
 
 func (refusingLoader) Load(url string) (any, error) {
+	if rest, ok := strings.CutPrefix(url, manifestBase); ok {
+		// A relative reference ("common.json"), resolved against the
+		// schema's place in the manifest: name the file as written.
+		url = path.Base(rest)
+	}
 	return nil, fmt.Errorf("external $ref %q is not allowed; inline it under $defs and use \"#/$defs/...\"", url)
 }
+
+// manifestBase is the base URL of the schemas in a manifest. It must be
+// hierarchical: against an opaque one ("tasker:x") a relative $ref such as
+// "common.json" resolves to the schema itself and is silently accepted.
+const manifestBase = "tasker:///"
 
 // compileSchema compiles one schema document (2020-12 unless it says
 // otherwise), asserting formats so that "format: email" means something.
@@ -204,6 +231,12 @@ func checkStructure(doc *document, ps *problems) {
 			return
 		}
 		path := pointerToPath(doc.root, e.InstanceLocation)
+		if r, ok := e.ErrorKind.(*kind.Required); ok {
+			for _, f := range r.Missing {
+				ps.add(joinPath(path, f), "is required")
+			}
+			return
+		}
 		if ap, ok := e.ErrorKind.(*kind.AdditionalProperties); ok {
 			for _, f := range ap.Properties {
 				if s := suggest(f, manifestFields); s != "" {

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 )
 
@@ -38,8 +40,8 @@ type System struct {
 
 // StepDefaults are the workflow-wide timeout and retry policy.
 type StepDefaults struct {
-	Timeout string       `json:"timeout,omitempty"`
-	Retry   *RetrySpec   `json:"retry,omitempty"`
+	Timeout string     `json:"timeout,omitempty"`
+	Retry   *RetrySpec `json:"retry,omitempty"`
 }
 
 // Step is one unit of work in the DAG.
@@ -151,14 +153,20 @@ func parse(src []byte, lim Limits) (*Manifest, *document, error) {
 		}}}
 	}
 	if len(bytes.TrimSpace(src)) == 0 {
-		return nil, nil, &ValidationError{Problems: []Problem{{Message: "manifest is empty"}}}
+		return nil, nil, &ValidationError{Problems: []Problem{{Message: errEmpty.Error()}}}
 	}
 	doc, err := parseDocument(src, lim)
 	if err != nil {
-		return nil, nil, &ValidationError{Problems: []Problem{{Message: err.Error()}}}
+		p := Problem{Message: err.Error()}
+		var de *docError
+		if errors.As(err, &de) {
+			p = Problem{Path: de.path, Line: de.line, Message: de.err.Error()}
+		}
+		return nil, nil, &ValidationError{Problems: []Problem{p}}
 	}
 	ps := &problems{lines: doc.lines}
 	checkStructure(doc, ps)
+	checkIntegers(doc, ps, lim)
 	m, err := decodeManifest(doc.root)
 	if err != nil && len(ps.list) == 0 {
 		// The structural schema admits only what decodes; reaching here is
@@ -166,6 +174,42 @@ func parse(src []byte, lim Limits) (*Manifest, *document, error) {
 		return nil, doc, fmt.Errorf("decode manifest: %w", err)
 	}
 	return m, doc, ps.err()
+}
+
+// checkIntegers makes the integer fields decodable into Go ints. JSON Schema
+// calls 3.0 and 1e2 integers, and accepts integers of any size; Go's decoder
+// takes neither. Integral values are rewritten in plain digits, and values
+// out of range are reported here and dropped, so that decoding goes on.
+func checkIntegers(doc *document, ps *problems, lim Limits) {
+	root, _ := doc.root.(map[string]any)
+	fix := func(path string, retry any) {
+		r, _ := retry.(map[string]any)
+		n, ok := r["max_attempts"].(json.Number)
+		if !ok {
+			return
+		}
+		if _, err := strconv.Atoi(string(n)); err == nil {
+			return
+		}
+		if f, err := strconv.ParseFloat(string(n), 64); err == nil && f == math.Trunc(f) {
+			if math.Abs(f) <= math.MaxInt32 {
+				r["max_attempts"] = json.Number(strconv.Itoa(int(f)))
+				return
+			}
+			ps.add(joinPath(path, "max_attempts"), "%s is out of range: use 1 (no retries) to %d", n, lim.MaxAttempts)
+		}
+		// Not a whole number at all: the structural check has said so.
+		delete(r, "max_attempts")
+	}
+	if d, ok := root["defaults"].(map[string]any); ok {
+		fix("defaults.retry", d["retry"])
+	}
+	steps, _ := root["steps"].([]any)
+	for i, s := range steps {
+		if st, ok := s.(map[string]any); ok {
+			fix(joinPath(indexPath("steps", i), "retry"), st["retry"])
+		}
+	}
 }
 
 // decodeManifest decodes the document into a Manifest. With structural
@@ -195,6 +239,9 @@ func Load(src []byte, lim Limits) (*Plan, error) {
 	}
 	if structural == nil {
 		return compile(m, doc.lines, lim)
+	}
+	if m == nil {
+		return nil, structural
 	}
 	// Report the semantic problems as well, except on fields whose
 	// structure is already wrong: one problem per field is enough.

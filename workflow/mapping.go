@@ -43,7 +43,9 @@ func (a accessor) String() string {
 }
 
 // isExpr reports whether a mapping string is an expression.
-func isExpr(s string) bool { return s == "$" || strings.HasPrefix(s, "$.") || strings.HasPrefix(s, "$[") }
+func isExpr(s string) bool {
+	return s == "$" || strings.HasPrefix(s, "$.") || strings.HasPrefix(s, "$[")
+}
 
 // ParseExpr parses one expression.
 func ParseExpr(s string) (*Expr, error) {
@@ -62,7 +64,8 @@ func ParseExpr(s string) (*Expr, error) {
 	case "input":
 		e.path = acc[1:]
 	case "steps":
-		if len(acc) < 3 || acc[1].isIdx || acc[2].isIdx || acc[2].key != "result" {
+		// An empty name would read as "" and be taken for the task input.
+		if len(acc) < 3 || acc[1].isIdx || acc[1].key == "" || acc[2].isIdx || acc[2].key != "result" {
 			return nil, fmt.Errorf("expression %q: a step's value is read as $.steps.<name>.result[.field...]", s)
 		}
 		e.Step = acc[1].key
@@ -89,21 +92,27 @@ func parseAccessors(s string) ([]accessor, error) {
 			out = append(out, accessor{key: s[i+1 : j]})
 			i = j
 		case '[':
+			if i+1 < len(s) && (s[i+1] == '"' || s[i+1] == '\'') {
+				// A quoted name ends at the quote before "]", so that it
+				// may hold any other character, "]" included.
+				end := strings.Index(s[i+2:], string(s[i+1])+"]")
+				if end < 0 {
+					return nil, fmt.Errorf("unclosed [ at offset %d", i+2)
+				}
+				out = append(out, accessor{key: s[i+2 : i+2+end]})
+				i += end + 4
+				continue
+			}
 			end := strings.IndexByte(s[i:], ']')
 			if end < 0 {
 				return nil, fmt.Errorf("unclosed [ at offset %d", i+2)
 			}
 			inner := s[i+1 : i+end]
-			switch {
-			case len(inner) >= 2 && (inner[0] == '"' && inner[len(inner)-1] == '"' || inner[0] == '\'' && inner[len(inner)-1] == '\''):
-				out = append(out, accessor{key: inner[1 : len(inner)-1]})
-			default:
-				n, err := strconv.Atoi(inner)
-				if err != nil || n < 0 {
-					return nil, fmt.Errorf("index [%s] must be a non-negative integer or a quoted field name", inner)
-				}
-				out = append(out, accessor{index: n, isIdx: true})
+			n, err := strconv.Atoi(inner)
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("index [%s] must be a non-negative integer or a quoted field name", inner)
 			}
+			out = append(out, accessor{index: n, isIdx: true})
 			i += end + 1
 		default:
 			return nil, fmt.Errorf("unexpected %q at offset %d", s[i], i+2)
@@ -441,6 +450,9 @@ func deref(root, s any) any {
 		if !ok || !strings.HasPrefix(ref, "#") {
 			return s
 		}
+		if ref != "#" && !strings.HasPrefix(ref, "#/") {
+			return true // an anchor ("#name"): not followed, so anything goes
+		}
 		target := root
 		for _, tok := range strings.Split(strings.TrimPrefix(ref, "#"), "/")[1:] {
 			tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
@@ -473,6 +485,9 @@ func typeAllows(m map[string]any, want string) bool {
 func typeList(m map[string]any) string {
 	switch t := m["type"].(type) {
 	case string:
+		if t != "" && strings.ContainsRune("aeiou", rune(t[0])) {
+			return "an " + t
+		}
 		return "a " + t
 	case []any:
 		parts := make([]string, len(t))

@@ -87,7 +87,9 @@ func (ps *problems) err() error {
 			}
 			return a.Line < b.Line
 		}
-		return false
+		// On one line (flow style) the order of discovery depends on map
+		// iteration; the path makes it the same every time.
+		return a.Line > 0 && a.Path < b.Path
 	})
 	return &ValidationError{Problems: ps.list}
 }

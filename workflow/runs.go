@@ -384,14 +384,24 @@ func (r *Runs) Fail(t TaskRef, s int, f Failure, now time.Time) (Outcome, error)
 // moving the epoch forward if a long-lived task outgrows 32 bits of
 // milliseconds (about 49 days).
 func (r *Runs) setNotBefore(ts *taskSlot, st *stepSlot, at time.Time) {
-	rel := at.UnixMilli() - ts.epoch
+	atMs := ceilMilli(at)
+	rel := atMs - ts.epoch
 	if rel >= blocked {
-		r.rebase(ts, at.UnixMilli()-blocked/2)
-		rel = at.UnixMilli() - ts.epoch
+		r.rebase(ts, atMs-blocked/2)
+		rel = atMs - ts.epoch
 	}
 	// Round up so that a retry is never earlier than asked, and keep 0
 	// meaning "no wait".
 	st.notBefore = uint32(max(rel, 1))
+}
+
+// ceilMilli is t in Unix milliseconds, rounded up.
+func ceilMilli(t time.Time) int64 {
+	ms := t.UnixMilli()
+	if t.Sub(time.UnixMilli(ms)) > 0 {
+		ms++
+	}
+	return ms
 }
 
 func (r *Runs) rebase(ts *taskSlot, epoch int64) {

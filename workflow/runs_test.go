@@ -355,3 +355,30 @@ func TestLongLivedTaskRetryTimes(t *testing.T) {
 		t.Fatalf("ready %v at day 60, want [1] (b)", ready)
 	}
 }
+
+// TestRetryNeverEarly: retry times are rounded up to the millisecond, so a
+// retry is never dispatched before the backoff (or retry_after) asked.
+func TestRetryNeverEarly(t *testing.T) {
+	p := mustCompile(t, chainManifest(1))
+	r := NewRuns()
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	task, _ := r.Add(r.AddPlan(p), start, nil)
+	failAt := start.Add(1500 * time.Microsecond) // between two milliseconds
+	if _, err := r.Dispatch(task, 0, start); err != nil {
+		t.Fatal(err)
+	}
+	o, err := r.Fail(task, 0, Failure{Code: "x", Retryable: true, Rand: 0.5}, failAt)
+	if err != nil || !o.Retry {
+		t.Fatalf("%+v, %v", o, err)
+	}
+	want := failAt.Add(DefaultBackoff().Initial)
+	if o.RetryAt.Before(want) {
+		t.Fatalf("retry at %v, before the backoff ends at %v", o.RetryAt, want)
+	}
+	if o.RetryAt.Sub(want) >= time.Millisecond {
+		t.Fatalf("retry at %v, more than a millisecond after %v", o.RetryAt, want)
+	}
+	if ready, _ := r.Ready(task, want.Add(-time.Microsecond), nil); len(ready) != 0 {
+		t.Fatalf("ready before the backoff ended: %v", ready)
+	}
+}

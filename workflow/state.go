@@ -27,6 +27,19 @@ func (s StepState) String() string {
 	return fmt.Sprintf("StepState(%d)", s)
 }
 
+// MarshalText encodes the state as its name, so JSON says "in_progress".
+func (s StepState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText decodes a state name.
+func (s *StepState) UnmarshalText(b []byte) error {
+	v, err := ParseStepState(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
 // Terminal reports whether no event can move the step on.
 func (s StepState) Terminal() bool {
 	return s == StepComplete || s == StepCancelled || s == StepResolvedManually
@@ -130,6 +143,19 @@ func (s TaskState) String() string {
 		return taskStateNames[s]
 	}
 	return fmt.Sprintf("TaskState(%d)", s)
+}
+
+// MarshalText encodes the state as its name.
+func (s TaskState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText decodes a state name.
+func (s *TaskState) UnmarshalText(b []byte) error {
+	v, err := ParseTaskState(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
 }
 
 // Terminal reports whether the task has ended.

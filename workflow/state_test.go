@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -123,5 +124,25 @@ func TestStateNamesRoundTrip(t *testing.T) {
 	}
 	if _, err := ParseTaskState(""); err == nil {
 		t.Error(`ParseTaskState("") succeeded`)
+	}
+}
+
+func TestStatesMarshalAsNames(t *testing.T) {
+	b, err := json.Marshal(struct {
+		Step StepState
+		Task TaskState
+	}{StepInProgress, TaskResolvedManually})
+	if err != nil || string(b) != `{"Step":"in_progress","Task":"resolved_manually"}` {
+		t.Fatalf("got %s, %v", b, err)
+	}
+	var back struct {
+		Step StepState
+		Task TaskState
+	}
+	if err := json.Unmarshal(b, &back); err != nil || back.Step != StepInProgress || back.Task != TaskResolvedManually {
+		t.Fatalf("round trip: %+v, %v", back, err)
+	}
+	if err := json.Unmarshal([]byte(`{"Step":"finished"}`), &back); err == nil {
+		t.Fatal("an unknown state name was accepted")
 	}
 }
