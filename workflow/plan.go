@@ -61,7 +61,7 @@ type RetryPolicy struct {
 // Retries reports whether a failure with code, flagged retryable or not by
 // the app, is worth another attempt under this policy.
 func (r RetryPolicy) Retries(code string, appRetryable bool) bool {
-	if code == CodeContractViolation {
+	if code == CodeContractViolation || code == CodeInputMapping {
 		return false
 	}
 	if len(r.Retryable) == 0 {
@@ -83,6 +83,10 @@ const (
 	// CodeContractViolation marks a result or error that broke its
 	// contract. It is never retried: the same code would break it again.
 	CodeContractViolation = "contract_violation"
+	// CodeInputMapping marks a step whose input could not be built from
+	// the real upstream values (a field of an unexpected type). It is never
+	// retried: the same values would fail again.
+	CodeInputMapping = "input_mapping"
 )
 
 // Defaults used when neither the step nor the workflow's defaults say.

@@ -185,7 +185,7 @@ func (r *Runs) Step(t TaskRef, s int) (StepView, error) {
 	case st.notBefore == blocked:
 		v.Blocked = true
 	case st.notBefore > 0:
-		v.RetryAt = time.UnixMilli(ts.epoch + int64(st.notBefore))
+		v.RetryAt = time.UnixMilli(ts.epoch + int64(st.notBefore)).UTC()
 	}
 	return v, nil
 }
@@ -369,7 +369,7 @@ func (r *Runs) Fail(t TaskRef, s int, f Failure, now time.Time) (Outcome, error)
 	if pol.Retries(f.Code, f.Retryable) && int(st.attempts) < pol.MaxAttempts {
 		at := now.Add(pol.Backoff.Delay(int(st.attempts), f.Rand, f.RetryAfter))
 		r.setNotBefore(ts, st, at)
-		return Outcome{Retry: true, RetryAt: time.UnixMilli(ts.epoch + int64(st.notBefore))}, nil
+		return Outcome{Retry: true, RetryAt: time.UnixMilli(ts.epoch + int64(st.notBefore)).UTC()}, nil
 	}
 	st.notBefore = blocked
 	out := Outcome{}
@@ -580,7 +580,7 @@ func (r *Runs) NextRetry(t TaskRef) (at time.Time, ok bool, err error) {
 	if best == blocked {
 		return time.Time{}, false, nil
 	}
-	return time.UnixMilli(ts.epoch + int64(best)), true, nil
+	return time.UnixMilli(ts.epoch + int64(best)).UTC(), true, nil
 }
 
 // StepRecord is a step's persisted scheduling state, from which Restore

@@ -6,10 +6,11 @@ import (
 )
 
 const helpUsage = `
-Usage: tasker help [COMMAND]
+Usage: tasker help [COMMAND [SUBCOMMAND]]
 
 Lists the commands, or prints one command's help: its arguments, flags
-and exit codes.
+and exit codes. For a command with subcommands (workflow, task, step,
+snapshot, raft) it lists them; 'tasker help task get' prints one's help.
 `
 
 func helpCommand() command {
@@ -21,7 +22,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	case 0:
 		writeOverview(stdout)
 		return exitOK
-	case 1:
+	case 1, 2:
 		if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
 			fmt.Fprint(stdout, helpUsage[1:])
 			return exitOK
@@ -31,10 +32,13 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tasker help: unknown command %q; run 'tasker help' for the list\n", args[0])
 			return exitUsage
 		}
+		if len(args) == 2 && c.subcommands == nil {
+			return usageError(stderr, helpCommand(), "%s has no subcommands", c.name)
+		}
 		// Each command describes its own flags; asking it for -h prints
-		// its usage the same way 'tasker COMMAND -h' does.
-		return c.run([]string{"-h"}, stdout, stderr)
+		// its usage the same way 'tasker COMMAND [SUBCOMMAND] -h' does.
+		return c.run(append(args[1:len(args):len(args)], "-h"), stdout, stderr)
 	}
 	c, _ := lookup("help")
-	return usageError(stderr, c, "expected at most one command name, got %d", len(args))
+	return usageError(stderr, c, "expected at most a command and a subcommand, got %d names", len(args))
 }

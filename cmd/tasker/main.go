@@ -1,10 +1,12 @@
-// Command tasker is Tasker's one binary: today it checks workflow
-// manifests, writes their reference documentation and runs a simulated
-// demo; the agent and the operator commands come next.
+// Command tasker is Tasker's one binary: it checks workflow manifests,
+// writes their reference documentation, runs a simulated demo, and is the
+// operator's client of a running agent (workflows, tasks, steps,
+// snapshots, membership); the agent itself comes next.
 //
 // Each subcommand lives in its own file with its help text. This package
 // only parses flags and prints: the work is done by packages workflow,
-// refdoc and sim, which any other client can call the same way.
+// refdoc and sim, and by the agent behind its public API (client.go),
+// which any other client can call the same way.
 package main
 
 import (
@@ -27,20 +29,32 @@ const (
 	exitUsage = 2 // the command line was wrong
 )
 
-// command is one subcommand.
+// command is one subcommand. A command with subcommands (`tasker task
+// get`) is made by group; its subcommands' names are their whole path
+// after "tasker" ("task get"), so that their messages name them fully.
 type command struct {
 	name     string
 	synopsis string // one line, for `tasker help`
 	usage    string // the full help text
 	run      func(args []string, stdout, stderr io.Writer) int
+	// subcommands are a group's commands; nil for a plain command.
+	subcommands []command
 }
 
 // commands lists the subcommands in the order `tasker help` shows them.
+// A new command is one file with a constructor, and one line here.
 func commands() []command {
 	return []command{
+		agentCommand(),
 		validateCommand(),
 		docsCommand(),
 		demoCommand(),
+		workflowCommand(),
+		taskCommand(),
+		stepCommand(),
+		snapshotCommand(),
+		membersCommand(),
+		raftCommand(),
 		versionCommand(),
 		helpCommand(),
 	}
@@ -146,8 +160,9 @@ func usageError(stderr io.Writer, c command, format string, args ...any) int {
 type outputFormat string
 
 const (
-	formatText outputFormat = "text"
-	formatJSON outputFormat = "json"
+	formatText  outputFormat = "text"
+	formatJSON  outputFormat = "json"
+	formatTable outputFormat = "table" // the operator commands' name for text
 )
 
 func (f *outputFormat) String() string { return string(*f) }
@@ -166,4 +181,41 @@ func formatFlag(fs *flag.FlagSet) *outputFormat {
 	f := formatText
 	fs.Var(&f, "o", "output `format`: text for people, json for scripts")
 	return &f
+}
+
+// group makes a command whose first argument picks one of subs, which
+// are named by their whole path ("task get"). `tasker GROUP -h` and
+// `tasker help GROUP` list the subcommands; `tasker help GROUP SUB`
+// prints one's help.
+func group(name, synopsis, about string, subs ...command) command {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nUsage: tasker %s SUBCOMMAND [ARGS]\n\n%s\nSubcommands:\n", name, strings.TrimLeft(about, "\n"))
+	width := 0
+	for _, s := range subs {
+		width = max(width, len(strings.TrimPrefix(s.name, name+" ")))
+	}
+	for _, s := range subs {
+		fmt.Fprintf(&b, "  %-*s  %s\n", width, strings.TrimPrefix(s.name, name+" "), s.synopsis)
+	}
+	fmt.Fprintf(&b, "\nRun 'tasker help %s SUBCOMMAND' for a subcommand's flags and arguments.\n", name)
+	g := command{name: name, synopsis: synopsis, usage: b.String(), subcommands: subs}
+	g.run = func(args []string, stdout, stderr io.Writer) int {
+		if len(args) == 0 {
+			fmt.Fprint(stderr, strings.TrimLeft(g.usage, "\n"))
+			return exitUsage
+		}
+		switch args[0] {
+		case "-h", "-help", "--help":
+			writeUsage(stdout, g, nil)
+			return exitOK
+		}
+		for _, s := range subs {
+			if s.name == name+" "+args[0] {
+				return s.run(args[1:], stdout, stderr)
+			}
+		}
+		fmt.Fprintf(stderr, "tasker %s: unknown subcommand %q; run 'tasker help %s' for the list\n", name, args[0], name)
+		return exitUsage
+	}
+	return g
 }

@@ -1,0 +1,400 @@
+// Package agent is the Tasker agent: it wires the replicated state
+// (consensus), the local Connect API for apps and operators, the
+// coordinator (scheduler, leader only), and the delivery of steps to the
+// apps attached to it, by stream (pull) or HTTP POST (push).
+package agent
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tasker-run/tasker/consensus"
+	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// Agent is one running Tasker agent.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	state   *consensus.State
+	fsm     *consensus.FSM
+	node    *consensus.Node
+	workers *workers
+	hub     *hub
+	sched   *scheduler
+	push    *http.Client
+
+	ln     net.Listener
+	srv    *http.Server
+	tmpDir string // the -dev data dir, removed on shutdown
+
+	now      func() time.Time
+	rngMu    sync.Mutex
+	rng      *rand.Rand
+	draining atomic.Bool
+	streams  context.Context // cancelled to end PollSteps and WatchTask streams
+	endAll   context.CancelFunc
+	bg       sync.WaitGroup
+	stop     context.CancelFunc
+	shutOnce sync.Once
+	shutErr  error
+}
+
+// New prepares an agent from a validated configuration.
+func New(cfg Config, log *slog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	var seed [16]byte
+	if _, err := crand.Read(seed[:]); err != nil {
+		return nil, fmt.Errorf("seed: %w", err)
+	}
+	a := &Agent{
+		cfg:     cfg,
+		log:     log.With("node", cfg.NodeName),
+		workers: newWorkers(),
+		hub:     newHub(),
+		push:    &http.Client{},
+		now:     func() time.Time { return time.Now().UTC() },
+		rng:     rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
+	}
+	a.streams, a.endAll = context.WithCancel(context.Background())
+	a.sched = newScheduler(a)
+	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
+	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)
+	return a, nil
+}
+
+// observe runs on Raft's apply goroutine for every command: it must not block.
+func (a *Agent) observe(fx *consensus.Effects) {
+	a.sched.observe(fx)
+	woken := map[string]bool{}
+	for _, e := range fx.Events {
+		if !woken[e.TaskID] {
+			woken[e.TaskID] = true
+			a.hub.wake(e.TaskID)
+		}
+	}
+}
+
+// Start opens the data dir, joins (or forms) the Raft group, and serves
+// the local API. It returns once the API is listening.
+func (a *Agent) Start(ctx context.Context) error {
+	dataDir := a.cfg.DataDir
+	if a.cfg.Dev && dataDir == "" {
+		d, err := os.MkdirTemp("", "tasker-dev-")
+		if err != nil {
+			return fmt.Errorf("dev data dir: %w", err)
+		}
+		a.tmpDir, dataDir = d, d
+	}
+	raftAddr := net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(a.cfg.RaftPort))
+	if a.cfg.RaftPort == 0 {
+		p, err := freePort(a.cfg.BindAddr)
+		if err != nil {
+			return err
+		}
+		raftAddr = net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(p))
+	}
+	ncfg := consensus.Config{
+		NodeID:        a.cfg.NodeName,
+		DataDir:       filepath.Join(dataDir, "raft"),
+		BindAddr:      raftAddr,
+		AdvertiseAddr: raftAddr,
+		Bootstrap:     a.cfg.BootstrapExpect == 1,
+		Logger:        a.log.With("component", "raft"),
+	}
+	if a.cfg.Dev {
+		ncfg.HeartbeatTimeout, ncfg.ElectionTimeout, ncfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	}
+	node, err := consensus.Open(ncfg, a.fsm)
+	if err != nil {
+		return fmt.Errorf("raft: %w", err)
+	}
+	a.node = node
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.ClientAddr, strconv.Itoa(a.cfg.HTTPPort)))
+	if err != nil {
+		_ = node.Shutdown()
+		return fmt.Errorf("http-port: listen on %s:%d: %w", a.cfg.ClientAddr, a.cfg.HTTPPort, err)
+	}
+	a.ln = ln
+	a.srv = a.server()
+	runCtx, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	a.bg.Add(2)
+	go func() {
+		defer a.bg.Done()
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error("local API stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer a.bg.Done()
+		a.lead(runCtx)
+	}()
+	a.log.Info("agent started", "api", a.Addr(), "raft", raftAddr, "data_dir", dataDir, "server", a.cfg.Server)
+	return nil
+}
+
+// Addr is the local API's base URL.
+func (a *Agent) Addr() string {
+	if a.ln == nil {
+		return ""
+	}
+	return "http://" + a.ln.Addr().String()
+}
+
+// lead runs the scheduler while this server is the leader.
+func (a *Agent) lead(ctx context.Context) {
+	var (
+		cancel context.CancelFunc
+		done   chan struct{}
+	)
+	stopSched := func() {
+		if cancel != nil {
+			cancel()
+			<-done
+			cancel = nil
+		}
+	}
+	defer stopSched()
+	changes := a.node.LeadershipChanges()
+	start := func() {
+		var sctx context.Context
+		sctx, cancel = context.WithCancel(ctx)
+		done = make(chan struct{})
+		go func() { defer close(done); a.sched.run(sctx) }()
+	}
+	if a.node.IsLeader() {
+		start()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case leader, ok := <-changes:
+			if !ok {
+				return
+			}
+			stopSched()
+			if leader {
+				a.log.Info("leadership acquired: scheduling")
+				start()
+			} else {
+				a.log.Info("leadership lost")
+			}
+		}
+	}
+}
+
+// propose commits a command through Raft and returns its result; a
+// refused command comes back as the error.
+func (a *Agent) propose(ctx context.Context, c *fsmv1.Command) (*consensus.Result, error) {
+	c.Now = timestamppb.New(a.now())
+	b, err := consensus.Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	resp, err := a.node.Apply(ctx, b)
+	if err != nil {
+		return nil, err
+	}
+	res, ok := resp.(*consensus.Result)
+	if !ok {
+		return nil, fmt.Errorf("unexpected FSM response %T", resp)
+	}
+	return res, res.Err
+}
+
+// rand draws the jitter for a failure; the draw is recorded in the
+// command so every replica computes the same retry time.
+func (a *Agent) rand() float64 {
+	a.rngMu.Lock()
+	defer a.rngMu.Unlock()
+	return a.rng.Float64()
+}
+
+// background runs fn on a goroutine that Shutdown waits for.
+func (a *Agent) background(fn func(ctx context.Context)) {
+	a.bg.Add(1)
+	go func() {
+		defer a.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		fn(ctx)
+	}()
+}
+
+func (a *Agent) failAsync(k leaseKey, code, msg string, retryable bool) {
+	a.background(func(ctx context.Context) {
+		_, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
+			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: code, Message: msg, Retryable: retryable, Rand: a.rand(),
+		}}})
+		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
+			a.log.Warn("failure not committed", "task", k.task, "step", k.step, "err", err)
+		}
+		a.workers.drop(k)
+	})
+}
+
+func (a *Agent) releaseAsync(k leaseKey, reason string) {
+	a.background(func(ctx context.Context) {
+		_, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ReleaseStep{ReleaseStep: &fsmv1.ReleaseStep{
+			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Reason: reason,
+		}}})
+		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
+			a.log.Warn("release not committed", "task", k.task, "step", k.step, "err", err)
+		}
+		a.workers.drop(k)
+	})
+}
+
+// Shutdown stops the agent gracefully: no new steps are dispatched, apps
+// get until the shutdown timeout (or ctx) to finish the steps they hold,
+// the rest are handed back, and Raft closes cleanly.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.shutOnce.Do(func() { a.shutErr = a.shutdown(ctx) })
+	return a.shutErr
+}
+
+func (a *Agent) shutdown(ctx context.Context) error {
+	a.draining.Store(true)
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.ShutdownTimeout)
+	defer cancel()
+	if a.node != nil && a.node.IsLeader() {
+		a.drainInFlight(ctx)
+	}
+	a.endAll()
+	var errs []error
+	if a.srv != nil {
+		if err := a.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http: %w", err))
+		}
+	}
+	if a.stop != nil {
+		a.stop()
+	}
+	a.bg.Wait()
+	if a.node != nil {
+		if err := a.node.Shutdown(); err != nil {
+			errs = append(errs, fmt.Errorf("raft: %w", err))
+		}
+	}
+	if a.tmpDir != "" {
+		_ = os.RemoveAll(a.tmpDir)
+	}
+	a.log.Info("agent stopped")
+	return errors.Join(errs...)
+}
+
+// drainInFlight waits for the attempts apps hold to be reported, then
+// hands back the rest so they are dispatched again after a restart.
+func (a *Agent) drainInFlight(ctx context.Context) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		held := a.heldAll()
+		if len(held) == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			a.log.Warn("shutdown timeout: handing back steps still running", "steps", len(held))
+			for _, k := range held {
+				rctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, _ = a.propose(rctx, &fsmv1.Command{Kind: &fsmv1.Command_ReleaseStep{ReleaseStep: &fsmv1.ReleaseStep{
+					TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Reason: "agent shut down",
+				}}})
+				cancel()
+			}
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (a *Agent) heldAll() []leaseKey {
+	a.workers.mu.Lock()
+	ids := make([]string, 0, len(a.workers.byID))
+	for id := range a.workers.byID {
+		ids = append(ids, id)
+	}
+	a.workers.mu.Unlock()
+	var out []leaseKey
+	for _, id := range ids {
+		out = append(out, a.workers.held(id)...)
+	}
+	return out
+}
+
+func freePort(ip string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("raft-port: pick a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// newTaskID returns a unique, time-ordered task id.
+func (a *Agent) newTaskID() string {
+	var b [10]byte
+	if _, err := crand.Read(b[:]); err != nil {
+		a.rngMu.Lock()
+		binary.LittleEndian.PutUint64(b[:8], a.rng.Uint64())
+		a.rngMu.Unlock()
+	}
+	ms := uint64(a.now().UnixMilli())
+	var raw [16]byte
+	for i := 5; i >= 0; i-- {
+		raw[i] = byte(ms)
+		ms >>= 8
+	}
+	copy(raw[6:], b[:])
+	return "tsk_" + crockford(raw[:])
+}
+
+// crockford encodes bytes in Crockford's base32 (lowercase, sortable).
+func crockford(b []byte) string {
+	const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
+	var out []byte
+	var acc uint32
+	bits := 0
+	for _, x := range b {
+		acc = acc<<8 | uint32(x)
+		bits += 8
+		for bits >= 5 {
+			bits -= 5
+			out = append(out, alphabet[(acc>>bits)&31])
+		}
+	}
+	if bits > 0 {
+		out = append(out, alphabet[(acc<<(5-bits))&31])
+	}
+	return string(out)
+}

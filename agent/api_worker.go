@@ -1,0 +1,270 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/tasker-run/tasker/consensus"
+	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
+	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
+	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+// detachGrace is how long a worker whose stream broke has to come back
+// before the steps it holds are handed to someone else.
+const detachGrace = 5 * time.Second
+
+type workerAPI struct{ a *Agent }
+
+var _ taskerv1connect.WorkerServiceHandler = (*workerAPI)(nil)
+
+func (w *workerAPI) RegisterCapabilities(_ context.Context, req *connect.Request[taskerv1.RegisterCapabilitiesRequest]) (*connect.Response[taskerv1.RegisterCapabilitiesResponse], error) {
+	r := req.Msg
+	if len(r.GetCapabilities()) == 0 {
+		return nil, invalid("capabilities", "at least one capability is required")
+	}
+	if u := r.GetPushUrl(); u != "" {
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, invalid("push_url", "%q is not an http:// or https:// URL", u)
+		}
+	}
+	var caps []*capability
+	seen := map[string]bool{}
+	for i, c := range r.GetCapabilities() {
+		field := fmt.Sprintf("capabilities[%d]", i)
+		if err := workflow.CheckCapabilityName(c.GetName()); err != nil {
+			return nil, invalid(field+".name", "%v", err)
+		}
+		if seen[c.GetName()] {
+			return nil, invalid(field+".name", "%q is listed twice", c.GetName())
+		}
+		seen[c.GetName()] = true
+		for _, sc := range []struct{ field, doc string }{{"input_schema_json", c.GetInputSchemaJson()}, {"output_schema_json", c.GetOutputSchemaJson()}} {
+			if sc.doc == "" {
+				continue
+			}
+			if _, err := workflow.CompileSchema(c.GetName(), []byte(sc.doc)); err != nil {
+				return nil, invalid(field+"."+sc.field, "%v", err)
+			}
+		}
+		n := int(c.GetMaxConcurrency())
+		switch {
+		case n < 0 || n > 10000:
+			return nil, invalid(field+".max_concurrency", "%d is out of range: use 1 to 10000 (0 means %d)", n, defaultConcurrency)
+		case n == 0:
+			n = defaultConcurrency
+		}
+		caps = append(caps, &capability{
+			name: c.GetName(), version: c.GetVersion(), description: c.GetDescription(),
+			inputSchema: c.GetInputSchemaJson(), outSchema: c.GetOutputSchemaJson(), max: n,
+		})
+	}
+	id := r.GetWorkerId()
+	if id == "" {
+		id = "w-" + w.a.newTaskID()[4:]
+	}
+	w.a.workers.register(id, r.GetPushUrl(), caps, w.a.now())
+	w.a.log.Info("worker registered", "worker", id, "capabilities", len(caps), "push", r.GetPushUrl() != "")
+	return connect.NewResponse(&taskerv1.RegisterCapabilitiesResponse{WorkerId: id}), nil
+}
+
+func (w *workerAPI) PollSteps(ctx context.Context, req *connect.Request[taskerv1.PollStepsRequest], stream *connect.ServerStream[taskerv1.PollStepsResponse]) error {
+	id := req.Msg.GetWorkerId()
+	if err := required("worker_id", id); err != nil {
+		return err
+	}
+	ch, detach, ok := w.a.workers.attach(id)
+	if !ok {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("worker %q is not registered; call RegisterCapabilities first", id))
+	}
+	defer func() {
+		detach()
+		time.AfterFunc(detachGrace, func() { w.a.reclaim(id) })
+	}()
+	// Send the headers now: clients wait for them before the call returns,
+	// and the first assignment may be a long way off.
+	if err := stream.Send(nil); err != nil {
+		return nil
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.a.streams.Done():
+			return nil
+		case asg := <-ch:
+			k := leaseKey{asg.TaskID, asg.Step, asg.Attempt}
+			err := stream.Send(&taskerv1.PollStepsResponse{Assignment: &taskerv1.StepAssignment{
+				TaskId: asg.TaskID, Step: asg.Step, Capability: asg.Capability, Attempt: int32(asg.Attempt),
+				InputJson: asg.InputJSON, IdempotencyKey: asg.IdempotencyKey, Deadline: timestamppb.New(asg.Deadline),
+				Workflow: asg.Workflow, WorkflowVersion: asg.WorkflowVersion,
+			}})
+			if err != nil {
+				w.a.releaseAsync(k, "worker stream closed before delivery")
+				return nil
+			}
+			w.a.startAsync(k)
+		}
+	}
+}
+
+// reclaim hands back the steps a worker holds once it has stayed away
+// past the grace period (its app died or lost its sidecar connection).
+func (a *Agent) reclaim(id string) {
+	if a.workers.connected(id) || a.draining.Load() {
+		return
+	}
+	for _, k := range a.workers.held(id) {
+		a.releaseAsync(k, "worker "+id+" disconnected")
+	}
+}
+
+// startAsync records that the app took an attempt. It runs off the hot
+// path: a result that commits first simply makes it a stale no-op.
+func (a *Agent) startAsync(k leaseKey) {
+	a.background(func(ctx context.Context) {
+		_, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_StartStep{StartStep: &fsmv1.StartStep{TaskId: k.task, Step: k.step, Attempt: int32(k.attempt)}}})
+		var te *workflow.TransitionError
+		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) && !errors.As(err, &te) && !errors.Is(err, consensus.ErrTaskEnded) {
+			a.log.Debug("start not recorded", "task", k.task, "step", k.step, "err", err)
+		}
+	})
+}
+
+func (w *workerAPI) CompleteStep(ctx context.Context, req *connect.Request[taskerv1.CompleteStepRequest]) (*connect.Response[taskerv1.CompleteStepResponse], error) {
+	r := req.Msg
+	if err := required("task_id", r.GetTaskId(), "step", r.GetStep()); err != nil {
+		return nil, err
+	}
+	if r.GetAttempt() < 1 {
+		return nil, invalid("attempt", "must be the attempt number from the assignment (1 or more)")
+	}
+	if err := checkSize("result_json", r.GetResultJson(), w.a.cfg.MaxPayloadBytes); err != nil {
+		return nil, err
+	}
+	if err := w.a.complete(ctx, leaseKey{r.GetTaskId(), r.GetStep(), int(r.GetAttempt())}, r.GetResultJson()); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&taskerv1.CompleteStepResponse{}), nil
+}
+
+// complete checks a result against its contract and commits it; a result
+// that breaks the contract fails the attempt for good (the same code would
+// break it again) and the caller learns every violation.
+func (a *Agent) complete(ctx context.Context, k leaseKey, result string) error {
+	if cerr := a.checkResult(k.task, k.step, result); cerr != nil {
+		var ce *connect.Error
+		if errors.As(cerr, &ce) && ce.Code() == connect.CodeInvalidArgument {
+			_, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
+				TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: workflow.CodeContractViolation,
+				Message: ce.Message(), Retryable: false, Rand: a.rand(),
+			}}})
+			if err != nil {
+				return toConnect(err)
+			}
+			a.workers.drop(k)
+			a.log.Warn("result breaks its contract", "task", k.task, "step", k.step, "attempt", k.attempt, "err", ce.Message())
+		}
+		return cerr
+	}
+	if _, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CompleteStep{CompleteStep: &fsmv1.CompleteStep{
+		TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), ResultJson: result,
+	}}}); err != nil {
+		return toConnect(err)
+	}
+	a.workers.drop(k)
+	return nil
+}
+
+func (w *workerAPI) FailStep(ctx context.Context, req *connect.Request[taskerv1.FailStepRequest]) (*connect.Response[taskerv1.FailStepResponse], error) {
+	r := req.Msg
+	if err := required("task_id", r.GetTaskId(), "step", r.GetStep()); err != nil {
+		return nil, err
+	}
+	if r.GetAttempt() < 1 {
+		return nil, invalid("attempt", "must be the attempt number from the assignment (1 or more)")
+	}
+	if err := checkSize("details_json", r.GetDetailsJson(), w.a.cfg.MaxPayloadBytes); err != nil {
+		return nil, err
+	}
+	if len(r.GetMessage()) > 64<<10 {
+		return nil, invalid("message", "is %d bytes, over the limit of 65536", len(r.GetMessage()))
+	}
+	var after time.Duration
+	if ra := r.GetRetryAfter(); ra != nil {
+		if err := ra.CheckValid(); err != nil || ra.AsDuration() < 0 {
+			return nil, invalid("retry_after", "must be a non-negative duration")
+		}
+		after = ra.AsDuration()
+	}
+	res, err := w.a.fail(ctx, leaseKey{r.GetTaskId(), r.GetStep(), int(r.GetAttempt())}, failReport{
+		code: r.GetCode(), message: r.GetMessage(), retryable: r.GetRetryable(), retryAfter: after, details: r.GetDetailsJson(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := &taskerv1.FailStepResponse{WillRetry: res.Retry}
+	if res.Retry {
+		out.NextAttemptAt = timestamppb.New(res.RetryAt)
+	}
+	return connect.NewResponse(out), nil
+}
+
+type failReport struct {
+	code, message string
+	retryable     bool
+	retryAfter    time.Duration
+	details       string
+}
+
+func (a *Agent) fail(ctx context.Context, k leaseKey, f failReport) (*consensus.Result, error) {
+	if f.code == "" {
+		f.code = "error"
+	}
+	res, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
+		TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: f.code, Message: f.message,
+		Retryable: f.retryable, RetryAfterMs: f.retryAfter.Milliseconds(), Rand: a.rand(), DetailsJson: f.details,
+	}}})
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	a.workers.drop(k)
+	return res, nil
+}
+
+func (w *workerAPI) ExtendLease(ctx context.Context, req *connect.Request[taskerv1.ExtendLeaseRequest]) (*connect.Response[taskerv1.ExtendLeaseResponse], error) {
+	r := req.Msg
+	if err := required("task_id", r.GetTaskId(), "step", r.GetStep()); err != nil {
+		return nil, err
+	}
+	plan, err := w.a.state.PlanOf(r.GetTaskId())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	i, ok := plan.StepIndex(r.GetStep())
+	if !ok {
+		return nil, toConnect(fmt.Errorf("%w: step %q", consensus.ErrNotFound, r.GetStep()))
+	}
+	by := plan.Steps[i].Timeout
+	if e := r.GetExtendBy(); e != nil {
+		if err := e.CheckValid(); err != nil || e.AsDuration() <= 0 || e.AsDuration() > 24*time.Hour {
+			return nil, invalid("extend_by", "must be a positive duration up to 24h")
+		}
+		by = e.AsDuration()
+	}
+	deadline := w.a.now().Add(by)
+	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ExtendLease{ExtendLease: &fsmv1.ExtendLease{
+		TaskId: r.GetTaskId(), Step: r.GetStep(), Attempt: r.GetAttempt(), Deadline: timestamppb.New(deadline),
+	}}}); err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&taskerv1.ExtendLeaseResponse{Deadline: timestamppb.New(deadline)}), nil
+}

@@ -1,0 +1,281 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"connectrpc.com/connect"
+
+	"github.com/tasker-run/tasker/consensus"
+	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
+	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
+	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	"github.com/tasker-run/tasker/workflow"
+)
+
+type workflowAPI struct{ a *Agent }
+
+var _ taskerv1connect.WorkflowServiceHandler = (*workflowAPI)(nil)
+
+func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[taskerv1.ApplyWorkflowRequest]) (*connect.Response[taskerv1.ApplyWorkflowResponse], error) {
+	m := req.Msg.GetManifest()
+	if err := required("manifest", m); err != nil {
+		return nil, err
+	}
+	if err := checkSize("manifest", m, w.a.cfg.MaxPayloadBytes); err != nil {
+		return nil, err
+	}
+	// Validate here for a precise error without a Raft round trip; the
+	// FSM validates again, identically, on every server.
+	plan, err := workflow.Load([]byte(m), workflow.Limits{MaxManifestBytes: w.a.cfg.MaxPayloadBytes})
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	v, err := w.a.state.Workflow(plan.Namespace, plan.Name, plan.Version)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	w.a.log.Info("workflow applied", "namespace", v.Namespace, "workflow", v.Name, "version", v.Version, "created", res.Created)
+	return connect.NewResponse(&taskerv1.ApplyWorkflowResponse{Workflow: pbWorkflow(v, true), Created: res.Created}), nil
+}
+
+func (w *workflowAPI) GetWorkflow(_ context.Context, req *connect.Request[taskerv1.GetWorkflowRequest]) (*connect.Response[taskerv1.GetWorkflowResponse], error) {
+	if err := required("name", req.Msg.GetName()); err != nil {
+		return nil, err
+	}
+	v, err := w.a.state.Workflow(req.Msg.GetNamespace(), req.Msg.GetName(), req.Msg.GetVersion())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&taskerv1.GetWorkflowResponse{Workflow: pbWorkflow(v, true)}), nil
+}
+
+func (w *workflowAPI) ListWorkflows(_ context.Context, req *connect.Request[taskerv1.ListWorkflowsRequest]) (*connect.Response[taskerv1.ListWorkflowsResponse], error) {
+	out := &taskerv1.ListWorkflowsResponse{}
+	for _, v := range w.a.state.Workflows(req.Msg.GetNamespace()) {
+		out.Workflows = append(out.Workflows, pbWorkflow(v, false))
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[taskerv1.StartTaskRequest]) (*connect.Response[taskerv1.StartTaskResponse], error) {
+	r := req.Msg
+	if err := required("workflow", r.GetWorkflow()); err != nil {
+		return nil, err
+	}
+	if err := checkSize("input_json", r.GetInputJson(), w.a.cfg.MaxPayloadBytes); err != nil {
+		return nil, err
+	}
+	if len(r.GetIdempotencyKey()) > 256 {
+		return nil, invalid("idempotency_key", "is %d characters, over the limit of 256", len(r.GetIdempotencyKey()))
+	}
+	if key := r.GetIdempotencyKey(); key != "" {
+		if t, ok := w.a.state.TaskByKey(r.GetNamespace(), key); ok {
+			return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: false}), nil
+		}
+	}
+	v, err := w.a.state.Workflow(r.GetNamespace(), r.GetWorkflow(), r.GetVersion())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	input := r.GetInputJson()
+	if input == "" {
+		input = "{}"
+	}
+	val, err := workflow.DecodeJSON([]byte(input))
+	if err != nil {
+		return nil, invalid("input_json", "%v", err)
+	}
+	if err := v.Plan.Input.Check("input", val); err != nil {
+		return nil, toConnect(err)
+	}
+	id := w.a.newTaskID()
+	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{
+		TaskId: id, Namespace: v.Namespace, Workflow: v.Name, Version: v.Version, InputJson: input, IdempotencyKey: r.GetIdempotencyKey(),
+	}}})
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	t, err := w.a.state.Task(res.TaskID)
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	if res.Created {
+		w.a.log.Info("task started", "task", t.ID, "workflow", t.Workflow, "version", t.Version)
+	}
+	return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: res.Created}), nil
+}
+
+func (w *workflowAPI) GetTask(_ context.Context, req *connect.Request[taskerv1.GetTaskRequest]) (*connect.Response[taskerv1.GetTaskResponse], error) {
+	if err := required("id", req.Msg.GetId()); err != nil {
+		return nil, err
+	}
+	t, err := w.a.state.Task(req.Msg.GetId())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&taskerv1.GetTaskResponse{Task: pbTask(t)}), nil
+}
+
+func (w *workflowAPI) ListTasks(_ context.Context, req *connect.Request[taskerv1.ListTasksRequest]) (*connect.Response[taskerv1.ListTasksResponse], error) {
+	r := req.Msg
+	f := consensus.TaskFilter{Namespace: r.GetNamespace(), Workflow: r.GetWorkflow(), Limit: int(r.GetPageSize())}
+	switch {
+	case f.Limit < 0 || f.Limit > 1000:
+		return nil, invalid("page_size", "%d is out of range: use 1 to 1000 (0 means 100)", f.Limit)
+	case f.Limit == 0:
+		f.Limit = 100
+	}
+	if r.GetState() != taskerv1.TaskState_TASK_STATE_UNSPECIFIED {
+		st, ok := taskState(r.GetState())
+		if !ok {
+			return nil, invalid("state", "unknown state %d", r.GetState())
+		}
+		f.State = &st
+	}
+	if tok := r.GetPageToken(); tok != "" {
+		n, err := strconv.ParseUint(tok, 10, 64)
+		if err != nil || n == 0 {
+			return nil, invalid("page_token", "%q is not a token from a previous response", tok)
+		}
+		f.Before = n
+	}
+	tasks, next := w.a.state.ListTasks(f)
+	out := &taskerv1.ListTasksResponse{}
+	for _, t := range tasks {
+		out.Tasks = append(out.Tasks, pbTask(t))
+	}
+	if next != 0 {
+		out.NextPageToken = strconv.FormatUint(next, 10)
+	}
+	return connect.NewResponse(out), nil
+}
+
+func (w *workflowAPI) CancelTask(ctx context.Context, req *connect.Request[taskerv1.CancelTaskRequest]) (*connect.Response[taskerv1.CancelTaskResponse], error) {
+	if err := required("id", req.Msg.GetId()); err != nil {
+		return nil, err
+	}
+	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CancelTask{CancelTask: &fsmv1.CancelTask{TaskId: req.Msg.GetId(), Reason: req.Msg.GetReason()}}}); err != nil {
+		return nil, toConnect(err)
+	}
+	t, err := w.a.state.Task(req.Msg.GetId())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&taskerv1.CancelTaskResponse{Task: pbTask(t)}), nil
+}
+
+func (w *workflowAPI) RetryStep(ctx context.Context, req *connect.Request[taskerv1.RetryStepRequest]) (*connect.Response[taskerv1.RetryStepResponse], error) {
+	if err := required("task_id", req.Msg.GetTaskId(), "step", req.Msg.GetStep()); err != nil {
+		return nil, err
+	}
+	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: req.Msg.GetTaskId(), Step: req.Msg.GetStep()}}}); err != nil {
+		return nil, toConnect(err)
+	}
+	t, err := w.a.state.Task(req.Msg.GetTaskId())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&taskerv1.RetryStepResponse{Task: pbTask(t)}), nil
+}
+
+func (w *workflowAPI) ResolveStep(ctx context.Context, req *connect.Request[taskerv1.ResolveStepRequest]) (*connect.Response[taskerv1.ResolveStepResponse], error) {
+	r := req.Msg
+	if err := required("task_id", r.GetTaskId(), "step", r.GetStep()); err != nil {
+		return nil, err
+	}
+	if err := checkSize("result_json", r.GetResultJson(), w.a.cfg.MaxPayloadBytes); err != nil {
+		return nil, err
+	}
+	if err := w.a.checkResult(r.GetTaskId(), r.GetStep(), r.GetResultJson()); err != nil {
+		return nil, err
+	}
+	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ResolveStep{ResolveStep: &fsmv1.ResolveStep{
+		TaskId: r.GetTaskId(), Step: r.GetStep(), ResultJson: r.GetResultJson(), Reason: r.GetReason(),
+	}}}); err != nil {
+		return nil, toConnect(err)
+	}
+	t, err := w.a.state.Task(r.GetTaskId())
+	if err != nil {
+		return nil, toConnect(err)
+	}
+	return connect.NewResponse(&taskerv1.ResolveStepResponse{Task: pbTask(t)}), nil
+}
+
+// checkResult validates a result against its step's contract, returning
+// InvalidArgument with every violation.
+func (a *Agent) checkResult(taskID, step, result string) error {
+	plan, err := a.state.PlanOf(taskID)
+	if err != nil {
+		return toConnect(err)
+	}
+	i, ok := plan.StepIndex(step)
+	if !ok {
+		return toConnect(fmt.Errorf("%w: step %q in task %s", consensus.ErrNotFound, step, taskID))
+	}
+	if result == "" {
+		result = "{}"
+	}
+	val, err := workflow.DecodeJSON([]byte(result))
+	if err != nil {
+		return invalid("result_json", "%v", err)
+	}
+	if err := plan.Steps[i].Result.Check("result of step "+step, val); err != nil {
+		return toConnect(err)
+	}
+	return nil
+}
+
+// WatchTask sends the task as it is, then each new event with the task
+// after it, until the task ends. Watchers are woken by the hub and read
+// the history from the state, so none misses an event however slow.
+func (w *workflowAPI) WatchTask(ctx context.Context, req *connect.Request[taskerv1.WatchTaskRequest], stream *connect.ServerStream[taskerv1.WatchTaskResponse]) error {
+	id := req.Msg.GetId()
+	if err := required("id", id); err != nil {
+		return err
+	}
+	wake, unsubscribe := w.a.hub.subscribe(id)
+	defer unsubscribe()
+	history, err := w.a.state.Events(id, 0)
+	if err != nil {
+		return toConnect(err)
+	}
+	t, err := w.a.state.Task(id)
+	if err != nil {
+		return toConnect(err)
+	}
+	if err := stream.Send(&taskerv1.WatchTaskResponse{Task: pbTask(t)}); err != nil {
+		return err
+	}
+	sent := uint64(len(history))
+	for ended := t.State.Terminal(); !ended; {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.a.streams.Done():
+			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+		case <-wake:
+		}
+		events, err := w.a.state.Events(id, sent)
+		if err != nil {
+			return toConnect(err)
+		}
+		if t, err = w.a.state.Task(id); err != nil {
+			return toConnect(err)
+		}
+		for _, e := range events {
+			if err := stream.Send(&taskerv1.WatchTaskResponse{Event: pbEvent(e), Task: pbTask(t)}); err != nil {
+				return err
+			}
+			sent = e.Seq
+			// The terminal event is always a task's last.
+			ended = ended || e.Type == consensus.EventTaskCompleted || e.Type == consensus.EventTaskCancelled || e.Type == consensus.EventTaskResolved
+		}
+	}
+	return nil
+}

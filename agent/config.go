@@ -1,0 +1,256 @@
+package agent
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole configuration of an agent: defaults, then a config
+// file, then TASKER_* environment variables, then flags, validated once at
+// start with messages that name the setting.
+type Config struct {
+	// NodeName identifies the agent in the cluster; the host name by default.
+	NodeName string `yaml:"node_name"`
+	// DataDir holds Raft's log, stable store and snapshots.
+	DataDir string `yaml:"data_dir"`
+	// Server makes the agent a Raft server that holds workflow state.
+	Server bool `yaml:"server"`
+	// BootstrapExpect is the number of servers to wait for before forming
+	// the cluster; 1 forms a one-server cluster at once.
+	BootstrapExpect int `yaml:"bootstrap_expect"`
+	// ClientAddr is the IP of the local API; keep it on loopback.
+	ClientAddr string `yaml:"client_addr"`
+	// HTTPPort is the local API port: Connect, gRPC, gRPC-Web, health.
+	HTTPPort int `yaml:"http_port"`
+	// BindAddr is the IP for agent-to-agent traffic (Raft).
+	BindAddr string `yaml:"bind_addr"`
+	// RaftPort is Raft's TCP port (servers only).
+	RaftPort int `yaml:"raft_port"`
+	// MaxPayloadBytes bounds task inputs, step results and manifests.
+	MaxPayloadBytes int `yaml:"max_payload_bytes"`
+	// LogLevel is debug, info, warn or error; LogFormat text or json.
+	LogLevel  string `yaml:"log_level"`
+	LogFormat string `yaml:"log_format"`
+	// ShutdownTimeout bounds a graceful shutdown.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// Dev runs a whole one-server cluster on loopback with a temporary
+	// data dir and fast Raft timeouts: for development only.
+	Dev bool `yaml:"-"`
+	// ConfigFile is where the file settings came from.
+	ConfigFile string `yaml:"-"`
+}
+
+// Defaults returns the configuration of an agent nobody configured.
+func Defaults() Config {
+	host, _ := os.Hostname()
+	return Config{
+		NodeName:        host,
+		ClientAddr:      "127.0.0.1",
+		HTTPPort:        7420,
+		BindAddr:        "127.0.0.1",
+		RaftPort:        7423,
+		MaxPayloadBytes: 1 << 20,
+		LogLevel:        "info",
+		LogFormat:       "text",
+		ShutdownTimeout: 30 * time.Second,
+	}
+}
+
+// setting is one configurable value, settable from the config file (by
+// its YAML key), the environment (TASKER_NAME) and a flag (-name).
+type setting struct {
+	name   string
+	usage  string
+	isBool bool
+	apply  func(c *Config, v string) error
+}
+
+func settings() []setting {
+	str := func(name, usage string, field func(*Config) *string) setting {
+		return setting{name: name, usage: usage, apply: func(c *Config, v string) error { *field(c) = v; return nil }}
+	}
+	num := func(name, usage string, field func(*Config) *int) setting {
+		return setting{name: name, usage: usage, apply: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a whole number", v)
+			}
+			*field(c) = n
+			return nil
+		}}
+	}
+	boolean := func(name, usage string, field func(*Config) *bool) setting {
+		return setting{name: name, usage: usage, isBool: true, apply: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", v)
+			}
+			*field(c) = b
+			return nil
+		}}
+	}
+	return []setting{
+		str("node", "node name (default: the host name)", func(c *Config) *string { return &c.NodeName }),
+		str("data-dir", "data directory for Raft's log and snapshots", func(c *Config) *string { return &c.DataDir }),
+		boolean("server", "run as a Raft server that holds workflow state", func(c *Config) *bool { return &c.Server }),
+		num("bootstrap-expect", "servers to wait for before forming the cluster", func(c *Config) *int { return &c.BootstrapExpect }),
+		str("client", "IP of the local API (keep it on loopback)", func(c *Config) *string { return &c.ClientAddr }),
+		num("http-port", "local API port (0 picks a free one)", func(c *Config) *int { return &c.HTTPPort }),
+		str("bind", "IP for agent-to-agent traffic", func(c *Config) *string { return &c.BindAddr }),
+		num("raft-port", "Raft port (0 picks a free one)", func(c *Config) *int { return &c.RaftPort }),
+		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
+		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
+		str("log-format", "text or json", func(c *Config) *string { return &c.LogFormat }),
+	}
+}
+
+// flagValue records a flag's text so it can be applied after the file and
+// the environment: flags win.
+type flagValue struct {
+	isBool bool
+	val    string
+}
+
+func (f *flagValue) String() string     { return f.val }
+func (f *flagValue) Set(v string) error { f.val = v; return nil }
+func (f *flagValue) IsBoolFlag() bool   { return f.isBool }
+
+// Load builds a configuration from args (the agent's flags), the
+// environment (getenv) and the config file -config names, in that order of
+// precedence, and validates it.
+func Load(args []string, getenv func(string) string) (Config, error) {
+	cfg := Defaults()
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	fs.SetOutput(discard{})
+	configFile := fs.String("config", "", "config file (YAML or JSON)")
+	dev := fs.Bool("dev", false, "one-server cluster on loopback with a temporary data dir")
+	all := settings()
+	values := make([]*flagValue, len(all))
+	for i, s := range all {
+		values[i] = &flagValue{isBool: s.isBool}
+		fs.Var(values[i], s.name, s.usage)
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected argument %q; flags come as -name value", fs.Arg(0))
+	}
+	if *dev {
+		cfg.Dev, cfg.Server, cfg.BootstrapExpect = true, true, 1
+	}
+	if *configFile != "" {
+		if err := cfg.loadFile(*configFile); err != nil {
+			return cfg, err
+		}
+	}
+	for _, s := range all {
+		env := "TASKER_" + strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
+		if v := getenv(env); v != "" {
+			if err := s.apply(&cfg, v); err != nil {
+				return cfg, fmt.Errorf("%s: %w", env, err)
+			}
+		}
+	}
+	var errs []error
+	fs.Visit(func(f *flag.Flag) {
+		for i, s := range all {
+			if s.name == f.Name {
+				if err := s.apply(&cfg, values[i].val); err != nil {
+					errs = append(errs, fmt.Errorf("-%s: %w", s.name, err))
+				}
+			}
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// Usage lists the agent's flags for help text.
+func Usage() string {
+	var b strings.Builder
+	b.WriteString("  -config FILE\n\tconfig file (YAML or JSON; keys as in docs/operations.md)\n  -dev\n\tone-server cluster on loopback with a temporary data dir\n")
+	for _, s := range settings() {
+		fmt.Fprintf(&b, "  -%s\n\t%s (env TASKER_%s)\n", s.name, s.usage, strings.ToUpper(strings.ReplaceAll(s.name, "-", "_")))
+	}
+	return b.String()
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func (c *Config) loadFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	c.ConfigFile = path
+	return nil
+}
+
+// Validate checks every setting and names each one that is wrong.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(setting, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", setting, fmt.Sprintf(format, args...)))
+	}
+	if c.NodeName == "" {
+		bad("node", "is empty; set -node or TASKER_NODE")
+	}
+	if c.DataDir == "" && !c.Dev {
+		bad("data-dir", "is required (or use -dev for a temporary one)")
+	}
+	if !c.Server {
+		bad("server", "a client-only agent needs servers to join, which arrives with the cluster; run with -server -bootstrap-expect 1 (or -dev)")
+	}
+	if c.Server && c.BootstrapExpect != 0 && c.BootstrapExpect != 1 {
+		bad("bootstrap-expect", "%d: only 1 (a single server) is supported until the cluster is built", c.BootstrapExpect)
+	}
+	if ip := net.ParseIP(c.ClientAddr); ip == nil {
+		bad("client", "%q is not an IP address", c.ClientAddr)
+	}
+	if ip := net.ParseIP(c.BindAddr); ip == nil {
+		bad("bind", "%q is not an IP address", c.BindAddr)
+	}
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"http-port", c.HTTPPort}, {"raft-port", c.RaftPort}} {
+		if p.v < 0 || p.v > 65535 {
+			bad(p.name, "%d is not a port (0-65535; 0 picks a free one)", p.v)
+		}
+	}
+	if c.MaxPayloadBytes < 1024 || c.MaxPayloadBytes > 64<<20 {
+		bad("max-payload", "%d is out of range: use 1024 to %d bytes", c.MaxPayloadBytes, 64<<20)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log-level", "%q: use debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		bad("log-format", "%q: use text or json", c.LogFormat)
+	}
+	if c.ShutdownTimeout <= 0 {
+		bad("shutdown_timeout", "must be positive")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,63 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+)
+
+// server builds the local API: Connect, gRPC and gRPC-Web on one port
+// (HTTP/1.1 and cleartext HTTP/2), plus gRPC health and reflection so that
+// grpcurl and buf curl work.
+func (a *Agent) server() *http.Server {
+	// Room for a payload at the limit plus the message around it; a larger
+	// message is refused by Connect with ResourceExhausted.
+	opts := []connect.HandlerOption{connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)}
+	mux := http.NewServeMux()
+	mux.Handle(taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, opts...))
+	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, opts...))
+	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a}, opts...))
+	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName}
+	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
+	reflector := grpcreflect.NewStaticReflector(names...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           mux,
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+}
+
+// health reports SERVING once the agent has a leader to write through.
+type health struct {
+	a     *Agent
+	names []string
+}
+
+func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpchealth.CheckResponse, error) {
+	known := req.Service == ""
+	for _, n := range h.names {
+		known = known || n == req.Service
+	}
+	if !known {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("unknown service %q", req.Service))
+	}
+	if h.a.draining.Load() {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	if id, _ := h.a.node.Leader(); id == "" {
+		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
+	}
+	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+}

@@ -1,0 +1,212 @@
+package agent
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/tasker-run/tasker/consensus"
+)
+
+// defaultConcurrency applies when a capability does not say.
+const defaultConcurrency = 16
+
+// workers is the registry of the apps attached to this agent: what each
+// offers, how to reach it (an open PollSteps stream or a push URL) and how
+// many steps it holds. The scheduler picks from it; handlers update it.
+type workers struct {
+	mu      sync.Mutex
+	byID    map[string]*worker
+	changed chan struct{} // signalled when capacity or membership changes
+}
+
+type worker struct {
+	id       string
+	caps     map[string]*capability
+	pushURL  string
+	stream   chan *consensus.Assignment // non-nil while a PollSteps stream is open
+	streams  int                        // open streams (an app may poll twice during a reconnect)
+	inflight map[leaseKey]string        // attempt → capability
+	seen     time.Time
+}
+
+type capability struct {
+	name        string
+	version     string
+	description string
+	inputSchema string
+	outSchema   string
+	max         int
+}
+
+// leaseKey names one attempt of one step.
+type leaseKey struct {
+	task    string
+	step    string
+	attempt int
+}
+
+func newWorkers() *workers {
+	return &workers{byID: map[string]*worker{}, changed: make(chan struct{}, 1)}
+}
+
+func (ws *workers) signal() {
+	select {
+	case ws.changed <- struct{}{}:
+	default:
+	}
+}
+
+// register adds or replaces a worker's capabilities, keeping its stream
+// and in-flight attempts.
+func (ws *workers) register(id, pushURL string, caps []*capability, now time.Time) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil {
+		w = &worker{id: id, inflight: map[leaseKey]string{}}
+		ws.byID[id] = w
+	}
+	w.caps = map[string]*capability{}
+	for _, c := range caps {
+		w.caps[c.name] = c
+	}
+	w.pushURL, w.seen = pushURL, now
+	ws.signal()
+}
+
+// attach opens a worker's stream; the returned function detaches it.
+func (ws *workers) attach(id string) (<-chan *consensus.Assignment, func(), bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil {
+		return nil, nil, false
+	}
+	if w.stream == nil {
+		w.stream = make(chan *consensus.Assignment, 64)
+	}
+	w.streams++
+	ch := w.stream
+	ws.signal()
+	return ch, func() {
+		ws.mu.Lock()
+		defer ws.mu.Unlock()
+		w.streams--
+		if w.streams == 0 {
+			w.stream = nil
+		}
+	}, true
+}
+
+// pick chooses the worker for a capability: reachable, under its limit,
+// least loaded (ties by id, so the choice is stable). It reserves the slot.
+func (ws *workers) pick(capName string) (id string, push string, ok bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	var best *worker
+	for _, w := range ws.byID {
+		c := w.caps[capName]
+		if c == nil || (w.stream == nil && w.pushURL == "") || w.load(capName) >= c.max {
+			continue
+		}
+		if best == nil || w.load(capName) < best.load(capName) || w.load(capName) == best.load(capName) && w.id < best.id {
+			best = w
+		}
+	}
+	if best == nil {
+		return "", "", false
+	}
+	return best.id, best.pushURL, true
+}
+
+func (w *worker) load(capName string) int {
+	n := 0
+	for _, c := range w.inflight {
+		if c == capName {
+			n++
+		}
+	}
+	return n
+}
+
+// hold records an attempt a worker holds.
+func (ws *workers) hold(id string, k leaseKey, capName string) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if w := ws.byID[id]; w != nil {
+		w.inflight[k] = capName
+	}
+}
+
+// drop forgets an attempt wherever it is held, freeing its slot.
+func (ws *workers) drop(k leaseKey) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for _, w := range ws.byID {
+		if _, ok := w.inflight[k]; ok {
+			delete(w.inflight, k)
+			ws.signal()
+		}
+	}
+}
+
+// deliver hands an assignment to a worker's stream without blocking.
+func (ws *workers) deliver(id string, a *consensus.Assignment) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil || w.stream == nil {
+		return false
+	}
+	select {
+	case w.stream <- a:
+		return true
+	default:
+		return false
+	}
+}
+
+// held lists the attempts a worker holds.
+func (ws *workers) held(id string) []leaseKey {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil {
+		return nil
+	}
+	out := make([]leaseKey, 0, len(w.inflight))
+	for k := range w.inflight {
+		out = append(out, k)
+	}
+	return out
+}
+
+// connected reports whether a worker has an open stream or a push URL.
+func (ws *workers) connected(id string) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	return w != nil && (w.stream != nil || w.pushURL != "")
+}
+
+// capabilities lists every capability offered here, sorted.
+func (ws *workers) capabilities() []string {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	set := map[string]bool{}
+	for _, w := range ws.byID {
+		if w.stream == nil && w.pushURL == "" {
+			continue
+		}
+		for n := range w.caps {
+			set[n] = true
+		}
+	}
+	out := make([]string, 0, len(set))
+	for n := range set {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

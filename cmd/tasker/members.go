@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"connectrpc.com/connect"
+
+	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
+)
+
+const membersUsage = `
+Usage: tasker members [-addr URL] [-o table|json]
+
+Lists the agents the agent at -addr knows through gossip: NAME ADDRESS
+(agent-to-agent, host:port) STATUS (alive, suspect, dead or left) ROLE
+(server or client) VERSION CAPABILITIES (what its apps offer).
+` + apiFlagsHelp + apiExit
+
+func membersCommand() command {
+	return command{name: "members", synopsis: "list the agents of the cluster", usage: membersUsage, run: runMembers}
+}
+
+func runMembers(args []string, stdout, stderr io.Writer) int {
+	c := membersCommand()
+	fs := flags(c, stderr)
+	api := addAPIFlags(fs)
+	pos, code, ok := parse(c, fs, args, stdout, stderr)
+	if !ok {
+		return code
+	}
+	if len(pos) > 0 {
+		return usageError(stderr, c, "unexpected argument %q", pos[0])
+	}
+	cn, code, ok := api.connect(c, stdout, stderr)
+	if !ok {
+		return code
+	}
+	ctx, cancel := cn.call()
+	defer cancel()
+	resp, err := cn.cluster.Members(ctx, connect.NewRequest(&taskerv1.MembersRequest{}))
+	if err != nil {
+		return cn.fail(err)
+	}
+	if cn.json() {
+		return cn.writeProto(resp.Msg, false)
+	}
+	tw := table(stdout)
+	row(tw, "NAME", "ADDRESS", "STATUS", "ROLE", "VERSION", "CAPABILITIES")
+	for _, m := range resp.Msg.Members {
+		row(tw, m.Name, m.Address, m.Status, m.Role, dash(m.Version), dash(strings.Join(m.Capabilities, ", ")))
+	}
+	tw.Flush()
+	if len(resp.Msg.Members) == 0 {
+		fmt.Fprintln(stderr, "no members")
+	}
+	return exitOK
+}
