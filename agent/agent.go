@@ -48,6 +48,10 @@ type Agent struct {
 	rngMu    sync.Mutex
 	rng      *rand.Rand
 	draining atomic.Bool
+	// caughtUp is closed once this server, as leader, has applied every
+	// committed entry: until then reads could miss acknowledged writes.
+	caughtUp     chan struct{}
+	caughtUpOnce sync.Once
 	streams  context.Context // cancelled to end PollSteps and WatchTask streams
 	endAll   context.CancelFunc
 	bg       sync.WaitGroup
@@ -78,6 +82,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		rng:     rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 	}
 	a.streams, a.endAll = context.WithCancel(context.Background())
+	a.caughtUp = make(chan struct{})
 	a.sched = newScheduler(a)
 	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)
@@ -284,15 +289,18 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 
 func (a *Agent) shutdown(ctx context.Context) error {
 	a.draining.Store(true)
-	ctx, cancel := context.WithTimeout(ctx, a.cfg.ShutdownTimeout)
+	drainCtx, cancel := context.WithTimeout(ctx, a.cfg.ShutdownTimeout)
 	defer cancel()
 	if a.node != nil && a.node.IsLeader() {
-		a.drainInFlight(ctx)
+		a.drainInFlight(drainCtx)
 	}
+	// Streams end now, so the server has only short calls left to finish.
 	a.endAll()
 	var errs []error
 	if a.srv != nil {
-		if err := a.srv.Shutdown(ctx); err != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer scancel()
+		if err := a.srv.Shutdown(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("http: %w", err))
 		}
 	}

@@ -80,6 +80,7 @@ func (s *scheduler) run(ctx context.Context) {
 		s.log.Warn("barrier before scheduling failed; giving up leadership work", "err", err)
 		return
 	}
+	s.a.caughtUpOnce.Do(func() { close(s.a.caughtUp) })
 	s.rebuild()
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -19,11 +20,13 @@ import (
 func (a *Agent) server() *http.Server {
 	// Room for a payload at the limit plus the message around it; a larger
 	// message is refused by Connect with ResourceExhausted.
-	opts := []connect.HandlerOption{connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)}
+	limit := connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)
+	opts := []connect.HandlerOption{limit, connect.WithInterceptors(readiness{a})}
 	mux := http.NewServeMux()
 	mux.Handle(taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, opts...))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, opts...))
-	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a}, opts...))
+	// Operators must reach the cluster service even with no leader.
+	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a}, limit))
 	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)
@@ -60,4 +63,42 @@ func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpche
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
+}
+
+// readiness holds API calls until the state has caught up with every
+// committed write (after a restart, Raft replays the log first), so a
+// client never reads state older than what it was told was written.
+type readiness struct{ a *Agent }
+
+func (r readiness) wait(ctx context.Context) error {
+	select {
+	case <-r.a.caughtUp:
+		return nil
+	case <-ctx.Done():
+		return connect.NewError(connect.CodeUnavailable, errors.New("the agent is still catching up with the Raft log; retry shortly"))
+	case <-time.After(10 * time.Second):
+		return connect.NewError(connect.CodeUnavailable, errors.New("no leader has caught up with the Raft log yet; is a quorum of servers up?"))
+	}
+}
+
+func (r readiness) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := r.wait(ctx); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (r readiness) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (r readiness) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := r.wait(ctx); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
 }
