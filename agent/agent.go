@@ -52,12 +52,12 @@ type Agent struct {
 	// committed entry: until then reads could miss acknowledged writes.
 	caughtUp     chan struct{}
 	caughtUpOnce sync.Once
-	streams  context.Context // cancelled to end PollSteps and WatchTask streams
-	endAll   context.CancelFunc
-	bg       sync.WaitGroup
-	stop     context.CancelFunc
-	shutOnce sync.Once
-	shutErr  error
+	streams      context.Context // cancelled to end PollSteps and WatchTask streams
+	endAll       context.CancelFunc
+	bg           sync.WaitGroup
+	stop         context.CancelFunc
+	shutOnce     sync.Once
+	shutErr      error
 }
 
 // New prepares an agent from a validated configuration.

@@ -440,7 +440,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 			}
 		})
 	}
-	cfg, err := Load([]string{"-dev", "-http-port", "9999"}, func(k string) string { return map[string]string{"TASKER_HTTP_PORT": "8888", "TASKER_LOG_LEVEL": "debug"}[k] })
+	cfg, err := Load([]string{"-dev", "-http-port", "9999"}, func(k string) string {
+		return map[string]string{"TASKER_HTTP_PORT": "8888", "TASKER_LOG_LEVEL": "debug"}[k]
+	})
 	if err != nil || cfg.HTTPPort != 9999 || cfg.LogLevel != "debug" {
 		t.Fatalf("flags must beat env, env must beat defaults: %+v %v", cfg, err)
 	}
