@@ -248,12 +248,13 @@ func (s *State) dispatch(id, step string, attempt int, agent, worker string, dea
 	if was == workflow.TaskPending && t.state == workflow.TaskInProgress {
 		t.emit(fx, now, EventTaskStarted, "", 0, "")
 	}
-	t.emit(fx, now, EventStepDispatched, step, n, "to "+agentLabel(agent, worker))
+	t.emit(fx, now, EventStepDispatched, step, n, "to "+AgentLabel(agent, worker))
 	fx.Leases = append(fx.Leases, Lease{t.stepRef(i), n, deadline})
 	return &Result{TaskID: id, Attempt: n}
 }
 
-func agentLabel(agent, worker string) string {
+// AgentLabel names where an attempt runs: "agent/worker".
+func AgentLabel(agent, worker string) string {
 	switch {
 	case agent == "":
 		return worker
