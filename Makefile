@@ -1,26 +1,35 @@
 # Tasker — one binary, one Makefile. `make help` lists the targets.
 GO       ?= go
 BIN      := bin/tasker
+# The example apps of examples/order-fulfilment.yaml, and the live demo's driver.
+SERVICES := bin/order-services
+DEMO     := bin/order-demo
 # Code generators and linters, pinned in tools/go.mod.
 TOOL     := $(GO) tool -modfile=$(CURDIR)/tools/go.mod
 PKGS     := ./...
 # Seconds each fuzz target runs inside `make test` (longer with `make fuzz`).
 FUZZTIME ?= 5s
 
-.PHONY: all build test unit fuzz-short fuzz bench lint fmt proto proto-check demo clean help
+.PHONY: all build services test unit e2e fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
 
 all: build
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/tasker
 	$(GO) build -trimpath -o $(BIN) ./cmd/tasker
 
-test: build unit fuzz-short ## run every test (unit, race, fuzz seeds and a short fuzz)
+services: ## build bin/order-services, the example apps of the order workflow
+	$(GO) build -trimpath -o $(SERVICES) ./examples/services
+
+test: build unit fuzz-short ## run every test (unit, race, e2e, fuzz seeds and a short fuzz)
 
 unit: ## unit and scenario tests with the race detector
 	$(GO) test -race -count=1 $(PKGS)
+
+e2e: ## only the end-to-end tests: real agents and services over loopback (make test runs them too)
+	$(GO) test -race -count=1 ./e2e/
 
 fuzz-short: ## each fuzz target for $(FUZZTIME)
 	@for target in $$($(GO) test -list '^Fuzz' ./workflow | grep '^Fuzz'); do \
@@ -51,8 +60,12 @@ proto-check: proto ## fail when the committed generated code is stale
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-demo: build ## validate the examples and run a sample workflow with a simulated clock
+demo: build services ## validate the examples, then run 50 orders through a live dev agent and the example services
 	./$(BIN) validate examples/*.yaml
+	$(GO) build -trimpath -o $(DEMO) ./examples/demo
+	./$(DEMO) -tasker ./$(BIN) -services ./$(SERVICES) -workflow examples/order-fulfilment.yaml
+
+demo-sim: build ## run the order workflow through the engine with a simulated clock and simulated services
 	./$(BIN) demo examples/order-fulfilment.yaml
 
 clean: ## remove build output

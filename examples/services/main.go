@@ -83,7 +83,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Var(&cfg.delay, "delay", "simulated work time per execution: a `duration` or a range MIN-MAX, such as 50ms-200ms")
 	fs.StringVar(&cfg.logFile, "log", "", "append one JSON line per execution to `FILE`")
 	fs.Uint64Var(&cfg.seed, "seed", 0, "random `seed` for delays and flaky failures; 0 picks one (and logs it)")
-	fs.IntVar(&cfg.concurrency, "concurrency", worker.DefaultConcurrency, "steps of each capability run at once, at `most`")
+	fs.IntVar(&cfg.concurrency, "concurrency", worker.DefaultConcurrency, "at most `N` steps of each capability run at once")
 	fs.DurationVar(&cfg.drain, "drain", 10*time.Second, "on SIGINT or SIGTERM, how long running steps get to finish")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
