@@ -40,8 +40,9 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 fuzz: ## each fuzz target for 2 minutes
 	$(MAKE) fuzz-short FUZZTIME=2m
 
-bench: ## benchmarks (readiness, incremental update, memory per task, validation)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./workflow
+bench: ## benchmarks: readiness, memory per task, validation, Raft commit, end-to-end latency and throughput
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./workflow ./consensus
+	$(GO) test -run '^$$' -bench . -benchtime 300x -count=1 ./agent
 
 lint: ## gofmt check, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

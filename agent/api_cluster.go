@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tasker-run/tasker/consensus"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
 )
@@ -64,8 +65,15 @@ func (c *clusterAPI) SnapshotRestore(ctx context.Context, stream *connect.Client
 	}()
 	err := c.a.node.RestoreSnapshot(ctx, pr)
 	_ = pr.CloseWithError(errors.New("restore finished"))
-	if err != nil {
+	switch {
+	case errors.Is(err, consensus.ErrCorruptSnapshot):
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, consensus.ErrNotLeader):
+		return nil, toConnect(err)
+	case err != nil:
+		// Raft refuses a restore in some passing states (right after an
+		// election, before the configuration entry applies): retry.
+		return nil, connect.NewError(connect.CodeUnavailable, err)
 	}
 	// The state was replaced: a leader reschedules from it.
 	c.a.sched.reset()

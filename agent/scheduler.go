@@ -122,7 +122,14 @@ func (s *scheduler) rebuild() {
 	s.waiting = map[string][]consensus.StepRef{}
 	s.timers = s.timers[:0]
 	s.leases = map[leaseKey]time.Time{}
+	// Attempts in flight keep running while a leader is elected; their apps
+	// need a moment to reconnect and re-send results they finished in time,
+	// so a lease that lapsed meanwhile gets a short grace before timing out.
+	grace := s.a.now().Add(detachGrace)
 	for _, l := range p.Leases {
+		if l.Deadline.Before(grace) {
+			l.Deadline = grace
+		}
 		s.watchLease(l)
 	}
 	for _, r := range p.Retries {
@@ -269,7 +276,7 @@ func (s *scheduler) fire(ctx context.Context) {
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: workflow.CodeTimeout,
 			Message: "no result before the deadline", Retryable: true, Rand: s.a.rand(),
 		}}})
-		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
+		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) && !errors.Is(err, consensus.ErrTaskEnded) {
 			s.log.Warn("timeout not committed", "task", k.task, "step", k.step, "err", err)
 		}
 		s.a.workers.drop(k)

@@ -395,3 +395,24 @@ func TestListTasksPages(t *testing.T) {
 }
 
 func rawLog(b []byte) *raft.Log { return &raft.Log{Type: raft.LogCommand, Data: b} }
+
+// TestFSMResentResultIsAcknowledged: a worker that lost the acknowledgement
+// of a committed result (the agent crashed) and sends it again is told
+// "ok", and nothing changes; a different result for that attempt is refused.
+func TestFSMResentResultIsAcknowledged(t *testing.T) {
+	h := newHarness(t)
+	h.ok(put(manifest(t)))
+	h.ok(create("t1", "", orderInput))
+	h.runToCompletion("t1")
+	before, _ := h.fsm.State().Task("t1")
+	if r := h.do(complete("t1", "notify", 1, results["notify"])); r.Err != nil {
+		t.Fatalf("re-sent result of the last step: %v", r.Err)
+	}
+	if r := h.do(complete("t1", "ship", 1, `{"tracking_number":"other","carrier":"UPS"}`)); !errors.Is(r.Err, ErrTaskEnded) {
+		t.Fatalf("a different result for a completed attempt: %v", r.Err)
+	}
+	after, _ := h.fsm.State().Task("t1")
+	if !reflect.DeepEqual(before, after) {
+		t.Fatal("a re-sent result changed the task")
+	}
+}

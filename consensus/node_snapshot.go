@@ -268,8 +268,9 @@ func parseSuffrage(s string) raft.ServerSuffrage {
 	}
 }
 
-// errCorrupt prefixes every problem found in an archive's content.
-var errCorrupt = errors.New("snapshot archive is corrupt or truncated")
+// ErrCorruptSnapshot marks an archive that fails its checks (truncated,
+// altered, wrong format): restoring it changes nothing.
+var ErrCorruptSnapshot = errors.New("snapshot archive is corrupt or truncated")
 
 // readArchive verifies an archive and copies its state.bin to state. It
 // returns an error, and no meta, unless every check passes.
@@ -277,7 +278,7 @@ func readArchive(r io.Reader, state io.Writer) (*archiveMeta, error) {
 	gz, err := gzip.NewReader(r)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: empty input", errCorrupt)
+			return nil, fmt.Errorf("%w: empty input", ErrCorruptSnapshot)
 		}
 		return nil, fmt.Errorf("not a snapshot archive (gzip): %w", err)
 	}
@@ -290,7 +291,7 @@ func readArchive(r io.Reader, state io.Writer) (*archiveMeta, error) {
 	}
 	var meta archiveMeta
 	if err := json.Unmarshal(metaJSON, &meta); err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", errCorrupt, archiveMetaName, err)
+		return nil, fmt.Errorf("%w: %s: %w", ErrCorruptSnapshot, archiveMetaName, err)
 	}
 	if meta.Format != archiveFormat {
 		return nil, fmt.Errorf("not a snapshot archive: %s says format %q, want %q", archiveMetaName, meta.Format, archiveFormat)
@@ -308,11 +309,11 @@ func readArchive(r io.Reader, state io.Writer) (*archiveMeta, error) {
 		return nil, err
 	}
 	if hdr.Size != meta.Raft.Size {
-		return nil, fmt.Errorf("%w: %s holds %d bytes, %s says %d", errCorrupt, archiveStateName, hdr.Size, archiveMetaName, meta.Raft.Size)
+		return nil, fmt.Errorf("%w: %s holds %d bytes, %s says %d", ErrCorruptSnapshot, archiveStateName, hdr.Size, archiveMetaName, meta.Raft.Size)
 	}
 	h := sha256.New()
 	if _, err := io.Copy(io.MultiWriter(state, h), tr); err != nil {
-		return nil, fmt.Errorf("%w: reading %s: %w", errCorrupt, archiveStateName, err)
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrCorruptSnapshot, archiveStateName, err)
 	}
 	stateSum := h.Sum(nil)
 
@@ -332,22 +333,22 @@ func readArchive(r io.Reader, state io.Writer) (*archiveMeta, error) {
 	}{{archiveMetaName, metaSum[:]}, {archiveStateName, stateSum}} {
 		w, ok := want[c.name]
 		if !ok {
-			return nil, fmt.Errorf("%w: %s has no checksum for %s", errCorrupt, archiveSumsName, c.name)
+			return nil, fmt.Errorf("%w: %s has no checksum for %s", ErrCorruptSnapshot, archiveSumsName, c.name)
 		}
 		if got := hex.EncodeToString(c.got); got != w {
-			return nil, fmt.Errorf("%w: SHA-256 of %s is %s, %s says %s", errCorrupt, c.name, got, archiveSumsName, w)
+			return nil, fmt.Errorf("%w: SHA-256 of %s is %s, %s says %s", ErrCorruptSnapshot, c.name, got, archiveSumsName, w)
 		}
 	}
 
 	// Nothing may follow, and the gzip stream must end cleanly: reading
 	// to its end checks its CRC and rejects trailing bytes.
 	if hdr, err := tr.Next(); err == nil {
-		return nil, fmt.Errorf("%w: unexpected entry %q after %s", errCorrupt, hdr.Name, archiveSumsName)
+		return nil, fmt.Errorf("%w: unexpected entry %q after %s", ErrCorruptSnapshot, hdr.Name, archiveSumsName)
 	} else if !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
 	}
 	if _, err := io.Copy(io.Discard, gz); err != nil {
-		return nil, fmt.Errorf("%w: %w", errCorrupt, err)
+		return nil, fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
 	}
 	return &meta, nil
 }
@@ -360,13 +361,13 @@ func nextEntry(tr *tar.Reader, name string) (*tar.Header, error) {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
-		return nil, fmt.Errorf("%w: expected %s: %w", errCorrupt, name, err)
+		return nil, fmt.Errorf("%w: expected %s: %w", ErrCorruptSnapshot, name, err)
 	}
 	if hdr.Name != name || hdr.Typeflag != tar.TypeReg {
-		return nil, fmt.Errorf("%w: expected %s, found %q", errCorrupt, name, hdr.Name)
+		return nil, fmt.Errorf("%w: expected %s, found %q", ErrCorruptSnapshot, name, hdr.Name)
 	}
 	if hdr.Size < 0 {
-		return nil, fmt.Errorf("%w: %s has a negative size", errCorrupt, name)
+		return nil, fmt.Errorf("%w: %s has a negative size", ErrCorruptSnapshot, name)
 	}
 	return hdr, nil
 }
@@ -377,11 +378,11 @@ func readSmallEntry(tr *tar.Reader, name string) ([]byte, error) {
 		return nil, err
 	}
 	if hdr.Size > archiveSmallMax {
-		return nil, fmt.Errorf("%w: %s is %d bytes, more than the %d allowed", errCorrupt, name, hdr.Size, archiveSmallMax)
+		return nil, fmt.Errorf("%w: %s is %d bytes, more than the %d allowed", ErrCorruptSnapshot, name, hdr.Size, archiveSmallMax)
 	}
 	b, err := io.ReadAll(tr)
 	if err != nil {
-		return nil, fmt.Errorf("%w: reading %s: %w", errCorrupt, name, err)
+		return nil, fmt.Errorf("%w: reading %s: %w", ErrCorruptSnapshot, name, err)
 	}
 	return b, nil
 }
@@ -396,7 +397,7 @@ func parseSums(b []byte) (map[string]string, error) {
 		}
 		sum, name, ok := strings.Cut(line, "  ")
 		if !ok || len(sum) != sha256.Size*2 {
-			return nil, fmt.Errorf("%w: %s: malformed line %q", errCorrupt, archiveSumsName, line)
+			return nil, fmt.Errorf("%w: %s: malformed line %q", ErrCorruptSnapshot, archiveSumsName, line)
 		}
 		sums[name] = strings.ToLower(sum)
 	}

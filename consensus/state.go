@@ -282,6 +282,11 @@ func (s *State) start(id, step string, attempt int, now time.Time, fx *Effects) 
 }
 
 func (s *State) complete(id, step string, attempt int, result string, now time.Time, fx *Effects) *Result {
+	if s.alreadyCompleted(id, step, attempt, result) {
+		// A worker re-sending a result whose acknowledgement it lost (the
+		// agent crashed after the commit) gets success: nothing changes.
+		return &Result{TaskID: id}
+	}
 	t, i, err := s.taskStep(id, step)
 	if err != nil {
 		return &Result{Err: err}
@@ -298,6 +303,9 @@ func (s *State) complete(id, step string, attempt int, result string, now time.T
 		return &Result{Err: err}
 	}
 	st := &t.steps[i]
+	if result == "" {
+		result = "{}"
+	}
 	st.result, st.endedAt, st.deadline = result, now, time.Time{}
 	t.setResult(i, val)
 	s.sync(t)
@@ -305,6 +313,24 @@ func (s *State) complete(id, step string, attempt int, result string, now time.T
 	s.becameReady(t, ready, now, fx)
 	s.maybeEnd(t, now, fx, "")
 	return &Result{TaskID: id}
+}
+
+// alreadyCompleted reports whether this exact attempt already completed
+// with this exact result.
+func (s *State) alreadyCompleted(id, step string, attempt int, result string) bool {
+	t := s.tasks[id]
+	if t == nil {
+		return false
+	}
+	i, ok := t.ver.plan.StepIndex(step)
+	if !ok {
+		return false
+	}
+	st := &t.steps[i]
+	if result == "" {
+		result = "{}"
+	}
+	return st.state == workflow.StepComplete && st.attempts == attempt && st.result == result
 }
 
 // checkResult decodes a result and checks it against the step's contract.
