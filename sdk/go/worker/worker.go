@@ -618,7 +618,7 @@ func (r *run) drain() {
 	case <-done:
 		log.Info("worker drained")
 	case <-g.C:
-		log.Error("step handlers ignored cancellation; abandoning them", "running", r.running.Load())
+		log.Error("steps still running or reporting after cancellation; abandoning them (the sidecar takes them back)", "running", r.running.Load())
 	}
 }
 
