@@ -52,6 +52,7 @@ type Agent struct {
 	// committed entry: until then reads could miss acknowledged writes.
 	caughtUp     chan struct{}
 	caughtUpOnce sync.Once
+	starts       chan leaseKey   // attempts apps took, committed in batches
 	streams      context.Context // cancelled to end PollSteps and WatchTask streams
 	endAll       context.CancelFunc
 	bg           sync.WaitGroup
@@ -83,6 +84,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
+	a.starts = make(chan leaseKey, 4096)
 	a.sched = newScheduler(a)
 	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)
@@ -146,7 +148,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.srv = a.server()
 	runCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	a.bg.Add(2)
+	a.bg.Add(3)
+	go func() {
+		defer a.bg.Done()
+		a.recordStarts(runCtx)
+	}()
 	go func() {
 		defer a.bg.Done()
 		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -128,15 +128,55 @@ func (a *Agent) reclaim(id string) {
 }
 
 // startAsync records that the app took an attempt. It runs off the hot
-// path: a result that commits first simply makes it a stale no-op.
+// path, batched with other starts into one commit: a result that commits
+// first simply makes it a stale no-op, and under overload a start may be
+// dropped (the step's timeline then lacks its start time, nothing else).
 func (a *Agent) startAsync(k leaseKey) {
-	a.background(func(ctx context.Context) {
-		_, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_StartStep{StartStep: &fsmv1.StartStep{TaskId: k.task, Step: k.step, Attempt: int32(k.attempt)}}})
-		var te *workflow.TransitionError
-		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) && !errors.As(err, &te) && !errors.Is(err, consensus.ErrTaskEnded) {
-			a.log.Debug("start not recorded", "task", k.task, "step", k.step, "err", err)
+	select {
+	case a.starts <- k:
+	default:
+		a.log.Debug("start not recorded: queue full", "task", k.task, "step", k.step)
+	}
+}
+
+// recordStarts commits queued starts, as many as are waiting, per entry.
+func (a *Agent) recordStarts(ctx context.Context) {
+	for {
+		var first leaseKey
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-a.starts:
 		}
-	})
+		cmds := []*fsmv1.Command{startCmd(first)}
+	more:
+		for len(cmds) < 256 {
+			select {
+			case k := <-a.starts:
+				cmds = append(cmds, startCmd(k))
+			default:
+				break more
+			}
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		res, err := a.propose(pctx, batch(cmds))
+		cancel()
+		if err != nil {
+			a.log.Debug("starts not recorded", "steps", len(cmds), "err", err)
+			continue
+		}
+		for i, r := range res.Batch {
+			var te *workflow.TransitionError
+			if err := r.Err; err != nil && !errors.Is(err, consensus.ErrStaleAttempt) && !errors.As(err, &te) && !errors.Is(err, consensus.ErrTaskEnded) {
+				x := cmds[i].GetStartStep()
+				a.log.Debug("start not recorded", "task", x.GetTaskId(), "step", x.GetStep(), "err", err)
+			}
+		}
+	}
+}
+
+func startCmd(k leaseKey) *fsmv1.Command {
+	return &fsmv1.Command{Kind: &fsmv1.Command_StartStep{StartStep: &fsmv1.StartStep{TaskId: k.task, Step: k.step, Attempt: int32(k.attempt)}}}
 }
 
 func (w *workerAPI) CompleteStep(ctx context.Context, req *connect.Request[taskerv1.CompleteStepRequest]) (*connect.Response[taskerv1.CompleteStepResponse], error) {

@@ -21,12 +21,15 @@ func (a *Agent) server() *http.Server {
 	// Room for a payload at the limit plus the message around it; a larger
 	// message is refused by Connect with ResourceExhausted.
 	limit := connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)
-	opts := []connect.HandlerOption{limit, connect.WithInterceptors(readiness{a})}
+	// Apps are on localhost: compressing small messages costs CPU and saves
+	// nothing, so only large payloads are compressed.
+	compress := connect.WithCompressMinBytes(64 << 10)
+	opts := []connect.HandlerOption{limit, compress, connect.WithInterceptors(readiness{a})}
 	mux := http.NewServeMux()
 	mux.Handle(taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, opts...))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, opts...))
 	// Operators must reach the cluster service even with no leader.
-	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a}, limit))
+	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a}, limit, compress))
 	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)
