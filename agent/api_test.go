@@ -451,3 +451,50 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		t.Fatalf("flags must beat env, env must beat defaults: %+v %v", cfg, err)
 	}
 }
+
+// TestWatchResumes: a watcher that lost its stream resumes after the last
+// sequence it saw and misses nothing, even once the task has ended.
+func TestWatchResumes(t *testing.T) {
+	ta := startAgent(t, t.TempDir())
+	applyQuick(t, ta)
+	p := newPoller(t, ta, "w1", "test.first", "test.second")
+	id := startQuick(t, ta, "")
+	_ = p.complete(p.next(), `{"id":"r"}`)
+	_ = p.complete(p.next(), `{}`)
+	waitTask(t, ta, id, taskerv1.TaskState_TASK_STATE_COMPLETE)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := ta.wf.WatchTask(ctx, connect.NewRequest(&taskerv1.WatchTaskRequest{Id: id, AfterSequence: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for stream.Receive() {
+		if e := stream.Msg().GetEvent(); e != nil {
+			seqs = append(seqs, e.GetSequence())
+		}
+	}
+	if err := stream.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(seqs) < 3 || seqs[0] != 3 {
+		t.Fatalf("resumed events %v, want 3, 4, ... up to task.completed", seqs)
+	}
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			t.Fatalf("gap in resumed events: %v", seqs)
+		}
+	}
+	// Without after_sequence, watching an ended task sends it and ends.
+	stream, err = ta.wf.WatchTask(ctx, connect.NewRequest(&taskerv1.WatchTaskRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for stream.Receive() {
+		n++
+	}
+	if n != 1 || stream.Err() != nil {
+		t.Fatalf("watching an ended task: %d messages, %v", n, stream.Err())
+	}
+}

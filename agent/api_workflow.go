@@ -174,7 +174,7 @@ func (w *workflowAPI) RetryStep(ctx context.Context, req *connect.Request[tasker
 	if err := required("task_id", req.Msg.GetTaskId(), "step", req.Msg.GetStep()); err != nil {
 		return nil, err
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: req.Msg.GetTaskId(), Step: req.Msg.GetStep()}}}); err != nil {
+	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: req.Msg.GetTaskId(), Step: req.Msg.GetStep(), Reason: req.Msg.GetReason()}}}); err != nil {
 		return nil, toConnect(err)
 	}
 	t, err := w.a.state.Task(req.Msg.GetTaskId())
@@ -253,17 +253,23 @@ func (w *workflowAPI) WatchTask(ctx context.Context, req *connect.Request[tasker
 		return err
 	}
 	sent := uint64(len(history))
-	for ended := t.State.Terminal(); !ended; {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-w.a.streams.Done():
-			return connect.NewError(connect.CodeUnavailable, errShuttingDown)
-		case <-wake:
-		}
+	if after := req.Msg.GetAfterSequence(); after > 0 && after < sent {
+		sent = after // resume: replay what the watcher missed
+	}
+	for ended := t.State.Terminal() && sent == uint64(len(history)); !ended; {
 		events, err := w.a.state.Events(id, sent)
 		if err != nil {
 			return toConnect(err)
+		}
+		if len(events) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-w.a.streams.Done():
+				return connect.NewError(connect.CodeUnavailable, errShuttingDown)
+			case <-wake:
+			}
+			continue
 		}
 		if t, err = w.a.state.Task(id); err != nil {
 			return toConnect(err)
@@ -273,9 +279,14 @@ func (w *workflowAPI) WatchTask(ctx context.Context, req *connect.Request[tasker
 				return err
 			}
 			sent = e.Seq
-			// The terminal event is always a task's last.
-			ended = ended || e.Type == consensus.EventTaskCompleted || e.Type == consensus.EventTaskCancelled || e.Type == consensus.EventTaskResolved
+			ended = ended || terminalEvent(e.Type)
 		}
 	}
 	return nil
+}
+
+// terminalEvent reports whether an event ends its task; it is always the
+// task's last.
+func terminalEvent(typ string) bool {
+	return typ == consensus.EventTaskCompleted || typ == consensus.EventTaskCancelled || typ == consensus.EventTaskResolved
 }

@@ -321,12 +321,13 @@ func parseTrip(s string) (trip, error) {
 	}
 }
 
-// readyToTrip is the gobreaker ReadyToTrip function for t.
-func (t trip) readyToTrip(requests, failures, consecutive uint32) bool {
+// readyToTrip says whether a closed breaker opens, given the calls that
+// completed since the counts were cleared.
+func (t trip) readyToTrip(completed, failures, consecutive uint32) bool {
 	if !t.ratio {
 		return consecutive > t.count
 	}
-	return requests >= t.minRecent && float64(failures)/float64(requests) > t.limit
+	return completed >= t.minRecent && completed > 0 && float64(failures)/float64(completed) > t.limit
 }
 
 // Resolve returns the policy for target (an agent name, or

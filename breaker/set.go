@@ -123,7 +123,7 @@ type options struct {
 }
 
 // WithClassifier sets the predicate that classifies the errors returned by
-// calls; the default treats errors made with [Permanent] as permanent and
+// calls; the default treats errors made with [MarkPermanent] as permanent and
 // every other error as transient. Timeouts of an attempt are always
 // transient, and a call whose caller's context ended is neither counted
 // nor retried, whatever the classifier says.
@@ -233,7 +233,7 @@ func (s *Set) newBreaker(target string) *Breaker {
 		Interval:    p.CircuitBreaker.Interval,
 		Timeout:     p.CircuitBreaker.Timeout,
 		ReadyToTrip: func(c gobreaker.Counts) bool {
-			return t.readyToTrip(c.Requests-c.TotalExclusions, c.TotalFailures, c.ConsecutiveFailures)
+			return t.readyToTrip(c.TotalSuccesses+c.TotalFailures, c.TotalFailures, c.ConsecutiveFailures)
 		},
 		// Called with the breaker's lock held: record and hand off only.
 		OnStateChange: func(_ string, from, to gobreaker.State) {
@@ -300,7 +300,6 @@ type notifier struct {
 	fn      func(StateChange)
 	mu      sync.Mutex
 	queue   []StateChange
-	dropped int
 	running bool
 }
 
@@ -310,10 +309,9 @@ func (n *notifier) push(ev StateChange) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if len(n.queue) == maxQueued {
+		n.queue[1].Dropped += n.queue[0].Dropped + 1
 		n.queue = n.queue[1:]
-		n.dropped++
 	}
-	ev.Dropped, n.dropped = n.dropped, 0
 	n.queue = append(n.queue, ev)
 	if !n.running {
 		n.running = true

@@ -103,7 +103,7 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		x := k.ReleaseStep
 		return s.release(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetReason(), now, fx)
 	case *fsmv1.Command_RetryStep:
-		return s.retry(k.RetryStep.GetTaskId(), k.RetryStep.GetStep(), now, fx)
+		return s.retry(k.RetryStep.GetTaskId(), k.RetryStep.GetStep(), k.RetryStep.GetReason(), now, fx)
 	case *fsmv1.Command_ResolveStep:
 		x := k.ResolveStep
 		return s.resolve(x.GetTaskId(), x.GetStep(), x.GetResultJson(), x.GetReason(), now, fx)

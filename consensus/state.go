@@ -413,7 +413,7 @@ func (s *State) release(id, step string, attempt int, reason string, now time.Ti
 	return &Result{TaskID: id}
 }
 
-func (s *State) retry(id, step string, now time.Time, fx *Effects) *Result {
+func (s *State) retry(id, step, reason string, now time.Time, fx *Effects) *Result {
 	t, i, err := s.taskStep(id, step)
 	if err != nil {
 		return &Result{Err: err}
@@ -425,7 +425,7 @@ func (s *State) retry(id, step string, now time.Time, fx *Effects) *Result {
 	}
 	t.steps[i].endedAt = time.Time{}
 	s.sync(t)
-	t.emit(fx, now, EventStepRetryRequested, step, 0, "")
+	t.emit(fx, now, EventStepRetryRequested, step, 0, reason)
 	if was == workflow.TaskError && t.state == workflow.TaskInProgress {
 		t.emit(fx, now, EventTaskResumed, step, 0, "")
 	}

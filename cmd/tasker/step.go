@@ -17,7 +17,7 @@ round of attempts, or complete it by hand with a result.
 }
 
 const stepRetryUsage = `
-Usage: tasker step retry TASK STEP [-addr URL] [-o table|json]
+Usage: tasker step retry TASK STEP [-reason R] [-addr URL] [-o table|json]
 
 Gives a step that failed for good a fresh round of attempts, and
 unblocks its task. Retrying a step that has not failed is refused.
@@ -30,6 +30,7 @@ func stepRetryCommand() command {
 func runStepRetry(args []string, stdout, stderr io.Writer) int {
 	c := stepRetryCommand()
 	fs := flags(c, stderr)
+	reason := fs.String("reason", "", "the reason `R`, for the record")
 	api := addAPIFlags(fs)
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
@@ -44,7 +45,7 @@ func runStepRetry(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, cancel := cn.call()
 	defer cancel()
-	resp, err := cn.workflows.RetryStep(ctx, connect.NewRequest(&taskerv1.RetryStepRequest{TaskId: pos[0], Step: pos[1]}))
+	resp, err := cn.workflows.RetryStep(ctx, connect.NewRequest(&taskerv1.RetryStepRequest{TaskId: pos[0], Step: pos[1], Reason: *reason}))
 	if err != nil {
 		return cn.fail(err)
 	}

@@ -1682,9 +1682,11 @@ func (x *CancelTaskResponse) GetTask() *Task {
 
 // RetryStepRequest names a failed step.
 type RetryStepRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Step          string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	TaskId string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Step   string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	// Why, for the record.
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1729,6 +1731,13 @@ func (x *RetryStepRequest) GetTaskId() string {
 func (x *RetryStepRequest) GetStep() string {
 	if x != nil {
 		return x.Step
+	}
+	return ""
+}
+
+func (x *RetryStepRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
 	}
 	return ""
 }
@@ -1896,8 +1905,12 @@ func (x *ResolveStepResponse) GetTask() *Task {
 
 // WatchTaskRequest names a task to watch.
 type WatchTaskRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Resume after this event sequence: the first message still carries the
+	// task as it is, then every event with a greater sequence follows, so a
+	// watcher that lost its stream misses nothing. 0 sends only new events.
+	AfterSequence uint64 `protobuf:"varint,2,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1937,6 +1950,13 @@ func (x *WatchTaskRequest) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *WatchTaskRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
 }
 
 // WatchTaskResponse is one message of a watch: the first carries the task
@@ -2216,10 +2236,11 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"9\n" +
 	"\x12CancelTaskResponse\x12#\n" +
-	"\x04task\x18\x01 \x01(\v2\x0f.tasker.v1.TaskR\x04task\"?\n" +
+	"\x04task\x18\x01 \x01(\v2\x0f.tasker.v1.TaskR\x04task\"W\n" +
 	"\x10RetryStepRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
-	"\x04step\x18\x02 \x01(\tR\x04step\"8\n" +
+	"\x04step\x18\x02 \x01(\tR\x04step\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"8\n" +
 	"\x11RetryStepResponse\x12#\n" +
 	"\x04task\x18\x01 \x01(\v2\x0f.tasker.v1.TaskR\x04task\"z\n" +
 	"\x12ResolveStepRequest\x12\x17\n" +
@@ -2229,9 +2250,10 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"resultJson\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\":\n" +
 	"\x13ResolveStepResponse\x12#\n" +
-	"\x04task\x18\x01 \x01(\v2\x0f.tasker.v1.TaskR\x04task\"\"\n" +
+	"\x04task\x18\x01 \x01(\v2\x0f.tasker.v1.TaskR\x04task\"I\n" +
 	"\x10WatchTaskRequest\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"d\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12%\n" +
+	"\x0eafter_sequence\x18\x02 \x01(\x04R\rafterSequence\"d\n" +
 	"\x11WatchTaskResponse\x12*\n" +
 	"\x05event\x18\x01 \x01(\v2\x14.tasker.v1.TaskEventR\x05event\x12#\n" +
 	"\x04task\x18\x02 \x01(\v2\x0f.tasker.v1.TaskR\x04task\"\xc8\x01\n" +

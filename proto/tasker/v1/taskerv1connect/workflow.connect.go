@@ -96,7 +96,10 @@ type WorkflowServiceClient interface {
 	// which must satisfy the step's result_schema.
 	ResolveStep(context.Context, *connect.Request[v1.ResolveStepRequest]) (*connect.Response[v1.ResolveStepResponse], error)
 	// WatchTask streams the task as it is now, then every event of the task
-	// until it ends.
+	// until it ends (complete, cancelled or resolved manually). A task in
+	// error has not ended: an operator can still retry or resolve its step, so
+	// the stream stays open; a client that only waits for an outcome stops at
+	// a task.failed event.
 	WatchTask(context.Context, *connect.Request[v1.WatchTaskRequest]) (*connect.ServerStreamForClient[v1.WatchTaskResponse], error)
 }
 
@@ -274,7 +277,10 @@ type WorkflowServiceHandler interface {
 	// which must satisfy the step's result_schema.
 	ResolveStep(context.Context, *connect.Request[v1.ResolveStepRequest]) (*connect.Response[v1.ResolveStepResponse], error)
 	// WatchTask streams the task as it is now, then every event of the task
-	// until it ends.
+	// until it ends (complete, cancelled or resolved manually). A task in
+	// error has not ended: an operator can still retry or resolve its step, so
+	// the stream stays open; a client that only waits for an outcome stops at
+	// a task.failed event.
 	WatchTask(context.Context, *connect.Request[v1.WatchTaskRequest], *connect.ServerStream[v1.WatchTaskResponse]) error
 }
 

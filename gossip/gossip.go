@@ -1,0 +1,451 @@
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// ErrShutdown is returned by methods called after Shutdown.
+var ErrShutdown = errors.New("gossip: shut down")
+
+// maxConcurrentSends bounds the TCP catalog transfers (pull requests and
+// replies) in flight, so a burst of joins cannot open unbounded connections.
+const maxConcurrentSends = 8
+
+// Gossip is one agent's membership in the cluster: it advertises this
+// agent's role, RPC address and capability catalog, learns everyone
+// else's, and keeps a Registry of them.
+type Gossip struct {
+	cfg      Config
+	log      *slog.Logger
+	ml       atomic.Pointer[memberlist.Memberlist]
+	reg      *Registry
+	queue    *memberlist.TransmitLimitedQueue
+	retry    time.Duration
+	interval time.Duration
+
+	mu      sync.Mutex // guards the local catalog below
+	meta    []byte     // encoded node metadata
+	catMsg  []byte     // encoded msgCatalog of the local catalog
+	catVer  uint64
+	catHash uint64
+
+	wake      chan string   // member names to check for a due pull
+	advertise chan struct{} // a new node metadata to advertise (capacity 1)
+	sends     chan struct{} // semaphore of maxConcurrentSends
+	stop      chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
+}
+
+// New validates cfg, starts listening and returns the agent's gossip
+// membership, alone in its cluster until Join. The catalog is empty until
+// SetCatalog.
+func New(cfg Config) (*Gossip, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	g := &Gossip{
+		cfg:       cfg,
+		log:       logger.With("logger", "gossip"),
+		reg:       newRegistry(),
+		interval:  cfg.syncInterval,
+		wake:      make(chan string, 1024),
+		advertise: make(chan struct{}, 1),
+		sends:     make(chan struct{}, maxConcurrentSends),
+		stop:      make(chan struct{}),
+	}
+	if g.interval <= 0 {
+		g.interval = defaultSyncInterval
+	}
+	g.retry = 2 * g.interval
+	g.meta = encodeMeta(nodeMeta{role: cfg.Role, rpcAddr: cfg.RPCAddr, version: cfg.Version})
+	g.catMsg, _ = encodeCatalog(catalogMsg{Node: cfg.Name})
+
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.Name
+	mc.BindAddr = cfg.BindAddr
+	if mc.BindAddr == "" {
+		mc.BindAddr = "0.0.0.0"
+	}
+	mc.BindPort = cfg.BindPort
+	mc.AdvertiseAddr = cfg.AdvertiseAddr
+	mc.AdvertisePort = cfg.AdvertisePort
+	mc.Delegate = (*delegate)(g)
+	mc.Events = (*events)(g)
+	mc.Logger = log.New(&logWriter{l: logger.With("logger", "memberlist")}, "", 0)
+	if len(cfg.EncryptKey) > 0 {
+		kr, err := memberlist.NewKeyring(nil, cfg.EncryptKey)
+		if err != nil {
+			return nil, fmt.Errorf("gossip: config EncryptKey: %w", err)
+		}
+		mc.Keyring = kr
+	}
+	if cfg.tune != nil {
+		cfg.tune(mc)
+	}
+	g.queue = &memberlist.TransmitLimitedQueue{
+		NumNodes:       g.numNodes,
+		RetransmitMult: mc.RetransmitMult,
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
+	}
+	g.ml.Store(ml)
+	g.wg.Add(2)
+	go g.syncLoop()
+	go g.advertiseLoop()
+	return g, nil
+}
+
+func (g *Gossip) numNodes() int {
+	if ml := g.ml.Load(); ml != nil {
+		return ml.NumMembers()
+	}
+	return 1
+}
+
+// Registry is the cluster's capability directory as this agent sees it.
+func (g *Gossip) Registry() *Registry { return g.reg }
+
+// Members lists every member this agent knows (see Registry.Members).
+func (g *Gossip) Members() []Member { return g.reg.Members() }
+
+// LocalAddr is the gossip address other agents join this one at, host:port.
+func (g *Gossip) LocalAddr() string {
+	n := g.ml.Load().LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Join contacts the agents at addrs (host or host:port; the port defaults
+// to the local bind port) and merges their view of the cluster. It returns
+// how many agents it reached; an error only when it reached none. A
+// cancelled ctx returns at once; memberlist then finishes the attempt on
+// its own, bounded by its TCP timeout.
+func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
+	if g.closed() {
+		return 0, ErrShutdown
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	ml := g.ml.Load()
+	go func() {
+		n, err := ml.Join(addrs)
+		done <- result{n, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && r.n == 0 {
+			return 0, fmt.Errorf("gossip: join %v: %w", addrs, r.err)
+		}
+		return r.n, nil
+	case <-ctx.Done():
+		return 0, fmt.Errorf("gossip: join %v: %w", addrs, ctx.Err())
+	}
+}
+
+// Leave announces that this agent leaves the cluster and waits up to
+// timeout for the announcement to spread; other agents then report it as
+// left, not failed. Call Shutdown afterwards.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if g.closed() {
+		return ErrShutdown
+	}
+	if err := g.ml.Load().Leave(timeout); err != nil {
+		return fmt.Errorf("gossip: leave: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops gossiping at once, without telling anyone: other agents
+// declare this one failed after their probes time out. It closes every
+// Subscribe channel. Calling it again does nothing.
+func (g *Gossip) Shutdown() error {
+	var err error
+	g.stopOnce.Do(func() {
+		close(g.stop)
+		err = g.ml.Load().Shutdown()
+		g.wg.Wait()
+		g.reg.close()
+	})
+	if err != nil {
+		return fmt.Errorf("gossip: shutdown: %w", err)
+	}
+	return nil
+}
+
+func (g *Gossip) closed() bool {
+	select {
+	case <-g.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// SetCatalog publishes caps as this agent's catalog, replacing the previous
+// one: the node metadata's digest changes at once, a notice is broadcast,
+// and every agent pulls the body. Publishing the same catalog again does
+// nothing. The slice is copied.
+func (g *Gossip) SetCatalog(caps []Capability) error {
+	if g.closed() {
+		return ErrShutdown
+	}
+	norm, err := normalizeCatalog(caps)
+	if err != nil {
+		return err
+	}
+	hash := catalogHash(norm)
+
+	g.mu.Lock()
+	if g.catVer != 0 && hash == g.catHash {
+		g.mu.Unlock()
+		return nil
+	}
+	// The version orders this agent's catalogs, also across restarts under
+	// the same name: the wall clock in microseconds, or one more than the
+	// last version if the clock has not moved on.
+	ver := max(g.catVer+1, uint64(time.Now().UnixMicro()))
+	msg, err := encodeCatalog(catalogMsg{Node: g.cfg.Name, Version: ver, Caps: norm})
+	if err != nil {
+		g.mu.Unlock()
+		return fmt.Errorf("gossip: encode catalog: %w", err)
+	}
+	g.catVer, g.catHash, g.catMsg = ver, hash, msg
+	g.meta = encodeMeta(nodeMeta{
+		role: g.cfg.Role, rpcAddr: g.cfg.RPCAddr, version: g.cfg.Version,
+		catVersion: ver, catHash: hash, capCount: len(norm),
+	})
+	g.mu.Unlock()
+
+	g.reg.applyCatalog(g.cfg.Name, ver, norm)
+	g.queue.QueueBroadcast(&noticeBroadcast{node: g.cfg.Name, msg: encodeNotice(notice{node: g.cfg.Name, version: ver, hash: hash})})
+	select {
+	case g.advertise <- struct{}{}:
+	default: // an update is already due; it will read the newest metadata
+	}
+	return nil
+}
+
+// updateTimeout bounds how long advertiseLoop waits for memberlist to
+// broadcast new metadata (and so how long Shutdown may wait for it).
+const updateTimeout = time.Second
+
+// advertiseLoop pushes new node metadata into memberlist. UpdateNode waits
+// until the update has been broadcast, so it runs here rather than in
+// SetCatalog; several SetCatalog calls in a row coalesce into one update.
+func (g *Gossip) advertiseLoop() {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case <-g.advertise:
+			if err := g.ml.Load().UpdateNode(updateTimeout); err != nil && !g.closed() {
+				g.log.Debug("metadata update not yet broadcast", "err", err)
+			}
+		}
+	}
+}
+
+// syncLoop sends catalog pulls: for a member named on g.wake at once, and
+// for every member each interval (anti-entropy, and the retry of pulls
+// that got no answer).
+func (g *Gossip) syncLoop() {
+	defer g.wg.Done()
+	t := time.NewTicker(g.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.stop:
+			return
+		case name := <-g.wake:
+			g.pull(g.reg.duePulls(g.cfg.Name, name, time.Now(), g.retry))
+		case now := <-t.C:
+			g.pull(g.reg.duePulls(g.cfg.Name, "", now, g.retry))
+			g.reg.reap(now.Add(-reapAfter))
+		}
+	}
+}
+
+// check asks the sync loop to look at member name, without blocking.
+func (g *Gossip) check(name string) {
+	select {
+	case g.wake <- name:
+	default: // the periodic check will get there
+	}
+}
+
+func (g *Gossip) pull(targets []pullTarget) {
+	req := append([]byte{msgPull}, g.cfg.Name...)
+	for _, t := range targets {
+		g.send(t, req)
+	}
+}
+
+// send delivers msg to t over TCP in the background, at most
+// maxConcurrentSends at a time; when all are busy the message is dropped
+// and the periodic check retries.
+func (g *Gossip) send(t pullTarget, msg []byte) {
+	select {
+	case g.sends <- struct{}{}:
+	default:
+		return
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		defer func() { <-g.sends }()
+		node := &memberlist.Node{Name: t.name, Addr: t.ip, Port: t.port}
+		if err := g.ml.Load().SendReliable(node, msg); err != nil && !g.closed() {
+			g.log.Debug("catalog message not sent", "to", t.name, "type", msg[0], "err", err)
+		}
+	}()
+}
+
+// receiveCatalog applies a catalog message from its owner.
+func (g *Gossip) receiveCatalog(b []byte) {
+	m, err := decodeCatalog(b)
+	if err != nil {
+		g.log.Warn("ignoring catalog", "err", err)
+		return
+	}
+	if m.Node == g.cfg.Name {
+		return
+	}
+	norm, err := normalizeCatalog(m.Caps)
+	if err != nil {
+		g.log.Warn("ignoring catalog", "from", m.Node, "err", err)
+		return
+	}
+	if g.reg.applyCatalog(m.Node, m.Version, norm) {
+		g.log.Debug("catalog received", "from", m.Node, "version", m.Version, "capabilities", len(norm))
+	}
+}
+
+// delegate is Gossip seen as a memberlist.Delegate.
+type delegate Gossip
+
+// NodeMeta returns the encoded metadata (at most maxMetaSize bytes).
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.meta) > limit { // impossible for a validated Config
+		d.log.Error("node metadata over the limit", "size", len(d.meta), "limit", limit)
+		return nil
+	}
+	return d.meta
+}
+
+// NotifyMsg handles a user message. It does not block: catalog pulls and
+// replies are sent in the background.
+func (d *delegate) NotifyMsg(b []byte) {
+	g := (*Gossip)(d)
+	if len(b) == 0 {
+		return
+	}
+	switch b[0] {
+	case msgNotice:
+		n, err := decodeNotice(b)
+		if err != nil || n.node == g.cfg.Name {
+			return
+		}
+		if g.reg.announce(n.node, n.version) {
+			// News: pass it on (epidemic spread) and pull the body.
+			g.queue.QueueBroadcast(&noticeBroadcast{node: n.node, msg: append([]byte(nil), b...)})
+			g.check(n.node)
+		}
+	case msgPull:
+		from := string(b[1:])
+		t, ok := g.reg.address(from)
+		if !ok {
+			return
+		}
+		g.mu.Lock()
+		msg := g.catMsg
+		g.mu.Unlock()
+		g.send(t, msg)
+	case msgCatalog:
+		g.receiveCatalog(b)
+	}
+}
+
+// GetBroadcasts hands memberlist the queued catalog notices.
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte {
+	return d.queue.GetBroadcasts(overhead, limit)
+}
+
+// LocalState sends this agent's whole catalog in every push/pull exchange,
+// so a joining agent and its seed swap catalogs at once, and any catalog
+// missed otherwise arrives within one push/pull interval.
+func (d *delegate) LocalState(bool) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.catMsg
+}
+
+// MergeRemoteState applies the catalog of the agent at the other end of a
+// push/pull exchange.
+func (d *delegate) MergeRemoteState(b []byte, _ bool) {
+	if len(b) > 0 {
+		(*Gossip)(d).receiveCatalog(b)
+	}
+}
+
+// events is Gossip seen as a memberlist.EventDelegate. memberlist calls it
+// with its node lock held, so it copies what it needs and never blocks.
+type events Gossip
+
+// NotifyJoin records a member that joined (or came back).
+func (e *events) NotifyJoin(n *memberlist.Node) { e.up(n) }
+
+// NotifyUpdate records a member whose metadata or address changed.
+func (e *events) NotifyUpdate(n *memberlist.Node) { e.up(n) }
+
+func (e *events) up(n *memberlist.Node) {
+	g := (*Gossip)(e)
+	if g.reg.nodeUp(n.Name, n.Addr, n.Port, n.Meta, time.Now()) && n.Name != g.cfg.Name {
+		g.check(n.Name)
+	}
+}
+
+// NotifyLeave records a member that failed or left and withdraws its capabilities.
+func (e *events) NotifyLeave(n *memberlist.Node) {
+	status := StatusDead
+	if n.State == memberlist.StateLeft {
+		status = StatusLeft
+	}
+	(*Gossip)(e).reg.nodeDown(n.Name, status, time.Now())
+}
+
+// noticeBroadcast is a catalog notice in the transmit queue. A newer notice
+// about the same agent replaces an older one still queued.
+type noticeBroadcast struct {
+	node string
+	msg  []byte
+}
+
+func (b *noticeBroadcast) Invalidates(other memberlist.Broadcast) bool {
+	o, ok := other.(*noticeBroadcast)
+	return ok && o.node == b.node
+}
+func (b *noticeBroadcast) Message() []byte { return b.msg }
+func (b *noticeBroadcast) Finished()       {}
