@@ -92,6 +92,7 @@ const (
 	msgNotice  byte = 1 // "node N has catalog version V, hash H" (broadcast, UDP)
 	msgPull    byte = 2 // "send me your catalog" (reliable, TCP)
 	msgCatalog byte = 3 // a node's whole catalog (reliable, TCP; and push/pull)
+	msgLeave   byte = 4 // "node N is leaving" (broadcast, UDP)
 )
 
 // catalogMsg is the body of a msgCatalog message.

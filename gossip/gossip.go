@@ -40,12 +40,12 @@ type Gossip struct {
 	catVer  uint64
 	catHash uint64
 
-	wake      chan string   // member names to check for a due pull
-	advertise chan struct{} // a new node metadata to advertise (capacity 1)
-	sends     chan struct{} // semaphore of maxConcurrentSends
-	stop      chan struct{}
-	stopOnce  sync.Once
-	wg        sync.WaitGroup
+	wake     chan string   // member names to check for a due pull
+	updMu    sync.Mutex    // serializes UpdateNode calls
+	sends    chan struct{} // semaphore of maxConcurrentSends
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // New validates cfg, starts listening and returns the agent's gossip
@@ -60,14 +60,13 @@ func New(cfg Config) (*Gossip, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	g := &Gossip{
-		cfg:       cfg,
-		log:       logger.With("logger", "gossip"),
-		reg:       newRegistry(),
-		interval:  cfg.syncInterval,
-		wake:      make(chan string, 1024),
-		advertise: make(chan struct{}, 1),
-		sends:     make(chan struct{}, maxConcurrentSends),
-		stop:      make(chan struct{}),
+		cfg:      cfg,
+		log:      logger.With("logger", "gossip"),
+		reg:      newRegistry(),
+		interval: cfg.syncInterval,
+		wake:     make(chan string, 1024),
+		sends:    make(chan struct{}, maxConcurrentSends),
+		stop:     make(chan struct{}),
 	}
 	if g.interval <= 0 {
 		g.interval = defaultSyncInterval
@@ -107,9 +106,8 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	g.ml.Store(ml)
-	g.wg.Add(2)
+	g.wg.Add(1)
 	go g.syncLoop()
-	go g.advertiseLoop()
 	return g, nil
 }
 
@@ -163,13 +161,27 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 }
 
 // Leave announces that this agent leaves the cluster and waits up to
-// timeout for the announcement to spread; other agents then report it as
-// left, not failed. Call Shutdown afterwards.
+// timeout for the announcement to spread; other agents withdraw its
+// capabilities at once and then report it as left, not failed. Call
+// Shutdown afterwards.
+//
+// memberlist's own leave message looks like a failure to its event
+// delegate (v0.5.4 does not expose the node state), so Leave first
+// broadcasts a leave intent of ours, then leaves memberlist.
 func (g *Gossip) Leave(timeout time.Duration) error {
 	if g.closed() {
 		return ErrShutdown
 	}
-	if err := g.ml.Load().Leave(timeout); err != nil {
+	deadline := time.Now().Add(timeout)
+	if g.numNodes() > 1 {
+		b := &leaveBroadcast{msg: append([]byte{msgLeave}, g.cfg.Name...), done: make(chan struct{})}
+		g.queue.QueueBroadcast(b)
+		select {
+		case <-b.done:
+		case <-time.After(timeout / 2):
+		}
+	}
+	if err := g.ml.Load().Leave(max(time.Until(deadline), time.Millisecond)); err != nil {
 		return fmt.Errorf("gossip: leave: %w", err)
 	}
 	return nil
@@ -238,32 +250,13 @@ func (g *Gossip) SetCatalog(caps []Capability) error {
 
 	g.reg.applyCatalog(g.cfg.Name, ver, norm)
 	g.queue.QueueBroadcast(&noticeBroadcast{node: g.cfg.Name, msg: encodeNotice(notice{node: g.cfg.Name, version: ver, hash: hash})})
-	select {
-	case g.advertise <- struct{}{}:
-	default: // an update is already due; it will read the newest metadata
-	}
+	// UpdateNode queues the new metadata for gossip at once, then waits for
+	// the broadcast to go out; we do not wait (the error is that timeout).
+	// Updates are serialized so that the last one carries the newest metadata.
+	g.updMu.Lock()
+	_ = g.ml.Load().UpdateNode(time.Millisecond)
+	g.updMu.Unlock()
 	return nil
-}
-
-// updateTimeout bounds how long advertiseLoop waits for memberlist to
-// broadcast new metadata (and so how long Shutdown may wait for it).
-const updateTimeout = time.Second
-
-// advertiseLoop pushes new node metadata into memberlist. UpdateNode waits
-// until the update has been broadcast, so it runs here rather than in
-// SetCatalog; several SetCatalog calls in a row coalesce into one update.
-func (g *Gossip) advertiseLoop() {
-	defer g.wg.Done()
-	for {
-		select {
-		case <-g.stop:
-			return
-		case <-g.advertise:
-			if err := g.ml.Load().UpdateNode(updateTimeout); err != nil && !g.closed() {
-				g.log.Debug("metadata update not yet broadcast", "err", err)
-			}
-		}
-	}
 }
 
 // syncLoop sends catalog pulls: for a member named on g.wake at once, and
@@ -385,6 +378,10 @@ func (d *delegate) NotifyMsg(b []byte) {
 		g.send(t, msg)
 	case msgCatalog:
 		g.receiveCatalog(b)
+	case msgLeave:
+		if name := string(b[1:]); name != g.cfg.Name && g.reg.leaving(name) {
+			g.queue.QueueBroadcast(&leaveBroadcast{msg: append([]byte(nil), b...)})
+		}
 	}
 }
 
@@ -429,11 +426,7 @@ func (e *events) up(n *memberlist.Node) {
 
 // NotifyLeave records a member that failed or left and withdraws its capabilities.
 func (e *events) NotifyLeave(n *memberlist.Node) {
-	status := StatusDead
-	if n.State == memberlist.StateLeft {
-		status = StatusLeft
-	}
-	(*Gossip)(e).reg.nodeDown(n.Name, status, time.Now())
+	(*Gossip)(e).reg.nodeDown(n.Name, time.Now())
 }
 
 // noticeBroadcast is a catalog notice in the transmit queue. A newer notice
@@ -449,3 +442,18 @@ func (b *noticeBroadcast) Invalidates(other memberlist.Broadcast) bool {
 }
 func (b *noticeBroadcast) Message() []byte { return b.msg }
 func (b *noticeBroadcast) Finished()       {}
+
+// leaveBroadcast is a leave intent in the transmit queue; done, if not
+// nil, is closed when memberlist has sent it as often as it will.
+type leaveBroadcast struct {
+	msg  []byte
+	done chan struct{}
+}
+
+func (b *leaveBroadcast) Invalidates(memberlist.Broadcast) bool { return false }
+func (b *leaveBroadcast) Message() []byte                       { return b.msg }
+func (b *leaveBroadcast) Finished() {
+	if b.done != nil {
+		close(b.done)
+	}
+}

@@ -109,6 +109,9 @@ type memberRec struct {
 	// notice) for this member; above catalog.version, a pull is due.
 	wanted   uint64
 	pulledAt time.Time // last pull request sent, zero if none pending
+	// isLeaving is set by the member's leave intent: its capabilities are
+	// withdrawn, and its departure is reported as left rather than failed.
+	isLeaving bool
 }
 
 func (r *memberRec) member() Member {
@@ -225,7 +228,7 @@ func (r *Registry) close() {
 func (r *Registry) rebuildLocked() {
 	idx := map[string][]Provider{}
 	for _, rec := range r.members {
-		if rec.status != StatusAlive || rec.catalog == nil {
+		if rec.status != StatusAlive || rec.isLeaving || rec.catalog == nil {
 			continue
 		}
 		for _, c := range rec.catalog.caps {
@@ -259,7 +262,7 @@ func (r *Registry) nodeUp(name string, ip net.IP, port uint16, meta []byte, now 
 	m, err := decodeMeta(meta)
 	rec.meta, rec.metaOK = m, err == nil
 	if joined {
-		rec.status, rec.since, rec.pulledAt = StatusAlive, now, time.Time{}
+		rec.status, rec.since, rec.pulledAt, rec.isLeaving = StatusAlive, now, time.Time{}, false
 	}
 	if rec.metaOK && m.catVersion > rec.wanted {
 		rec.wanted = m.catVersion
@@ -271,22 +274,37 @@ func (r *Registry) nodeUp(name string, ip net.IP, port uint16, meta []byte, now 
 	return rec.catalog == nil || rec.wanted > rec.catalog.version
 }
 
-// nodeDown records a member that failed (dead) or left, withdrawing its catalog.
-func (r *Registry) nodeDown(name string, status Status, now time.Time) {
+// nodeDown records a member that failed (dead) or, after its leave
+// intent, left, and withdraws its catalog.
+func (r *Registry) nodeDown(name string, now time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.members[name]
-	if !ok || rec.status == status {
+	if !ok || rec.status != StatusAlive {
 		return
 	}
-	rec.status, rec.since = status, now
+	status, t := StatusDead, EventMemberFailed
+	if rec.isLeaving {
+		status, t = StatusLeft, EventMemberLeft
+	}
+	rec.status, rec.since, rec.isLeaving = status, now, false
 	rec.catalog, rec.wanted, rec.pulledAt = nil, 0, time.Time{}
 	r.rebuildLocked()
-	t := EventMemberFailed
-	if status == StatusLeft {
-		t = EventMemberLeft
-	}
 	r.emitLocked(t, rec)
+}
+
+// leaving records a member's leave intent and withdraws its capabilities.
+// It reports whether that is news, so the intent is worth passing on.
+func (r *Registry) leaving(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.members[name]
+	if !ok || rec.status != StatusAlive || rec.isLeaving {
+		return false
+	}
+	rec.isLeaving = true
+	r.rebuildLocked()
+	return true
 }
 
 // announce records that name has catalog version v (from a notice). It
