@@ -190,7 +190,7 @@ func (w *workerAPI) CompleteStep(ctx context.Context, req *connect.Request[taske
 	if err := checkSize("result_json", r.GetResultJson(), w.a.cfg.MaxPayloadBytes); err != nil {
 		return nil, err
 	}
-	if err := w.a.complete(ctx, leaseKey{r.GetTaskId(), r.GetStep(), int(r.GetAttempt())}, r.GetResultJson()); err != nil {
+	if err := w.a.complete(ctx, leaseKey{r.GetTaskId(), r.GetStep(), int(r.GetAttempt())}, r.GetResultJson(), r.GetWorkerId()); err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&taskerv1.CompleteStepResponse{}), nil
@@ -199,13 +199,13 @@ func (w *workerAPI) CompleteStep(ctx context.Context, req *connect.Request[taske
 // complete checks a result against its contract and commits it; a result
 // that breaks the contract fails the attempt for good (the same code would
 // break it again) and the caller learns every violation.
-func (a *Agent) complete(ctx context.Context, k leaseKey, result string) error {
+func (a *Agent) complete(ctx context.Context, k leaseKey, result, worker string) error {
 	if cerr := a.checkResult(k.task, k.step, result); cerr != nil {
 		var ce *connect.Error
 		if errors.As(cerr, &ce) && ce.Code() == connect.CodeInvalidArgument {
 			_, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
 				TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: workflow.CodeContractViolation,
-				Message: ce.Message(), Retryable: false, Rand: a.rand(),
+				Message: ce.Message(), Retryable: false, Rand: a.rand(), Worker: worker,
 			}}})
 			if err != nil {
 				return toConnect(err)
@@ -216,7 +216,7 @@ func (a *Agent) complete(ctx context.Context, k leaseKey, result string) error {
 		return cerr
 	}
 	if _, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CompleteStep{CompleteStep: &fsmv1.CompleteStep{
-		TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), ResultJson: result,
+		TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), ResultJson: result, Worker: worker,
 	}}}); err != nil {
 		return toConnect(err)
 	}
@@ -247,6 +247,7 @@ func (w *workerAPI) FailStep(ctx context.Context, req *connect.Request[taskerv1.
 	}
 	res, err := w.a.fail(ctx, leaseKey{r.GetTaskId(), r.GetStep(), int(r.GetAttempt())}, failReport{
 		code: r.GetCode(), message: r.GetMessage(), retryable: r.GetRetryable(), retryAfter: after, details: r.GetDetailsJson(),
+		worker: r.GetWorkerId(),
 	})
 	if err != nil {
 		return nil, err
@@ -259,6 +260,7 @@ func (w *workerAPI) FailStep(ctx context.Context, req *connect.Request[taskerv1.
 }
 
 type failReport struct {
+	worker        string // the reporting worker, checked against the holder when set
 	code, message string
 	retryable     bool
 	retryAfter    time.Duration
@@ -271,7 +273,7 @@ func (a *Agent) fail(ctx context.Context, k leaseKey, f failReport) (*consensus.
 	}
 	res, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
 		TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: f.code, Message: f.message,
-		Retryable: f.retryable, RetryAfterMs: f.retryAfter.Milliseconds(), Rand: a.rand(), DetailsJson: f.details,
+		Retryable: f.retryable, RetryAfterMs: f.retryAfter.Milliseconds(), Rand: a.rand(), DetailsJson: f.details, Worker: f.worker,
 	}}})
 	if err != nil {
 		return nil, toConnect(err)
@@ -302,7 +304,7 @@ func (w *workerAPI) ExtendLease(ctx context.Context, req *connect.Request[tasker
 	}
 	deadline := w.a.now().Add(by)
 	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ExtendLease{ExtendLease: &fsmv1.ExtendLease{
-		TaskId: r.GetTaskId(), Step: r.GetStep(), Attempt: r.GetAttempt(), Deadline: timestamppb.New(deadline),
+		TaskId: r.GetTaskId(), Step: r.GetStep(), Attempt: r.GetAttempt(), Deadline: timestamppb.New(deadline), Worker: r.GetWorkerId(),
 	}}}); err != nil {
 		return nil, toConnect(err)
 	}

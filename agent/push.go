@@ -91,7 +91,7 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 			if result == "" {
 				result = "{}"
 			}
-			if err := a.complete(rctx, k, result); err != nil {
+			if err := a.complete(rctx, k, result, worker); err != nil {
 				a.log.Warn("push result not accepted", "task", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 			}
 			return
@@ -108,7 +108,7 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 		if pe.Retryable != nil {
 			retryable = *pe.Retryable
 		}
-		if _, err := a.fail(rctx, k, failReport{code: pe.Code, message: pe.Message, retryable: retryable, retryAfter: retryAfter(resp.Header.Get("Retry-After"), a.now())}); err != nil {
+		if _, err := a.fail(rctx, k, failReport{worker: worker, code: pe.Code, message: pe.Message, retryable: retryable, retryAfter: retryAfter(resp.Header.Get("Retry-After"), a.now())}); err != nil {
 			a.log.Warn("push failure not recorded", "task", k.task, "step", k.step, "err", err)
 		}
 	}()

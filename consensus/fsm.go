@@ -92,11 +92,11 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.start(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), now, fx)
 	case *fsmv1.Command_CompleteStep:
 		x := k.CompleteStep
-		return s.complete(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetResultJson(), now, fx)
+		return s.complete(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetResultJson(), x.GetWorker(), now, fx)
 	case *fsmv1.Command_FailStep:
 		x := k.FailStep
 		return s.fail(failure{
-			taskID: x.GetTaskId(), step: x.GetStep(), attempt: int(x.GetAttempt()), code: x.GetCode(), message: x.GetMessage(),
+			worker: x.GetWorker(), taskID: x.GetTaskId(), step: x.GetStep(), attempt: int(x.GetAttempt()), code: x.GetCode(), message: x.GetMessage(),
 			retryable: x.GetRetryable(), retryAfter: time.Duration(x.GetRetryAfterMs()) * time.Millisecond, rand: x.GetRand(), details: x.GetDetailsJson(),
 		}, now, fx)
 	case *fsmv1.Command_ReleaseStep:
@@ -111,7 +111,7 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.cancel(k.CancelTask.GetTaskId(), k.CancelTask.GetReason(), now, fx)
 	case *fsmv1.Command_ExtendLease:
 		x := k.ExtendLease
-		return s.extend(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetDeadline().AsTime(), now, fx)
+		return s.extend(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetWorker(), x.GetDeadline().AsTime(), now, fx)
 	case *fsmv1.Command_Batch:
 		res := &Result{}
 		for _, sub := range k.Batch.GetCommands() {

@@ -416,3 +416,30 @@ func TestFSMResentResultIsAcknowledged(t *testing.T) {
 		t.Fatal("a re-sent result changed the task")
 	}
 }
+
+// TestFSMOnlyTheHolderReports: a handed-back attempt is dispatched again
+// under the same number; the worker that gave it up cannot report for the
+// one that holds it now, and reports without a worker are not checked.
+func TestFSMOnlyTheHolderReports(t *testing.T) {
+	h := newHarness(t)
+	h.ok(put(manifest(t)))
+	h.ok(create("t1", "", orderInput))
+	h.ok(dispatch("t1", "validate", 1)) // to a1/w1
+	h.ok(&fsmv1.Command{Kind: &fsmv1.Command_ReleaseStep{ReleaseStep: &fsmv1.ReleaseStep{TaskId: "t1", Step: "validate", Attempt: 1}}})
+	h.ok(&fsmv1.Command{Kind: &fsmv1.Command_DispatchStep{DispatchStep: &fsmv1.DispatchStep{
+		TaskId: "t1", Step: "validate", Attempt: 1, Agent: "a1", Worker: "w2", Deadline: timestamppb.New(t0.Add(time.Hour)),
+	}}})
+	late := complete("t1", "validate", 1, results["validate"])
+	late.GetCompleteStep().Worker = "w1"
+	if r := h.do(late); !errors.Is(r.Err, ErrStaleAttempt) || !strings.Contains(r.Err.Error(), "held by worker w2") {
+		t.Fatalf("report from the previous holder: %v", r.Err)
+	}
+	fail := failCmd("t1", "validate", 1, "x", true)
+	fail.GetFailStep().Worker = "w1"
+	if r := h.do(fail); !errors.Is(r.Err, ErrStaleAttempt) {
+		t.Fatalf("failure from the previous holder: %v", r.Err)
+	}
+	ok := complete("t1", "validate", 1, results["validate"])
+	ok.GetCompleteStep().Worker = "w2"
+	h.ok(ok)
+}

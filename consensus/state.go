@@ -221,10 +221,15 @@ func (s *State) taskStep(id, step string) (*taskRec, int, error) {
 }
 
 // current checks that attempt is the step's current, in-flight attempt.
-func (t *taskRec) current(i, attempt int) error {
+func (t *taskRec) current(i, attempt int, worker string) error {
 	st := &t.steps[i]
 	if attempt != st.attempts || !st.state.InFlight() {
 		return fmt.Errorf("%w: step %s attempt %d is not in flight (the step is %s at attempt %d)", ErrStaleAttempt, t.ver.plan.Steps[i].Name, attempt, st.state, st.attempts)
+	}
+	// A handed-back attempt is dispatched again under the same number; the
+	// worker that gave it up must not report for the one that holds it now.
+	if worker != "" && st.worker != "" && worker != st.worker {
+		return fmt.Errorf("%w: step %s attempt %d is held by worker %s, not %s", ErrStaleAttempt, t.ver.plan.Steps[i].Name, attempt, st.worker, worker)
 	}
 	return nil
 }
@@ -269,7 +274,7 @@ func (s *State) start(id, step string, attempt int, now time.Time, fx *Effects) 
 	if err != nil {
 		return &Result{Err: err}
 	}
-	if err := t.current(i, attempt); err != nil {
+	if err := t.current(i, attempt, ""); err != nil {
 		return &Result{Err: err}
 	}
 	if err := s.runs.Started(t.ref, i); err != nil {
@@ -281,8 +286,8 @@ func (s *State) start(id, step string, attempt int, now time.Time, fx *Effects) 
 	return &Result{TaskID: id}
 }
 
-func (s *State) complete(id, step string, attempt int, result string, now time.Time, fx *Effects) *Result {
-	if s.alreadyCompleted(id, step, attempt, result) {
+func (s *State) complete(id, step string, attempt int, result, worker string, now time.Time, fx *Effects) *Result {
+	if s.alreadyCompleted(id, step, attempt, result, worker) {
 		// A worker re-sending a result whose acknowledgement it lost (the
 		// agent crashed after the commit) gets success: nothing changes.
 		return &Result{TaskID: id}
@@ -291,7 +296,7 @@ func (s *State) complete(id, step string, attempt int, result string, now time.T
 	if err != nil {
 		return &Result{Err: err}
 	}
-	if err := t.current(i, attempt); err != nil {
+	if err := t.current(i, attempt, worker); err != nil {
 		return &Result{Err: err}
 	}
 	val, err := checkResult(t.ver.plan, i, result)
@@ -317,7 +322,7 @@ func (s *State) complete(id, step string, attempt int, result string, now time.T
 
 // alreadyCompleted reports whether this exact attempt already completed
 // with this exact result.
-func (s *State) alreadyCompleted(id, step string, attempt int, result string) bool {
+func (s *State) alreadyCompleted(id, step string, attempt int, result, worker string) bool {
 	t := s.tasks[id]
 	if t == nil {
 		return false
@@ -330,7 +335,7 @@ func (s *State) alreadyCompleted(id, step string, attempt int, result string) bo
 	if result == "" {
 		result = "{}"
 	}
-	return st.state == workflow.StepComplete && st.attempts == attempt && st.result == result
+	return st.state == workflow.StepComplete && st.attempts == attempt && st.result == result && (worker == "" || worker == st.worker)
 }
 
 // checkResult decodes a result and checks it against the step's contract.
@@ -353,7 +358,7 @@ func (s *State) fail(c failure, now time.Time, fx *Effects) *Result {
 	if err != nil {
 		return &Result{Err: err}
 	}
-	if err := t.current(i, c.attempt); err != nil {
+	if err := t.current(i, c.attempt, c.worker); err != nil {
 		return &Result{Err: err}
 	}
 	was := t.state
@@ -391,6 +396,7 @@ type failure struct {
 	retryAfter    time.Duration
 	rand          float64
 	details       string
+	worker        string // the reporting worker; "" skips the holder check
 }
 
 func (s *State) release(id, step string, attempt int, reason string, now time.Time, fx *Effects) *Result {
@@ -398,7 +404,7 @@ func (s *State) release(id, step string, attempt int, reason string, now time.Ti
 	if err != nil {
 		return &Result{Err: err}
 	}
-	if err := t.current(i, attempt); err != nil {
+	if err := t.current(i, attempt, ""); err != nil {
 		return &Result{Err: err}
 	}
 	ready, err := s.runs.Release(t.ref, i, nil)
@@ -490,12 +496,12 @@ func (s *State) cancel(id, reason string, now time.Time, fx *Effects) *Result {
 	return &Result{TaskID: id}
 }
 
-func (s *State) extend(id, step string, attempt int, deadline, now time.Time, fx *Effects) *Result {
+func (s *State) extend(id, step string, attempt int, worker string, deadline, now time.Time, fx *Effects) *Result {
 	t, i, err := s.taskStep(id, step)
 	if err != nil {
 		return &Result{Err: err}
 	}
-	if err := t.current(i, attempt); err != nil {
+	if err := t.current(i, attempt, worker); err != nil {
 		return &Result{Err: err}
 	}
 	t.steps[i].deadline = deadline

@@ -434,7 +434,10 @@ type CompleteStepRequest struct {
 	Step    string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	Attempt int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// The result as JSON text; "{}" when empty.
-	ResultJson    string `protobuf:"bytes,4,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	ResultJson string `protobuf:"bytes,4,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	// The worker reporting. When set, a report from a worker that no longer
+	// holds the attempt (it was handed to another) is refused.
+	WorkerId      string `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -497,6 +500,13 @@ func (x *CompleteStepRequest) GetResultJson() string {
 	return ""
 }
 
+func (x *CompleteStepRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
 // CompleteStepResponse acknowledges a result.
 type CompleteStepResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -549,7 +559,9 @@ type FailStepRequest struct {
 	// The earliest time worth retrying, such as a rate limit's reset.
 	RetryAfter *durationpb.Duration `protobuf:"bytes,7,opt,name=retry_after,json=retryAfter,proto3" json:"retry_after,omitempty"`
 	// Optional structured details as JSON text.
-	DetailsJson   string `protobuf:"bytes,8,opt,name=details_json,json=detailsJson,proto3" json:"details_json,omitempty"`
+	DetailsJson string `protobuf:"bytes,8,opt,name=details_json,json=detailsJson,proto3" json:"details_json,omitempty"`
+	// The worker reporting; see CompleteStepRequest.worker_id.
+	WorkerId      string `protobuf:"bytes,9,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -640,6 +652,13 @@ func (x *FailStepRequest) GetDetailsJson() string {
 	return ""
 }
 
+func (x *FailStepRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
 // FailStepResponse says what happens next.
 type FailStepResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -701,7 +720,9 @@ type ExtendLeaseRequest struct {
 	Step    string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
 	Attempt int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
 	// How much longer from now; the step's timeout when empty.
-	ExtendBy      *durationpb.Duration `protobuf:"bytes,4,opt,name=extend_by,json=extendBy,proto3" json:"extend_by,omitempty"`
+	ExtendBy *durationpb.Duration `protobuf:"bytes,4,opt,name=extend_by,json=extendBy,proto3" json:"extend_by,omitempty"`
+	// The worker holding the attempt; see CompleteStepRequest.worker_id.
+	WorkerId      string `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,6 +783,13 @@ func (x *ExtendLeaseRequest) GetExtendBy() *durationpb.Duration {
 		return x.ExtendBy
 	}
 	return nil
+}
+
+func (x *ExtendLeaseRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
 }
 
 // ExtendLeaseResponse carries the new deadline.
@@ -846,14 +874,15 @@ const file_tasker_v1_worker_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x126\n" +
 	"\bdeadline\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1a\n" +
 	"\bworkflow\x18\b \x01(\tR\bworkflow\x12)\n" +
-	"\x10workflow_version\x18\t \x01(\tR\x0fworkflowVersion\"}\n" +
+	"\x10workflow_version\x18\t \x01(\tR\x0fworkflowVersion\"\x9a\x01\n" +
 	"\x13CompleteStepRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1f\n" +
 	"\vresult_json\x18\x04 \x01(\tR\n" +
-	"resultJson\"\x16\n" +
-	"\x14CompleteStepResponse\"\x83\x02\n" +
+	"resultJson\x12\x1b\n" +
+	"\tworker_id\x18\x05 \x01(\tR\bworkerId\"\x16\n" +
+	"\x14CompleteStepResponse\"\xa0\x02\n" +
 	"\x0fFailStepRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
@@ -863,16 +892,18 @@ const file_tasker_v1_worker_proto_rawDesc = "" +
 	"\tretryable\x18\x06 \x01(\bR\tretryable\x12:\n" +
 	"\vretry_after\x18\a \x01(\v2\x19.google.protobuf.DurationR\n" +
 	"retryAfter\x12!\n" +
-	"\fdetails_json\x18\b \x01(\tR\vdetailsJson\"u\n" +
+	"\fdetails_json\x18\b \x01(\tR\vdetailsJson\x12\x1b\n" +
+	"\tworker_id\x18\t \x01(\tR\bworkerId\"u\n" +
 	"\x10FailStepResponse\x12\x1d\n" +
 	"\n" +
 	"will_retry\x18\x01 \x01(\bR\twillRetry\x12B\n" +
-	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\x93\x01\n" +
+	"\x0fnext_attempt_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rnextAttemptAt\"\xb0\x01\n" +
 	"\x12ExtendLeaseRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
-	"\textend_by\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bextendBy\"M\n" +
+	"\textend_by\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bextendBy\x12\x1b\n" +
+	"\tworker_id\x18\x05 \x01(\tR\bworkerId\"M\n" +
 	"\x13ExtendLeaseResponse\x126\n" +
 	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline2\xa6\x03\n" +
 	"\rWorkerService\x12g\n" +

@@ -276,8 +276,10 @@ type run struct {
 	w        *Worker
 	caps     map[string]*capability
 	register *taskerv1.RegisterCapabilitiesRequest
-	// workerID is read and written by the poll goroutine only.
+	// workerID is read and written by the poll goroutine only; reportID
+	// is its copy for the goroutines that report results.
 	workerID string
+	reportID atomic.Value // string
 
 	// execCtx is the parent of every handler's context; the drain timeout
 	// cancels it. reportCtx bounds reports; Run cancels it when it returns.
@@ -330,6 +332,7 @@ func (r *run) poll(ctx, streamCtx context.Context) error {
 		}
 		if id := res.Msg.GetWorkerId(); id != "" {
 			r.workerID = id
+			r.reportID.Store(id)
 		}
 		log.Info("registered with the sidecar", "worker_id", r.workerID, "capabilities", len(req.Capabilities))
 
@@ -480,7 +483,7 @@ func (r *run) heartbeat(l *lease, a *taskerv1.StepAssignment, log *slog.Logger) 
 		}
 		cctx, cancel := context.WithTimeout(l.ctx, callTimeout)
 		res, err := r.w.api.ExtendLease(cctx, connect.NewRequest(&taskerv1.ExtendLeaseRequest{
-			TaskId: a.GetTaskId(), Step: a.GetStep(), Attempt: a.GetAttempt(),
+			TaskId: a.GetTaskId(), Step: a.GetStep(), Attempt: a.GetAttempt(), WorkerId: r.id(),
 		}))
 		cancel()
 		if l.ctx.Err() != nil {
@@ -516,7 +519,7 @@ func (r *run) complete(a *taskerv1.StepAssignment, res any, log *slog.Logger) {
 	defer cancel()
 	err = r.retry(ctx, func(ctx context.Context) error {
 		_, err := r.w.api.CompleteStep(ctx, connect.NewRequest(&taskerv1.CompleteStepRequest{
-			TaskId: a.GetTaskId(), Step: a.GetStep(), Attempt: a.GetAttempt(), ResultJson: body,
+			TaskId: a.GetTaskId(), Step: a.GetStep(), Attempt: a.GetAttempt(), ResultJson: body, WorkerId: r.id(),
 		}))
 		return err
 	})
@@ -533,11 +536,17 @@ func (r *run) complete(a *taskerv1.StepAssignment, res any, log *slog.Logger) {
 	}
 }
 
+// id is the worker id the sidecar knows this worker by, for reports.
+func (r *run) id() string {
+	id, _ := r.reportID.Load().(string)
+	return id
+}
+
 // fail reports a failed attempt.
 func (r *run) fail(a *taskerv1.StepAssignment, f *Error, log *slog.Logger) {
 	req := &taskerv1.FailStepRequest{
 		TaskId: a.GetTaskId(), Step: a.GetStep(), Attempt: a.GetAttempt(),
-		Code: f.Code, Message: f.Message, Retryable: f.Retryable,
+		Code: f.Code, Message: f.Message, Retryable: f.Retryable, WorkerId: r.id(),
 	}
 	if f.RetryAfter > 0 {
 		req.RetryAfter = durationpb.New(f.RetryAfter)

@@ -610,11 +610,13 @@ func (x *StartStep) GetAttempt() int32 {
 // CompleteStep records an attempt's result, already checked against the
 // step's result contract.
 type CompleteStep struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Step          string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	ResultJson    string                 `protobuf:"bytes,4,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	TaskId     string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Step       string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt    int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	ResultJson string                 `protobuf:"bytes,4,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
+	// The reporting worker; when set it must hold the attempt.
+	Worker        string `protobuf:"bytes,5,opt,name=worker,proto3" json:"worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -677,6 +679,13 @@ func (x *CompleteStep) GetResultJson() string {
 	return ""
 }
 
+func (x *CompleteStep) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
 // FailStep records a failed attempt.
 type FailStep struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -689,8 +698,10 @@ type FailStep struct {
 	// Milliseconds the app asked to wait.
 	RetryAfterMs int64 `protobuf:"varint,7,opt,name=retry_after_ms,json=retryAfterMs,proto3" json:"retry_after_ms,omitempty"`
 	// The leader's uniform draw in [0, 1) for the backoff jitter.
-	Rand          float64 `protobuf:"fixed64,8,opt,name=rand,proto3" json:"rand,omitempty"`
-	DetailsJson   string  `protobuf:"bytes,9,opt,name=details_json,json=detailsJson,proto3" json:"details_json,omitempty"`
+	Rand        float64 `protobuf:"fixed64,8,opt,name=rand,proto3" json:"rand,omitempty"`
+	DetailsJson string  `protobuf:"bytes,9,opt,name=details_json,json=detailsJson,proto3" json:"details_json,omitempty"`
+	// The reporting worker; when set it must hold the attempt.
+	Worker        string `protobuf:"bytes,10,opt,name=worker,proto3" json:"worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,6 +795,13 @@ func (x *FailStep) GetRand() float64 {
 func (x *FailStep) GetDetailsJson() string {
 	if x != nil {
 		return x.DetailsJson
+	}
+	return ""
+}
+
+func (x *FailStep) GetWorker() string {
+	if x != nil {
+		return x.Worker
 	}
 	return ""
 }
@@ -1042,11 +1060,13 @@ func (x *CancelTask) GetReason() string {
 
 // ExtendLease moves an attempt's deadline.
 type ExtendLease struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Step          string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Deadline      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TaskId   string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Step     string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt  int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Deadline *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=deadline,proto3" json:"deadline,omitempty"`
+	// The worker holding the attempt; when set it must be the holder.
+	Worker        string `protobuf:"bytes,5,opt,name=worker,proto3" json:"worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1107,6 +1127,13 @@ func (x *ExtendLease) GetDeadline() *timestamppb.Timestamp {
 		return x.Deadline
 	}
 	return nil
+}
+
+func (x *ExtendLease) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
 }
 
 // SnapshotHeader opens a snapshot.
@@ -1802,13 +1829,14 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\tStartStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\"v\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\x8e\x01\n" +
 	"\fCompleteStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x1f\n" +
 	"\vresult_json\x18\x04 \x01(\tR\n" +
-	"resultJson\"\xfa\x01\n" +
+	"resultJson\x12\x16\n" +
+	"\x06worker\x18\x05 \x01(\tR\x06worker\"\x92\x02\n" +
 	"\bFailStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
@@ -1818,7 +1846,9 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\tretryable\x18\x06 \x01(\bR\tretryable\x12$\n" +
 	"\x0eretry_after_ms\x18\a \x01(\x03R\fretryAfterMs\x12\x12\n" +
 	"\x04rand\x18\b \x01(\x01R\x04rand\x12!\n" +
-	"\fdetails_json\x18\t \x01(\tR\vdetailsJson\"l\n" +
+	"\fdetails_json\x18\t \x01(\tR\vdetailsJson\x12\x16\n" +
+	"\x06worker\x18\n" +
+	" \x01(\tR\x06worker\"l\n" +
 	"\vReleaseStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
@@ -1837,12 +1867,13 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"CancelTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x8c\x01\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa4\x01\n" +
 	"\vExtendLease\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
-	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"k\n" +
+	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x16\n" +
+	"\x06worker\x18\x05 \x01(\tR\x06worker\"k\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12+\n" +
 	"\x11workflow_versions\x18\x02 \x01(\x04R\x10workflowVersions\x12\x14\n" +
