@@ -55,6 +55,7 @@ func commands() []command {
 		snapshotCommand(),
 		membersCommand(),
 		raftCommand(),
+		keygenCommand(),
 		versionCommand(),
 		helpCommand(),
 	}
