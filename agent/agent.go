@@ -53,6 +53,7 @@ type Agent struct {
 	caughtUp     chan struct{}
 	caughtUpOnce sync.Once
 	starts       chan leaseKey   // attempts apps took, committed in batches
+	grace        time.Duration   // Config.ReclaimGrace
 	streams      context.Context // cancelled to end PollSteps and WatchTask streams
 	endAll       context.CancelFunc
 	bg           sync.WaitGroup
@@ -85,6 +86,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
 	a.starts = make(chan leaseKey, 4096)
+	a.grace = cfg.ReclaimGrace
 	a.sched = newScheduler(a)
 	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)

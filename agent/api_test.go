@@ -498,3 +498,48 @@ func TestWatchResumes(t *testing.T) {
 		t.Fatalf("watching an ended task: %d messages, %v", n, stream.Err())
 	}
 }
+
+// TestRestoreReclaimsOrphanedAttempts: after a snapshot restore, an attempt
+// the snapshot records in flight that no worker here holds is retried
+// after the reclaim grace, not after its whole lease.
+func TestRestoreReclaimsOrphanedAttempts(t *testing.T) {
+	slow := strings.Replace(quick, "timeout: 300ms", "timeout: 10m", 1)
+	// Workers here never report, so shutdowns need not wait for them.
+	short := func(c *Config) { c.ShutdownTimeout = 100 * time.Millisecond }
+	ta := startAgent(t, t.TempDir(), short)
+	ctx := context.Background()
+	if _, err := ta.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: slow})); err != nil {
+		t.Fatal(err)
+	}
+	p := newPoller(t, ta, "w1", "test.first", "test.second")
+	id := startQuick(t, ta, "")
+	if a := p.next(); a.GetAttempt() != 1 {
+		t.Fatalf("first attempt %d", a.GetAttempt())
+	}
+	s, err := ta.cl.SnapshotSave(ctx, connect.NewRequest(&taskerv1.SnapshotSaveRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var archive bytes.Buffer
+	for s.Receive() {
+		archive.Write(s.Msg().GetData())
+	}
+	tb := startAgent(t, t.TempDir(), short, func(c *Config) { c.ReclaimGrace = 200 * time.Millisecond })
+	p2 := newPoller(t, tb, "w2", "test.first", "test.second")
+	waitFor(t, 10*time.Second, "the restore", func() bool {
+		cs := tb.cl.SnapshotRestore(ctx)
+		if err := cs.Send(&taskerv1.SnapshotRestoreRequest{Data: archive.Bytes()}); err != nil {
+			return false
+		}
+		_, err := cs.CloseAndReceive()
+		return err == nil
+	})
+	start := time.Now()
+	a := p2.next()
+	if a.GetTaskId() != id || a.GetStep() != "first" || a.GetAttempt() != 2 {
+		t.Fatalf("after restore: %+v", a)
+	}
+	if waited := time.Since(start); waited > 5*time.Second {
+		t.Fatalf("the orphaned attempt waited %v; its lease is 10m, the grace 200ms", waited)
+	}
+}

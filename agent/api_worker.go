@@ -17,10 +17,6 @@ import (
 	"github.com/tasker-run/tasker/workflow"
 )
 
-// detachGrace is how long a worker whose stream broke has to come back
-// before the steps it holds are handed to someone else.
-const detachGrace = 5 * time.Second
-
 type workerAPI struct{ a *Agent }
 
 var _ taskerv1connect.WorkerServiceHandler = (*workerAPI)(nil)
@@ -87,7 +83,7 @@ func (w *workerAPI) PollSteps(ctx context.Context, req *connect.Request[taskerv1
 	}
 	defer func() {
 		detach()
-		time.AfterFunc(detachGrace, func() { w.a.reclaim(id) })
+		time.AfterFunc(w.a.grace, func() { w.a.reclaim(id) })
 	}()
 	// Send the headers now: clients wait for them before the call returns,
 	// and the first assignment may be a long way off.

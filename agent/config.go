@@ -41,6 +41,10 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ReclaimGrace is how long a worker whose stream broke has to come
+	// back before its steps go to others, and how long an attempt a new
+	// leader finds in flight waits for its worker to report.
+	ReclaimGrace time.Duration `yaml:"reclaim_grace"`
 	// Dev runs a whole one-server cluster on loopback with a temporary
 	// data dir and fast Raft timeouts: for development only.
 	Dev bool `yaml:"-"`
@@ -61,6 +65,7 @@ func Defaults() Config {
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: 30 * time.Second,
+		ReclaimGrace:    5 * time.Second,
 	}
 }
 
@@ -251,6 +256,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
+	}
+	if c.ReclaimGrace <= 0 || c.ReclaimGrace > 10*time.Minute {
+		bad("reclaim_grace", "%v is out of range: use a positive duration up to 10m", c.ReclaimGrace)
 	}
 	return errors.Join(errs...)
 }

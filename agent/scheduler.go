@@ -81,7 +81,7 @@ func (s *scheduler) run(ctx context.Context) {
 		return
 	}
 	s.a.caughtUpOnce.Do(func() { close(s.a.caughtUp) })
-	s.rebuild()
+	s.rebuild(false)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -91,7 +91,7 @@ func (s *scheduler) run(ctx context.Context) {
 		s.mu.Unlock()
 		if stale {
 			s.drain()
-			s.rebuild()
+			s.rebuild(true)
 		}
 		s.drain()
 		s.fire(ctx)
@@ -116,7 +116,9 @@ func (s *scheduler) run(ctx context.Context) {
 }
 
 // rebuild loads the work of every active task, as a new leader must.
-func (s *scheduler) rebuild() {
+// restored says the state was just replaced by a snapshot: attempts it
+// records in flight that no worker here holds belong to no one.
+func (s *scheduler) rebuild(restored bool) {
 	p := s.a.state.ScanActive(s.a.now())
 	s.ready = append(s.ready[:0], p.Ready...)
 	s.waiting = map[string][]consensus.StepRef{}
@@ -125,9 +127,10 @@ func (s *scheduler) rebuild() {
 	// Attempts in flight keep running while a leader is elected; their apps
 	// need a moment to reconnect and re-send results they finished in time,
 	// so a lease that lapsed meanwhile gets a short grace before timing out.
-	grace := s.a.now().Add(detachGrace)
+	grace := s.a.now().Add(s.a.grace)
 	for _, l := range p.Leases {
-		if l.Deadline.Before(grace) {
+		orphan := restored && !s.a.workers.holds(leaseKey{l.TaskID, l.Name, l.Attempt})
+		if l.Deadline.Before(grace) || orphan {
 			l.Deadline = grace
 		}
 		s.watchLease(l)

@@ -210,3 +210,15 @@ func (ws *workers) capabilities() []string {
 	sort.Strings(out)
 	return out
 }
+
+// holds reports whether some worker here holds the attempt.
+func (ws *workers) holds(k leaseKey) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	for _, w := range ws.byID {
+		if _, ok := w.inflight[k]; ok {
+			return true
+		}
+	}
+	return false
+}
