@@ -76,10 +76,17 @@ type readiness struct{ a *Agent }
 func (r readiness) wait(ctx context.Context) error {
 	select {
 	case <-r.a.caughtUp:
+		return nil // every call after start-up: no timer
+	default:
+	}
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case <-r.a.caughtUp:
 		return nil
 	case <-ctx.Done():
 		return connect.NewError(connect.CodeUnavailable, errors.New("the agent is still catching up with the Raft log; retry shortly"))
-	case <-time.After(10 * time.Second):
+	case <-t.C:
 		return connect.NewError(connect.CodeUnavailable, errors.New("no leader has caught up with the Raft log yet; is a quorum of servers up?"))
 	}
 }

@@ -770,8 +770,7 @@ func (s *State) StepInfo(ref StepRef, now time.Time) (StepInfo, error) {
 	ps := &t.ver.plan.Steps[ref.Step]
 	info := StepInfo{Capability: ps.Capability, Owner: ps.Owner, Timeout: ps.Timeout, NextAttempt: t.steps[ref.Step].attempts + 1, State: t.steps[ref.Step].state}
 	if t.active {
-		ready, _ := s.runs.Ready(t.ref, now, nil)
-		info.Ready = slices.Contains(ready, int32(ref.Step))
+		info.Ready = s.runs.StepReady(t.ref, ref.Step, now)
 	}
 	return info, nil
 }

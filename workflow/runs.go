@@ -537,6 +537,16 @@ func (r *Runs) Ready(t TaskRef, now time.Time, buf []int32) ([]int32, error) {
 	return buf, nil
 }
 
+// StepReady reports whether step s of t may be dispatched at now, in
+// constant time: the check the coordinator makes before each dispatch.
+func (r *Runs) StepReady(t TaskRef, s int, now time.Time) bool {
+	ts, st, err := r.step(t, s)
+	if err != nil || ts.state.Terminal() {
+		return false
+	}
+	return ready(r.plans[ts.plan], s, st, ts.rel(now)) == isReady
+}
+
 // Recompute rebuilds t's dependency counts and open-step count from the
 // step states alone (the full recompute used after recovery) and appends
 // the ready steps to buf.

@@ -309,6 +309,11 @@ func checkAgreement(t *testing.T, r *Runs, task TaskRef, now time.Time, ctx stri
 	if !slices.Equal(inc, full) {
 		t.Fatalf("%s: incremental ready %v, full recompute %v", ctx, inc, full)
 	}
+	for i := range p.Len() {
+		if got, want := r.StepReady(task, i, now), slices.Contains(full, int32(i)); got != want {
+			t.Fatalf("%s: StepReady(%d) = %v, the full recompute says %v", ctx, i, got, want)
+		}
+	}
 	for i := range before {
 		after, _ := r.Step(task, i)
 		if after != before[i] {
