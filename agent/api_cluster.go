@@ -26,7 +26,7 @@ func (c *clusterAPI) Members(context.Context, *connect.Request[taskerv1.MembersR
 	}
 	// One agent today; gossip brings the others with the cluster.
 	return connect.NewResponse(&taskerv1.MembersResponse{Members: []*taskerv1.Member{{
-		Name: c.a.cfg.NodeName, Address: c.a.Addr(), Status: "alive", Role: role, Version: version,
+		Name: c.a.cfg.NodeName, Address: c.a.node.Addr(), Status: "alive", Role: role, Version: version,
 		Capabilities: c.a.workers.capabilities(),
 	}}}), nil
 }

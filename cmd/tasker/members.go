@@ -13,9 +13,10 @@ import (
 const membersUsage = `
 Usage: tasker members [-addr URL] [-o table|json]
 
-Lists the agents the agent at -addr knows through gossip: NAME ADDRESS
-(agent-to-agent, host:port) STATUS (alive, suspect, dead or left) ROLE
-(server or client) VERSION CAPABILITIES (what its apps offer).
+Lists the agents the agent at -addr knows: NAME ADDRESS (agent-to-agent,
+host:port) STATUS (alive, suspect, dead or left) ROLE (server or client)
+VERSION CAPABILITIES (what its apps offer). Until agents gossip (the
+cluster), an agent knows only itself.
 ` + apiFlagsHelp + apiExit
 
 func membersCommand() command {
