@@ -1,19 +1,17 @@
 package client
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	"github.com/tasker-run/tasker/sdk/go/internal/jsontext"
 	"github.com/tasker-run/tasker/sdk/go/internal/transport"
 )
 
@@ -97,7 +95,7 @@ func IdempotencyKey(key string) StartOption {
 // idempotency key had already started the returned task. An input that
 // breaks the workflow's input_schema returns a *[ContractError].
 func (c *Client) StartTask(ctx context.Context, workflow string, input any, opts ...StartOption) (task *taskerv1.Task, created bool, err error) {
-	in, err := encodeJSON(input)
+	in, err := jsontext.Encode(input)
 	if err != nil {
 		return nil, false, fmt.Errorf("start task of %s: input: %w", workflow, err)
 	}
@@ -150,7 +148,7 @@ func (c *Client) RetryStep(ctx context.Context, taskID, step string) (*taskerv1.
 // encoded as JSON like StartTask's input, recording reason. A result that
 // breaks the step's result_schema returns a *[ContractError].
 func (c *Client) ResolveStep(ctx context.Context, taskID, step string, result any, reason string) (*taskerv1.Task, error) {
-	body, err := encodeJSON(result)
+	body, err := jsontext.Encode(result)
 	if err != nil {
 		return nil, fmt.Errorf("resolve step %s of task %s: result: %w", step, taskID, err)
 	}
@@ -255,25 +253,3 @@ func Terminal(s taskerv1.TaskState) bool {
 	return false
 }
 
-// encodeJSON encodes v as JSON text: nil as {}, a json.RawMessage as it is.
-func encodeJSON(v any) (string, error) {
-	switch v := v.(type) {
-	case nil:
-		return "{}", nil
-	case json.RawMessage:
-		if len(bytes.TrimSpace(v)) == 0 {
-			return "{}", nil
-		}
-		if !json.Valid(v) {
-			return "", errors.New("json.RawMessage is not valid JSON")
-		}
-		return string(v), nil
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "", fmt.Errorf("encode JSON: %w", err)
-	}
-	return strings.TrimSuffix(buf.String(), "\n"), nil
-}

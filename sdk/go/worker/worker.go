@@ -1,7 +1,6 @@
 package worker
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	"github.com/tasker-run/tasker/sdk/go/internal/jsontext"
 	"github.com/tasker-run/tasker/sdk/go/internal/transport"
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
@@ -509,7 +508,7 @@ func (r *run) heartbeat(l *lease, a *taskerv1.StepAssignment, log *slog.Logger) 
 
 // complete reports a handler's result.
 func (r *run) complete(a *taskerv1.StepAssignment, res any, log *slog.Logger) {
-	body, err := encodeResult(res)
+	body, err := jsontext.Encode(res)
 	if err != nil {
 		log.Error("step result cannot be encoded as JSON", "error", err)
 		r.fail(a, &Error{Code: CodeInvalidResult, Message: err.Error(), cause: err}, log)
@@ -631,29 +630,6 @@ func (r *run) drain() {
 	}
 }
 
-// encodeResult encodes a handler's result as JSON text: nil as {}, a
-// json.RawMessage as it is.
-func encodeResult(v any) (string, error) {
-	switch v := v.(type) {
-	case nil:
-		return "{}", nil
-	case json.RawMessage:
-		if len(bytes.TrimSpace(v)) == 0 {
-			return "{}", nil
-		}
-		if !json.Valid(v) {
-			return "", errors.New("the result is a json.RawMessage that is not valid JSON")
-		}
-		return string(v), nil
-	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return "", fmt.Errorf("encode result: %w", err)
-	}
-	return strings.TrimSuffix(buf.String(), "\n"), nil
-}
 
 // violations lists the contract violations carried by an error's
 // ContractFailure detail, as "pointer: message".
