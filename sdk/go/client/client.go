@@ -252,4 +252,3 @@ func Terminal(s taskerv1.TaskState) bool {
 	}
 	return false
 }
-

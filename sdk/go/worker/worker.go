@@ -509,6 +509,12 @@ func (r *run) heartbeat(l *lease, a *taskerv1.StepAssignment, log *slog.Logger) 
 // complete reports a handler's result.
 func (r *run) complete(a *taskerv1.StepAssignment, res any, log *slog.Logger) {
 	body, err := jsontext.Encode(res)
+	switch {
+	case errors.Is(err, jsontext.ErrInvalidRaw):
+		err = errors.New("the result is a json.RawMessage that is not valid JSON")
+	case err != nil:
+		err = fmt.Errorf("encode result: %w", err)
+	}
 	if err != nil {
 		log.Error("step result cannot be encoded as JSON", "error", err)
 		r.fail(a, &Error{Code: CodeInvalidResult, Message: err.Error(), cause: err}, log)
@@ -629,7 +635,6 @@ func (r *run) drain() {
 		log.Error("steps still running or reporting after cancellation; abandoning them (the sidecar takes them back)", "running", r.running.Load())
 	}
 }
-
 
 // violations lists the contract violations carried by an error's
 // ContractFailure detail, as "pointer: message".

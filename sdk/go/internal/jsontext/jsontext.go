@@ -6,12 +6,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strings"
 )
 
+// ErrInvalidRaw is returned for a json.RawMessage that is not valid JSON.
+var ErrInvalidRaw = errors.New("json.RawMessage is not valid JSON")
+
 // Encode encodes v as JSON text without HTML escaping: nil as {}, a
-// json.RawMessage as it is (after checking it is valid JSON).
+// json.RawMessage as it is (after checking it is valid JSON). Other
+// failures are encoding/json's errors, unwrapped, for callers to word.
 func Encode(v any) (string, error) {
 	switch v := v.(type) {
 	case nil:
@@ -21,7 +24,7 @@ func Encode(v any) (string, error) {
 			return "{}", nil
 		}
 		if !json.Valid(v) {
-			return "", errors.New("json.RawMessage is not valid JSON")
+			return "", ErrInvalidRaw
 		}
 		return string(v), nil
 	}
@@ -29,7 +32,7 @@ func Encode(v any) (string, error) {
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		return "", fmt.Errorf("encode JSON: %w", err)
+		return "", err
 	}
 	return strings.TrimSuffix(buf.String(), "\n"), nil
 }
