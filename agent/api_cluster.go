@@ -12,7 +12,10 @@ import (
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
 )
 
-type clusterAPI struct{ a *Agent }
+type clusterAPI struct {
+	taskerv1connect.UnimplementedClusterServiceHandler // until every operator call is served
+	a *Agent
+}
 
 var _ taskerv1connect.ClusterServiceHandler = (*clusterAPI)(nil)
 

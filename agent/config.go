@@ -11,7 +11,23 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/tasker-run/tasker/breaker"
+	"github.com/tasker-run/tasker/gossip"
 )
+
+// loadBreakers reads and validates a breaker policy file.
+func loadBreakers(path string) (breaker.Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return breaker.Config{}, err
+	}
+	cfg, err := breaker.ParseConfig(b)
+	if err != nil {
+		return breaker.Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
 
 // Config is the whole configuration of an agent: defaults, then a config
 // file, then TASKER_* environment variables, then flags, validated once at
@@ -30,10 +46,33 @@ type Config struct {
 	ClientAddr string `yaml:"client_addr"`
 	// HTTPPort is the local API port: Connect, gRPC, gRPC-Web, health.
 	HTTPPort int `yaml:"http_port"`
-	// BindAddr is the IP for agent-to-agent traffic (Raft).
+	// BindAddr is the IP for agent-to-agent traffic: RPC, gossip, Raft.
 	BindAddr string `yaml:"bind_addr"`
+	// AdvertiseAddr is the IP other agents use to reach this one; BindAddr
+	// by default (set it when binding 0.0.0.0).
+	AdvertiseAddr string `yaml:"advertise_addr"`
+	// RPCPort is the agent-to-agent Connect port: forwarding to the
+	// leader, dispatch to the agent whose app runs a step.
+	RPCPort int `yaml:"rpc_port"`
+	// GossipPort is memberlist's TCP and UDP port.
+	GossipPort int `yaml:"gossip_port"`
 	// RaftPort is Raft's TCP port (servers only).
 	RaftPort int `yaml:"raft_port"`
+	// Join lists gossip addresses (host:port) to join at start; failing to
+	// reach any of them is an error.
+	Join []string `yaml:"join"`
+	// RetryJoin lists gossip addresses to keep trying until one answers.
+	RetryJoin []string `yaml:"retry_join"`
+	// RetryInterval is the wait between retry-join attempts.
+	RetryInterval time.Duration `yaml:"retry_interval"`
+	// Encrypt is the base64 gossip encryption key (tasker keygen).
+	Encrypt string `yaml:"encrypt"`
+	// BreakersFile holds circuit-breaker and retry policies (YAML or JSON,
+	// Dapr's resiliency vocabulary; see docs/operations.md).
+	BreakersFile string `yaml:"breakers_file"`
+	// RPCHoldTimeout bounds how long a forwarded call waits for a leader
+	// during an election before it fails with unavailable.
+	RPCHoldTimeout time.Duration `yaml:"rpc_hold_timeout"`
 	// MaxPayloadBytes bounds task inputs, step results and manifests.
 	MaxPayloadBytes int `yaml:"max_payload_bytes"`
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
@@ -60,7 +99,11 @@ func Defaults() Config {
 		ClientAddr:      "127.0.0.1",
 		HTTPPort:        7420,
 		BindAddr:        "127.0.0.1",
+		RPCPort:         7421,
+		GossipPort:      7422,
 		RaftPort:        7423,
+		RetryInterval:   time.Second,
+		RPCHoldTimeout:  7 * time.Second,
 		MaxPayloadBytes: 1 << 20,
 		LogLevel:        "info",
 		LogFormat:       "text",
@@ -75,6 +118,7 @@ type setting struct {
 	name   string
 	usage  string
 	isBool bool
+	list   bool // repeatable: each use adds
 	apply  func(c *Config, v string) error
 }
 
@@ -102,6 +146,16 @@ func settings() []setting {
 			return nil
 		}}
 	}
+	list := func(name, usage string, field func(*Config) *[]string) setting {
+		return setting{name: name, usage: usage, list: true, apply: func(c *Config, v string) error {
+			for _, part := range strings.Split(v, ",") {
+				if part = strings.TrimSpace(part); part != "" {
+					*field(c) = append(*field(c), part)
+				}
+			}
+			return nil
+		}}
+	}
 	return []setting{
 		str("node", "node name (default: the host name)", func(c *Config) *string { return &c.NodeName }),
 		str("data-dir", "data directory for Raft's log and snapshots", func(c *Config) *string { return &c.DataDir }),
@@ -110,7 +164,14 @@ func settings() []setting {
 		str("client", "IP of the local API (keep it on loopback)", func(c *Config) *string { return &c.ClientAddr }),
 		num("http-port", "local API port (0 picks a free one)", func(c *Config) *int { return &c.HTTPPort }),
 		str("bind", "IP for agent-to-agent traffic", func(c *Config) *string { return &c.BindAddr }),
+		str("advertise", "IP other agents reach this one on (default: -bind)", func(c *Config) *string { return &c.AdvertiseAddr }),
+		num("rpc-port", "agent-to-agent RPC port (0 picks a free one)", func(c *Config) *int { return &c.RPCPort }),
+		num("gossip-port", "gossip port, TCP and UDP (0 picks a free one)", func(c *Config) *int { return &c.GossipPort }),
 		num("raft-port", "Raft port (0 picks a free one)", func(c *Config) *int { return &c.RaftPort }),
+		list("join", "gossip address host:port to join at start (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.Join }),
+		list("retry-join", "gossip address to keep trying until it answers (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.RetryJoin }),
+		str("encrypt", "gossip encryption key, base64 (tasker keygen)", func(c *Config) *string { return &c.Encrypt }),
+		str("breakers", "circuit-breaker and retry policy file (YAML or JSON)", func(c *Config) *string { return &c.BreakersFile }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 		str("log-format", "text or json", func(c *Config) *string { return &c.LogFormat }),
@@ -121,11 +182,17 @@ func settings() []setting {
 // the environment: flags win.
 type flagValue struct {
 	isBool bool
+	list   bool
 	val    string
+	vals   []string
 }
 
-func (f *flagValue) String() string     { return f.val }
-func (f *flagValue) Set(v string) error { f.val = v; return nil }
+func (f *flagValue) String() string { return f.val }
+func (f *flagValue) Set(v string) error {
+	f.val = v
+	f.vals = append(f.vals, v)
+	return nil
+}
 func (f *flagValue) IsBoolFlag() bool   { return f.isBool }
 
 // Load builds a configuration from args (the agent's flags), the
@@ -140,7 +207,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	all := settings()
 	values := make([]*flagValue, len(all))
 	for i, s := range all {
-		values[i] = &flagValue{isBool: s.isBool}
+		values[i] = &flagValue{isBool: s.isBool, list: s.list}
 		fs.Var(values[i], s.name, s.usage)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -168,8 +235,17 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	var errs []error
 	fs.Visit(func(f *flag.Flag) {
 		for i, s := range all {
-			if s.name == f.Name {
-				if err := s.apply(&cfg, values[i].val); err != nil {
+			if s.name != f.Name {
+				continue
+			}
+			vals := []string{values[i].val}
+			if s.list {
+				// Flags replace what the file and environment said.
+				s.apply(&cfg, "")
+				vals = values[i].vals
+			}
+			for _, v := range vals {
+				if err := s.apply(&cfg, v); err != nil {
 					errs = append(errs, fmt.Errorf("-%s: %w", s.name, err))
 				}
 			}
@@ -221,11 +297,43 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" && !c.Dev {
 		bad("data-dir", "is required (or use -dev for a temporary one)")
 	}
-	if !c.Server {
-		bad("server", "a client-only agent needs servers to join, which arrives with the cluster; run with -server -bootstrap-expect 1 (or -dev)")
+	if !c.Server && c.BootstrapExpect != 0 {
+		bad("bootstrap-expect", "only servers bootstrap the cluster; add -server or drop -bootstrap-expect")
 	}
-	if c.Server && c.BootstrapExpect != 0 && c.BootstrapExpect != 1 {
-		bad("bootstrap-expect", "%d: only 1 (a single server) is supported until the cluster is built", c.BootstrapExpect)
+	if c.BootstrapExpect < 0 || c.BootstrapExpect > 9 {
+		bad("bootstrap-expect", "%d is out of range: use 1, 3 or 5 (at most 9)", c.BootstrapExpect)
+	}
+	if !c.Server && len(c.Join) == 0 && len(c.RetryJoin) == 0 {
+		bad("join", "a client agent needs servers: set -join or -retry-join to a server's gossip address (or add -server)")
+	}
+	if c.AdvertiseAddr != "" && net.ParseIP(c.AdvertiseAddr) == nil {
+		bad("advertise", "%q is not an IP address", c.AdvertiseAddr)
+	}
+	for _, l := range []struct {
+		name  string
+		addrs []string
+	}{{"join", c.Join}, {"retry-join", c.RetryJoin}} {
+		for _, addr := range l.addrs {
+			if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+				bad(l.name, "%q is not host:port (the gossip port, 7422 by default)", addr)
+			}
+		}
+	}
+	if c.Encrypt != "" {
+		if _, err := gossip.DecodeKey(c.Encrypt); err != nil {
+			bad("encrypt", "%v; generate one with 'tasker keygen'", err)
+		}
+	}
+	if c.RetryInterval <= 0 || c.RetryInterval > time.Hour {
+		bad("retry_interval", "%v is out of range: use a positive duration up to 1h", c.RetryInterval)
+	}
+	if c.RPCHoldTimeout <= 0 || c.RPCHoldTimeout > 5*time.Minute {
+		bad("rpc_hold_timeout", "%v is out of range: use a positive duration up to 5m", c.RPCHoldTimeout)
+	}
+	if c.BreakersFile != "" {
+		if _, err := loadBreakers(c.BreakersFile); err != nil {
+			bad("breakers", "%v", err)
+		}
 	}
 	if ip := net.ParseIP(c.ClientAddr); ip == nil {
 		bad("client", "%q is not an IP address", c.ClientAddr)
@@ -236,7 +344,7 @@ func (c *Config) Validate() error {
 	for _, p := range []struct {
 		name string
 		v    int
-	}{{"http-port", c.HTTPPort}, {"raft-port", c.RaftPort}} {
+	}{{"http-port", c.HTTPPort}, {"rpc-port", c.RPCPort}, {"gossip-port", c.GossipPort}, {"raft-port", c.RaftPort}} {
 		if p.v < 0 || p.v > 65535 {
 			bad(p.name, "%d is not a port (0-65535; 0 picks a free one)", p.v)
 		}

@@ -29,7 +29,7 @@ func (a *Agent) server() *http.Server {
 	mux.Handle(taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, opts...))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, opts...))
 	// Operators must reach the cluster service even with no leader.
-	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a}, limit, compress))
+	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress))
 	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)

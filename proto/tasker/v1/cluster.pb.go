@@ -9,6 +9,7 @@ package taskerv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -70,7 +71,9 @@ type Member struct {
 	Role    string `protobuf:"bytes,4,opt,name=role,proto3" json:"role,omitempty"`
 	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	// Capabilities its apps offer.
-	Capabilities  []string `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	Capabilities []string `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// The gossip address, host:port.
+	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -145,6 +148,13 @@ func (x *Member) GetCapabilities() []string {
 		return x.Capabilities
 	}
 	return nil
+}
+
+func (x *Member) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
 }
 
 // MembersResponse lists the members.
@@ -231,11 +241,13 @@ func (*RaftPeersRequest) Descriptor() ([]byte, []int) {
 
 // RaftPeer is one Raft server.
 type RaftPeer struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Address       string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
-	Voter         bool                   `protobuf:"varint,3,opt,name=voter,proto3" json:"voter,omitempty"`
-	Leader        bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Address string                 `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Voter   bool                   `protobuf:"varint,3,opt,name=voter,proto3" json:"voter,omitempty"`
+	Leader  bool                   `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The server's last log index as it reports it; 0 when unreachable.
+	LastIndex     uint64 `protobuf:"varint,5,opt,name=last_index,json=lastIndex,proto3" json:"last_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -296,6 +308,13 @@ func (x *RaftPeer) GetLeader() bool {
 		return x.Leader
 	}
 	return false
+}
+
+func (x *RaftPeer) GetLastIndex() uint64 {
+	if x != nil {
+		return x.LastIndex
+	}
+	return 0
 }
 
 // RaftPeersResponse lists the servers.
@@ -558,27 +577,697 @@ func (x *SnapshotRestoreResponse) GetWorkflows() int64 {
 	return 0
 }
 
+// RemovePeerRequest names the server to remove.
+type RemovePeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The server's id (its agent name).
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerRequest) Reset() {
+	*x = RemovePeerRequest{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerRequest) ProtoMessage() {}
+
+func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
+func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *RemovePeerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// RemovePeerResponse confirms the removal.
+type RemovePeerResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemovePeerResponse) Reset() {
+	*x = RemovePeerResponse{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemovePeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemovePeerResponse) ProtoMessage() {}
+
+func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
+func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{11}
+}
+
+// LeaveRequest asks the agent answering it to leave.
+type LeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveRequest) Reset() {
+	*x = LeaveRequest{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveRequest) ProtoMessage() {}
+
+func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
+func (*LeaveRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{12}
+}
+
+// LeaveResponse confirms the agent is leaving; it exits shortly after.
+type LeaveResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaveResponse) Reset() {
+	*x = LeaveResponse{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaveResponse) ProtoMessage() {}
+
+func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
+func (*LeaveResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{13}
+}
+
+// ForceLeaveRequest names a failed agent.
+type ForceLeaveRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForceLeaveRequest) Reset() {
+	*x = ForceLeaveRequest{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForceLeaveRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForceLeaveRequest) ProtoMessage() {}
+
+func (x *ForceLeaveRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForceLeaveRequest.ProtoReflect.Descriptor instead.
+func (*ForceLeaveRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ForceLeaveRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+// ForceLeaveResponse says what was done.
+type ForceLeaveResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The node was a Raft server and was removed from the configuration.
+	RemovedFromRaft bool `protobuf:"varint,1,opt,name=removed_from_raft,json=removedFromRaft,proto3" json:"removed_from_raft,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ForceLeaveResponse) Reset() {
+	*x = ForceLeaveResponse{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForceLeaveResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForceLeaveResponse) ProtoMessage() {}
+
+func (x *ForceLeaveResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForceLeaveResponse.ProtoReflect.Descriptor instead.
+func (*ForceLeaveResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ForceLeaveResponse) GetRemovedFromRaft() bool {
+	if x != nil {
+		return x.RemovedFromRaft
+	}
+	return false
+}
+
+// CapabilitiesRequest asks for the capability registry.
+type CapabilitiesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapabilitiesRequest) Reset() {
+	*x = CapabilitiesRequest{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapabilitiesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapabilitiesRequest) ProtoMessage() {}
+
+func (x *CapabilitiesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapabilitiesRequest.ProtoReflect.Descriptor instead.
+func (*CapabilitiesRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{16}
+}
+
+// CapabilityProviders is one capability and who offers it.
+type CapabilityProviders struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Providers     []*CapabilityProvider  `protobuf:"bytes,2,rep,name=providers,proto3" json:"providers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapabilityProviders) Reset() {
+	*x = CapabilityProviders{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapabilityProviders) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapabilityProviders) ProtoMessage() {}
+
+func (x *CapabilityProviders) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapabilityProviders.ProtoReflect.Descriptor instead.
+func (*CapabilityProviders) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CapabilityProviders) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CapabilityProviders) GetProviders() []*CapabilityProvider {
+	if x != nil {
+		return x.Providers
+	}
+	return nil
+}
+
+// CapabilityProvider is one agent offering a capability.
+type CapabilityProvider struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Agent          string                 `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	RpcAddress     string                 `protobuf:"bytes,2,opt,name=rpc_address,json=rpcAddress,proto3" json:"rpc_address,omitempty"`
+	Version        string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	MaxConcurrency int32                  `protobuf:"varint,4,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
+	// A short digest of the advertised input and output schemas: equal
+	// digests mean identical contracts.
+	SchemaDigest  string `protobuf:"bytes,5,opt,name=schema_digest,json=schemaDigest,proto3" json:"schema_digest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapabilityProvider) Reset() {
+	*x = CapabilityProvider{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapabilityProvider) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapabilityProvider) ProtoMessage() {}
+
+func (x *CapabilityProvider) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapabilityProvider.ProtoReflect.Descriptor instead.
+func (*CapabilityProvider) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CapabilityProvider) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *CapabilityProvider) GetRpcAddress() string {
+	if x != nil {
+		return x.RpcAddress
+	}
+	return ""
+}
+
+func (x *CapabilityProvider) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *CapabilityProvider) GetMaxConcurrency() int32 {
+	if x != nil {
+		return x.MaxConcurrency
+	}
+	return 0
+}
+
+func (x *CapabilityProvider) GetSchemaDigest() string {
+	if x != nil {
+		return x.SchemaDigest
+	}
+	return ""
+}
+
+// CapabilitiesResponse lists capabilities sorted by name.
+type CapabilitiesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Capabilities  []*CapabilityProviders `protobuf:"bytes,1,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CapabilitiesResponse) Reset() {
+	*x = CapabilitiesResponse{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CapabilitiesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CapabilitiesResponse) ProtoMessage() {}
+
+func (x *CapabilitiesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CapabilitiesResponse.ProtoReflect.Descriptor instead.
+func (*CapabilitiesResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CapabilitiesResponse) GetCapabilities() []*CapabilityProviders {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+// BreakersRequest asks for the leader's circuit breakers.
+type BreakersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakersRequest) Reset() {
+	*x = BreakersRequest{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakersRequest) ProtoMessage() {}
+
+func (x *BreakersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakersRequest.ProtoReflect.Descriptor instead.
+func (*BreakersRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{20}
+}
+
+// Breaker is one target's circuit breaker.
+type Breaker struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// agent/capability.
+	Target string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// closed, open or half-open.
+	State               string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	Requests            uint32 `protobuf:"varint,3,opt,name=requests,proto3" json:"requests,omitempty"`
+	Successes           uint32 `protobuf:"varint,4,opt,name=successes,proto3" json:"successes,omitempty"`
+	Failures            uint32 `protobuf:"varint,5,opt,name=failures,proto3" json:"failures,omitempty"`
+	ConsecutiveFailures uint32 `protobuf:"varint,6,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// When the breaker last changed state.
+	Since *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	// When an open breaker lets a trial call through.
+	OpenUntil *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=open_until,json=openUntil,proto3" json:"open_until,omitempty"`
+	// Attempts the leader has in flight there.
+	InFlight      int32 `protobuf:"varint,9,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Breaker) Reset() {
+	*x = Breaker{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Breaker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Breaker) ProtoMessage() {}
+
+func (x *Breaker) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Breaker.ProtoReflect.Descriptor instead.
+func (*Breaker) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *Breaker) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Breaker) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Breaker) GetRequests() uint32 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *Breaker) GetSuccesses() uint32 {
+	if x != nil {
+		return x.Successes
+	}
+	return 0
+}
+
+func (x *Breaker) GetFailures() uint32 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *Breaker) GetConsecutiveFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *Breaker) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *Breaker) GetOpenUntil() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpenUntil
+	}
+	return nil
+}
+
+func (x *Breaker) GetInFlight() int32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+// BreakersResponse lists breakers sorted by target.
+type BreakersResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Breakers []*Breaker             `protobuf:"bytes,1,rep,name=breakers,proto3" json:"breakers,omitempty"`
+	// The agent that answered (the leader).
+	Leader        string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BreakersResponse) Reset() {
+	*x = BreakersResponse{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BreakersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BreakersResponse) ProtoMessage() {}
+
+func (x *BreakersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BreakersResponse.ProtoReflect.Descriptor instead.
+func (*BreakersResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *BreakersResponse) GetBreakers() []*Breaker {
+	if x != nil {
+		return x.Breakers
+	}
+	return nil
+}
+
+func (x *BreakersResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
 var File_tasker_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/v1/cluster.proto\x12\ttasker.v1\"\x10\n" +
-	"\x0eMembersRequest\"\xa0\x01\n" +
+	"\x17tasker/v1/cluster.proto\x12\ttasker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
+	"\x0eMembersRequest\"\xc7\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
 	"\x06status\x18\x03 \x01(\tR\x06status\x12\x12\n" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\"\n" +
-	"\fcapabilities\x18\x06 \x03(\tR\fcapabilities\">\n" +
+	"\fcapabilities\x18\x06 \x03(\tR\fcapabilities\x12%\n" +
+	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\">\n" +
 	"\x0fMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.tasker.v1.MemberR\amembers\"\x12\n" +
-	"\x10RaftPeersRequest\"b\n" +
+	"\x10RaftPeersRequest\"\x81\x01\n" +
 	"\bRaftPeer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
 	"\x05voter\x18\x03 \x01(\bR\x05voter\x12\x16\n" +
-	"\x06leader\x18\x04 \x01(\bR\x06leader\"\xb2\x01\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x1d\n" +
+	"\n" +
+	"last_index\x18\x05 \x01(\x04R\tlastIndex\"\xb2\x01\n" +
 	"\x11RaftPeersResponse\x12)\n" +
 	"\x05peers\x18\x01 \x03(\v2\x13.tasker.v1.RaftPeerR\x05peers\x12\x16\n" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\x12!\n" +
@@ -592,12 +1281,56 @@ const file_tasker_v1_cluster_proto_rawDesc = "" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"M\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
 	"\x05tasks\x18\x01 \x01(\x03R\x05tasks\x12\x1c\n" +
-	"\tworkflows\x18\x02 \x01(\x03R\tworkflows2\xd3\x02\n" +
+	"\tworkflows\x18\x02 \x01(\x03R\tworkflows\"#\n" +
+	"\x11RemovePeerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
+	"\x12RemovePeerResponse\"\x0e\n" +
+	"\fLeaveRequest\"\x0f\n" +
+	"\rLeaveResponse\"'\n" +
+	"\x11ForceLeaveRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\"@\n" +
+	"\x12ForceLeaveResponse\x12*\n" +
+	"\x11removed_from_raft\x18\x01 \x01(\bR\x0fremovedFromRaft\"\x15\n" +
+	"\x13CapabilitiesRequest\"f\n" +
+	"\x13CapabilityProviders\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
+	"\tproviders\x18\x02 \x03(\v2\x1d.tasker.v1.CapabilityProviderR\tproviders\"\xb3\x01\n" +
+	"\x12CapabilityProvider\x12\x14\n" +
+	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1f\n" +
+	"\vrpc_address\x18\x02 \x01(\tR\n" +
+	"rpcAddress\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12'\n" +
+	"\x0fmax_concurrency\x18\x04 \x01(\x05R\x0emaxConcurrency\x12#\n" +
+	"\rschema_digest\x18\x05 \x01(\tR\fschemaDigest\"Z\n" +
+	"\x14CapabilitiesResponse\x12B\n" +
+	"\fcapabilities\x18\x01 \x03(\v2\x1e.tasker.v1.CapabilityProvidersR\fcapabilities\"\x11\n" +
+	"\x0fBreakersRequest\"\xca\x02\n" +
+	"\aBreaker\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x1a\n" +
+	"\brequests\x18\x03 \x01(\rR\brequests\x12\x1c\n" +
+	"\tsuccesses\x18\x04 \x01(\rR\tsuccesses\x12\x1a\n" +
+	"\bfailures\x18\x05 \x01(\rR\bfailures\x121\n" +
+	"\x14consecutive_failures\x18\x06 \x01(\rR\x13consecutiveFailures\x120\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x129\n" +
+	"\n" +
+	"open_until\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\topenUntil\x12\x1b\n" +
+	"\tin_flight\x18\t \x01(\x05R\binFlight\"Z\n" +
+	"\x10BreakersResponse\x12.\n" +
+	"\bbreakers\x18\x01 \x03(\v2\x12.tasker.v1.BreakerR\bbreakers\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader2\xc5\x05\n" +
 	"\x0eClusterService\x12E\n" +
 	"\aMembers\x12\x19.tasker.v1.MembersRequest\x1a\x1a.tasker.v1.MembersResponse\"\x03\x90\x02\x01\x12K\n" +
 	"\tRaftPeers\x12\x1b.tasker.v1.RaftPeersRequest\x1a\x1c.tasker.v1.RaftPeersResponse\"\x03\x90\x02\x01\x12Q\n" +
 	"\fSnapshotSave\x12\x1e.tasker.v1.SnapshotSaveRequest\x1a\x1f.tasker.v1.SnapshotSaveResponse0\x01\x12Z\n" +
-	"\x0fSnapshotRestore\x12!.tasker.v1.SnapshotRestoreRequest\x1a\".tasker.v1.SnapshotRestoreResponse(\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
+	"\x0fSnapshotRestore\x12!.tasker.v1.SnapshotRestoreRequest\x1a\".tasker.v1.SnapshotRestoreResponse(\x01\x12I\n" +
+	"\n" +
+	"RemovePeer\x12\x1c.tasker.v1.RemovePeerRequest\x1a\x1d.tasker.v1.RemovePeerResponse\x12:\n" +
+	"\x05Leave\x12\x17.tasker.v1.LeaveRequest\x1a\x18.tasker.v1.LeaveResponse\x12I\n" +
+	"\n" +
+	"ForceLeave\x12\x1c.tasker.v1.ForceLeaveRequest\x1a\x1d.tasker.v1.ForceLeaveResponse\x12T\n" +
+	"\fCapabilities\x12\x1e.tasker.v1.CapabilitiesRequest\x1a\x1f.tasker.v1.CapabilitiesResponse\"\x03\x90\x02\x01\x12H\n" +
+	"\bBreakers\x12\x1a.tasker.v1.BreakersRequest\x1a\x1b.tasker.v1.BreakersResponse\"\x03\x90\x02\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
 
 var (
 	file_tasker_v1_cluster_proto_rawDescOnce sync.Once
@@ -611,7 +1344,7 @@ func file_tasker_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_tasker_v1_cluster_proto_rawDescData
 }
 
-var file_tasker_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_tasker_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_tasker_v1_cluster_proto_goTypes = []any{
 	(*MembersRequest)(nil),          // 0: tasker.v1.MembersRequest
 	(*Member)(nil),                  // 1: tasker.v1.Member
@@ -623,23 +1356,52 @@ var file_tasker_v1_cluster_proto_goTypes = []any{
 	(*SnapshotSaveResponse)(nil),    // 7: tasker.v1.SnapshotSaveResponse
 	(*SnapshotRestoreRequest)(nil),  // 8: tasker.v1.SnapshotRestoreRequest
 	(*SnapshotRestoreResponse)(nil), // 9: tasker.v1.SnapshotRestoreResponse
+	(*RemovePeerRequest)(nil),       // 10: tasker.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),      // 11: tasker.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),            // 12: tasker.v1.LeaveRequest
+	(*LeaveResponse)(nil),           // 13: tasker.v1.LeaveResponse
+	(*ForceLeaveRequest)(nil),       // 14: tasker.v1.ForceLeaveRequest
+	(*ForceLeaveResponse)(nil),      // 15: tasker.v1.ForceLeaveResponse
+	(*CapabilitiesRequest)(nil),     // 16: tasker.v1.CapabilitiesRequest
+	(*CapabilityProviders)(nil),     // 17: tasker.v1.CapabilityProviders
+	(*CapabilityProvider)(nil),      // 18: tasker.v1.CapabilityProvider
+	(*CapabilitiesResponse)(nil),    // 19: tasker.v1.CapabilitiesResponse
+	(*BreakersRequest)(nil),         // 20: tasker.v1.BreakersRequest
+	(*Breaker)(nil),                 // 21: tasker.v1.Breaker
+	(*BreakersResponse)(nil),        // 22: tasker.v1.BreakersResponse
+	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
 }
 var file_tasker_v1_cluster_proto_depIdxs = []int32{
-	1, // 0: tasker.v1.MembersResponse.members:type_name -> tasker.v1.Member
-	4, // 1: tasker.v1.RaftPeersResponse.peers:type_name -> tasker.v1.RaftPeer
-	0, // 2: tasker.v1.ClusterService.Members:input_type -> tasker.v1.MembersRequest
-	3, // 3: tasker.v1.ClusterService.RaftPeers:input_type -> tasker.v1.RaftPeersRequest
-	6, // 4: tasker.v1.ClusterService.SnapshotSave:input_type -> tasker.v1.SnapshotSaveRequest
-	8, // 5: tasker.v1.ClusterService.SnapshotRestore:input_type -> tasker.v1.SnapshotRestoreRequest
-	2, // 6: tasker.v1.ClusterService.Members:output_type -> tasker.v1.MembersResponse
-	5, // 7: tasker.v1.ClusterService.RaftPeers:output_type -> tasker.v1.RaftPeersResponse
-	7, // 8: tasker.v1.ClusterService.SnapshotSave:output_type -> tasker.v1.SnapshotSaveResponse
-	9, // 9: tasker.v1.ClusterService.SnapshotRestore:output_type -> tasker.v1.SnapshotRestoreResponse
-	6, // [6:10] is the sub-list for method output_type
-	2, // [2:6] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	1,  // 0: tasker.v1.MembersResponse.members:type_name -> tasker.v1.Member
+	4,  // 1: tasker.v1.RaftPeersResponse.peers:type_name -> tasker.v1.RaftPeer
+	18, // 2: tasker.v1.CapabilityProviders.providers:type_name -> tasker.v1.CapabilityProvider
+	17, // 3: tasker.v1.CapabilitiesResponse.capabilities:type_name -> tasker.v1.CapabilityProviders
+	23, // 4: tasker.v1.Breaker.since:type_name -> google.protobuf.Timestamp
+	23, // 5: tasker.v1.Breaker.open_until:type_name -> google.protobuf.Timestamp
+	21, // 6: tasker.v1.BreakersResponse.breakers:type_name -> tasker.v1.Breaker
+	0,  // 7: tasker.v1.ClusterService.Members:input_type -> tasker.v1.MembersRequest
+	3,  // 8: tasker.v1.ClusterService.RaftPeers:input_type -> tasker.v1.RaftPeersRequest
+	6,  // 9: tasker.v1.ClusterService.SnapshotSave:input_type -> tasker.v1.SnapshotSaveRequest
+	8,  // 10: tasker.v1.ClusterService.SnapshotRestore:input_type -> tasker.v1.SnapshotRestoreRequest
+	10, // 11: tasker.v1.ClusterService.RemovePeer:input_type -> tasker.v1.RemovePeerRequest
+	12, // 12: tasker.v1.ClusterService.Leave:input_type -> tasker.v1.LeaveRequest
+	14, // 13: tasker.v1.ClusterService.ForceLeave:input_type -> tasker.v1.ForceLeaveRequest
+	16, // 14: tasker.v1.ClusterService.Capabilities:input_type -> tasker.v1.CapabilitiesRequest
+	20, // 15: tasker.v1.ClusterService.Breakers:input_type -> tasker.v1.BreakersRequest
+	2,  // 16: tasker.v1.ClusterService.Members:output_type -> tasker.v1.MembersResponse
+	5,  // 17: tasker.v1.ClusterService.RaftPeers:output_type -> tasker.v1.RaftPeersResponse
+	7,  // 18: tasker.v1.ClusterService.SnapshotSave:output_type -> tasker.v1.SnapshotSaveResponse
+	9,  // 19: tasker.v1.ClusterService.SnapshotRestore:output_type -> tasker.v1.SnapshotRestoreResponse
+	11, // 20: tasker.v1.ClusterService.RemovePeer:output_type -> tasker.v1.RemovePeerResponse
+	13, // 21: tasker.v1.ClusterService.Leave:output_type -> tasker.v1.LeaveResponse
+	15, // 22: tasker.v1.ClusterService.ForceLeave:output_type -> tasker.v1.ForceLeaveResponse
+	19, // 23: tasker.v1.ClusterService.Capabilities:output_type -> tasker.v1.CapabilitiesResponse
+	22, // 24: tasker.v1.ClusterService.Breakers:output_type -> tasker.v1.BreakersResponse
+	16, // [16:25] is the sub-list for method output_type
+	7,  // [7:16] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_tasker_v1_cluster_proto_init() }
@@ -653,7 +1415,7 @@ func file_tasker_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_v1_cluster_proto_rawDesc), len(file_tasker_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

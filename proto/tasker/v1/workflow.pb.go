@@ -1145,7 +1145,11 @@ type Step struct {
 	ResultJson string     `protobuf:"bytes,12,opt,name=result_json,json=resultJson,proto3" json:"result_json,omitempty"`
 	LastError  *StepError `protobuf:"bytes,13,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
 	// The agent holding the current attempt.
-	Agent         string `protobuf:"bytes,14,opt,name=agent,proto3" json:"agent,omitempty"`
+	Agent string `protobuf:"bytes,14,opt,name=agent,proto3" json:"agent,omitempty"`
+	// Why a ready step is not running yet: no agent offers its capability,
+	// every provider's circuit breaker is open, or every provider is full.
+	// Set by the leader; empty otherwise.
+	Waiting       string `protobuf:"bytes,15,opt,name=waiting,proto3" json:"waiting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1274,6 +1278,13 @@ func (x *Step) GetLastError() *StepError {
 func (x *Step) GetAgent() string {
 	if x != nil {
 		return x.Agent
+	}
+	return ""
+}
+
+func (x *Step) GetWaiting() string {
+	if x != nil {
+		return x.Waiting
 	}
 	return ""
 }
@@ -2189,7 +2200,7 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x125\n" +
 	"\bended_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12%\n" +
 	"\x05steps\x18\n" +
-	" \x03(\v2\x0f.tasker.v1.StepR\x05steps\"\xde\x04\n" +
+	" \x03(\v2\x0f.tasker.v1.StepR\x05steps\"\xf8\x04\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
@@ -2211,7 +2222,8 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"resultJson\x123\n" +
 	"\n" +
 	"last_error\x18\r \x01(\v2\x14.tasker.v1.StepErrorR\tlastError\x12\x14\n" +
-	"\x05agent\x18\x0e \x01(\tR\x05agent\"\x9d\x01\n" +
+	"\x05agent\x18\x0e \x01(\tR\x05agent\x12\x18\n" +
+	"\awaiting\x18\x0f \x01(\tR\awaiting\"\x9d\x01\n" +
 	"\tStepError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +

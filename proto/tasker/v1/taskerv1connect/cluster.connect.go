@@ -44,6 +44,19 @@ const (
 	// ClusterServiceSnapshotRestoreProcedure is the fully-qualified name of the ClusterService's
 	// SnapshotRestore RPC.
 	ClusterServiceSnapshotRestoreProcedure = "/tasker.v1.ClusterService/SnapshotRestore"
+	// ClusterServiceRemovePeerProcedure is the fully-qualified name of the ClusterService's RemovePeer
+	// RPC.
+	ClusterServiceRemovePeerProcedure = "/tasker.v1.ClusterService/RemovePeer"
+	// ClusterServiceLeaveProcedure is the fully-qualified name of the ClusterService's Leave RPC.
+	ClusterServiceLeaveProcedure = "/tasker.v1.ClusterService/Leave"
+	// ClusterServiceForceLeaveProcedure is the fully-qualified name of the ClusterService's ForceLeave
+	// RPC.
+	ClusterServiceForceLeaveProcedure = "/tasker.v1.ClusterService/ForceLeave"
+	// ClusterServiceCapabilitiesProcedure is the fully-qualified name of the ClusterService's
+	// Capabilities RPC.
+	ClusterServiceCapabilitiesProcedure = "/tasker.v1.ClusterService/Capabilities"
+	// ClusterServiceBreakersProcedure is the fully-qualified name of the ClusterService's Breakers RPC.
+	ClusterServiceBreakersProcedure = "/tasker.v1.ClusterService/Breakers"
 )
 
 // ClusterServiceClient is a client for the tasker.v1.ClusterService service.
@@ -56,6 +69,22 @@ type ClusterServiceClient interface {
 	SnapshotSave(context.Context, *connect.Request[v1.SnapshotSaveRequest]) (*connect.ServerStreamForClient[v1.SnapshotSaveResponse], error)
 	// SnapshotRestore replaces all workflow state with a saved snapshot.
 	SnapshotRestore(context.Context) *connect.ClientStreamForClient[v1.SnapshotRestoreRequest, v1.SnapshotRestoreResponse]
+	// RemovePeer removes a server from the Raft configuration (answered by
+	// the leader; any agent forwards it).
+	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
+	// Leave makes this agent leave the cluster gracefully and exit: a leader
+	// hands leadership over first, a server leaves Raft, every agent leaves
+	// gossip.
+	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
+	// ForceLeave removes a failed agent: from Raft if it was a server, and
+	// from dispatch at once.
+	ForceLeave(context.Context, *connect.Request[v1.ForceLeaveRequest]) (*connect.Response[v1.ForceLeaveResponse], error)
+	// Capabilities lists every capability offered in the cluster and the
+	// agents that offer it, as gossip tells this agent.
+	Capabilities(context.Context, *connect.Request[v1.CapabilitiesRequest]) (*connect.Response[v1.CapabilitiesResponse], error)
+	// Breakers lists the leader's circuit breakers, one per agent and
+	// capability it dispatched to.
+	Breakers(context.Context, *connect.Request[v1.BreakersRequest]) (*connect.Response[v1.BreakersResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the tasker.v1.ClusterService service. By default,
@@ -95,6 +124,38 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("SnapshotRestore")),
 			connect.WithClientOptions(opts...),
 		),
+		removePeer: connect.NewClient[v1.RemovePeerRequest, v1.RemovePeerResponse](
+			httpClient,
+			baseURL+ClusterServiceRemovePeerProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("RemovePeer")),
+			connect.WithClientOptions(opts...),
+		),
+		leave: connect.NewClient[v1.LeaveRequest, v1.LeaveResponse](
+			httpClient,
+			baseURL+ClusterServiceLeaveProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Leave")),
+			connect.WithClientOptions(opts...),
+		),
+		forceLeave: connect.NewClient[v1.ForceLeaveRequest, v1.ForceLeaveResponse](
+			httpClient,
+			baseURL+ClusterServiceForceLeaveProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("ForceLeave")),
+			connect.WithClientOptions(opts...),
+		),
+		capabilities: connect.NewClient[v1.CapabilitiesRequest, v1.CapabilitiesResponse](
+			httpClient,
+			baseURL+ClusterServiceCapabilitiesProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Capabilities")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		breakers: connect.NewClient[v1.BreakersRequest, v1.BreakersResponse](
+			httpClient,
+			baseURL+ClusterServiceBreakersProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Breakers")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -104,6 +165,11 @@ type clusterServiceClient struct {
 	raftPeers       *connect.Client[v1.RaftPeersRequest, v1.RaftPeersResponse]
 	snapshotSave    *connect.Client[v1.SnapshotSaveRequest, v1.SnapshotSaveResponse]
 	snapshotRestore *connect.Client[v1.SnapshotRestoreRequest, v1.SnapshotRestoreResponse]
+	removePeer      *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
+	leave           *connect.Client[v1.LeaveRequest, v1.LeaveResponse]
+	forceLeave      *connect.Client[v1.ForceLeaveRequest, v1.ForceLeaveResponse]
+	capabilities    *connect.Client[v1.CapabilitiesRequest, v1.CapabilitiesResponse]
+	breakers        *connect.Client[v1.BreakersRequest, v1.BreakersResponse]
 }
 
 // Members calls tasker.v1.ClusterService.Members.
@@ -126,6 +192,31 @@ func (c *clusterServiceClient) SnapshotRestore(ctx context.Context) *connect.Cli
 	return c.snapshotRestore.CallClientStream(ctx)
 }
 
+// RemovePeer calls tasker.v1.ClusterService.RemovePeer.
+func (c *clusterServiceClient) RemovePeer(ctx context.Context, req *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error) {
+	return c.removePeer.CallUnary(ctx, req)
+}
+
+// Leave calls tasker.v1.ClusterService.Leave.
+func (c *clusterServiceClient) Leave(ctx context.Context, req *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error) {
+	return c.leave.CallUnary(ctx, req)
+}
+
+// ForceLeave calls tasker.v1.ClusterService.ForceLeave.
+func (c *clusterServiceClient) ForceLeave(ctx context.Context, req *connect.Request[v1.ForceLeaveRequest]) (*connect.Response[v1.ForceLeaveResponse], error) {
+	return c.forceLeave.CallUnary(ctx, req)
+}
+
+// Capabilities calls tasker.v1.ClusterService.Capabilities.
+func (c *clusterServiceClient) Capabilities(ctx context.Context, req *connect.Request[v1.CapabilitiesRequest]) (*connect.Response[v1.CapabilitiesResponse], error) {
+	return c.capabilities.CallUnary(ctx, req)
+}
+
+// Breakers calls tasker.v1.ClusterService.Breakers.
+func (c *clusterServiceClient) Breakers(ctx context.Context, req *connect.Request[v1.BreakersRequest]) (*connect.Response[v1.BreakersResponse], error) {
+	return c.breakers.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the tasker.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Members lists the agents this agent knows.
@@ -136,6 +227,22 @@ type ClusterServiceHandler interface {
 	SnapshotSave(context.Context, *connect.Request[v1.SnapshotSaveRequest], *connect.ServerStream[v1.SnapshotSaveResponse]) error
 	// SnapshotRestore replaces all workflow state with a saved snapshot.
 	SnapshotRestore(context.Context, *connect.ClientStream[v1.SnapshotRestoreRequest]) (*connect.Response[v1.SnapshotRestoreResponse], error)
+	// RemovePeer removes a server from the Raft configuration (answered by
+	// the leader; any agent forwards it).
+	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
+	// Leave makes this agent leave the cluster gracefully and exit: a leader
+	// hands leadership over first, a server leaves Raft, every agent leaves
+	// gossip.
+	Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error)
+	// ForceLeave removes a failed agent: from Raft if it was a server, and
+	// from dispatch at once.
+	ForceLeave(context.Context, *connect.Request[v1.ForceLeaveRequest]) (*connect.Response[v1.ForceLeaveResponse], error)
+	// Capabilities lists every capability offered in the cluster and the
+	// agents that offer it, as gossip tells this agent.
+	Capabilities(context.Context, *connect.Request[v1.CapabilitiesRequest]) (*connect.Response[v1.CapabilitiesResponse], error)
+	// Breakers lists the leader's circuit breakers, one per agent and
+	// capability it dispatched to.
+	Breakers(context.Context, *connect.Request[v1.BreakersRequest]) (*connect.Response[v1.BreakersResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -171,6 +278,38 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("SnapshotRestore")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceRemovePeerHandler := connect.NewUnaryHandler(
+		ClusterServiceRemovePeerProcedure,
+		svc.RemovePeer,
+		connect.WithSchema(clusterServiceMethods.ByName("RemovePeer")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceLeaveHandler := connect.NewUnaryHandler(
+		ClusterServiceLeaveProcedure,
+		svc.Leave,
+		connect.WithSchema(clusterServiceMethods.ByName("Leave")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceForceLeaveHandler := connect.NewUnaryHandler(
+		ClusterServiceForceLeaveProcedure,
+		svc.ForceLeave,
+		connect.WithSchema(clusterServiceMethods.ByName("ForceLeave")),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceCapabilitiesHandler := connect.NewUnaryHandler(
+		ClusterServiceCapabilitiesProcedure,
+		svc.Capabilities,
+		connect.WithSchema(clusterServiceMethods.ByName("Capabilities")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	clusterServiceBreakersHandler := connect.NewUnaryHandler(
+		ClusterServiceBreakersProcedure,
+		svc.Breakers,
+		connect.WithSchema(clusterServiceMethods.ByName("Breakers")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceMembersProcedure:
@@ -181,6 +320,16 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceSnapshotSaveHandler.ServeHTTP(w, r)
 		case ClusterServiceSnapshotRestoreProcedure:
 			clusterServiceSnapshotRestoreHandler.ServeHTTP(w, r)
+		case ClusterServiceRemovePeerProcedure:
+			clusterServiceRemovePeerHandler.ServeHTTP(w, r)
+		case ClusterServiceLeaveProcedure:
+			clusterServiceLeaveHandler.ServeHTTP(w, r)
+		case ClusterServiceForceLeaveProcedure:
+			clusterServiceForceLeaveHandler.ServeHTTP(w, r)
+		case ClusterServiceCapabilitiesProcedure:
+			clusterServiceCapabilitiesHandler.ServeHTTP(w, r)
+		case ClusterServiceBreakersProcedure:
+			clusterServiceBreakersHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -204,4 +353,24 @@ func (UnimplementedClusterServiceHandler) SnapshotSave(context.Context, *connect
 
 func (UnimplementedClusterServiceHandler) SnapshotRestore(context.Context, *connect.ClientStream[v1.SnapshotRestoreRequest]) (*connect.Response[v1.SnapshotRestoreResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.SnapshotRestore is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.RemovePeer is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Leave(context.Context, *connect.Request[v1.LeaveRequest]) (*connect.Response[v1.LeaveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.Leave is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) ForceLeave(context.Context, *connect.Request[v1.ForceLeaveRequest]) (*connect.Response[v1.ForceLeaveResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.ForceLeave is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Capabilities(context.Context, *connect.Request[v1.CapabilitiesRequest]) (*connect.Response[v1.CapabilitiesResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.Capabilities is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Breakers(context.Context, *connect.Request[v1.BreakersRequest]) (*connect.Response[v1.BreakersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.Breakers is not implemented"))
 }
