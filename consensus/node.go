@@ -143,6 +143,8 @@ type Node struct {
 	store   *raftboltdb.BoltStore
 	trans   *raft.NetworkTransport
 
+	hadState bool // DataDir held Raft state when Open ran; see HadState
+
 	leaderCh      chan bool     // returned by LeadershipChanges; closed after shutdown
 	closed        chan struct{} // closed once raft has stopped
 	forwarderDone chan struct{}
@@ -264,14 +266,14 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		return fail(fmt.Errorf("raft config: %w", err)) // resolve checks the same rules; this is a backstop
 	}
 
+	// HasExistingState looks at the term, the log and the snapshots, so a
+	// server that has ever been part of a cluster never bootstraps a
+	// second, divergent one. The answer is kept for HadState.
+	has, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		return fail(fmt.Errorf("check for existing state: %w", err))
+	}
 	if cfg.Bootstrap {
-		// HasExistingState looks at the term, the log and the snapshots, so
-		// a server that has ever been part of a cluster never bootstraps a
-		// second, divergent one.
-		has, err := raft.HasExistingState(logs, store, snaps)
-		if err != nil {
-			return fail(fmt.Errorf("check for existing state: %w", err))
-		}
 		if has {
 			logger.Info("raft state found; not bootstrapping", "node_id", cfg.NodeID, "data_dir", cfg.DataDir)
 		} else {
@@ -296,6 +298,7 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		raft:          r,
 		store:         store,
 		trans:         trans,
+		hadState:      has,
 		leaderCh:      make(chan bool, 1),
 		closed:        make(chan struct{}),
 		forwarderDone: make(chan struct{}),
