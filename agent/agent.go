@@ -21,9 +21,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tasker-run/tasker/consensus"
+	"github.com/tasker-run/tasker/gossip"
+	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
 	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -39,10 +42,15 @@ type Agent struct {
 	hub     *hub
 	sched   *scheduler
 	push    *http.Client
+	gossip  *gossip.Gossip
+	fwd     *forwarder
 
-	ln     net.Listener
-	srv    *http.Server
-	tmpDir string // the -dev data dir, removed on shutdown
+	ln           net.Listener
+	srv          *http.Server
+	rpcLn        net.Listener
+	rpcSrv       *http.Server
+	rpcAdvertise string // host:port other agents reach the RPC API on
+	tmpDir       string // the -dev data dir, removed on shutdown
 
 	now      func() time.Time
 	rngMu    sync.Mutex
@@ -60,7 +68,15 @@ type Agent struct {
 	stop         context.CancelFunc
 	shutOnce     sync.Once
 	shutErr      error
+	// left is closed when the agent left the cluster on request (tasker
+	// leave) and shut down: the process should exit.
+	left     chan struct{}
+	leftOnce sync.Once
 }
+
+// Left is closed once the agent has left the cluster on an operator's
+// request and shut down; the binary exits then.
+func (a *Agent) Left() <-chan struct{} { return a.left }
 
 // New prepares an agent from a validated configuration.
 func New(cfg Config, log *slog.Logger) (*Agent, error) {
@@ -85,9 +101,11 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
+	a.left = make(chan struct{})
 	a.starts = make(chan leaseKey, 4096)
 	a.grace = cfg.ReclaimGrace
 	a.sched = newScheduler(a)
+	a.fwd = newForwarder(a)
 	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)
 	return a, nil
@@ -105,9 +123,18 @@ func (a *Agent) observe(fx *consensus.Effects) {
 	}
 }
 
-// Start opens the data dir, joins (or forms) the Raft group, and serves
-// the local API. It returns once the API is listening.
+// Start opens the data dir, joins (or forms) the Raft group if this is a
+// server, joins gossip, and serves the local and agent-to-agent APIs. It
+// returns once both listen.
 func (a *Agent) Start(ctx context.Context) error {
+	if err := a.start(ctx); err != nil {
+		a.closeAll()
+		return err
+	}
+	return nil
+}
+
+func (a *Agent) start(ctx context.Context) error {
 	dataDir := a.cfg.DataDir
 	if a.cfg.Dev && dataDir == "" {
 		d, err := os.MkdirTemp("", "tasker-dev-")
@@ -116,23 +143,99 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 		a.tmpDir, dataDir = d, d
 	}
-	raftAddr := net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(a.cfg.RaftPort))
-	if a.cfg.RaftPort == 0 {
+	advertise := a.cfg.AdvertiseAddr
+	if advertise == "" {
+		advertise = a.cfg.BindAddr
+	}
+	rpcLn, err := net.Listen("tcp", net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(a.cfg.RPCPort)))
+	if err != nil {
+		return fmt.Errorf("rpc-port: listen on %s:%d: %w", a.cfg.BindAddr, a.cfg.RPCPort, err)
+	}
+	a.rpcLn = rpcLn
+	a.rpcAdvertise = net.JoinHostPort(advertise, strconv.Itoa(rpcLn.Addr().(*net.TCPAddr).Port))
+
+	if a.cfg.Server {
+		if err := a.openRaft(dataDir, advertise); err != nil {
+			return err
+		}
+	}
+
+	ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.ClientAddr, strconv.Itoa(a.cfg.HTTPPort)))
+	if err != nil {
+		return fmt.Errorf("http-port: listen on %s:%d: %w", a.cfg.ClientAddr, a.cfg.HTTPPort, err)
+	}
+	a.ln = ln
+	if err := a.startGossip(ctx, advertise); err != nil {
+		return err
+	}
+	a.srv = a.server()
+	a.rpcSrv = a.rpcServer()
+	runCtx, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	for _, fn := range []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin} {
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			fn(runCtx)
+		}()
+	}
+	for _, s := range []struct {
+		srv  *http.Server
+		ln   net.Listener
+		name string
+	}{{a.srv, ln, "local API"}, {a.rpcSrv, rpcLn, "agent RPC"}} {
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error(s.name+" stopped", "err", err)
+			}
+		}()
+	}
+	if a.node != nil {
+		a.bg.Add(1)
+		go func() {
+			defer a.bg.Done()
+			a.lead(runCtx)
+		}()
+		if a.cfg.BootstrapExpect > 1 && !a.node.HadState() {
+			a.bg.Add(1)
+			go func() {
+				defer a.bg.Done()
+				a.bootstrapLoop(runCtx)
+			}()
+		}
+	}
+	raftAddr := ""
+	if a.node != nil {
+		raftAddr = a.node.Addr()
+	}
+	a.log.Info("agent started", "api", a.Addr(), "rpc", a.rpcAdvertise, "gossip", a.gossip.LocalAddr(), "raft", raftAddr,
+		"data_dir", dataDir, "server", a.cfg.Server)
+	return nil
+}
+
+// openRaft opens this server's Raft node. A one-server cluster
+// (-bootstrap-expect 1) bootstraps at once; larger ones wait for gossip
+// to find their peers (bootstrapLoop).
+func (a *Agent) openRaft(dataDir, advertise string) error {
+	port := a.cfg.RaftPort
+	if port == 0 {
 		p, err := freePort(a.cfg.BindAddr)
 		if err != nil {
 			return err
 		}
-		raftAddr = net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(p))
+		port = p
 	}
 	ncfg := consensus.Config{
 		NodeID:        a.cfg.NodeName,
 		DataDir:       filepath.Join(dataDir, "raft"),
-		BindAddr:      raftAddr,
-		AdvertiseAddr: raftAddr,
+		BindAddr:      net.JoinHostPort(a.cfg.BindAddr, strconv.Itoa(port)),
+		AdvertiseAddr: net.JoinHostPort(advertise, strconv.Itoa(port)),
 		Bootstrap:     a.cfg.BootstrapExpect == 1,
 		Logger:        a.log.With("component", "raft"),
 	}
-	if a.cfg.Dev {
+	if a.cfg.Dev || a.cfg.DevTiming {
 		ncfg.HeartbeatTimeout, ncfg.ElectionTimeout, ncfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	}
 	node, err := consensus.Open(ncfg, a.fsm)
@@ -140,33 +243,26 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("raft: %w", err)
 	}
 	a.node = node
-
-	ln, err := net.Listen("tcp", net.JoinHostPort(a.cfg.ClientAddr, strconv.Itoa(a.cfg.HTTPPort)))
-	if err != nil {
-		_ = node.Shutdown()
-		return fmt.Errorf("http-port: listen on %s:%d: %w", a.cfg.ClientAddr, a.cfg.HTTPPort, err)
-	}
-	a.ln = ln
-	a.srv = a.server()
-	runCtx, stop := context.WithCancel(context.Background())
-	a.stop = stop
-	a.bg.Add(3)
-	go func() {
-		defer a.bg.Done()
-		a.recordStarts(runCtx)
-	}()
-	go func() {
-		defer a.bg.Done()
-		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			a.log.Error("local API stopped", "err", err)
-		}
-	}()
-	go func() {
-		defer a.bg.Done()
-		a.lead(runCtx)
-	}()
-	a.log.Info("agent started", "api", a.Addr(), "raft", raftAddr, "data_dir", dataDir, "server", a.cfg.Server)
 	return nil
+}
+
+// closeAll releases what a failed start opened.
+func (a *Agent) closeAll() {
+	if a.gossip != nil {
+		_ = a.gossip.Shutdown()
+	}
+	if a.ln != nil {
+		_ = a.ln.Close()
+	}
+	if a.rpcLn != nil {
+		_ = a.rpcLn.Close()
+	}
+	if a.node != nil {
+		_ = a.node.Shutdown()
+	}
+	if a.tmpDir != "" {
+		_ = os.RemoveAll(a.tmpDir)
+	}
 }
 
 // Addr is the local API's base URL.
@@ -175,6 +271,17 @@ func (a *Agent) Addr() string {
 		return ""
 	}
 	return "http://" + a.ln.Addr().String()
+}
+
+// RPCAddr is the agent-to-agent API's address, host:port.
+func (a *Agent) RPCAddr() string { return a.rpcAdvertise }
+
+// GossipAddr is the address other agents -join, host:port.
+func (a *Agent) GossipAddr() string {
+	if a.gossip == nil {
+		return ""
+	}
+	return a.gossip.LocalAddr()
 }
 
 // lead runs the scheduler while this server is the leader.
@@ -196,7 +303,14 @@ func (a *Agent) lead(ctx context.Context) {
 		var sctx context.Context
 		sctx, cancel = context.WithCancel(ctx)
 		done = make(chan struct{})
-		go func() { defer close(done); a.sched.run(sctx) }()
+		go func() {
+			defer close(done)
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { defer wg.Done(); a.autopilot(sctx) }()
+			a.sched.run(sctx)
+			wg.Wait()
+		}()
 	}
 	if a.node.IsLeader() {
 		start()
@@ -221,8 +335,43 @@ func (a *Agent) lead(ctx context.Context) {
 }
 
 // propose commits a command through Raft and returns its result; a
-// refused command comes back as the error.
+// refused command comes back as the error. On any agent but the leader,
+// the command is forwarded to the leader, retried across a leader change
+// within the hold timeout: commands are idempotent, so a retry after an
+// unknown outcome does no harm.
 func (a *Agent) propose(ctx context.Context, c *fsmv1.Command) (*consensus.Result, error) {
+	if a.isLeader() {
+		res, err := a.proposeLocal(ctx, c)
+		if !errors.Is(err, consensus.ErrNotLeader) {
+			return res, err
+		}
+	}
+	b, err := consensus.Encode(c)
+	if err != nil {
+		return nil, err
+	}
+	var res *consensus.Result
+	err = a.fwd.do(ctx, func(ctx context.Context, base string) error {
+		resp, err := a.fwd.agentClient(base).Apply(ctx, connect.NewRequest(&agentv1.ApplyRequest{Command: b}))
+		if err != nil {
+			return err
+		}
+		a.fwd.learn(resp.Header().Get(hdrLeader))
+		res = decodeResult(resp.Msg.GetResult())
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return res, res.Err
+}
+
+// proposeLocal commits a command through this server's Raft node, which
+// must be the leader. The leader's clock stamps it.
+func (a *Agent) proposeLocal(ctx context.Context, c *fsmv1.Command) (*consensus.Result, error) {
+	if a.node == nil {
+		return nil, consensus.ErrNotLeader
+	}
 	c.Now = timestamppb.New(a.now())
 	b, err := consensus.Encode(c)
 	if err != nil {
@@ -299,23 +448,38 @@ func (a *Agent) shutdown(ctx context.Context) error {
 	a.draining.Store(true)
 	drainCtx, cancel := context.WithTimeout(ctx, a.cfg.ShutdownTimeout)
 	defer cancel()
-	if a.node != nil && a.node.IsLeader() {
-		a.drainInFlight(drainCtx)
-	}
+	// Apps finish (or hand back) the steps they hold; on a client agent
+	// their reports are forwarded to the leader as usual.
+	a.drainInFlight(drainCtx)
 	// Streams end now, so the server has only short calls left to finish.
 	a.endAll()
 	var errs []error
-	if a.srv != nil {
+	if a.gossip != nil {
+		// Leave first, so other agents stop sending steps here at once.
+		if err := a.gossip.Leave(2 * time.Second); err != nil {
+			a.log.Warn("gossip leave", "err", err)
+		}
+	}
+	for _, srv := range []*http.Server{a.srv, a.rpcSrv} {
+		if srv == nil {
+			continue
+		}
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer scancel()
-		if err := a.srv.Shutdown(sctx); err != nil {
+		if err := srv.Shutdown(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("http: %w", err))
 		}
+		scancel()
 	}
 	if a.stop != nil {
 		a.stop()
 	}
 	a.bg.Wait()
+	a.fwd.close()
+	if a.gossip != nil {
+		if err := a.gossip.Shutdown(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if a.node != nil {
 		if err := a.node.Shutdown(); err != nil {
 			errs = append(errs, fmt.Errorf("raft: %w", err))

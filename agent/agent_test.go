@@ -37,7 +37,7 @@ func startAgent(t testing.TB, dir string, mutate ...func(*Config)) *testAgent {
 	t.Helper()
 	cfg := Defaults()
 	cfg.NodeName, cfg.DataDir, cfg.Server, cfg.BootstrapExpect = "test", dir, true, 1
-	cfg.HTTPPort, cfg.RaftPort, cfg.Dev = 0, 0, true
+	cfg.HTTPPort, cfg.RPCPort, cfg.GossipPort, cfg.RaftPort, cfg.Dev = 0, 0, 0, 0, true
 	cfg.ShutdownTimeout = 5 * time.Second
 	for _, m := range mutate {
 		m(&cfg)

@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
+	"sort"
 
 	"connectrpc.com/connect"
 
@@ -14,7 +17,7 @@ import (
 
 type clusterAPI struct {
 	taskerv1connect.UnimplementedClusterServiceHandler // until every operator call is served
-	a *Agent
+	a                                                  *Agent
 }
 
 var _ taskerv1connect.ClusterServiceHandler = (*clusterAPI)(nil)
@@ -22,16 +25,62 @@ var _ taskerv1connect.ClusterServiceHandler = (*clusterAPI)(nil)
 // version is the agent's version, set by the binary.
 var version = "dev"
 
+// Members lists the agents gossip knows, this one included.
 func (c *clusterAPI) Members(context.Context, *connect.Request[taskerv1.MembersRequest]) (*connect.Response[taskerv1.MembersResponse], error) {
-	role := "client"
-	if c.a.cfg.Server {
-		role = "server"
+	caps := map[string][]string{}
+	for name, ps := range c.a.gossip.Registry().Catalog() {
+		for _, p := range ps {
+			caps[p.Agent] = append(caps[p.Agent], name)
+		}
 	}
-	// One agent today; gossip brings the others with the cluster.
-	return connect.NewResponse(&taskerv1.MembersResponse{Members: []*taskerv1.Member{{
-		Name: c.a.cfg.NodeName, Address: c.a.node.Addr(), Status: "alive", Role: role, Version: version,
-		Capabilities: c.a.workers.capabilities(),
-	}}}), nil
+	out := &taskerv1.MembersResponse{}
+	for _, m := range c.a.gossip.Members() {
+		names := caps[m.Name]
+		if m.Name == c.a.cfg.NodeName {
+			names = c.a.workers.capabilities() // no gossip delay for our own
+		}
+		sort.Strings(names)
+		out.Members = append(out.Members, &taskerv1.Member{
+			Name: m.Name, Address: m.RPCAddr, GossipAddress: m.Addr, Status: string(m.Status),
+			Role: string(m.Role), Version: m.Version, Capabilities: names,
+		})
+	}
+	return connect.NewResponse(out), nil
+}
+
+// Capabilities lists what the cluster offers, as gossip tells this agent.
+func (c *clusterAPI) Capabilities(context.Context, *connect.Request[taskerv1.CapabilitiesRequest]) (*connect.Response[taskerv1.CapabilitiesResponse], error) {
+	cat := c.a.gossip.Registry().Catalog()
+	names := make([]string, 0, len(cat))
+	for n := range cat {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	out := &taskerv1.CapabilitiesResponse{}
+	for _, n := range names {
+		cp := &taskerv1.CapabilityProviders{Name: n}
+		for _, p := range cat[n] {
+			cp.Providers = append(cp.Providers, &taskerv1.CapabilityProvider{
+				Agent: p.Agent, RpcAddress: p.RPCAddr, Version: p.Version, MaxConcurrency: int32(p.MaxConcurrency),
+				SchemaDigest: schemaDigest(p.InputSchema, p.OutputSchema),
+			})
+		}
+		out.Capabilities = append(out.Capabilities, cp)
+	}
+	return connect.NewResponse(out), nil
+}
+
+// schemaDigest is a short fingerprint of a capability's contracts: equal
+// digests mean identical (compacted) schemas.
+func schemaDigest(in, out []byte) string {
+	if len(in) == 0 && len(out) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	h.Write(in)
+	h.Write([]byte{0})
+	h.Write(out)
+	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
 func (c *clusterAPI) RaftPeers(context.Context, *connect.Request[taskerv1.RaftPeersRequest]) (*connect.Response[taskerv1.RaftPeersResponse], error) {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tasker-run/tasker/consensus"
@@ -98,11 +99,7 @@ func (w *workerAPI) PollSteps(ctx context.Context, req *connect.Request[taskerv1
 			return nil
 		case asg := <-ch:
 			k := leaseKey{asg.TaskID, asg.Step, asg.Attempt}
-			err := stream.Send(&taskerv1.PollStepsResponse{Assignment: &taskerv1.StepAssignment{
-				TaskId: asg.TaskID, Step: asg.Step, Capability: asg.Capability, Attempt: int32(asg.Attempt),
-				InputJson: asg.InputJSON, IdempotencyKey: asg.IdempotencyKey, Deadline: timestamppb.New(asg.Deadline),
-				Workflow: asg.Workflow, WorkflowVersion: asg.WorkflowVersion,
-			}})
+			err := stream.Send(&taskerv1.PollStepsResponse{Assignment: pbAssignment(asg)})
 			if err != nil {
 				w.a.releaseAsync(k, "worker stream closed before delivery")
 				return nil
@@ -196,6 +193,19 @@ func (w *workerAPI) CompleteStep(ctx context.Context, req *connect.Request[taske
 // that breaks the contract fails the attempt for good (the same code would
 // break it again) and the caller learns every violation.
 func (a *Agent) complete(ctx context.Context, k leaseKey, result, worker string) error {
+	if !a.isLeader() {
+		// The leader holds the contract and the state: it checks and commits.
+		err := a.fwd.do(ctx, func(ctx context.Context, base string) error {
+			_, err := a.fwd.workerClient(base).CompleteStep(ctx, forwarded(a, &taskerv1.CompleteStepRequest{
+				TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), ResultJson: result, WorkerId: worker,
+			}))
+			return err
+		})
+		if settled(err) {
+			a.workers.drop(k)
+		}
+		return err
+	}
 	if cerr := a.checkResult(k.task, k.step, result); cerr != nil {
 		var ce *connect.Error
 		if errors.As(cerr, &ce) && ce.Code() == connect.CodeInvalidArgument {
@@ -267,6 +277,31 @@ func (a *Agent) fail(ctx context.Context, k leaseKey, f failReport) (*consensus.
 	if f.code == "" {
 		f.code = "error"
 	}
+	if !a.isLeader() {
+		var res *consensus.Result
+		err := a.fwd.do(ctx, func(ctx context.Context, base string) error {
+			req := &taskerv1.FailStepRequest{
+				TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: f.code, Message: f.message,
+				Retryable: f.retryable, DetailsJson: f.details, WorkerId: f.worker,
+			}
+			if f.retryAfter > 0 {
+				req.RetryAfter = durationpb.New(f.retryAfter)
+			}
+			resp, err := a.fwd.workerClient(base).FailStep(ctx, forwarded(a, req))
+			if err != nil {
+				return err
+			}
+			res = &consensus.Result{Retry: resp.Msg.GetWillRetry()}
+			if t := resp.Msg.GetNextAttemptAt(); t != nil {
+				res.RetryAt = t.AsTime()
+			}
+			return nil
+		})
+		if settled(err) {
+			a.workers.drop(k)
+		}
+		return res, err
+	}
 	res, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
 		TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: f.code, Message: f.message,
 		Retryable: f.retryable, RetryAfterMs: f.retryAfter.Milliseconds(), Rand: a.rand(), DetailsJson: f.details, Worker: f.worker,
@@ -282,6 +317,20 @@ func (w *workerAPI) ExtendLease(ctx context.Context, req *connect.Request[tasker
 	r := req.Msg
 	if err := required("task_id", r.GetTaskId(), "step", r.GetStep()); err != nil {
 		return nil, err
+	}
+	if !w.a.isLeader() {
+		var out *taskerv1.ExtendLeaseResponse
+		err := w.a.fwd.do(ctx, func(ctx context.Context, base string) error {
+			resp, err := w.a.fwd.workerClient(base).ExtendLease(ctx, forwarded(w.a, r))
+			if err == nil {
+				out = resp.Msg
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return connect.NewResponse(out), nil
 	}
 	plan, err := w.a.state.PlanOf(r.GetTaskId())
 	if err != nil {
@@ -305,4 +354,23 @@ func (w *workerAPI) ExtendLease(ctx context.Context, req *connect.Request[tasker
 		return nil, toConnect(err)
 	}
 	return connect.NewResponse(&taskerv1.ExtendLeaseResponse{Deadline: timestamppb.New(deadline)}), nil
+}
+
+// forwarded wraps a report this agent forwards to the leader, marked so a
+// server that is not the leader refuses it instead of forwarding it again.
+func forwarded[T any](a *Agent, msg *T) *connect.Request[T] {
+	req := connect.NewRequest(msg)
+	req.Header().Set(hdrForwarded, a.cfg.NodeName)
+	return req
+}
+
+// settled reports whether a forwarded report reached a verdict, so the
+// attempt no longer occupies its app's slot here: committed, refused as
+// invalid or as stale, or the task is gone.
+func settled(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeDeadlineExceeded, connect.CodeCanceled, connect.CodeUnknown, connect.CodeInternal:
+		return err == nil
+	}
+	return true
 }

@@ -84,6 +84,10 @@ type Config struct {
 	// back before its steps go to others, and how long an attempt a new
 	// leader finds in flight waits for its worker to report.
 	ReclaimGrace time.Duration `yaml:"reclaim_grace"`
+	// DevTiming shortens Raft's and gossip's timeouts for a cluster on one
+	// machine (tests, demos): failover in about a second. Not for real
+	// networks.
+	DevTiming bool `yaml:"dev_timing"`
 	// Dev runs a whole one-server cluster on loopback with a temporary
 	// data dir and fast Raft timeouts: for development only.
 	Dev bool `yaml:"-"`
@@ -171,6 +175,7 @@ func settings() []setting {
 		list("join", "gossip address host:port to join at start (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.Join }),
 		list("retry-join", "gossip address to keep trying until it answers (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.RetryJoin }),
 		str("encrypt", "gossip encryption key, base64 (tasker keygen)", func(c *Config) *string { return &c.Encrypt }),
+		boolean("dev-timing", "short Raft and gossip timeouts, for a cluster on one machine (tests, demos)", func(c *Config) *bool { return &c.DevTiming }),
 		str("breakers", "circuit-breaker and retry policy file (YAML or JSON)", func(c *Config) *string { return &c.BreakersFile }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
@@ -193,7 +198,7 @@ func (f *flagValue) Set(v string) error {
 	f.vals = append(f.vals, v)
 	return nil
 }
-func (f *flagValue) IsBoolFlag() bool   { return f.isBool }
+func (f *flagValue) IsBoolFlag() bool { return f.isBool }
 
 // Load builds a configuration from args (the agent's flags), the
 // environment (getenv) and the config file -config names, in that order of

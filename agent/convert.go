@@ -73,3 +73,29 @@ func pbWorkflow(w *consensus.WorkflowView, withManifest bool) *taskerv1.Workflow
 func pbEvent(e consensus.Event) *taskerv1.TaskEvent {
 	return &taskerv1.TaskEvent{Sequence: e.Seq, Type: e.Type, TaskId: e.TaskID, Step: e.Step, Attempt: int32(e.Attempt), At: pbTime(e.At), Message: e.Message}
 }
+
+// pbAssignment is an attempt as apps and other agents receive it.
+func pbAssignment(asg *consensus.Assignment) *taskerv1.StepAssignment {
+	return &taskerv1.StepAssignment{
+		TaskId: asg.TaskID, Step: asg.Step, Capability: asg.Capability, Attempt: int32(asg.Attempt),
+		InputJson: asg.InputJSON, IdempotencyKey: asg.IdempotencyKey, Deadline: timestamppb.New(asg.Deadline),
+		Workflow: asg.Workflow, WorkflowVersion: asg.WorkflowVersion,
+	}
+}
+
+// assignmentFromPB undoes pbAssignment (on the agent the leader delivers to).
+func assignmentFromPB(p *taskerv1.StepAssignment) *consensus.Assignment {
+	if p == nil {
+		return nil
+	}
+	asg := &consensus.Assignment{
+		TaskID: p.GetTaskId(), Step: p.GetStep(), Capability: p.GetCapability(), Attempt: int(p.GetAttempt()),
+		InputJSON: p.GetInputJson(), IdempotencyKey: p.GetIdempotencyKey(),
+		Workflow: p.GetWorkflow(), WorkflowVersion: p.GetWorkflowVersion(),
+	}
+	if p.GetDeadline() != nil {
+		asg.Deadline = p.GetDeadline().AsTime()
+		asg.Timeout = time.Until(asg.Deadline)
+	}
+	return asg
+}

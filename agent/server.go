@@ -24,12 +24,16 @@ func (a *Agent) server() *http.Server {
 	// Apps are on localhost: compressing small messages costs CPU and saves
 	// nothing, so only large payloads are compressed.
 	compress := connect.WithCompressMinBytes(64 << 10)
-	opts := []connect.HandlerOption{limit, compress, connect.WithInterceptors(readiness{a})}
+	opts := []connect.HandlerOption{limit, compress, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
-	mux.Handle(taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, opts...))
+	// Calls only the leader can answer are proxied to it from any other
+	// agent, whatever their protocol.
+	path, h := taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, opts...)
+	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, opts...))
 	// Operators must reach the cluster service even with no leader.
-	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress))
+	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, connect.WithInterceptors(leaderGuard{a}))
+	mux.Handle(path, a.route(h))
 	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)
@@ -62,7 +66,7 @@ func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpche
 	if h.a.draining.Load() {
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
-	if id, _ := h.a.node.Leader(); id == "" {
+	if !h.a.hasLeader() {
 		return &grpchealth.CheckResponse{Status: grpchealth.StatusNotServing}, nil
 	}
 	return &grpchealth.CheckResponse{Status: grpchealth.StatusServing}, nil
@@ -74,6 +78,11 @@ func (h *health) Check(_ context.Context, req *grpchealth.CheckRequest) (*grpche
 type readiness struct{ a *Agent }
 
 func (r readiness) wait(ctx context.Context) error {
+	if !r.a.isLeader() {
+		// Only the leader answers from state it must first catch up on;
+		// other agents forward, or serve stale reads by request.
+		return nil
+	}
 	select {
 	case <-r.a.caughtUp:
 		return nil // every call after start-up: no timer

@@ -18,6 +18,9 @@ type workers struct {
 	mu      sync.Mutex
 	byID    map[string]*worker
 	changed chan struct{} // signalled when capacity or membership changes
+	// catalogChanged is signalled when what the apps offer may have
+	// changed: a registration, a stream opened or closed.
+	catalogChanged chan struct{}
 }
 
 type worker struct {
@@ -47,12 +50,19 @@ type leaseKey struct {
 }
 
 func newWorkers() *workers {
-	return &workers{byID: map[string]*worker{}, changed: make(chan struct{}, 1)}
+	return &workers{byID: map[string]*worker{}, changed: make(chan struct{}, 1), catalogChanged: make(chan struct{}, 1)}
 }
 
 func (ws *workers) signal() {
 	select {
 	case ws.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (ws *workers) signalCatalog() {
+	select {
+	case ws.catalogChanged <- struct{}{}:
 	default:
 	}
 }
@@ -73,6 +83,7 @@ func (ws *workers) register(id, pushURL string, caps []*capability, now time.Tim
 	}
 	w.pushURL, w.seen = pushURL, now
 	ws.signal()
+	ws.signalCatalog()
 }
 
 // attach opens a worker's stream; the returned function detaches it.
@@ -89,12 +100,14 @@ func (ws *workers) attach(id string) (<-chan *consensus.Assignment, func(), bool
 	w.streams++
 	ch := w.stream
 	ws.signal()
+	ws.signalCatalog()
 	return ch, func() {
 		ws.mu.Lock()
 		defer ws.mu.Unlock()
 		w.streams--
 		if w.streams == 0 {
 			w.stream = nil
+			ws.signalCatalog()
 		}
 	}, true
 }

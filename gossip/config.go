@@ -63,6 +63,10 @@ type Config struct {
 	EncryptKey []byte
 	// Logger receives this package's and memberlist's logs; nil discards them.
 	Logger *slog.Logger
+	// Fast shortens memberlist's LAN timings for clusters on one machine
+	// (tests, demos): a dead agent is detected in about a second instead
+	// of about five. Not for real networks, where it raises false alarms.
+	Fast bool
 
 	// tune adjusts memberlist's configuration; tests use it to shorten the
 	// LAN timings. Nil in production.

@@ -94,6 +94,9 @@ func New(cfg Config) (*Gossip, error) {
 		}
 		mc.Keyring = kr
 	}
+	if cfg.Fast {
+		FastTimings(mc)
+	}
 	if cfg.tune != nil {
 		cfg.tune(mc)
 	}
@@ -456,4 +459,18 @@ func (b *leaveBroadcast) Finished() {
 	if b.done != nil {
 		close(b.done)
 	}
+}
+
+// FastTimings is what Config.Fast applies: gossip every 20 ms, probe every
+// 100 ms, declare a silent member dead after a few missed probes.
+func FastTimings(c *memberlist.Config) {
+	c.GossipInterval = 20 * time.Millisecond
+	c.ProbeInterval = 100 * time.Millisecond
+	c.ProbeTimeout = 80 * time.Millisecond
+	c.SuspicionMult = 2
+	c.SuspicionMaxTimeoutMult = 2
+	c.PushPullInterval = 500 * time.Millisecond
+	c.TCPTimeout = 500 * time.Millisecond
+	c.GossipToTheDeadTime = 2 * time.Second
+	c.DeadNodeReclaimTime = time.Second
 }

@@ -14,17 +14,7 @@ import (
 
 // fastTimings shortens memberlist's LAN timings so that failure detection
 // and gossip take a fraction of a second on 127.0.0.1.
-func fastTimings(c *memberlist.Config) {
-	c.GossipInterval = 20 * time.Millisecond
-	c.ProbeInterval = 100 * time.Millisecond
-	c.ProbeTimeout = 80 * time.Millisecond
-	c.SuspicionMult = 2
-	c.SuspicionMaxTimeoutMult = 2
-	c.PushPullInterval = 500 * time.Millisecond
-	c.TCPTimeout = 500 * time.Millisecond
-	c.GossipToTheDeadTime = 2 * time.Second
-	c.DeadNodeReclaimTime = time.Second
-}
+func fastTimings(c *memberlist.Config) { FastTimings(c) }
 
 // testConfig is a valid Config for node i on 127.0.0.1 with a free port.
 func testConfig(i int) Config {

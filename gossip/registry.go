@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"encoding/json"
 	"net"
 	"slices"
 	"strconv"
@@ -56,6 +57,10 @@ type Provider struct {
 	// MaxConcurrency is the capability's declared concurrency limit on that
 	// agent; 0 means none declared.
 	MaxConcurrency int
+	// InputSchema and OutputSchema are the JSON Schemas the agent's app
+	// advertises for the capability; nil when it advertises none. Shared:
+	// do not modify.
+	InputSchema, OutputSchema json.RawMessage
 }
 
 // EventType says what happened to a member.
@@ -159,6 +164,17 @@ func (r *Registry) Providers(capability string) []Provider {
 	return slices.Clone((*r.index.Load())[capability])
 }
 
+// Catalog returns every offered capability with its providers, as
+// Providers would list them. The map and slices are the caller's.
+func (r *Registry) Catalog() map[string][]Provider {
+	idx := *r.index.Load()
+	out := make(map[string][]Provider, len(idx))
+	for name, ps := range idx {
+		out[name] = slices.Clone(ps)
+	}
+	return out
+}
+
 // Members lists every member this agent knows, including dead and left
 // ones for an hour, sorted by name.
 func (r *Registry) Members() []Member {
@@ -238,6 +254,7 @@ func (r *Registry) rebuildLocked() {
 			idx[c.Name] = append(idx[c.Name], Provider{
 				Agent: rec.name, RPCAddr: rec.meta.rpcAddr,
 				Version: c.Version, MaxConcurrency: c.MaxConcurrency,
+				InputSchema: c.InputSchema, OutputSchema: c.OutputSchema,
 			})
 		}
 	}

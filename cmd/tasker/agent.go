@@ -66,7 +66,12 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 	if cfg.Dev {
 		fmt.Fprintf(stdout, "tasker dev agent ready: API on %s (Ctrl-C to stop)\n", a.Addr())
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-a.Left():
+		log.Info("left the cluster")
+		return exitOK
+	}
 	stop()
 	log.Info("shutting down")
 	if err := a.Shutdown(context.Background()); err != nil {

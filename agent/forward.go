@@ -1,0 +1,463 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/tasker-run/tasker/gossip"
+	"github.com/tasker-run/tasker/proto/tasker/agent/v1/agentv1connect"
+	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+)
+
+// Headers of agent-to-agent traffic and of read consistency.
+const (
+	// hdrConsistency picks how fresh a read must be: "stale" lets any
+	// server answer from its own state; "consistent" makes the leader
+	// confirm its leadership with a quorum first; absent, the leader
+	// answers from its state.
+	hdrConsistency = "Tasker-Consistency"
+	// hdrForwarded names the agent that forwarded a call. An agent never
+	// forwards a forwarded call again: it answers "not the leader" so the
+	// origin retries, which keeps two confused agents from ping-ponging.
+	hdrForwarded = "Tasker-Forwarded"
+	// hdrNotLeader is set on a refusal to the leader the refusing agent
+	// knows ("" when it knows none).
+	hdrNotLeader = "Tasker-Not-Leader"
+	// hdrLeader is set on every answer served by the leader: forwarders
+	// learn where to send the next call without asking a server first.
+	hdrLeader = "Tasker-Leader"
+	// hdrTaskID carries the task id the first agent chose for a StartTask,
+	// so that retrying a forwarded StartTask after a leader change whose
+	// outcome is unknown cannot start the task twice.
+	hdrTaskID = "Tasker-Task-Id"
+)
+
+// errNoServer is returned when no server is known to forward to.
+var errNoServer = errors.New("no Tasker server is known yet: is -join or -retry-join set, and are the servers up?")
+
+// forwarder sends calls that only the leader can answer to the leader,
+// over the agent-to-agent Connect API, and retries them across a leader
+// change until the hold timeout ends.
+type forwarder struct {
+	a      *Agent
+	client *http.Client // h2c: one connection per server, multiplexed
+
+	mu      sync.Mutex
+	hint    string // the leader's name, as last learned
+	next    int    // round robin over servers when no leader is known
+	agents  map[string]agentv1connect.AgentServiceClient
+	workers map[string]taskerv1connect.WorkerServiceClient
+}
+
+func newForwarder(a *Agent) *forwarder {
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &p, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
+	return &forwarder{
+		a:       a,
+		client:  &http.Client{Transport: tr},
+		agents:  map[string]agentv1connect.AgentServiceClient{},
+		workers: map[string]taskerv1connect.WorkerServiceClient{},
+	}
+}
+
+func (f *forwarder) close() {
+	f.client.CloseIdleConnections()
+}
+
+// agentClient is the AgentService client of the agent at base.
+func (f *forwarder) agentClient(base string) agentv1connect.AgentServiceClient {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.agents[base]
+	if c == nil {
+		c = agentv1connect.NewAgentServiceClient(f.client, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10))
+		f.agents[base] = c
+	}
+	return c
+}
+
+// workerClient is the WorkerService client of the agent at base.
+func (f *forwarder) workerClient(base string) taskerv1connect.WorkerServiceClient {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.workers[base]
+	if c == nil {
+		c = taskerv1connect.NewWorkerServiceClient(f.client, base, connect.WithGRPC())
+		f.workers[base] = c
+	}
+	return c
+}
+
+// learn records the leader an answer named.
+func (f *forwarder) learn(name string) {
+	if name == "" {
+		return
+	}
+	f.mu.Lock()
+	f.hint = name
+	f.mu.Unlock()
+}
+
+func (f *forwarder) forget(name string) {
+	f.mu.Lock()
+	if f.hint == name {
+		f.hint = ""
+	}
+	f.mu.Unlock()
+}
+
+// target returns the agent to send a leader-only call to: the leader if
+// this agent knows it, else some server, which will name the leader.
+func (f *forwarder) target() (name, base string, err error) {
+	a := f.a
+	if a.node != nil {
+		if id, _ := a.node.Leader(); id != "" && id != a.cfg.NodeName {
+			if addr := a.rpcAddrOf(id); addr != "" {
+				return id, "http://" + addr, nil
+			}
+		}
+	}
+	f.mu.Lock()
+	hint := f.hint
+	f.mu.Unlock()
+	if hint != "" && hint != a.cfg.NodeName {
+		if addr := a.rpcAddrOf(hint); addr != "" {
+			return hint, "http://" + addr, nil
+		}
+	}
+	servers := a.aliveServers()
+	if len(servers) == 0 {
+		return "", "", errNoServer
+	}
+	f.mu.Lock()
+	f.next++
+	m := servers[f.next%len(servers)]
+	f.mu.Unlock()
+	return m.Name, "http://" + m.RPCAddr, nil
+}
+
+// do runs call against the leader, retrying while the cluster has no
+// leader or the call reached a server that is not (or no longer) the
+// leader, for up to the hold timeout. Calls must be idempotent: a call
+// whose connection broke may have been applied.
+func (f *forwarder) do(ctx context.Context, call func(ctx context.Context, base string) error) error {
+	deadline := time.Now().Add(f.a.cfg.RPCHoldTimeout)
+	wait := 10 * time.Millisecond
+	var last error
+	for {
+		name, base, err := f.target()
+		if err == nil {
+			err = call(ctx, base)
+			if err == nil || !retryable(err) {
+				return err
+			}
+			var ce *connect.Error
+			if errors.As(err, &ce) && ce.Meta().Get(hdrNotLeader) != "" {
+				f.learn(ce.Meta().Get(hdrNotLeader))
+			} else {
+				f.forget(name)
+			}
+		}
+		last = err
+		if ctx.Err() != nil {
+			return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("waiting for a leader: %w", last))
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("no leader answered within %v: %w", f.a.cfg.RPCHoldTimeout, last))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+		case <-t.C:
+		}
+		wait = min(wait*2, 250*time.Millisecond)
+	}
+}
+
+// retryable reports whether a forwarded call may succeed if sent again
+// (to the leader of the moment).
+func retryable(err error) bool {
+	if errors.Is(err, errNoServer) {
+		return true
+	}
+	return connect.CodeOf(err) == connect.CodeUnavailable
+}
+
+// notLeaderError is the refusal of a call only the leader may answer.
+func (a *Agent) notLeaderError() *connect.Error {
+	leader := ""
+	if a.node != nil {
+		leader, _ = a.node.Leader()
+	}
+	msg := "this agent is not the leader"
+	if leader == "" {
+		msg = "no leader is elected yet"
+	}
+	e := connect.NewError(connect.CodeUnavailable, errors.New(msg))
+	e.Meta().Set(hdrNotLeader, orDash(leader))
+	return e
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// isLeader reports whether this agent is the Raft leader.
+func (a *Agent) isLeader() bool { return a.node != nil && a.node.IsLeader() }
+
+// rpcAddrOf is the agent-to-agent address of the named agent, from gossip.
+func (a *Agent) rpcAddrOf(name string) string {
+	if name == a.cfg.NodeName {
+		return a.rpcAdvertise
+	}
+	if a.gossip == nil {
+		return ""
+	}
+	for _, m := range a.gossip.Members() {
+		if m.Name == name && m.Status == gossip.StatusAlive {
+			return m.RPCAddr
+		}
+	}
+	return ""
+}
+
+// aliveServers lists the servers gossip says are alive, this one excluded.
+func (a *Agent) aliveServers() []gossip.Member {
+	if a.gossip == nil {
+		return nil
+	}
+	var out []gossip.Member
+	for _, m := range a.gossip.Members() {
+		if m.Role == gossip.RoleServer && m.Status == gossip.StatusAlive && m.Name != a.cfg.NodeName {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// leaderOnly lists the paths of calls the leader must answer (besides the
+// whole WorkflowService). RaftPeers and the snapshot calls are answered by
+// any server, so only client agents forward them.
+var leaderOnly = map[string]bool{
+	taskerv1connect.ClusterServiceRemovePeerProcedure: true,
+	taskerv1connect.ClusterServiceBreakersProcedure:   true,
+}
+
+// reports are the app reports agents forward to the leader themselves.
+var reports = map[string]bool{
+	taskerv1connect.WorkerServiceCompleteStepProcedure: true,
+	taskerv1connect.WorkerServiceFailStepProcedure:     true,
+	taskerv1connect.WorkerServiceExtendLeaseProcedure:  true,
+}
+
+var serverOnly = map[string]bool{
+	taskerv1connect.ClusterServiceRaftPeersProcedure:       true,
+	taskerv1connect.ClusterServiceSnapshotSaveProcedure:    true,
+	taskerv1connect.ClusterServiceSnapshotRestoreProcedure: true,
+}
+
+// route serves a call here when this agent can answer it, and otherwise
+// proxies it, whatever its protocol (Connect, gRPC, gRPC-Web), to the
+// leader or a server.
+func (a *Agent) route(local http.Handler) http.Handler {
+	proxy := &httputil.ReverseProxy{
+		Rewrite:       func(*httputil.ProxyRequest) {},
+		Transport:     &leaderTransport{a: a},
+		FlushInterval: -1, // streams (WatchTask) must not be buffered
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeUnavailable(w, r, err)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.answersHere(r) || r.Header.Get(hdrForwarded) != "" {
+			if a.isLeader() {
+				w.Header().Set(hdrLeader, a.cfg.NodeName)
+			}
+			local.ServeHTTP(w, r)
+			return
+		}
+		// Buffer the request so a retry can send it again. Only snapshot
+		// restores are client streams; they are sent once, unbuffered.
+		if r.URL.Path != taskerv1connect.ClusterServiceSnapshotRestoreProcedure && r.Body != nil {
+			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(a.cfg.MaxPayloadBytes)+128<<10))
+			if err != nil {
+				writeUnavailable(w, r, fmt.Errorf("read request: %w", err))
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		}
+		if r.URL.Path == taskerv1connect.WorkflowServiceStartTaskProcedure && r.Header.Get(hdrTaskID) == "" {
+			r.Header.Set(hdrTaskID, a.newTaskID())
+		}
+		r.Header.Set(hdrForwarded, a.cfg.NodeName)
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+// answersHere reports whether this agent answers r itself.
+func (a *Agent) answersHere(r *http.Request) bool {
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/"+taskerv1connect.WorkflowServiceName+"/") || leaderOnly[p]:
+		return a.isLeader() || (a.node != nil && r.Header.Get(hdrConsistency) == "stale")
+	case serverOnly[p]:
+		return a.node != nil
+	}
+	return true
+}
+
+// leaderGuard refuses, with the leader's name, calls that reached an
+// agent that must not answer them: a forwarded call that arrived just
+// after leadership moved. A consistent read first confirms leadership.
+type leaderGuard struct{ a *Agent }
+
+func (g leaderGuard) check(ctx context.Context, procedure string, h http.Header) error {
+	stale := h.Get(hdrConsistency) == "stale"
+	if reports[procedure] && h.Get(hdrForwarded) != "" && !g.a.isLeader() {
+		return g.a.notLeaderError()
+	}
+	if !strings.HasPrefix(procedure, "/"+taskerv1connect.WorkflowServiceName+"/") && !leaderOnly[procedure] {
+		return nil
+	}
+	switch {
+	case g.a.isLeader():
+		if h.Get(hdrConsistency) == "consistent" {
+			if err := g.a.node.VerifyLeader(ctx); err != nil {
+				return g.a.notLeaderError()
+			}
+		}
+		return nil
+	case stale && g.a.node != nil:
+		return nil
+	}
+	return g.a.notLeaderError()
+}
+
+func (g leaderGuard) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		if err := g.check(ctx, req.Spec().Procedure, req.Header()); err != nil {
+			return nil, err
+		}
+		return next(ctx, req)
+	}
+}
+
+func (g leaderGuard) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return next
+}
+
+func (g leaderGuard) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
+		if err := g.check(ctx, conn.Spec().Procedure, conn.RequestHeader()); err != nil {
+			return err
+		}
+		return next(ctx, conn)
+	}
+}
+
+// leaderTransport sends a proxied call to the leader (or a server, which
+// names the leader), retrying within the hold timeout while none answers.
+// The request body was buffered by route, so it can be sent again.
+type leaderTransport struct{ a *Agent }
+
+func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	f := t.a.fwd
+	deadline := time.Now().Add(t.a.cfg.RPCHoldTimeout)
+	wait := 10 * time.Millisecond
+	var last error
+	for {
+		name, base, err := f.target()
+		if err == nil {
+			out := req.Clone(req.Context())
+			out.URL.Scheme, out.URL.Host = "http", strings.TrimPrefix(base, "http://")
+			out.Host = out.URL.Host
+			if req.GetBody != nil {
+				out.Body, _ = req.GetBody()
+			}
+			var resp *http.Response
+			resp, err = f.client.Transport.RoundTrip(out)
+			if err == nil {
+				nl := resp.Header.Get(hdrNotLeader)
+				if nl == "" && resp.StatusCode != http.StatusServiceUnavailable {
+					f.learn(resp.Header.Get(hdrLeader))
+					return resp, nil
+				}
+				if nl != "" && nl != "-" {
+					f.learn(nl)
+				} else {
+					f.forget(name)
+				}
+				if req.GetBody == nil || time.Now().Add(wait).After(deadline) {
+					return resp, nil // cannot resend, or out of time: the refusal is the answer
+				}
+				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+				resp.Body.Close()
+				err = fmt.Errorf("%s is not the leader", name)
+			} else {
+				f.forget(name)
+				if req.GetBody == nil {
+					return nil, err
+				}
+			}
+		}
+		last = err
+		if req.Context().Err() != nil {
+			return nil, req.Context().Err()
+		}
+		if time.Now().Add(wait).After(deadline) {
+			return nil, fmt.Errorf("no leader answered within %v: %w", t.a.cfg.RPCHoldTimeout, last)
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-req.Context().Done():
+			timer.Stop()
+			return nil, req.Context().Err()
+		case <-timer.C:
+		}
+		wait = min(wait*2, 250*time.Millisecond)
+	}
+}
+
+// writeUnavailable answers a call that could not be forwarded in a way
+// every protocol reads as UNAVAILABLE: HTTP 503 (Connect and gRPC-Web map
+// it so) plus gRPC's status headers for gRPC clients.
+func writeUnavailable(w http.ResponseWriter, r *http.Request, err error) {
+	ct := r.Header.Get("Content-Type")
+	msg := err.Error()
+	if strings.HasPrefix(ct, "application/grpc") {
+		w.Header().Set("Content-Type", ct)
+		w.Header().Set("Grpc-Status", "14")
+		w.Header().Set("Grpc-Message", msg)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	fmt.Fprintf(w, `{"code":"unavailable","message":%q}`, msg)
+}
+
+// hasLeader reports whether this agent can write through a leader: a
+// server that knows one, or a client that knows a live server.
+func (a *Agent) hasLeader() bool {
+	if a.node != nil {
+		id, _ := a.node.Leader()
+		return id != ""
+	}
+	return len(a.aliveServers()) > 0
+}
