@@ -214,7 +214,11 @@ type ApplyWorkflowResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	Workflow *Workflow              `protobuf:"bytes,1,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	// False when this exact version and content were already stored.
-	Created       bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	Created bool `protobuf:"varint,2,opt,name=created,proto3" json:"created,omitempty"`
+	// What the apply found worth knowing but did not refuse, one line each:
+	// for example a step whose capability no agent offers yet (its tasks
+	// wait until one does).
+	Warnings      []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -261,6 +265,13 @@ func (x *ApplyWorkflowResponse) GetCreated() bool {
 		return x.Created
 	}
 	return false
+}
+
+func (x *ApplyWorkflowResponse) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
 }
 
 // ValidationFailure is the detail of an InvalidArgument error from
@@ -2130,10 +2141,11 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"\x18tasker/v1/workflow.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n" +
 	"\x14ApplyWorkflowRequest\x12\x1a\n" +
-	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"b\n" +
+	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"~\n" +
 	"\x15ApplyWorkflowResponse\x12/\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x13.tasker.v1.WorkflowR\bworkflow\x12\x18\n" +
-	"\acreated\x18\x02 \x01(\bR\acreated\"C\n" +
+	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings\"C\n" +
 	"\x11ValidationFailure\x12.\n" +
 	"\bproblems\x18\x01 \x03(\v2\x12.tasker.v1.ProblemR\bproblems\"K\n" +
 	"\aProblem\x12\x12\n" +
