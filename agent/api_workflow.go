@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -95,6 +96,14 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 		return nil, toConnect(err)
 	}
 	id := w.a.newTaskID()
+	if fid := req.Header().Get(hdrTaskID); fid != "" && req.Header().Get(hdrForwarded) != "" {
+		// The agent that forwarded the call chose the id, so that sending
+		// it again after a leader change cannot start a second task.
+		if !validTaskID(fid) {
+			return nil, invalid(hdrTaskID, "%q is not a task id (tsk_ followed by up to 40 letters and digits)", fid)
+		}
+		id = fid
+	}
 	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{
 		TaskId: id, Namespace: v.Namespace, Workflow: v.Name, Version: v.Version, InputJson: input, IdempotencyKey: r.GetIdempotencyKey(),
 	}}})
@@ -289,4 +298,18 @@ func (w *workflowAPI) WatchTask(ctx context.Context, req *connect.Request[tasker
 // task's last.
 func terminalEvent(typ string) bool {
 	return typ == consensus.EventTaskCompleted || typ == consensus.EventTaskCancelled || typ == consensus.EventTaskResolved
+}
+
+// validTaskID reports whether id looks like an id newTaskID makes.
+func validTaskID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "tsk_")
+	if !ok || rest == "" || len(rest) > 40 {
+		return false
+	}
+	for _, r := range rest {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'z') {
+			return false
+		}
+	}
+	return true
 }

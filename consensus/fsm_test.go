@@ -192,7 +192,7 @@ func TestFSMRefusesBadCommandsAndChangesNothing(t *testing.T) {
 		{"unknown workflow", &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{TaskId: "t9", Workflow: "nope", Version: "1.0.0"}}}, ErrNotFound},
 		{"input violating input_schema", create("t9", "", `{"order_id":"bad"}`), ErrInvalid},
 		{"input that is not JSON", create("t9", "", `{`), ErrInvalid},
-		{"duplicate task id", create("t1", "", orderInput), ErrInvalid},
+		{"duplicate task id, other input", create("t1", "", `{"order_id":"ord_other"}`), ErrInvalid},
 		{"unknown task", dispatch("nope", "validate", 1), ErrNotFound},
 		{"unknown step", dispatch("t1", "nope", 1), ErrNotFound},
 		{"dispatch out of turn", dispatch("t1", "validate", 3), ErrStaleAttempt},
@@ -442,4 +442,27 @@ func TestFSMOnlyTheHolderReports(t *testing.T) {
 	ok := complete("t1", "validate", 1, results["validate"])
 	ok.GetCompleteStep().Worker = "w2"
 	h.ok(ok)
+}
+
+// TestFSMResentCreateIsAcknowledged: a forwarded StartTask retried after a
+// leader change applies the same CreateTask twice; the second application
+// acknowledges the task instead of failing or creating another, while a
+// different task under the same id is still refused.
+func TestFSMResentCreateIsAcknowledged(t *testing.T) {
+	h := newHarness(t)
+	h.ok(put(manifest(t)))
+	first := h.ok(create("t1", "", orderInput))
+	if !first.Created {
+		t.Fatal("first CreateTask did not create")
+	}
+	again := h.do(create("t1", "", orderInput))
+	if again.Err != nil || again.Created || again.TaskID != "t1" {
+		t.Fatalf("re-sent CreateTask = %+v, want acknowledged t1 without creating", again)
+	}
+	if _, n := h.fsm.State().Counts(); n != 1 {
+		t.Fatalf("tasks after re-sent create = %d, want 1", n)
+	}
+	if r := h.do(create("t1", "", `{"other":true}`)); !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("a different task under a taken id: %v, want ErrInvalid", r.Err)
+	}
 }

@@ -141,8 +141,17 @@ func (s *State) createTask(id, ns, name, version, input, key string, now time.Ti
 			return &Result{TaskID: t.id, Created: false}
 		}
 	}
-	if _, dup := s.tasks[id]; dup || id == "" {
+	if t, dup := s.tasks[id]; dup {
+		// The same command applied again (a forwarded StartTask retried
+		// after a leader change left its outcome unknown) is acknowledged;
+		// another task under that id is refused.
+		if t.ns == ns && t.ver.wf.key.name == name && (version == "" || t.ver.version == version) && t.input == orJSON(input) && t.idem == key {
+			return &Result{TaskID: id, Created: false}
+		}
 		return &Result{Err: fmt.Errorf("%w: task id %q is taken", ErrInvalid, id)}
+	}
+	if id == "" {
+		return &Result{Err: fmt.Errorf("%w: task id is empty", ErrInvalid)}
 	}
 	v, err := s.version(ns, name, version)
 	if err != nil {
@@ -173,6 +182,13 @@ func (s *State) createTask(id, ns, name, version, input, key string, now time.Ti
 	t.emit(fx, now, EventTaskCreated, "", 0, fmt.Sprintf("%s/%s %s", ns, name, v.version))
 	s.becameReady(t, ready, now, fx)
 	return &Result{TaskID: id, Created: true}
+}
+
+func orJSON(input string) string {
+	if input == "" {
+		return "{}"
+	}
+	return input
 }
 
 // version finds a workflow version; "" means the latest.
