@@ -254,3 +254,38 @@ func TestBadInputIsRefusedAndChangesNothing(t *testing.T) {
 		t.Fatalf("validation error without its ValidationFailure detail: %v", err)
 	}
 }
+
+// startClientAgent starts a client agent (no Raft) joined to server's
+// gossip, with fast timings; its API forwards to the server.
+func startClientAgent(t testing.TB, name string, server *testAgent, mutate ...func(*Config)) *testAgent {
+	t.Helper()
+	cfg := Defaults()
+	cfg.NodeName, cfg.Server, cfg.DevTiming = name, false, true
+	cfg.DataDir = t.TempDir()
+	cfg.HTTPPort, cfg.RPCPort, cfg.GossipPort, cfg.RaftPort = 0, 0, 0, 0
+	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.Join = []string{server.GossipAddr()}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("agent", name)
+	}
+	a, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+	c := h2c()
+	ta := &testAgent{Agent: a, dir: cfg.DataDir,
+		wf: taskerv1connect.NewWorkflowServiceClient(c, a.Addr()),
+		wk: taskerv1connect.NewWorkerServiceClient(c, a.Addr()),
+		cl: taskerv1connect.NewClusterServiceClient(c, a.Addr()),
+	}
+	waitFor(t, 10*time.Second, name+" to see a server", func() bool { return len(a.aliveServers()) > 0 })
+	return ta
+}
