@@ -27,9 +27,11 @@ func (a *Agent) rpcServer() *http.Server {
 	guarded := []connect.HandlerOption{limit, compress, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
 	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit))
-	mux.Handle(taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, guarded...))
+	path, h := taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, guarded...)
+	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, guarded...))
-	mux.Handle(taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, connect.WithInterceptors(leaderGuard{a})))
+	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, connect.WithInterceptors(leaderGuard{a}))
+	mux.Handle(path, a.route(h))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
