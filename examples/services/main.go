@@ -19,6 +19,10 @@
 // stock. -flaky makes payments.charge fail now and then with the
 // retryable gateway_unavailable; which attempts fail is a function of
 // -seed, the order id and the attempt number, so a run can be repeated.
+// -fail-while FILE takes the payment gateway down on demand: while FILE
+// exists, every payments.charge call fails with gateway_unavailable;
+// removing the file brings the gateway back (tests use it to trip and
+// then close circuit breakers).
 //
 // -log FILE appends one JSON line per execution (see [execution]), which
 // the end-to-end tests read to check what ran, when, and what it returned.
@@ -60,6 +64,7 @@ type config struct {
 	addr        string
 	only        []string
 	flaky       float64
+	failWhile   string
 	delay       delayRange
 	logFile     string
 	seed        uint64
@@ -80,6 +85,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.addr, "addr", "", "the sidecar's `URL`; default $TASKER_ADDR, else http://127.0.0.1:7420")
 	only := fs.String("only", "", "comma-separated `capabilities` to offer (a system name such as \"payments\" means all of its capabilities); default all")
 	fs.Float64Var(&cfg.flaky, "flaky", 0, "`probability` (0 to 1) that a payments.charge attempt fails with the retryable gateway_unavailable")
+	fs.StringVar(&cfg.failWhile, "fail-while", "", "while `FILE` exists, every payments.charge call fails with the retryable gateway_unavailable")
 	fs.Var(&cfg.delay, "delay", "simulated work time per execution: a `duration` or a range MIN-MAX, such as 50ms-200ms")
 	fs.StringVar(&cfg.logFile, "log", "", "append one JSON line per execution to `FILE`")
 	fs.Uint64Var(&cfg.seed, "seed", 0, "random `seed` for delays and flaky failures; 0 picks one (and logs it)")
@@ -171,6 +177,7 @@ func serve(cfg config, log *slog.Logger) error {
 		defer journal.Close()
 	}
 	svc := newServices(cfg.seed, cfg.flaky, cfg.delay, journal, log)
+	svc.failWhile = cfg.failWhile
 
 	w := worker.New(worker.Options{Addr: cfg.addr, Logger: log, DrainTimeout: cfg.drain})
 	for _, name := range cfg.only {
@@ -185,7 +192,7 @@ func serve(cfg config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log.Info("order services starting", "capabilities", strings.Join(cfg.only, ","), "flaky", cfg.flaky,
-		"delay", cfg.delay.String(), "seed", cfg.seed, "pid", os.Getpid())
+		"fail_while", cfg.failWhile, "delay", cfg.delay.String(), "seed", cfg.seed, "pid", os.Getpid())
 	if err := w.Run(ctx); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

@@ -78,11 +78,14 @@ type capability struct {
 // services is the state the handlers share: the simulation's settings,
 // its random source and the execution journal.
 type services struct {
-	seed    uint64
-	flaky   float64
-	delay   delayRange
-	journal *journal // nil without -log
-	log     *slog.Logger
+	seed  uint64
+	flaky float64
+	// failWhile, if not empty, is a file whose existence takes the
+	// payment gateway down (-fail-while).
+	failWhile string
+	delay     delayRange
+	journal   *journal // nil without -log
+	log       *slog.Logger
 
 	mu  sync.Mutex
 	rng *rand.Rand
@@ -305,7 +308,8 @@ const (
 )
 
 // charge captures the amount, or holds it for review when the order is
-// risky. The gateway is down for a -flaky share of attempts.
+// risky. The gateway is down while the -fail-while file exists, and for
+// a -flaky share of attempts.
 func (s *services) charge(st *worker.Step, in chargeInput, now time.Time) (chargeResult, error) {
 	switch in.Token {
 	case tokenDeclined:
@@ -315,6 +319,9 @@ func (s *services) charge(st *worker.Step, in chargeInput, now time.Time) (charg
 	}
 	if in.AmountCents <= 0 {
 		return chargeResult{}, worker.Permanent("card_declined", "the amount must be positive")
+	}
+	if s.gatewayDown() {
+		return chargeResult{}, worker.Retryable("gateway_unavailable", "the payment gateway is down (simulated: -fail-while "+s.failWhile+" exists)", 0)
 	}
 	if s.flaky > 0 && s.unit("payments.charge", in.OrderID, strconv.Itoa(st.Attempt)) < s.flaky {
 		return chargeResult{}, worker.Retryable("gateway_unavailable", "the payment gateway did not answer (simulated)", 0)
@@ -327,6 +334,15 @@ func (s *services) charge(st *worker.Step, in chargeInput, now time.Time) (charg
 		ChargeID: idFor("ch_", st.IdempotencyKey), Status: status,
 		AmountCents: in.AmountCents, Currency: in.Currency, CapturedAt: now.Format(time.RFC3339Nano),
 	}, nil
+}
+
+// gatewayDown reports whether the -fail-while file exists.
+func (s *services) gatewayDown() bool {
+	if s.failWhile == "" {
+		return false
+	}
+	_, err := os.Stat(s.failWhile)
+	return err == nil
 }
 
 // --- shipping.book ---------------------------------------------------------
