@@ -26,13 +26,14 @@ const maxConcurrentSends = 8
 // agent's role, RPC address and capability catalog, learns everyone
 // else's, and keeps a Registry of them.
 type Gossip struct {
-	cfg      Config
-	log      *slog.Logger
-	ml       atomic.Pointer[memberlist.Memberlist]
-	reg      *Registry
-	queue    *memberlist.TransmitLimitedQueue
-	retry    time.Duration
-	interval time.Duration
+	localAddr string // host:port, fixed at New
+	cfg       Config
+	log       *slog.Logger
+	ml        atomic.Pointer[memberlist.Memberlist]
+	reg       *Registry
+	queue     *memberlist.TransmitLimitedQueue
+	retry     time.Duration
+	interval  time.Duration
 
 	mu      sync.Mutex // guards the local catalog below
 	meta    []byte     // encoded node metadata
@@ -109,6 +110,10 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	g.ml.Store(ml)
+	// Read once: memberlist rewrites the local node in place (without a
+	// lock readers can take) whenever the metadata changes.
+	n := ml.LocalNode()
+	g.localAddr = net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
 	g.wg.Add(1)
 	go g.syncLoop()
 	return g, nil
@@ -128,10 +133,7 @@ func (g *Gossip) Registry() *Registry { return g.reg }
 func (g *Gossip) Members() []Member { return g.reg.Members() }
 
 // LocalAddr is the gossip address other agents join this one at, host:port.
-func (g *Gossip) LocalAddr() string {
-	n := g.ml.Load().LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
-}
+func (g *Gossip) LocalAddr() string { return g.localAddr }
 
 // Join contacts the agents at addrs (host or host:port; the port defaults
 // to the local bind port) and merges their view of the cluster. It returns
