@@ -1,8 +1,9 @@
 package main
 
-// The operator commands (workflow, task, step, snapshot, members, raft)
-// are clients of an agent's local API, like any app: this file is how they
-// reach it and how its errors read.
+// The operator commands (workflow, task, step, snapshot, members, raft,
+// capabilities, breakers, leave, force-leave) are clients of an agent's
+// local API, like any app: this file is how they reach it and how its
+// errors read.
 
 import (
 	"cmp"
@@ -37,11 +38,35 @@ const addrEnv = "TASKER_ADDR"
 // run until they end or the user interrupts.
 const callTimeout = 30 * time.Second
 
-// apiFlags are the flags every operator command shares.
+// apiFlags are the flags every operator command shares, and the read
+// commands' -stale and -consistent.
 type apiFlags struct {
 	addr   *string
 	format *outputFormat
+	// stale and consistent are nil for a command that does not read
+	// workflow state.
+	stale, consistent *bool
 }
+
+// consistencyHeader is the HTTP request header by which a read asks who
+// may answer it: consistencyStale lets any server answer from its own
+// state, consistencyConsistent has the leader confirm it still leads
+// before answering. Without it the leader answers.
+const (
+	consistencyHeader     = "Tasker-Consistency"
+	consistencyStale      = "stale"
+	consistencyConsistent = "consistent"
+)
+
+// consistencyHelp describes -stale and -consistent, once for every read
+// command.
+const consistencyHelp = `
+By default the leader answers. -stale lets any server answer from its own
+copy of the state: it answers even while there is no leader, but may lag
+behind the leader. -consistent has the leader confirm with a quorum of
+servers that it still leads before answering, so the answer never comes
+from a leader that has just been replaced. They do not combine.
+`
 
 // addAPIFlags adds --addr and -o (table or json) to fs.
 func addAPIFlags(fs *flag.FlagSet) apiFlags {
@@ -49,6 +74,53 @@ func addAPIFlags(fs *flag.FlagSet) apiFlags {
 	f := formatTable
 	fs.Var(&tableOrJSON{&f}, "o", "output `format`: table for people, json for scripts")
 	return apiFlags{addr: addr, format: &f}
+}
+
+// addReadFlags adds the API flags and -stale and -consistent to fs, for a
+// command that only reads workflow state.
+func addReadFlags(fs *flag.FlagSet) apiFlags {
+	f := addAPIFlags(fs)
+	f.stale = fs.Bool("stale", false, "let any server answer from its own state, which may lag the leader")
+	f.consistent = fs.Bool("consistent", false, "have the leader confirm it still leads before answering")
+	return f
+}
+
+// consistency is the value of the Tasker-Consistency header the flags ask
+// for; "" for none.
+func (f apiFlags) consistency() (string, error) {
+	stale, consistent := f.stale != nil && *f.stale, f.consistent != nil && *f.consistent
+	switch {
+	case stale && consistent:
+		return "", errors.New("-stale and -consistent do not combine: pick one")
+	case stale:
+		return consistencyStale, nil
+	case consistent:
+		return consistencyConsistent, nil
+	}
+	return "", nil
+}
+
+// consistencyInterceptor sets the Tasker-Consistency header on every call
+// a client makes, streams included.
+type consistencyInterceptor string
+
+func (v consistencyInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set(consistencyHeader, string(v))
+		return next(ctx, req)
+	}
+}
+
+func (v consistencyInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set(consistencyHeader, string(v))
+		return conn
+	}
+}
+
+func (v consistencyInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }
 
 // tableOrJSON is the value of an operator command's -o.
@@ -106,17 +178,25 @@ type conn struct {
 }
 
 // connect makes the clients. It returns an exit code when the address is
-// unusable (a usage error).
+// unusable or the flags contradict each other (a usage error).
 func (f apiFlags) connect(c command, stdout, stderr io.Writer) (*conn, int, bool) {
+	consistency, err := f.consistency()
+	if err != nil {
+		return nil, usageError(stderr, c, "%v", err), false
+	}
 	addr, err := agentAddr(*f.addr)
 	if err != nil {
 		return nil, usageError(stderr, c, "%v", err), false
 	}
 	hc := httpClient()
+	var opts []connect.ClientOption
+	if consistency != "" {
+		opts = append(opts, connect.WithInterceptors(consistencyInterceptor(consistency)))
+	}
 	return &conn{
 		cmd: c, addr: addr, format: *f.format, stdout: stdout, stderr: stderr,
-		workflows: taskerv1connect.NewWorkflowServiceClient(hc, addr),
-		cluster:   taskerv1connect.NewClusterServiceClient(hc, addr),
+		workflows: taskerv1connect.NewWorkflowServiceClient(hc, addr, opts...),
+		cluster:   taskerv1connect.NewClusterServiceClient(hc, addr, opts...),
 	}, exitOK, true
 }
 

@@ -69,6 +69,17 @@ type fakeAgent struct {
 	restored [][]byte
 	members  []*taskerv1.Member
 	peers    *taskerv1.RaftPeersResponse
+	// capabilities and breakers are what Capabilities and Breakers return.
+	capabilities []*taskerv1.CapabilityProviders
+	breakers     *taskerv1.BreakersResponse
+	// Operator calls as received: the servers RemovePeer removed, how
+	// many times Leave was called, the nodes ForceLeave removed.
+	removedPeers []string
+	leaves       int
+	forceLeaves  []string
+	// consistency holds, by procedure, the Tasker-Consistency header of
+	// every read call ("" when absent), in order.
+	consistency map[string][]string
 }
 
 // base is when everything in the fake happened.
@@ -90,18 +101,42 @@ func startFake(t *testing.T) *fakeAgent {
 		keys:          map[string]string{},
 		fail:          map[string]error{},
 		snapshotChunk: 1000,
+		consistency:   map[string][]string{},
 		members: []*taskerv1.Member{
-			{Name: "s1", Address: "10.0.0.1:7421", Status: "alive", Role: "server", Version: "0.1.0"},
-			{Name: "shop-api-7f9", Address: "10.0.1.7:7421", Status: "alive", Role: "client", Version: "0.1.0", Capabilities: []string{"orders.validate", "payments.charge"}},
-			{Name: "warehouse-2", Address: "10.0.2.3:7421", Status: "suspect", Role: "client", Version: "0.1.0", Capabilities: []string{"inventory.reserve", "shipping.book"}},
+			{Name: "s1", Address: "10.0.0.1:7421", GossipAddress: "10.0.0.1:7422", Status: "alive", Role: "server", Version: "0.1.0"},
+			{Name: "shop-api-7f9", Address: "10.0.1.7:7421", GossipAddress: "10.0.1.7:7422", Status: "alive", Role: "client", Version: "0.1.0", Capabilities: []string{"orders.validate", "payments.charge"}},
+			// An agent of a version that reports no gossip address.
+			{Name: "warehouse-2", Address: "10.0.2.3:7421", Status: "suspect", Role: "client", Version: "0.0.9", Capabilities: []string{"inventory.reserve", "shipping.book", "shipping.track"}},
+			{Name: "s4", Address: "10.0.0.4:7421", GossipAddress: "10.0.0.4:7422", Status: "left", Role: "server"},
 		},
 		peers: &taskerv1.RaftPeersResponse{
 			Peers: []*taskerv1.RaftPeer{
-				{Id: "s1", Address: "10.0.0.1:7423", Voter: true, Leader: true},
-				{Id: "s2", Address: "10.0.0.2:7423", Voter: true},
-				{Id: "s3", Address: "10.0.0.3:7423", Voter: true},
+				{Id: "s1", Address: "10.0.0.1:7423", Voter: true, Leader: true, LastIndex: 1207},
+				{Id: "s2", Address: "10.0.0.2:7423", Voter: true, LastIndex: 1205},
+				// Unreachable: it reports no index.
+				{Id: "s3", Address: "10.0.0.3:7423", Voter: false},
 			},
 			Leader: "s1", Term: 4, CommitIndex: 1207, AppliedIndex: 1207,
+		},
+		capabilities: []*taskerv1.CapabilityProviders{
+			{Name: "inventory.reserve", Providers: []*taskerv1.CapabilityProvider{
+				{Agent: "warehouse-1", RpcAddress: "10.0.2.2:7421", Version: "2.0.0", MaxConcurrency: 8, SchemaDigest: "9f2c41ab07d3"},
+				{Agent: "warehouse-2", RpcAddress: "10.0.2.3:7421", Version: "2.1.0", MaxConcurrency: 8, SchemaDigest: "4e7d0c13a5b1"},
+			}},
+			{Name: "payments.charge", Providers: []*taskerv1.CapabilityProvider{
+				{Agent: "shop-api-7f9", RpcAddress: "10.0.1.7:7421", Version: "1.4.2", MaxConcurrency: 16, SchemaDigest: "c0ffee12d9e4"},
+			}},
+			{Name: "shipping.book", Providers: []*taskerv1.CapabilityProvider{
+				{Agent: "warehouse-2", RpcAddress: "10.0.2.3:7421", SchemaDigest: "51ab7730fe02"},
+			}},
+		},
+		breakers: &taskerv1.BreakersResponse{
+			Leader: "s1",
+			Breakers: []*taskerv1.Breaker{
+				{Target: "shop-api-7f9/payments.charge", State: "closed", Requests: 412, Successes: 409, Failures: 3, ConsecutiveFailures: 0, Since: at(-time.Hour), InFlight: 6},
+				{Target: "warehouse-2/shipping.book", State: "open", Requests: 20, Successes: 15, Failures: 5, ConsecutiveFailures: 5, Since: at(-2 * time.Minute), OpenUntil: at(30 * time.Second)},
+				{Target: "warehouse-3/inventory.reserve", State: "half_open", Requests: 1, InFlight: 1, Since: at(ms(4274))},
+			},
 		},
 	}
 	src, err := os.ReadFile(order)
@@ -299,6 +334,13 @@ func (f *fakeAgent) task(id string) (*taskerv1.Task, error) {
 	return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("task %s does not exist", id))
 }
 
+// sawRead records the Tasker-Consistency header of a read call.
+func (f *fakeAgent) sawRead(procedure string, h http.Header) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.consistency[procedure] = append(f.consistency[procedure], h.Get("Tasker-Consistency"))
+}
+
 func (f *fakeAgent) ApplyWorkflow(_ context.Context, req *connect.Request[taskerv1.ApplyWorkflowRequest]) (*connect.Response[taskerv1.ApplyWorkflowResponse], error) {
 	if err := f.failure(taskerv1connect.WorkflowServiceApplyWorkflowProcedure); err != nil {
 		return nil, err
@@ -311,6 +353,7 @@ func (f *fakeAgent) ApplyWorkflow(_ context.Context, req *connect.Request[tasker
 }
 
 func (f *fakeAgent) GetWorkflow(_ context.Context, req *connect.Request[taskerv1.GetWorkflowRequest]) (*connect.Response[taskerv1.GetWorkflowResponse], error) {
+	f.sawRead(taskerv1connect.WorkflowServiceGetWorkflowProcedure, req.Header())
 	_, w, err := f.lookup(req.Msg.Namespace, req.Msg.Name, req.Msg.Version)
 	if err != nil {
 		return nil, err
@@ -319,6 +362,7 @@ func (f *fakeAgent) GetWorkflow(_ context.Context, req *connect.Request[taskerv1
 }
 
 func (f *fakeAgent) ListWorkflows(_ context.Context, req *connect.Request[taskerv1.ListWorkflowsRequest]) (*connect.Response[taskerv1.ListWorkflowsResponse], error) {
+	f.sawRead(taskerv1connect.WorkflowServiceListWorkflowsProcedure, req.Header())
 	if err := f.failure(taskerv1connect.WorkflowServiceListWorkflowsProcedure); err != nil {
 		return nil, err
 	}
@@ -401,6 +445,7 @@ func contractError(err error) error {
 }
 
 func (f *fakeAgent) GetTask(_ context.Context, req *connect.Request[taskerv1.GetTaskRequest]) (*connect.Response[taskerv1.GetTaskResponse], error) {
+	f.sawRead(taskerv1connect.WorkflowServiceGetTaskProcedure, req.Header())
 	t, err := f.task(req.Msg.Id)
 	if err != nil {
 		return nil, err
@@ -409,6 +454,7 @@ func (f *fakeAgent) GetTask(_ context.Context, req *connect.Request[taskerv1.Get
 }
 
 func (f *fakeAgent) ListTasks(_ context.Context, req *connect.Request[taskerv1.ListTasksRequest]) (*connect.Response[taskerv1.ListTasksResponse], error) {
+	f.sawRead(taskerv1connect.WorkflowServiceListTasksProcedure, req.Header())
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.lists = append(f.lists, req.Msg)
@@ -517,6 +563,7 @@ func (f *fakeAgent) ResolveStep(_ context.Context, req *connect.Request[taskerv1
 }
 
 func (f *fakeAgent) WatchTask(ctx context.Context, req *connect.Request[taskerv1.WatchTaskRequest], stream *connect.ServerStream[taskerv1.WatchTaskResponse]) error {
+	f.sawRead(taskerv1connect.WorkflowServiceWatchTaskProcedure, req.Header())
 	if _, err := f.task(req.Msg.Id); err != nil {
 		return err
 	}
@@ -543,6 +590,63 @@ func (f *fakeAgent) Members(context.Context, *connect.Request[taskerv1.MembersRe
 
 func (f *fakeAgent) RaftPeers(context.Context, *connect.Request[taskerv1.RaftPeersRequest]) (*connect.Response[taskerv1.RaftPeersResponse], error) {
 	return connect.NewResponse(f.peers), nil
+}
+
+// isPeer reports whether id is a server of the Raft configuration.
+func (f *fakeAgent) isPeer(id string) bool {
+	for _, p := range f.peers.Peers {
+		if p.Id == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeAgent) RemovePeer(_ context.Context, req *connect.Request[taskerv1.RemovePeerRequest]) (*connect.Response[taskerv1.RemovePeerResponse], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.isPeer(req.Msg.Id) {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("server %s is not in the Raft configuration", req.Msg.Id))
+	}
+	f.removedPeers = append(f.removedPeers, req.Msg.Id)
+	return connect.NewResponse(&taskerv1.RemovePeerResponse{}), nil
+}
+
+func (f *fakeAgent) Leave(context.Context, *connect.Request[taskerv1.LeaveRequest]) (*connect.Response[taskerv1.LeaveResponse], error) {
+	if err := f.failure(taskerv1connect.ClusterServiceLeaveProcedure); err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leaves++
+	return connect.NewResponse(&taskerv1.LeaveResponse{}), nil
+}
+
+// ForceLeave removes a known member; it was removed from Raft when it is
+// one of the peers.
+func (f *fakeAgent) ForceLeave(_ context.Context, req *connect.Request[taskerv1.ForceLeaveRequest]) (*connect.Response[taskerv1.ForceLeaveResponse], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	known := f.isPeer(req.Msg.Node)
+	for _, m := range f.members {
+		known = known || m.Name == req.Msg.Node
+	}
+	if !known {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("no agent named %s", req.Msg.Node))
+	}
+	f.forceLeaves = append(f.forceLeaves, req.Msg.Node)
+	return connect.NewResponse(&taskerv1.ForceLeaveResponse{RemovedFromRaft: f.isPeer(req.Msg.Node)}), nil
+}
+
+func (f *fakeAgent) Capabilities(context.Context, *connect.Request[taskerv1.CapabilitiesRequest]) (*connect.Response[taskerv1.CapabilitiesResponse], error) {
+	return connect.NewResponse(&taskerv1.CapabilitiesResponse{Capabilities: f.capabilities}), nil
+}
+
+func (f *fakeAgent) Breakers(context.Context, *connect.Request[taskerv1.BreakersRequest]) (*connect.Response[taskerv1.BreakersResponse], error) {
+	if err := f.failure(taskerv1connect.ClusterServiceBreakersProcedure); err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(f.breakers), nil
 }
 
 func (f *fakeAgent) SnapshotSave(_ context.Context, _ *connect.Request[taskerv1.SnapshotSaveRequest], stream *connect.ServerStream[taskerv1.SnapshotSaveResponse]) error {

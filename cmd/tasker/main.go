@@ -1,7 +1,8 @@
-// Command tasker is Tasker's one binary: it checks workflow manifests,
-// writes their reference documentation, runs a simulated demo, and is the
-// operator's client of a running agent (workflows, tasks, steps,
-// snapshots, membership); the agent itself comes next.
+// Command tasker is Tasker's one binary: it runs the agent, checks
+// workflow manifests, writes their reference documentation, runs a
+// simulated demo, and is the operator's client of a running agent
+// (workflows, tasks, steps, snapshots, membership, Raft, capabilities,
+// circuit breakers).
 //
 // Each subcommand lives in its own file with its help text. This package
 // only parses flags and prints: the work is done by packages workflow,
@@ -54,7 +55,11 @@ func commands() []command {
 		stepCommand(),
 		snapshotCommand(),
 		membersCommand(),
+		capabilitiesCommand(),
+		breakersCommand(),
 		raftCommand(),
+		leaveCommand(),
+		forceLeaveCommand(),
 		keygenCommand(),
 		versionCommand(),
 		helpCommand(),
@@ -94,8 +99,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 func writeOverview(w io.Writer) {
 	fmt.Fprint(w, "Tasker runs workflows across the systems that take part in them.\n\nUsage: tasker COMMAND [ARGS]\n\nCommands:\n")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.synopsis)
+	cs := commands()
+	width := 0
+	for _, c := range cs {
+		width = max(width, len(c.name))
+	}
+	for _, c := range cs {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.synopsis)
 	}
 	fmt.Fprint(w, "\nRun 'tasker help COMMAND' for a command's flags and arguments.\n")
 }

@@ -176,10 +176,16 @@ func TestCommands(t *testing.T) {
 			stderr: []string{"nope.json: cannot read"},
 		},
 		{
-			name:   "help lists the commands",
-			args:   []string{"help"},
-			code:   0,
-			stdout: []string{"  validate ", "  docs ", "  demo ", "  version ", "  help "},
+			name: "help lists the commands",
+			args: []string{"help"},
+			code: 0,
+			stdout: []string{
+				"  validate ", "  docs ", "  demo ", "  version ", "  help ",
+				"\n  capabilities  list the capabilities offered and the agents offering them\n",
+				"\n  breakers      list the leader's circuit breakers\n",
+				"\n  leave         make an agent leave the cluster gracefully and exit\n",
+				"\n  force-leave   remove a failed agent from the cluster\n",
+			},
 		},
 		{
 			name:   "help for a command",

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
-	"strings"
 
 	"connectrpc.com/connect"
 
@@ -13,10 +13,12 @@ import (
 const membersUsage = `
 Usage: tasker members [-addr URL] [-o table|json]
 
-Lists the agents the agent at -addr knows: NAME ADDRESS (agent-to-agent,
-host:port) STATUS (alive, suspect, dead or left) ROLE (server or client)
-VERSION CAPABILITIES (what its apps offer). Until agents gossip (the
-cluster), an agent knows only itself.
+Lists the agents the agent at -addr knows through gossip: NAME ADDRESS
+(its gossip address, host:port; its agent-to-agent address when it
+reports none) STATUS (alive, suspect, dead or left) ROLE (server or
+client) CAPABILITIES (how many its apps offer; 'tasker capabilities'
+lists them) VERSION. An agent that has joined no cluster knows only
+itself.
 ` + apiFlagsHelp + apiExit
 
 func membersCommand() command {
@@ -48,9 +50,9 @@ func runMembers(args []string, stdout, stderr io.Writer) int {
 		return cn.writeProto(resp.Msg, false)
 	}
 	tw := table(stdout)
-	row(tw, "NAME", "ADDRESS", "STATUS", "ROLE", "VERSION", "CAPABILITIES")
+	row(tw, "NAME", "ADDRESS", "STATUS", "ROLE", "CAPABILITIES", "VERSION")
 	for _, m := range resp.Msg.Members {
-		row(tw, m.Name, m.Address, m.Status, m.Role, dash(m.Version), dash(strings.Join(m.Capabilities, ", ")))
+		row(tw, m.Name, dash(cmp.Or(m.GossipAddress, m.Address)), m.Status, m.Role, fmt.Sprint(len(m.Capabilities)), dash(m.Version))
 	}
 	tw.Flush()
 	if len(resp.Msg.Members) == 0 {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
@@ -57,6 +58,15 @@ func rows(out string) map[string][]string {
 		}
 	}
 	return m
+}
+
+// cells reads a whole table: each line's cells, in order.
+func cells(out string) [][]string {
+	var t [][]string
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		t = append(t, cellGap.Split(strings.TrimSpace(line), -1))
+	}
+	return t
 }
 
 // decode parses JSON output.
@@ -506,10 +516,11 @@ func TestOperatorCommands(t *testing.T) {
 			name: "members",
 			args: []string{"members"},
 			rows: map[string][]string{
-				"NAME":         {"ADDRESS", "STATUS", "ROLE", "VERSION", "CAPABILITIES"},
-				"s1":           {"10.0.0.1:7421", "alive", "server", "0.1.0", "-"},
-				"shop-api-7f9": {"10.0.1.7:7421", "alive", "client", "0.1.0", "orders.validate, payments.charge"},
-				"warehouse-2":  {"10.0.2.3:7421", "suspect", "client", "0.1.0", "inventory.reserve, shipping.book"},
+				"NAME":         {"ADDRESS", "STATUS", "ROLE", "CAPABILITIES", "VERSION"},
+				"s1":           {"10.0.0.1:7422", "alive", "server", "0", "0.1.0"},
+				"shop-api-7f9": {"10.0.1.7:7422", "alive", "client", "2", "0.1.0"},
+				"warehouse-2":  {"10.0.2.3:7421", "suspect", "client", "3", "0.0.9"}, // no gossip address: its agent-to-agent one
+				"s4":           {"10.0.0.4:7422", "left", "server", "0", "-"},
 			},
 		},
 		{
@@ -517,8 +528,12 @@ func TestOperatorCommands(t *testing.T) {
 			args: []string{"members", "-o", "json"},
 			json: func(t *testing.T, v map[string]any) {
 				m := dig(v, "members", 2)
-				if dig(m, "name") != "warehouse-2" || dig(m, "status") != "suspect" || dig(m, "capabilities", 1) != "shipping.book" {
+				if dig(m, "name") != "warehouse-2" || dig(m, "status") != "suspect" || dig(m, "capabilities", 2) != "shipping.track" ||
+					dig(m, "address") != "10.0.2.3:7421" || dig(m, "gossip_address") != "" {
 					t.Errorf("member %v", m)
+				}
+				if g := dig(v, "members", 0, "gossip_address"); g != "10.0.0.1:7422" {
+					t.Errorf("s1 gossip_address %v", g)
 				}
 			},
 		},
@@ -527,19 +542,21 @@ func TestOperatorCommands(t *testing.T) {
 			args:   []string{"raft", "peers"},
 			stdout: []string{"\nleader s1, term 4, commit index 1207, applied index 1207\n"},
 			rows: map[string][]string{
-				"ID": {"ADDRESS", "STATE", "VOTER"},
-				"s1": {"10.0.0.1:7423", "leader", "true"},
-				"s3": {"10.0.0.3:7423", "follower", "true"},
+				"ID": {"ADDRESS", "VOTER", "LEADER", "LAST INDEX"},
+				"s1": {"10.0.0.1:7423", "true", "*", "1207"},
+				"s2": {"10.0.0.2:7423", "true", "-", "1205"},
+				"s3": {"10.0.0.3:7423", "false", "-", "-"}, // unreachable: no index
 			},
 		},
 		{
 			name: "raft peers without a leader",
 			setup: func(f *fakeAgent) {
-				f.peers = &taskerv1.RaftPeersResponse{Peers: []*taskerv1.RaftPeer{{Id: "s1", Address: "10.0.0.1:7423", Voter: true}}, Term: 5}
+				f.peers = &taskerv1.RaftPeersResponse{Peers: []*taskerv1.RaftPeer{{Id: "s1", Address: "10.0.0.1:7423", Voter: true, LastIndex: 88}}, Term: 5}
 			},
 			args:   []string{"raft", "peers"},
 			stdout: []string{"leader -, term 5"},
 			stderr: []string{"no leader: the cluster cannot accept writes until one is elected\n"},
+			rows:   map[string][]string{"s1": {"10.0.0.1:7423", "true", "-", "88"}},
 		},
 		{
 			name: "raft peers json",
@@ -548,7 +565,243 @@ func TestOperatorCommands(t *testing.T) {
 				if dig(v, "leader") != "s1" || dig(v, "commit_index") != "1207" || dig(v, "peers", 0, "leader") != true || dig(v, "peers", 1, "leader") != false {
 					t.Errorf("response %v", v)
 				}
+				if dig(v, "peers", 1, "last_index") != "1205" || dig(v, "peers", 2, "last_index") != "0" || dig(v, "peers", 2, "voter") != false {
+					t.Errorf("peers %v", dig(v, "peers"))
+				}
 			},
+		},
+		{
+			name:   "raft remove-peer",
+			args:   []string{"raft", "remove-peer", "s3"},
+			stdout: []string{"removed s3 from the Raft configuration\n"},
+			check: func(t *testing.T, f *fakeAgent, _ string) {
+				if !slices.Equal(f.removedPeers, []string{"s3"}) {
+					t.Errorf("the agent removed %q, want s3", f.removedPeers)
+				}
+			},
+		},
+		{
+			name: "raft remove-peer json",
+			args: []string{"raft", "remove-peer", "s3", "-o", "json"},
+			check: func(t *testing.T, f *fakeAgent, stdout string) {
+				if stdout != "{}\n" || !slices.Equal(f.removedPeers, []string{"s3"}) {
+					t.Errorf("stdout %q, removed %q; want the empty response as JSON and s3 removed", stdout, f.removedPeers)
+				}
+			},
+		},
+		{
+			name:       "raft remove-peer wants an ID",
+			args:       []string{"raft", "remove-peer"},
+			code:       2,
+			stderr:     []string{"tasker raft remove-peer: want the ID of one Raft server (as 'tasker raft peers' lists them), got 0 arguments; run 'tasker help raft remove-peer' for usage\n"},
+			stdoutNone: true,
+		},
+		{
+			name:   "raft remove-peer removes one server at a time",
+			args:   []string{"raft", "remove-peer", "s2", "s3"},
+			code:   2,
+			stderr: []string{"want the ID of one Raft server (as 'tasker raft peers' lists them), got 2 arguments"},
+			check: func(t *testing.T, f *fakeAgent, _ string) {
+				if len(f.removedPeers) != 0 {
+					t.Errorf("the agent removed %q", f.removedPeers)
+				}
+			},
+		},
+		{
+			name:       "raft remove-peer an unknown server",
+			args:       []string{"raft", "remove-peer", "s9"},
+			code:       1,
+			stderr:     []string{"tasker raft remove-peer: not found: server s9 is not in the Raft configuration\n"},
+			stdoutNone: true,
+		},
+		{
+			name: "leave",
+			args: []string{"leave"},
+			check: func(t *testing.T, f *fakeAgent, stdout string) {
+				if want := "the agent at " + f.addr + " is leaving the cluster; it exits once it has left\n"; stdout != want || f.leaves != 1 {
+					t.Errorf("stdout %q, %d calls; want %q and one call", stdout, f.leaves, want)
+				}
+			},
+		},
+		{
+			name: "leave json",
+			args: []string{"leave", "-o", "json"},
+			check: func(t *testing.T, f *fakeAgent, stdout string) {
+				if stdout != "{}\n" || f.leaves != 1 {
+					t.Errorf("stdout %q, %d calls", stdout, f.leaves)
+				}
+			},
+		},
+		{
+			name:   "leave acts only on the agent at -addr",
+			args:   []string{"leave", "warehouse-2"},
+			code:   2,
+			stderr: []string{`tasker leave: unexpected argument "warehouse-2"; leave acts on the agent at -addr (use force-leave to remove another)`},
+			check: func(t *testing.T, f *fakeAgent, _ string) {
+				if f.leaves != 0 {
+					t.Error("the agent was told to leave")
+				}
+			},
+		},
+		{
+			name: "leave refused",
+			setup: func(f *fakeAgent) {
+				f.fail[taskerv1connect.ClusterServiceLeaveProcedure] = connect.NewError(connect.CodeFailedPrecondition, errors.New("s1 is the only server; leaving would lose all state"))
+			},
+			args:       []string{"leave"},
+			code:       1,
+			stderr:     []string{"tasker leave: refused: s1 is the only server; leaving would lose all state\n"},
+			stdoutNone: true,
+		},
+		{
+			name:   "force-leave a server",
+			args:   []string{"force-leave", "s3"},
+			stdout: []string{"s3 left by force: removed from the Raft configuration and from dispatch\n"},
+			check: func(t *testing.T, f *fakeAgent, _ string) {
+				if !slices.Equal(f.forceLeaves, []string{"s3"}) {
+					t.Errorf("the agent removed %q, want s3", f.forceLeaves)
+				}
+			},
+		},
+		{
+			name:   "force-leave a client",
+			args:   []string{"force-leave", "warehouse-2"},
+			stdout: []string{"warehouse-2 left by force: removed from dispatch; it was not in the Raft configuration\n"},
+		},
+		{
+			name: "force-leave json",
+			args: []string{"force-leave", "s3", "-o", "json"},
+			json: func(t *testing.T, v map[string]any) {
+				if dig(v, "removed_from_raft") != true {
+					t.Errorf("response %v", v)
+				}
+			},
+		},
+		{
+			name: "force-leave json of a client",
+			args: []string{"force-leave", "warehouse-2", "-o", "json"},
+			json: func(t *testing.T, v map[string]any) {
+				if r, ok := v["removed_from_raft"]; !ok || r != false {
+					t.Errorf("response %v; want removed_from_raft false, present", v)
+				}
+			},
+		},
+		{
+			name:   "force-leave wants a node",
+			args:   []string{"force-leave"},
+			code:   2,
+			stderr: []string{"tasker force-leave: want the name of one agent (as 'tasker members' lists them), got 0 arguments; run 'tasker help force-leave' for usage\n"},
+			check: func(t *testing.T, f *fakeAgent, _ string) {
+				if len(f.forceLeaves) != 0 {
+					t.Errorf("the agent removed %q", f.forceLeaves)
+				}
+			},
+		},
+		{
+			name:   "force-leave an unknown node",
+			args:   []string{"force-leave", "nope"},
+			code:   1,
+			stderr: []string{"tasker force-leave: not found: no agent named nope\n"},
+		},
+		{
+			name:   "capabilities",
+			args:   []string{"capabilities"},
+			stderr: []string{"providers advertise different contracts (schema digests) for inventory.reserve\n"},
+			check: func(t *testing.T, _ *fakeAgent, stdout string) {
+				want := [][]string{
+					{"CAPABILITY", "AGENT", "VERSION", "CONCURRENCY", "SCHEMA"},
+					{"inventory.reserve", "warehouse-1", "2.0.0", "8", "9f2c41ab07d3"},
+					{"inventory.reserve", "warehouse-2", "2.1.0", "8", "4e7d0c13a5b1"},
+					{"payments.charge", "shop-api-7f9", "1.4.2", "16", "c0ffee12d9e4"},
+					{"shipping.book", "warehouse-2", "-", "-", "51ab7730fe02"}, // no version, no declared limit
+				}
+				if got := cells(stdout); !slices.EqualFunc(got, want, slices.Equal) {
+					t.Errorf("table %q\nwant %q", got, want)
+				}
+			},
+		},
+		{
+			name: "capabilities with one contract each",
+			setup: func(f *fakeAgent) {
+				f.capabilities = f.capabilities[1:]
+			},
+			args: []string{"capabilities"},
+			rows: map[string][]string{"payments.charge": {"shop-api-7f9", "1.4.2", "16", "c0ffee12d9e4"}},
+		},
+		{
+			name: "capabilities json",
+			args: []string{"capabilities", "-o", "json"},
+			json: func(t *testing.T, v map[string]any) {
+				p := dig(v, "capabilities", 0, "providers", 1)
+				if dig(v, "capabilities", 0, "name") != "inventory.reserve" || dig(p, "agent") != "warehouse-2" || dig(p, "rpc_address") != "10.0.2.3:7421" ||
+					dig(p, "version") != "2.1.0" || dig(p, "max_concurrency") != 8.0 || dig(p, "schema_digest") != "4e7d0c13a5b1" {
+					t.Errorf("provider %v", p)
+				}
+			},
+		},
+		{
+			name:       "capabilities of an empty cluster",
+			setup:      func(f *fakeAgent) { f.capabilities = nil },
+			args:       []string{"capabilities"},
+			stderr:     []string{"no capabilities: no app has registered with an agent of the cluster\n"},
+			stdoutNone: true,
+		},
+		{
+			name: "breakers",
+			args: []string{"breakers"},
+			check: func(t *testing.T, _ *fakeAgent, stdout string) {
+				if !strings.HasPrefix(stdout, "leader s1: 3 breakers, 1 open, 1 half-open\n\n") {
+					t.Errorf("first line %q", firstLine(stdout))
+				}
+			},
+			rows: map[string][]string{
+				"TARGET":                        {"STATE", "IN FLIGHT", "REQUESTS", "FAILURES", "CONSECUTIVE", "SINCE", "OPEN UNTIL"},
+				"shop-api-7f9/payments.charge":  {"closed", "6", "412", "3", "0", "1h ago", "-"},
+				"warehouse-2/shipping.book":     {"open", "0", "20", "5", "5", "2m5s ago", "in 25s"},
+				"warehouse-3/inventory.reserve": {"half_open", "1", "1", "0", "0", "now", "-"},
+			},
+		},
+		{
+			name: "breakers all closed",
+			setup: func(f *fakeAgent) {
+				f.breakers.Breakers = f.breakers.Breakers[:1]
+			},
+			args:   []string{"breakers"},
+			stdout: []string{"leader s1: 1 breaker, all closed\n"},
+		},
+		{
+			name:  "breakers of a leader that has dispatched nothing",
+			setup: func(f *fakeAgent) { f.breakers = &taskerv1.BreakersResponse{Leader: "s2"} },
+			args:  []string{"breakers"},
+			check: func(t *testing.T, _ *fakeAgent, stdout string) {
+				if stdout != "leader s2: 0 breakers: it has dispatched to no agent yet\n" {
+					t.Errorf("stdout %q", stdout)
+				}
+			},
+		},
+		{
+			name: "breakers json",
+			args: []string{"breakers", "-o", "json"},
+			json: func(t *testing.T, v map[string]any) {
+				b := dig(v, "breakers", 1)
+				if dig(v, "leader") != "s1" || dig(b, "target") != "warehouse-2/shipping.book" || dig(b, "state") != "open" ||
+					dig(b, "successes") != 15.0 || dig(b, "consecutive_failures") != 5.0 || dig(b, "in_flight") != 0.0 ||
+					dig(b, "since") != "2026-10-20T13:58:00Z" || dig(b, "open_until") != "2026-10-20T14:00:30Z" {
+					t.Errorf("breaker %v", b)
+				}
+				if dig(v, "breakers", 0, "open_until") != nil {
+					t.Errorf("a closed breaker has open_until %v", dig(v, "breakers", 0, "open_until"))
+				}
+			},
+		},
+		{
+			name: "breakers without a leader",
+			setup: func(f *fakeAgent) {
+				f.fail[taskerv1connect.ClusterServiceBreakersProcedure] = connect.NewError(connect.CodeUnavailable, errors.New("no leader elected yet"))
+			},
+			args:   []string{"breakers"},
+			code:   1,
+			stderr: []string{" is unavailable: no leader elected yet\n"},
 		},
 		{
 			name: "an agent that lacks a call",
@@ -1100,7 +1353,7 @@ func TestSubcommandHelp(t *testing.T) {
 	}{
 		{[]string{"task"}, 2, "", "Usage: tasker task SUBCOMMAND [ARGS]\n"},
 		{[]string{"task", "-h"}, 0, "Subcommands:\n  start   start a task of a workflow\n", ""},
-		{[]string{"help", "raft"}, 0, "  peers  list the Raft servers and the leader\n", ""},
+		{[]string{"help", "raft"}, 0, "  peers        list the Raft servers and the leader\n  remove-peer  remove a server from the Raft configuration\n", ""},
 		{[]string{"task", "frob"}, 2, "", "tasker task: unknown subcommand \"frob\"; run 'tasker help task' for the list\n"},
 		{[]string{"help", "docs", "x"}, 2, "", "tasker help: docs has no subcommands"},
 		{[]string{"help", "task", "get", "x"}, 2, "", "expected at most a command and a subcommand, got 3 names"},
@@ -1110,5 +1363,89 @@ func TestSubcommandHelp(t *testing.T) {
 		if code != tt.code || !strings.Contains(stdout, tt.stdout) || !strings.Contains(stderr, tt.stderr) {
 			t.Errorf("tasker %s: exit %d, stdout %q, stderr %q", strings.Join(tt.args, " "), code, stdout, stderr)
 		}
+	}
+}
+
+// -stale and -consistent reach the agent as the Tasker-Consistency header
+// of every call a read command makes (each page of a list, the watch
+// stream); without them there is no header, and the leader answers.
+func TestReadConsistency(t *testing.T) {
+	reads := []struct {
+		args      []string
+		procedure string
+		calls     int
+	}{
+		{[]string{"task", "get", "t_run"}, taskerv1connect.WorkflowServiceGetTaskProcedure, 1},
+		{[]string{"task", "list"}, taskerv1connect.WorkflowServiceListTasksProcedure, 2}, // two pages
+		{[]string{"task", "watch", "t_run"}, taskerv1connect.WorkflowServiceWatchTaskProcedure, 1},
+		{[]string{"workflow", "get", "shop/order-fulfilment"}, taskerv1connect.WorkflowServiceGetWorkflowProcedure, 1},
+		{[]string{"workflow", "list"}, taskerv1connect.WorkflowServiceListWorkflowsProcedure, 1},
+	}
+	modes := []struct {
+		flags []string
+		want  string
+	}{
+		{nil, ""},
+		{[]string{"-stale"}, "stale"},
+		{[]string{"--consistent"}, "consistent"},
+	}
+	for _, r := range reads {
+		for _, fl := range modes {
+			t.Run(strings.Join(append(r.args[:2:2], fl.flags...), " "), func(t *testing.T) {
+				f := startFake(t)
+				f.pageSize = 2
+				f.watch = watchScript(taskerv1.TaskState_TASK_STATE_COMPLETE, "task.completed")
+				code, _, stderr := f.tasker(t, append(slices.Clone(r.args), fl.flags...)...)
+				if code != 0 {
+					t.Fatalf("exit %d: %s", code, stderr)
+				}
+				want := slices.Repeat([]string{fl.want}, r.calls)
+				if got := f.consistency[r.procedure]; !slices.Equal(got, want) {
+					t.Errorf("Tasker-Consistency of each call: %q, want %q", got, want)
+				}
+			})
+		}
+		t.Run(strings.Join(r.args[:2], " ")+" -stale -consistent", func(t *testing.T) {
+			f := startFake(t)
+			code, stdout, stderr := f.tasker(t, append(slices.Clone(r.args), "-stale", "-consistent")...)
+			name := strings.Join(r.args[:2], " ")
+			want := "tasker " + name + ": -stale and -consistent do not combine: pick one; run 'tasker help " + name + "' for usage\n"
+			if code != 2 || stderr != want || stdout != "" {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 and %q", code, stdout, stderr, want)
+			}
+			if calls := f.consistency[r.procedure]; len(calls) != 0 {
+				t.Errorf("the agent was called %d times", len(calls))
+			}
+		})
+	}
+	// Writes always go to the leader: they take neither flag.
+	f := startFake(t)
+	code, _, stderr := f.tasker(t, "task", "cancel", "t_run", "-stale")
+	if code != 2 || !strings.Contains(stderr, "flag provided but not defined: -stale") || len(f.cancels) != 0 {
+		t.Errorf("task cancel -stale: exit %d, %q, %d cancels", code, stderr, len(f.cancels))
+	}
+}
+
+func TestRelative(t *testing.T) {
+	at := base
+	tests := []struct {
+		d    time.Duration // the time is at+d
+		want string
+	}{
+		{-ms(125000), "2m5s ago"},
+		{ms(25426), "in 25s"},
+		{-ms(499), "now"},
+		{ms(499), "now"},
+		{-time.Hour - 29*time.Second, "1h ago"},
+		{-26*time.Hour - 10*time.Minute - 40*time.Second, "26h11m ago"},
+		{90 * time.Minute, "in 1h30m"},
+	}
+	for _, tt := range tests {
+		if got := relative(timestamppb.New(at.Add(tt.d)), at); got != tt.want {
+			t.Errorf("relative(at%+v) = %q, want %q", tt.d, got, tt.want)
+		}
+	}
+	if got := relative(nil, at); got != "-" {
+		t.Errorf("relative(nil) = %q, want -", got)
 	}
 }

@@ -115,7 +115,8 @@ func argError(stderr io.Writer, c command, err error) int {
 }
 
 const taskListUsage = `
-Usage: tasker task list [-state S] [-workflow W] [-namespace N] [-limit N] [-addr URL] [-o table|json]
+Usage: tasker task list [-state S] [-workflow W] [-namespace N] [-limit N]
+                        [-stale|-consistent] [-addr URL] [-o table|json]
 
 Lists tasks, newest first: ID WORKFLOW VERSION STATE STEPS (done of all)
 CREATED (UTC). -state is one of pending, in_progress, complete, error,
@@ -125,7 +126,7 @@ error when more remain.
 
 With -o json it prints one ListTasksResponse holding every task fetched,
 with next_page_token set when more remain.
-` + apiFlagsHelp + apiExit
+` + consistencyHelp + apiFlagsHelp + apiExit
 
 func taskListCommand() command {
 	return command{name: "task list", synopsis: "list tasks, newest first", usage: taskListUsage, run: runTaskList}
@@ -137,7 +138,7 @@ const maxPageSize = 1000
 func runTaskList(args []string, stdout, stderr io.Writer) int {
 	c := taskListCommand()
 	fs := flags(c, stderr)
-	api := addAPIFlags(fs)
+	api := addReadFlags(fs)
 	state := fs.String("state", "", "only tasks in state `S`")
 	wf := fs.String("workflow", "", "only tasks of workflow `W` (may be namespace/name)")
 	namespace := fs.String("namespace", "", "only tasks in namespace `N`")

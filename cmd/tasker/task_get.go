@@ -12,7 +12,7 @@ import (
 )
 
 const taskGetUsage = `
-Usage: tasker task get ID [-results] [-addr URL] [-o table|json]
+Usage: tasker task get ID [-results] [-stale|-consistent] [-addr URL] [-o table|json]
 
 Shows a task: its workflow, state and times, then its steps as a tree
 that follows depends_on, each with its state, attempts begun of those
@@ -23,7 +23,7 @@ names the others: "(also after reserve)". Times are UTC.
 
 -results also prints the task's input and every step's result. With
 -o json the whole task is printed, results included.
-` + apiFlagsHelp + apiExit
+` + consistencyHelp + apiFlagsHelp + apiExit
 
 func taskGetCommand() command {
 	return command{name: "task get", synopsis: "show a task and its steps as a tree", usage: taskGetUsage, run: runTaskGet}
@@ -32,7 +32,7 @@ func taskGetCommand() command {
 func runTaskGet(args []string, stdout, stderr io.Writer) int {
 	c := taskGetCommand()
 	fs := flags(c, stderr)
-	api := addAPIFlags(fs)
+	api := addReadFlags(fs)
 	results := fs.Bool("results", false, "print the input and the steps' results")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {

@@ -11,7 +11,7 @@ import (
 )
 
 const taskWatchUsage = `
-Usage: tasker task watch ID [-addr URL] [-o table|json]
+Usage: tasker task watch ID [-stale|-consistent] [-addr URL] [-o table|json]
 
 Follows a task: prints where it is, then each event as the agent reports
 it, one line each: time (UTC), type, step, attempt and what happened,
@@ -20,7 +20,7 @@ until the task ends. ^C stops watching; the task goes on.
 With -o json it prints every message of the watch as one JSON object per
 line (the first holds the task; each later one an event and the task
 after it).
-` + apiFlagsHelp + `
+` + consistencyHelp + apiFlagsHelp + `
 Exit status: 0 when the task completes or is resolved manually, 1 when it
 fails (error), is cancelled, or the watch breaks off, 2 on a usage error.
 `
@@ -32,7 +32,7 @@ func taskWatchCommand() command {
 func runTaskWatch(args []string, stdout, stderr io.Writer) int {
 	c := taskWatchCommand()
 	fs := flags(c, stderr)
-	api := addAPIFlags(fs)
+	api := addReadFlags(fs)
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
 		return code

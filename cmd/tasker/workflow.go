@@ -93,12 +93,12 @@ func runWorkflowApply(args []string, stdout, stderr io.Writer) int {
 }
 
 const workflowListUsage = `
-Usage: tasker workflow list [-namespace N] [-addr URL] [-o table|json]
+Usage: tasker workflow list [-namespace N] [-stale|-consistent] [-addr URL] [-o table|json]
 
 Lists the latest version of every workflow the cluster stores, by
 namespace and name: NAMESPACE NAME VERSION STEPS CREATED (when that
 version was applied, UTC).
-` + apiFlagsHelp + apiExit
+` + consistencyHelp + apiFlagsHelp + apiExit
 
 func workflowListCommand() command {
 	return command{name: "workflow list", synopsis: "list the workflows and their latest versions", usage: workflowListUsage, run: runWorkflowList}
@@ -107,7 +107,7 @@ func workflowListCommand() command {
 func runWorkflowList(args []string, stdout, stderr io.Writer) int {
 	c := workflowListCommand()
 	fs := flags(c, stderr)
-	api := addAPIFlags(fs)
+	api := addReadFlags(fs)
 	namespace := fs.String("namespace", "", "only workflows in namespace `N`; every namespace when empty")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
@@ -143,14 +143,15 @@ func runWorkflowList(args []string, stdout, stderr io.Writer) int {
 }
 
 const workflowGetUsage = `
-Usage: tasker workflow get NAME [-namespace N] [-version V] [-manifest] [-addr URL] [-o table|json]
+Usage: tasker workflow get NAME [-namespace N] [-version V] [-manifest]
+                           [-stale|-consistent] [-addr URL] [-o table|json]
 
 Shows one version of a workflow (the latest unless -version says which):
 its description, every stored version, and its steps with their
 capability, dependencies, timeout and attempts. NAME may include its
 namespace: shop/order-fulfilment. -manifest prints the manifest as it
 was applied instead, ready for 'tasker workflow apply -f -'.
-` + apiFlagsHelp + apiExit
+` + consistencyHelp + apiFlagsHelp + apiExit
 
 func workflowGetCommand() command {
 	return command{name: "workflow get", synopsis: "show a workflow version and its steps", usage: workflowGetUsage, run: runWorkflowGet}
@@ -159,7 +160,7 @@ func workflowGetCommand() command {
 func runWorkflowGet(args []string, stdout, stderr io.Writer) int {
 	c := workflowGetCommand()
 	fs := flags(c, stderr)
-	api := addAPIFlags(fs)
+	api := addReadFlags(fs)
 	namespace := fs.String("namespace", "", "the workflow's namespace `N`; \"default\" when empty")
 	version := fs.String("version", "", "version `V` rather than the latest")
 	manifest := fs.Bool("manifest", false, "print the stored manifest")
