@@ -10,7 +10,7 @@ import (
 // node to every node holding that catalog (about 50 KB), in clusters of 3
 // and 10 nodes with the test timings (gossip every 20 ms).
 func BenchmarkCatalogConvergence(b *testing.B) {
-	for _, n := range []int{3, 10} {
+	for _, n := range []int{3, 10, 50} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			nodes := startCluster(b, n, nil)
 			caps := bigCatalog("bench", 25, 1000)
