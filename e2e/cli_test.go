@@ -211,6 +211,10 @@ func TestCLI(t *testing.T) {
 		must(t, "task start with a key the restore dropped", 0, "complete after")
 
 	// The cluster commands see the agent and the services.
-	tasker(t, a.addr, "members").must(t, "members", 0, "e2e", "payments.charge", "inventory.reserve")
+	tasker(t, a.addr, "members").must(t, "members", 0, "e2e", "alive", "server")
+	eventually(t, 10*time.Second, "the services' capabilities in the registry", func(context.Context) (bool, error) {
+		r := tasker(t, a.addr, "capabilities")
+		return r.code == 0 && strings.Contains(r.stdout, "payments.charge") && strings.Contains(r.stdout, "inventory.reserve"), nil
+	})
 	tasker(t, a.addr, "raft", "peers").must(t, "raft peers", 0, "e2e")
 }

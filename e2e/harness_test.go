@@ -154,15 +154,17 @@ func (p *process) tail(n int) string {
 // agentProc is an agent under test: it can be killed and started again on
 // the same data dir and ports.
 type agentProc struct {
-	t        *testing.T
-	name     string
-	args     []string // without the ports
-	httpPort int      // 0 until the first start has picked one
-	raftPort int
-	addr     string // the API's base URL
-	proc     *process
-	logPath  string
-	starts   int
+	t          *testing.T
+	name       string
+	args       []string // without the ports
+	httpPort   int      // 0 until the first start has picked one
+	raftPort   int
+	rpcPort    int
+	gossipPort int
+	addr       string // the API's base URL
+	proc       *process
+	logPath    string
+	starts     int
 }
 
 // agentConfig says how to run an agent.
@@ -199,9 +201,11 @@ func startAgent(t *testing.T, cfg agentConfig) *agentProc {
 
 // started matches the agent's JSON log line that names its addresses.
 type started struct {
-	Msg  string `json:"msg"`
-	API  string `json:"api"`
-	Raft string `json:"raft"`
+	Msg    string `json:"msg"`
+	API    string `json:"api"`
+	Raft   string `json:"raft"`
+	RPC    string `json:"rpc"`
+	Gossip string `json:"gossip"`
 }
 
 // start runs the agent, on the ports of its first start if it had one,
@@ -219,7 +223,8 @@ func (a *agentProc) start() {
 		}
 		return false
 	}}
-	args := append(append([]string(nil), a.args...), "-http-port", strconv.Itoa(a.httpPort), "-raft-port", strconv.Itoa(a.raftPort))
+	args := append(append([]string(nil), a.args...), "-http-port", strconv.Itoa(a.httpPort), "-raft-port", strconv.Itoa(a.raftPort),
+		"-rpc-port", strconv.Itoa(a.rpcPort), "-gossip-port", strconv.Itoa(a.gossipPort))
 	a.proc = startProcess(t, fmt.Sprintf("agent (start %d)", a.starts), taskerBin, args, a.logPath, watch)
 	var s started
 	select {
@@ -233,6 +238,8 @@ func (a *agentProc) start() {
 	if a.httpPort == 0 {
 		a.httpPort = portOf(t, s.API)
 		a.raftPort = portOf(t, s.Raft)
+		a.rpcPort = portOf(t, s.RPC)
+		a.gossipPort = portOf(t, s.Gossip)
 	}
 	health := grpchealth.NewClient(h2cClient(), a.addr)
 	eventually(t, 30*time.Second, "the agent reports SERVING", func(ctx context.Context) (bool, error) {
