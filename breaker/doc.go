@@ -31,6 +31,19 @@
 //		func(ctx context.Context) (*Result, error) { return send(ctx, step) })
 //	if errors.Is(err, breaker.ErrOpen) { /* pick another agent, or defer */ }
 //
+// Work whose outcome arrives later, by another path (a step dispatched to
+// an agent reports when its app finishes), uses the asynchronous two-step
+// form instead: [Breaker.Allow] takes a slot now and returns the done
+// function that reports the outcome whenever it is known; the step's own
+// timeout and the workflow's retries are then the caller's:
+//
+//	done, err := set.Get(breaker.Target(agent, capability)).Allow()
+//	if errors.Is(err, breaker.ErrOpen) { /* pick another agent, or defer */ }
+//	...
+//	done(nil)                   // completed
+//	done(err)                   // failed transiently or timed out
+//	done(breaker.ErrNotCounted) // handed back, cancelled: says nothing
+//
 // [Set.Snapshot] lists every breaker's state and counts; state changes reach
 // the [WithStateChange] callback in order, off the call path.
 //

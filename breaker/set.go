@@ -203,11 +203,12 @@ func (s *Set) Snapshot() []Status {
 
 // Breaker is the circuit breaker of one target. Get one from [Set.Get].
 type Breaker struct {
-	target string
-	policy Policy
-	cb     *gobreaker.TwoStepCircuitBreaker[struct{}]
-	since  atomic.Int64 // unix nanoseconds of the last state change
-	until  atomic.Int64 // unix nanoseconds when the last opening ends
+	target   string
+	policy   Policy
+	classify func(error) Class // the Set's classifier, for Allow
+	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
+	since    atomic.Int64 // unix nanoseconds of the last state change
+	until    atomic.Int64 // unix nanoseconds when the last opening ends
 }
 
 // errExcluded is reported to gobreaker for calls that say nothing about the
@@ -220,7 +221,7 @@ func (*excludedError) Error() string { return "excluded" }
 
 func (s *Set) newBreaker(target string) *Breaker {
 	p := s.cfg.Resolve(target)
-	b := &Breaker{target: target, policy: p}
+	b := &Breaker{target: target, policy: p, classify: s.opts.classify}
 	b.since.Store(time.Now().UnixNano())
 	t, err := parseTrip(p.CircuitBreaker.Trip)
 	if err != nil { // only a Policy built in code can get here
