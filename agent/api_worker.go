@@ -27,10 +27,13 @@ func (w *workerAPI) RegisterCapabilities(_ context.Context, req *connect.Request
 	if len(r.GetCapabilities()) == 0 {
 		return nil, invalid("capabilities", "at least one capability is required")
 	}
-	if u := r.GetPushUrl(); u != "" {
-		p, err := url.Parse(u)
+	for _, f := range []struct{ name, url string }{{"push_url", r.GetPushUrl()}, {"health_url", r.GetHealthUrl()}} {
+		if f.url == "" {
+			continue
+		}
+		p, err := url.Parse(f.url)
 		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
-			return nil, invalid("push_url", "%q is not an http:// or https:// URL", u)
+			return nil, invalid(f.name, "%q is not an http:// or https:// URL", f.url)
 		}
 	}
 	var caps []*capability
@@ -68,7 +71,7 @@ func (w *workerAPI) RegisterCapabilities(_ context.Context, req *connect.Request
 	if id == "" {
 		id = "w-" + w.a.newTaskID()[4:]
 	}
-	w.a.workers.register(id, r.GetPushUrl(), caps, w.a.now())
+	w.a.workers.register(id, r.GetPushUrl(), r.GetHealthUrl(), caps, w.a.now())
 	w.a.log.Info("worker registered", "worker", id, "capabilities", len(caps), "push", r.GetPushUrl() != "")
 	return connect.NewResponse(&taskerv1.RegisterCapabilitiesResponse{WorkerId: id}), nil
 }

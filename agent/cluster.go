@@ -89,9 +89,12 @@ func (a *Agent) publishCatalog(ctx context.Context) {
 		}
 	}
 	publish()
+	probes := make(chan struct{})
+	go func() { defer close(probes); a.probeHealth(ctx) }()
 	for {
 		select {
 		case <-ctx.Done():
+			<-probes
 			return
 		case <-a.workers.catalogChanged:
 			publish()
@@ -106,7 +109,7 @@ func (ws *workers) catalog() []gossip.Capability {
 	defer ws.mu.Unlock()
 	byName := map[string]*gossip.Capability{}
 	for _, w := range ws.byID {
-		if w.stream == nil && w.pushURL == "" {
+		if !w.reachable() {
 			continue
 		}
 		for _, c := range w.caps {

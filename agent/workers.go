@@ -31,6 +31,15 @@ type worker struct {
 	streams  int                        // open streams (an app may poll twice during a reconnect)
 	inflight map[leaseKey]string        // attempt → capability
 	seen     time.Time
+	// healthURL, when set, is probed; while the probe fails the worker is
+	// unhealthy: withdrawn from the catalog and skipped by dispatch.
+	healthURL string
+	unhealthy bool
+}
+
+// reachable reports whether steps can be sent to the worker now.
+func (w *worker) reachable() bool {
+	return (w.stream != nil || w.pushURL != "") && !w.unhealthy
 }
 
 type capability struct {
@@ -69,7 +78,7 @@ func (ws *workers) signalCatalog() {
 
 // register adds or replaces a worker's capabilities, keeping its stream
 // and in-flight attempts.
-func (ws *workers) register(id, pushURL string, caps []*capability, now time.Time) {
+func (ws *workers) register(id, pushURL, healthURL string, caps []*capability, now time.Time) {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.byID[id]
@@ -82,6 +91,9 @@ func (ws *workers) register(id, pushURL string, caps []*capability, now time.Tim
 		w.caps[c.name] = c
 	}
 	w.pushURL, w.seen = pushURL, now
+	if w.healthURL != healthURL {
+		w.healthURL, w.unhealthy = healthURL, false
+	}
 	ws.signal()
 	ws.signalCatalog()
 }
@@ -120,7 +132,7 @@ func (ws *workers) pick(capName string) (id string, push string, ok bool) {
 	var best *worker
 	for _, w := range ws.byID {
 		c := w.caps[capName]
-		if c == nil || (w.stream == nil && w.pushURL == "") || w.load(capName) >= c.max {
+		if c == nil || !w.reachable() || w.load(capName) >= c.max {
 			continue
 		}
 		if best == nil || w.load(capName) < best.load(capName) || w.load(capName) == best.load(capName) && w.id < best.id {
@@ -200,7 +212,7 @@ func (ws *workers) connected(id string) bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.byID[id]
-	return w != nil && (w.stream != nil || w.pushURL != "")
+	return w != nil && w.reachable()
 }
 
 // capabilities lists every capability offered here, sorted.
@@ -209,7 +221,7 @@ func (ws *workers) capabilities() []string {
 	defer ws.mu.Unlock()
 	set := map[string]bool{}
 	for _, w := range ws.byID {
-		if w.stream == nil && w.pushURL == "" {
+		if !w.reachable() {
 			continue
 		}
 		for n := range w.caps {
@@ -234,4 +246,31 @@ func (ws *workers) holds(k leaseKey) bool {
 		}
 	}
 	return false
+}
+
+// probes lists the workers with a health URL, by id.
+func (ws *workers) probes() map[string]string {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	out := map[string]string{}
+	for id, w := range ws.byID {
+		if w.healthURL != "" {
+			out[id] = w.healthURL
+		}
+	}
+	return out
+}
+
+// setHealth records a probe's verdict; it reports whether it changed.
+func (ws *workers) setHealth(id string, healthy bool) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil || w.unhealthy == !healthy {
+		return false
+	}
+	w.unhealthy = !healthy
+	ws.signal()
+	ws.signalCatalog()
+	return true
 }

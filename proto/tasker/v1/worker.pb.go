@@ -122,7 +122,13 @@ type RegisterCapabilitiesRequest struct {
 	Capabilities []*Capability `protobuf:"bytes,2,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	// Optional: an http:// URL on which the app accepts steps by POST (push
 	// mode). See docs/sdk.md for the request and response.
-	PushUrl       string `protobuf:"bytes,3,opt,name=push_url,json=pushUrl,proto3" json:"push_url,omitempty"`
+	PushUrl string `protobuf:"bytes,3,opt,name=push_url,json=pushUrl,proto3" json:"push_url,omitempty"`
+	// Optional: an http:// URL the agent GETs every couple of seconds. While
+	// it fails (no 2xx answer within a second), the app's capabilities are
+	// withdrawn from the cluster's catalog and no step is sent to it; they
+	// return with the first success. A polling app needs none: closing its
+	// PollSteps stream withdraws it.
+	HealthUrl     string `protobuf:"bytes,4,opt,name=health_url,json=healthUrl,proto3" json:"health_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -174,6 +180,13 @@ func (x *RegisterCapabilitiesRequest) GetCapabilities() []*Capability {
 func (x *RegisterCapabilitiesRequest) GetPushUrl() string {
 	if x != nil {
 		return x.PushUrl
+	}
+	return ""
+}
+
+func (x *RegisterCapabilitiesRequest) GetHealthUrl() string {
+	if x != nil {
+		return x.HealthUrl
 	}
 	return ""
 }
@@ -849,11 +862,13 @@ const file_tasker_v1_worker_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12*\n" +
 	"\x11input_schema_json\x18\x04 \x01(\tR\x0finputSchemaJson\x12,\n" +
 	"\x12output_schema_json\x18\x05 \x01(\tR\x10outputSchemaJson\x12'\n" +
-	"\x0fmax_concurrency\x18\x06 \x01(\x05R\x0emaxConcurrency\"\x90\x01\n" +
+	"\x0fmax_concurrency\x18\x06 \x01(\x05R\x0emaxConcurrency\"\xaf\x01\n" +
 	"\x1bRegisterCapabilitiesRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x129\n" +
 	"\fcapabilities\x18\x02 \x03(\v2\x15.tasker.v1.CapabilityR\fcapabilities\x12\x19\n" +
-	"\bpush_url\x18\x03 \x01(\tR\apushUrl\";\n" +
+	"\bpush_url\x18\x03 \x01(\tR\apushUrl\x12\x1d\n" +
+	"\n" +
+	"health_url\x18\x04 \x01(\tR\thealthUrl\";\n" +
 	"\x1cRegisterCapabilitiesResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"/\n" +
 	"\x10PollStepsRequest\x12\x1b\n" +
