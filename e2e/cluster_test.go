@@ -674,22 +674,23 @@ func TestClusterNoSecondCluster(t *testing.T) {
 	odd.start()
 	c.addServer("server-1", "-bootstrap-expect", "3")
 	c.addServer("server-2", "-bootstrap-expect", "3")
-	watched := append(slices.Clone(c.servers), odd)
 
-	// check polls every watched server and fails on two leaders at once,
-	// on the outsider leading, and on the outsider in a Raft configuration
-	// other than its old one (oldConfig) or the real cluster's including
-	// it. It returns the leader the real cluster's servers agree on.
+	// check polls the outsider and the real servers and fails on two
+	// leaders at once, on the outsider leading, and on the outsider in a
+	// Raft configuration other than its old one (oldConfig) or the real
+	// cluster's including it. It returns the leader the real cluster's
+	// servers agree on.
 	check := func(ctx context.Context, outsider *clusterAgent, oldConfig []string) (string, map[string]*taskerv1.RaftPeersResponse) {
-		views := c.raftViews(ctx, watched)
+		// The outsider first: if it says it is in the real cluster's
+		// configuration, the real servers, asked after it, have that
+		// configuration too.
+		views := c.raftViews(ctx, []*clusterAgent{outsider})
+		real := c.raftViews(ctx, c.servers)
+		for name, v := range real {
+			views[name] = v
+		}
 		if claims := selfLeaders(views); len(claims) > 1 {
 			t.Errorf("%d servers lead at once: %v; %s", len(claims), claims, describeViews(views))
-		}
-		real := map[string]*taskerv1.RaftPeersResponse{}
-		for _, s := range c.servers {
-			if v, ok := views[s.name]; ok {
-				real[s.name] = v
-			}
 		}
 		leader := agreedLeader(real)
 		v, ok := views[outsider.name]
@@ -702,7 +703,7 @@ func TestClusterNoSecondCluster(t *testing.T) {
 		ids := peerIDs(v)
 		switch {
 		case len(ids) == 0, slices.Equal(ids, oldConfig):
-		case leader != "" && slices.Contains(peerIDs(views[leader]), outsider.name):
+		case leader != "" && slices.Contains(peerIDs(real[leader]), outsider.name):
 			// The real cluster took it in.
 		default:
 			t.Errorf("%s is in a Raft configuration %v that is neither its old one %v nor the real cluster's: %s",
@@ -712,7 +713,7 @@ func TestClusterNoSecondCluster(t *testing.T) {
 	}
 
 	oddStarted := time.Now()
-	formed := pollUntil(20*time.Second, func(ctx context.Context) bool {
+	formed := pollUntil(10*time.Second, func(ctx context.Context) bool {
 		leader, _ := check(ctx, odd, nil)
 		return leader != "" && time.Since(oddStarted) > 5*time.Second
 	})
@@ -725,15 +726,14 @@ func TestClusterNoSecondCluster(t *testing.T) {
 		// Refusing to bootstrap while the servers disagree on the count
 		// is fair (Consul does so); the cluster must form once the odd
 		// server is gone.
-		t.Logf("the expect-3 servers did not form a cluster within 20s with the expect-2 server present; stopping it: %s",
-			describeViews(c.raftViews(callCtx(t), watched)))
+		t.Logf("the expect-3 servers did not form a cluster within 10s with the expect-2 server present; stopping it: %s",
+			describeViews(c.raftViews(callCtx(t), append(slices.Clone(c.servers), odd))))
 	}
 	if v := c.raftViews(callCtx(t), []*clusterAgent{odd}); len(v) > 0 {
 		t.Logf("the expect-2 server's view: %s", describeViews(v))
 	}
 	odd.proc.signal(t, syscall.SIGTERM)
 	odd.proc.wait(t, 40*time.Second)
-	watched = slices.Clone(c.servers)
 	c.waitLeader(t, 20*time.Second)
 
 	// Now the server with the stale data dir joins the real cluster.
@@ -751,7 +751,6 @@ func TestClusterNoSecondCluster(t *testing.T) {
 	}
 	stale.args = append(args, "-join", s0.gossip)
 	stale.start()
-	watched = append(watched, stale)
 	staleStarted := time.Now()
 	oldConfig := []string{"old-0", "old-1", "old-2"}
 	waitFor(t, 20*time.Second, "the stale server is watched for 6s with a leader in the real cluster", func(ctx context.Context) (bool, string, error) {
@@ -774,5 +773,30 @@ func TestClusterNoSecondCluster(t *testing.T) {
 	}
 	if !slices.Equal(names, []string{"order-fulfilment"}) {
 		t.Errorf("the real cluster lists workflows %v, want only order-fulfilment", names)
+	}
+
+	// If the real cluster took the stale server in, that server now holds
+	// the real cluster's state, not its old one: a stale read there, or
+	// its leadership one day, must not serve the other cluster's data.
+	views := c.raftViews(callCtx(t), c.liveServers())
+	if !slices.Contains(peerIDs(views[leader.name]), stale.name) {
+		t.Logf("the real cluster did not take %s in", stale.name)
+		return
+	}
+	var staleNames []string
+	ok := pollUntil(15*time.Second, func(ctx context.Context) bool {
+		wfs, err := stale.staleWorkflows().ListWorkflows(ctx, connect.NewRequest(&taskerv1.ListWorkflowsRequest{Namespace: "shop"}))
+		if err != nil {
+			return false
+		}
+		staleNames = nil
+		for _, wf := range wfs.Msg.GetWorkflows() {
+			staleNames = append(staleNames, wf.GetName())
+		}
+		return slices.Equal(staleNames, names)
+	})
+	if !ok {
+		t.Errorf("%s, taken into the real cluster, serves workflows %v (stale read), want the cluster's %v: it kept state from its old cluster",
+			stale.name, staleNames, names)
 	}
 }
