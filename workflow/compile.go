@@ -46,6 +46,7 @@ func compile(m *Manifest, lines map[string]int, lim Limits) (*Plan, error) {
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
+	p.lines = capabilityLines(lines)
 	return p, nil
 }
 

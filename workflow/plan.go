@@ -25,6 +25,11 @@ type Plan struct {
 	order              []int32 // a topological order
 	levels             int
 	manifest           *Manifest
+	// lines are the source lines of the fields CheckCapability reports on
+	// (each step, its input mapping and its result_schema), kept from Load
+	// so that problems found after compiling still point at a line. Only
+	// those: a plan lives as long as its workflow version.
+	lines map[string]int
 }
 
 // PlanStep is one compiled step.
