@@ -33,6 +33,12 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	if err != nil {
 		return nil, toConnect(err)
 	}
+	// Against the capabilities the cluster offers now: a step no agent
+	// can serve as advertised is refused before anything is stored.
+	warnings, err := w.a.checkCapabilities(plan)
+	if err != nil {
+		return nil, toConnect(err)
+	}
 	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
 	if err != nil {
 		return nil, toConnect(err)
@@ -41,8 +47,11 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	w.a.log.Info("workflow applied", "namespace", v.Namespace, "workflow", v.Name, "version", v.Version, "created", res.Created)
-	return connect.NewResponse(&taskerv1.ApplyWorkflowResponse{Workflow: pbWorkflow(v, true), Created: res.Created}), nil
+	w.a.log.Info("workflow applied", "namespace", v.Namespace, "workflow", v.Name, "version", v.Version, "created", res.Created, "warnings", len(warnings))
+	for _, warning := range warnings {
+		w.a.log.Warn("workflow applied with a warning", "namespace", v.Namespace, "workflow", v.Name, "version", v.Version, "warning", warning)
+	}
+	return connect.NewResponse(&taskerv1.ApplyWorkflowResponse{Workflow: pbWorkflow(v, true), Created: res.Created, Warnings: warnings}), nil
 }
 
 func (w *workflowAPI) GetWorkflow(_ context.Context, req *connect.Request[taskerv1.GetWorkflowRequest]) (*connect.Response[taskerv1.GetWorkflowResponse], error) {

@@ -39,7 +39,10 @@ changes nothing ("unchanged"); the same version with other content is
 refused: bump the version.
 
 An invalid manifest is refused with every problem, one per line, as
-FILE: PATH (line N): MESSAGE.
+FILE: PATH (line N): MESSAGE. So is one that no agent offering a step's
+capability can run as its app advertises it; a capability no agent
+offers yet, or that some agents advertise incompatibly, is only a
+warning, printed on standard error as "warning: PATH (line N): MESSAGE".
 ` + apiFlagsHelp + apiExit
 
 func workflowApplyCommand() command {
@@ -79,6 +82,10 @@ func runWorkflowApply(args []string, stdout, stderr io.Writer) int {
 			source = "<stdin>"
 		}
 		return cn.failSource(source, err)
+	}
+	// On stderr, so that -o json output stays parseable.
+	for _, warning := range resp.Msg.GetWarnings() {
+		fmt.Fprintf(stderr, "warning: %s\n", warning)
 	}
 	if cn.json() {
 		return cn.writeProto(resp.Msg, false)
