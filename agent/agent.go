@@ -306,8 +306,9 @@ func (a *Agent) lead(ctx context.Context) {
 		go func() {
 			defer close(done)
 			var wg sync.WaitGroup
-			wg.Add(1)
+			wg.Add(2)
 			go func() { defer wg.Done(); a.autopilot(sctx) }()
+			go func() { defer wg.Done(); a.nameCluster(sctx) }()
 			a.sched.run(sctx)
 			wg.Wait()
 		}()

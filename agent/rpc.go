@@ -80,6 +80,7 @@ func (s *agentRPC) Status(context.Context, *connect.Request[agentv1.StatusReques
 		out.AppliedIndex = st.AppliedIndex
 		out.Term = st.Term
 		out.Leader = leader
+		out.ClusterId = a.state.ClusterID()
 		if peers, err := a.node.Peers(); err == nil {
 			out.Peers = int32(len(peers))
 		}

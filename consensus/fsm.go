@@ -112,6 +112,8 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 	case *fsmv1.Command_ExtendLease:
 		x := k.ExtendLease
 		return s.extend(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetWorker(), x.GetDeadline().AsTime(), now, fx)
+	case *fsmv1.Command_InitCluster:
+		return s.initCluster(k.InitCluster.GetClusterId())
 	case *fsmv1.Command_Batch:
 		res := &Result{}
 		for _, sub := range k.Batch.GetCommands() {
@@ -165,6 +167,10 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	f.state.mu.Lock()
 	s := f.state
 	s.workflows, s.tasks, s.byNumber, s.idem, s.runs, s.plans = fresh.workflows, fresh.tasks, fresh.byNumber, fresh.idem, fresh.runs, fresh.plans
+	if fresh.clusterID != "" {
+		// A snapshot from before the cluster was named keeps the name.
+		s.clusterID = fresh.clusterID
+	}
 	f.state.mu.Unlock()
 	return nil
 }
@@ -183,7 +189,7 @@ func (s *State) encode() ([]byte, error) {
 	// Apply order across workflows is not kept; creation time then name
 	// gives a stable order, and versions of one workflow keep theirs.
 	sortVersions(versions)
-	hdr := &fsmv1.SnapshotHeader{Format: snapshotFormat, WorkflowVersions: uint64(len(versions)), Tasks: uint64(len(s.byNumber))}
+	hdr := &fsmv1.SnapshotHeader{Format: snapshotFormat, WorkflowVersions: uint64(len(versions)), Tasks: uint64(len(s.byNumber)), ClusterId: s.clusterID}
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return nil, err
 	}
@@ -257,6 +263,7 @@ func (s *State) decode(r *bufio.Reader) error {
 	if hdr.GetFormat() != snapshotFormat {
 		return fmt.Errorf("snapshot format %d is not supported (this server reads %d)", hdr.GetFormat(), snapshotFormat)
 	}
+	s.clusterID = hdr.GetClusterId()
 	var nv, nt uint64
 	for {
 		var rec fsmv1.SnapshotRecord

@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"bytes"
+	"io"
 	"errors"
 	"os"
 	"reflect"
@@ -464,5 +465,37 @@ func TestFSMResentCreateIsAcknowledged(t *testing.T) {
 	}
 	if r := h.do(create("t1", "", `{"other":true}`)); !errors.Is(r.Err, ErrInvalid) {
 		t.Fatalf("a different task under a taken id: %v, want ErrInvalid", r.Err)
+	}
+}
+
+// TestFSMClusterID: the cluster is named once; the name survives a
+// snapshot; naming it differently is refused and changes nothing.
+func TestFSMClusterID(t *testing.T) {
+	h := newHarness(t)
+	initCmd := func(id string) *fsmv1.Command {
+		return &fsmv1.Command{Kind: &fsmv1.Command_InitCluster{InitCluster: &fsmv1.InitCluster{ClusterId: id}}}
+	}
+	if r := h.do(initCmd("")); !errors.Is(r.Err, ErrInvalid) {
+		t.Fatalf("empty cluster id: %v", r.Err)
+	}
+	if r := h.ok(initCmd("c-1")); !r.Created {
+		t.Fatal("first InitCluster did not name the cluster")
+	}
+	if r := h.do(initCmd("c-1")); r.Err != nil || r.Created {
+		t.Fatalf("InitCluster again with the same id = %+v, want acknowledged", r)
+	}
+	if r := h.do(initCmd("c-2")); !errors.Is(r.Err, ErrInvalid) || h.fsm.State().ClusterID() != "c-1" {
+		t.Fatalf("renaming the cluster = %v, id now %q", r.Err, h.fsm.State().ClusterID())
+	}
+	b, err := h.fsm.State().encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	restored := NewFSM(NewState(h.fsm.State().limits), nil, nil)
+	if err := restored.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
+		t.Fatal(err)
+	}
+	if got := restored.State().ClusterID(); got != "c-1" {
+		t.Fatalf("cluster id after a snapshot round trip = %q", got)
 	}
 }

@@ -27,6 +27,29 @@ type State struct {
 	idem      map[idemKey]*taskRec
 	runs      *workflow.Runs
 	plans     map[*workflow.Plan]workflow.PlanRef
+	clusterID string // set once by InitCluster
+}
+
+// ClusterID is the id the cluster's first leader gave it; empty until then.
+func (s *State) ClusterID() string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.clusterID
+}
+
+// initCluster names the cluster once; naming it again with the same id is
+// acknowledged, with another refused.
+func (s *State) initCluster(id string) *Result {
+	switch {
+	case id == "":
+		return &Result{Err: fmt.Errorf("%w: cluster id is empty", ErrInvalid)}
+	case s.clusterID == "":
+		s.clusterID = id
+		return &Result{Created: true}
+	case s.clusterID == id:
+		return &Result{}
+	}
+	return &Result{Err: fmt.Errorf("%w: the cluster is already named %s", ErrInvalid, s.clusterID)}
 }
 
 type wfKey struct{ ns, name string }

@@ -368,7 +368,11 @@ type StatusResponse struct {
 	// The leader's agent name, as this server knows it.
 	Leader string `protobuf:"bytes,9,opt,name=leader,proto3" json:"leader,omitempty"`
 	// Servers in this server's Raft configuration.
-	Peers         int32 `protobuf:"varint,10,opt,name=peers,proto3" json:"peers,omitempty"`
+	Peers int32 `protobuf:"varint,10,opt,name=peers,proto3" json:"peers,omitempty"`
+	// The id of the cluster whose state this server holds; empty before the
+	// cluster's first leader named it (or on a server without state). A
+	// server holding another cluster's id is never added to this one.
+	ClusterId     string `protobuf:"bytes,11,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -471,6 +475,13 @@ func (x *StatusResponse) GetPeers() int32 {
 		return x.Peers
 	}
 	return 0
+}
+
+func (x *StatusResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // RemovePeerRequest names the server to remove.
@@ -581,7 +592,7 @@ const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"\x06leader\x18\x02 \x01(\tR\x06leader\".\n" +
 	"\x0fDeliverResponse\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\"\x0f\n" +
-	"\rStatusRequest\"\xad\x02\n" +
+	"\rStatusRequest\"\xcc\x02\n" +
 	"\x0eStatusResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
 	"\x06server\x18\x02 \x01(\bR\x06server\x12!\n" +
@@ -594,7 +605,9 @@ const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"\x04term\x18\b \x01(\x04R\x04term\x12\x16\n" +
 	"\x06leader\x18\t \x01(\tR\x06leader\x12\x14\n" +
 	"\x05peers\x18\n" +
-	" \x01(\x05R\x05peers\"#\n" +
+	" \x01(\x05R\x05peers\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\v \x01(\tR\tclusterId\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
 	"\x12RemovePeerResponse2\xcb\x02\n" +

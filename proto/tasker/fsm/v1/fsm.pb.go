@@ -48,6 +48,7 @@ type Command struct {
 	//	*Command_CancelTask
 	//	*Command_ExtendLease
 	//	*Command_Batch
+	//	*Command_InitCluster
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -205,6 +206,15 @@ func (x *Command) GetBatch() *Batch {
 	return nil
 }
 
+func (x *Command) GetInitCluster() *InitCluster {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_InitCluster); ok {
+			return x.InitCluster
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -257,6 +267,10 @@ type Command_Batch struct {
 	Batch *Batch `protobuf:"bytes,21,opt,name=batch,proto3,oneof"`
 }
 
+type Command_InitCluster struct {
+	InitCluster *InitCluster `protobuf:"bytes,22,opt,name=init_cluster,json=initCluster,proto3,oneof"`
+}
+
 func (*Command_PutWorkflow) isCommand_Kind() {}
 
 func (*Command_CreateTask) isCommand_Kind() {}
@@ -281,6 +295,55 @@ func (*Command_ExtendLease) isCommand_Kind() {}
 
 func (*Command_Batch) isCommand_Kind() {}
 
+func (*Command_InitCluster) isCommand_Kind() {}
+
+// InitCluster names the cluster, once, in its first leader's first term.
+// A server whose state carries another cluster's id is never added to
+// this one: its log belongs to a different history.
+type InitCluster struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InitCluster) Reset() {
+	*x = InitCluster{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InitCluster) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InitCluster) ProtoMessage() {}
+
+func (x *InitCluster) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
+func (*InitCluster) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *InitCluster) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 // Batch applies several commands in one log entry, each independently: one
 // failing does not undo the others. The leader batches dispatches.
 type Batch struct {
@@ -292,7 +355,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +367,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +380,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{1}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -337,7 +400,7 @@ type PutWorkflow struct {
 
 func (x *PutWorkflow) Reset() {
 	*x = PutWorkflow{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -349,7 +412,7 @@ func (x *PutWorkflow) String() string {
 func (*PutWorkflow) ProtoMessage() {}
 
 func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -362,7 +425,7 @@ func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWorkflow.ProtoReflect.Descriptor instead.
 func (*PutWorkflow) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{2}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PutWorkflow) GetManifest() string {
@@ -389,7 +452,7 @@ type CreateTask struct {
 
 func (x *CreateTask) Reset() {
 	*x = CreateTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -401,7 +464,7 @@ func (x *CreateTask) String() string {
 func (*CreateTask) ProtoMessage() {}
 
 func (x *CreateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -414,7 +477,7 @@ func (x *CreateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTask.ProtoReflect.Descriptor instead.
 func (*CreateTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{3}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTask) GetTaskId() string {
@@ -476,7 +539,7 @@ type DispatchStep struct {
 
 func (x *DispatchStep) Reset() {
 	*x = DispatchStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -488,7 +551,7 @@ func (x *DispatchStep) String() string {
 func (*DispatchStep) ProtoMessage() {}
 
 func (x *DispatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -501,7 +564,7 @@ func (x *DispatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchStep.ProtoReflect.Descriptor instead.
 func (*DispatchStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DispatchStep) GetTaskId() string {
@@ -558,7 +621,7 @@ type StartStep struct {
 
 func (x *StartStep) Reset() {
 	*x = StartStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +633,7 @@ func (x *StartStep) String() string {
 func (*StartStep) ProtoMessage() {}
 
 func (x *StartStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +646,7 @@ func (x *StartStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
 func (*StartStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StartStep) GetTaskId() string {
@@ -623,7 +686,7 @@ type CompleteStep struct {
 
 func (x *CompleteStep) Reset() {
 	*x = CompleteStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +698,7 @@ func (x *CompleteStep) String() string {
 func (*CompleteStep) ProtoMessage() {}
 
 func (x *CompleteStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +711,7 @@ func (x *CompleteStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteStep.ProtoReflect.Descriptor instead.
 func (*CompleteStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *CompleteStep) GetTaskId() string {
@@ -708,7 +771,7 @@ type FailStep struct {
 
 func (x *FailStep) Reset() {
 	*x = FailStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +783,7 @@ func (x *FailStep) String() string {
 func (*FailStep) ProtoMessage() {}
 
 func (x *FailStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +796,7 @@ func (x *FailStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailStep.ProtoReflect.Descriptor instead.
 func (*FailStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FailStep) GetTaskId() string {
@@ -819,7 +882,7 @@ type ReleaseStep struct {
 
 func (x *ReleaseStep) Reset() {
 	*x = ReleaseStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -831,7 +894,7 @@ func (x *ReleaseStep) String() string {
 func (*ReleaseStep) ProtoMessage() {}
 
 func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -844,7 +907,7 @@ func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseStep.ProtoReflect.Descriptor instead.
 func (*ReleaseStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ReleaseStep) GetTaskId() string {
@@ -887,7 +950,7 @@ type RetryStep struct {
 
 func (x *RetryStep) Reset() {
 	*x = RetryStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +962,7 @@ func (x *RetryStep) String() string {
 func (*RetryStep) ProtoMessage() {}
 
 func (x *RetryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +975,7 @@ func (x *RetryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryStep.ProtoReflect.Descriptor instead.
 func (*RetryStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RetryStep) GetTaskId() string {
@@ -949,7 +1012,7 @@ type ResolveStep struct {
 
 func (x *ResolveStep) Reset() {
 	*x = ResolveStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -961,7 +1024,7 @@ func (x *ResolveStep) String() string {
 func (*ResolveStep) ProtoMessage() {}
 
 func (x *ResolveStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -974,7 +1037,7 @@ func (x *ResolveStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStep.ProtoReflect.Descriptor instead.
 func (*ResolveStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ResolveStep) GetTaskId() string {
@@ -1016,7 +1079,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1091,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1104,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1073,7 +1136,7 @@ type ExtendLease struct {
 
 func (x *ExtendLease) Reset() {
 	*x = ExtendLease{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1148,7 @@ func (x *ExtendLease) String() string {
 func (*ExtendLease) ProtoMessage() {}
 
 func (x *ExtendLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1161,7 @@ func (x *ExtendLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLease.ProtoReflect.Descriptor instead.
 func (*ExtendLease) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExtendLease) GetTaskId() string {
@@ -1143,13 +1206,15 @@ type SnapshotHeader struct {
 	Format           uint32 `protobuf:"varint,1,opt,name=format,proto3" json:"format,omitempty"`
 	WorkflowVersions uint64 `protobuf:"varint,2,opt,name=workflow_versions,json=workflowVersions,proto3" json:"workflow_versions,omitempty"`
 	Tasks            uint64 `protobuf:"varint,3,opt,name=tasks,proto3" json:"tasks,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The cluster's id (InitCluster); empty before it was named.
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1226,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1239,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1198,6 +1263,13 @@ func (x *SnapshotHeader) GetTasks() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 // SnapshotRecord is one stored object.
 type SnapshotRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1212,7 +1284,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1296,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1309,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1292,7 +1364,7 @@ type WorkflowVersion struct {
 
 func (x *WorkflowVersion) Reset() {
 	*x = WorkflowVersion{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1304,7 +1376,7 @@ func (x *WorkflowVersion) String() string {
 func (*WorkflowVersion) ProtoMessage() {}
 
 func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1317,7 +1389,7 @@ func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowVersion.ProtoReflect.Descriptor instead.
 func (*WorkflowVersion) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WorkflowVersion) GetManifest() string {
@@ -1357,7 +1429,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1441,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1454,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Task) GetId() string {
@@ -1492,7 +1564,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1576,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1589,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Step) GetState() int32 {
@@ -1626,7 +1698,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1638,7 +1710,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1651,7 +1723,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *StepError) GetCode() string {
@@ -1711,7 +1783,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1795,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1808,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1785,7 +1857,7 @@ var File_tasker_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x06\n" +
+	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x06\n" +
 	"\aCommand\x12,\n" +
 	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12?\n" +
 	"\fput_workflow\x18\n" +
@@ -1804,8 +1876,12 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\vcancel_task\x18\x13 \x01(\v2\x19.tasker.fsm.v1.CancelTaskH\x00R\n" +
 	"cancelTask\x12?\n" +
 	"\fextend_lease\x18\x14 \x01(\v2\x1a.tasker.fsm.v1.ExtendLeaseH\x00R\vextendLease\x12,\n" +
-	"\x05batch\x18\x15 \x01(\v2\x14.tasker.fsm.v1.BatchH\x00R\x05batchB\x06\n" +
-	"\x04kind\";\n" +
+	"\x05batch\x18\x15 \x01(\v2\x14.tasker.fsm.v1.BatchH\x00R\x05batch\x12?\n" +
+	"\finit_cluster\x18\x16 \x01(\v2\x1a.tasker.fsm.v1.InitClusterH\x00R\vinitClusterB\x06\n" +
+	"\x04kind\",\n" +
+	"\vInitCluster\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\";\n" +
 	"\x05Batch\x122\n" +
 	"\bcommands\x18\x01 \x03(\v2\x16.tasker.fsm.v1.CommandR\bcommands\")\n" +
 	"\vPutWorkflow\x12\x1a\n" +
@@ -1873,11 +1949,13 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x16\n" +
-	"\x06worker\x18\x05 \x01(\tR\x06worker\"k\n" +
+	"\x06worker\x18\x05 \x01(\tR\x06worker\"\x8a\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12+\n" +
 	"\x11workflow_versions\x18\x02 \x01(\x04R\x10workflowVersions\x12\x14\n" +
-	"\x05tasks\x18\x03 \x01(\x04R\x05tasks\"\x92\x01\n" +
+	"\x05tasks\x18\x03 \x01(\x04R\x05tasks\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"\x92\x01\n" +
 	"\x0eSnapshotRecord\x12K\n" +
 	"\x10workflow_version\x18\x01 \x01(\v2\x1e.tasker.fsm.v1.WorkflowVersionH\x00R\x0fworkflowVersion\x12)\n" +
 	"\x04task\x18\x02 \x01(\v2\x13.tasker.fsm.v1.TaskH\x00R\x04taskB\b\n" +
@@ -1947,68 +2025,70 @@ func file_tasker_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_tasker_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_tasker_fsm_v1_fsm_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tasker.fsm.v1.Command
-	(*Batch)(nil),                 // 1: tasker.fsm.v1.Batch
-	(*PutWorkflow)(nil),           // 2: tasker.fsm.v1.PutWorkflow
-	(*CreateTask)(nil),            // 3: tasker.fsm.v1.CreateTask
-	(*DispatchStep)(nil),          // 4: tasker.fsm.v1.DispatchStep
-	(*StartStep)(nil),             // 5: tasker.fsm.v1.StartStep
-	(*CompleteStep)(nil),          // 6: tasker.fsm.v1.CompleteStep
-	(*FailStep)(nil),              // 7: tasker.fsm.v1.FailStep
-	(*ReleaseStep)(nil),           // 8: tasker.fsm.v1.ReleaseStep
-	(*RetryStep)(nil),             // 9: tasker.fsm.v1.RetryStep
-	(*ResolveStep)(nil),           // 10: tasker.fsm.v1.ResolveStep
-	(*CancelTask)(nil),            // 11: tasker.fsm.v1.CancelTask
-	(*ExtendLease)(nil),           // 12: tasker.fsm.v1.ExtendLease
-	(*SnapshotHeader)(nil),        // 13: tasker.fsm.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),        // 14: tasker.fsm.v1.SnapshotRecord
-	(*WorkflowVersion)(nil),       // 15: tasker.fsm.v1.WorkflowVersion
-	(*Task)(nil),                  // 16: tasker.fsm.v1.Task
-	(*Step)(nil),                  // 17: tasker.fsm.v1.Step
-	(*StepError)(nil),             // 18: tasker.fsm.v1.StepError
-	(*Event)(nil),                 // 19: tasker.fsm.v1.Event
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
+	(*InitCluster)(nil),           // 1: tasker.fsm.v1.InitCluster
+	(*Batch)(nil),                 // 2: tasker.fsm.v1.Batch
+	(*PutWorkflow)(nil),           // 3: tasker.fsm.v1.PutWorkflow
+	(*CreateTask)(nil),            // 4: tasker.fsm.v1.CreateTask
+	(*DispatchStep)(nil),          // 5: tasker.fsm.v1.DispatchStep
+	(*StartStep)(nil),             // 6: tasker.fsm.v1.StartStep
+	(*CompleteStep)(nil),          // 7: tasker.fsm.v1.CompleteStep
+	(*FailStep)(nil),              // 8: tasker.fsm.v1.FailStep
+	(*ReleaseStep)(nil),           // 9: tasker.fsm.v1.ReleaseStep
+	(*RetryStep)(nil),             // 10: tasker.fsm.v1.RetryStep
+	(*ResolveStep)(nil),           // 11: tasker.fsm.v1.ResolveStep
+	(*CancelTask)(nil),            // 12: tasker.fsm.v1.CancelTask
+	(*ExtendLease)(nil),           // 13: tasker.fsm.v1.ExtendLease
+	(*SnapshotHeader)(nil),        // 14: tasker.fsm.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),        // 15: tasker.fsm.v1.SnapshotRecord
+	(*WorkflowVersion)(nil),       // 16: tasker.fsm.v1.WorkflowVersion
+	(*Task)(nil),                  // 17: tasker.fsm.v1.Task
+	(*Step)(nil),                  // 18: tasker.fsm.v1.Step
+	(*StepError)(nil),             // 19: tasker.fsm.v1.StepError
+	(*Event)(nil),                 // 20: tasker.fsm.v1.Event
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
 }
 var file_tasker_fsm_v1_fsm_proto_depIdxs = []int32{
-	20, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
-	2,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
-	3,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
-	4,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
-	5,  // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
-	6,  // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
-	7,  // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
-	8,  // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
-	9,  // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
-	10, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
-	11, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
-	12, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
-	1,  // 12: tasker.fsm.v1.Command.batch:type_name -> tasker.fsm.v1.Batch
-	0,  // 13: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
-	20, // 14: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
-	20, // 15: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
-	15, // 16: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
-	16, // 17: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
-	20, // 18: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
-	20, // 19: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	20, // 20: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	17, // 21: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
-	19, // 22: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
-	20, // 23: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
-	18, // 24: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
-	20, // 25: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	20, // 26: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	20, // 27: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	20, // 28: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	20, // 29: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
-	20, // 30: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
-	20, // 31: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
-	32, // [32:32] is the sub-list for method output_type
-	32, // [32:32] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	21, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
+	3,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
+	4,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
+	5,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
+	6,  // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
+	7,  // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
+	8,  // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
+	9,  // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
+	10, // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
+	11, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
+	12, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
+	13, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
+	2,  // 12: tasker.fsm.v1.Command.batch:type_name -> tasker.fsm.v1.Batch
+	1,  // 13: tasker.fsm.v1.Command.init_cluster:type_name -> tasker.fsm.v1.InitCluster
+	0,  // 14: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
+	21, // 15: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
+	21, // 16: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
+	16, // 17: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
+	17, // 18: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
+	21, // 19: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
+	21, // 20: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	21, // 21: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	18, // 22: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
+	20, // 23: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
+	21, // 24: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
+	19, // 25: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
+	21, // 26: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	21, // 27: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	21, // 28: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	21, // 29: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	21, // 30: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
+	21, // 31: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	21, // 32: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
+	33, // [33:33] is the sub-list for method output_type
+	33, // [33:33] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_tasker_fsm_v1_fsm_proto_init() }
@@ -2029,8 +2109,9 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 		(*Command_CancelTask)(nil),
 		(*Command_ExtendLease)(nil),
 		(*Command_Batch)(nil),
+		(*Command_InitCluster)(nil),
 	}
-	file_tasker_fsm_v1_fsm_proto_msgTypes[14].OneofWrappers = []any{
+	file_tasker_fsm_v1_fsm_proto_msgTypes[15].OneofWrappers = []any{
 		(*SnapshotRecord_WorkflowVersion)(nil),
 		(*SnapshotRecord_Task)(nil),
 	}
@@ -2040,7 +2121,7 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_fsm_v1_fsm_proto_rawDesc), len(file_tasker_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
