@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
+	"github.com/tasker-run/tasker/sdk/go/client"
 )
 
 // The cluster tests run one at a time (no t.Parallel): each runs six to
@@ -812,4 +814,101 @@ func TestClusterNoSecondCluster(t *testing.T) {
 		t.Errorf("%s, taken into the real cluster, serves workflows %v (stale read), want the cluster's %v: it kept state from its old cluster",
 			stale.name, staleNames, names)
 	}
+}
+
+// benchEnv, set to a number of orders, runs TestClusterThroughput.
+const benchEnv = "TASKER_E2E_BENCH"
+
+// TestClusterThroughput is a measurement, not a check, and runs only when
+// $TASKER_E2E_BENCH names a number of orders: the cluster of
+// TestClusterCrossSystemWorkflow with services that take 1ms, orders
+// started through two client agents at once, and the figures logged:
+// tasks per second from the first start to the last end, task latency
+// (created to ended) and dispatch latency (a step ready to dispatched, which
+// crosses from the leader to another agent) percentiles.
+//
+//	TASKER_E2E_BENCH=500 go test -count=1 -run ClusterThroughput ./e2e/ -v
+func TestClusterThroughput(t *testing.T) {
+	n, err := strconv.Atoi(os.Getenv(benchEnv))
+	if err != nil || n <= 0 {
+		t.Skipf("a measurement: set %s to a number of orders to run it", benchEnv)
+	}
+	fast := []string{"-delay", "1ms", "-concurrency", "64"}
+	c := startCluster(t, 3, []clientSpec{
+		{name: "client-orders", only: "orders,shipping,notifications", flags: fast},
+		{name: "client-inventory", only: "inventory", flags: fast},
+		{name: "client-payments", only: "payments", flags: fast},
+	})
+	starters := []*client.Client{newClient(c.client("client-orders").api), newClient(c.client("client-inventory").api)}
+	if _, err := starters[0].ApplyWorkflow(callCtx(t), exampleWorkflow(t)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	const workers = 16
+	ids := make([]string, n)
+	errs := make(chan error, workers)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := starters[w%len(starters)]
+			for i := w; i < n; i += workers {
+				key := fmt.Sprintf("ord_bench%06d", i)
+				task, _, err := cl.StartTask(ctx, "order-fulfilment", orderInput(key, "tok_visa", "TEE-M"), client.Namespace("shop"), client.IdempotencyKey(key))
+				if err != nil {
+					errs <- err
+					return
+				}
+				ids[i] = task.GetId()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	started := time.Since(began)
+	b := &batch{c: starters[0], ids: map[string]string{}}
+	for i, id := range ids {
+		b.ids[strconv.Itoa(i)] = id
+	}
+	final := b.waitComplete(t, 10*time.Minute)
+	var first, last time.Time
+	var taskLat, dispatchLat []time.Duration
+	for _, task := range final {
+		created, ended := task.GetCreatedAt().AsTime(), task.GetEndedAt().AsTime()
+		if first.IsZero() || created.Before(first) {
+			first = created
+		}
+		if ended.After(last) {
+			last = ended
+		}
+		taskLat = append(taskLat, ended.Sub(created))
+		for _, st := range task.GetSteps() {
+			if st.GetReadyAt() != nil && st.GetDispatchedAt() != nil {
+				dispatchLat = append(dispatchLat, st.GetDispatchedAt().AsTime().Sub(st.GetReadyAt().AsTime()))
+			}
+		}
+	}
+	span := last.Sub(first)
+	t.Logf("%d orders: started in %s (%.0f starts/s through client agents); all ended %s after the first start: %.1f tasks/s",
+		n, started.Round(time.Millisecond), float64(n)/started.Seconds(), span.Round(time.Millisecond), float64(n)/span.Seconds())
+	t.Logf("task latency (created → ended): %s", percentiles(taskLat))
+	t.Logf("dispatch latency (step ready → dispatched to its agent): %s", percentiles(dispatchLat))
+}
+
+// percentiles renders the p50, p95, p99 and max of ds.
+func percentiles(ds []time.Duration) string {
+	if len(ds) == 0 {
+		return "no samples"
+	}
+	slices.Sort(ds)
+	at := func(p float64) time.Duration {
+		return ds[min(len(ds)-1, int(p*float64(len(ds))))].Round(100 * time.Microsecond)
+	}
+	return fmt.Sprintf("p50 %s, p95 %s, p99 %s, max %s (%d samples)", at(0.50), at(0.95), at(0.99), ds[len(ds)-1].Round(100*time.Microsecond), len(ds))
 }
