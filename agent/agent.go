@@ -50,6 +50,7 @@ type Agent struct {
 	rpcLn        net.Listener
 	rpcSrv       *http.Server
 	rpcAdvertise string // host:port other agents reach the RPC API on
+	gossipAddr   string // host:port other agents -join, read once in startGossip
 	tmpDir       string // the -dev data dir, removed on shutdown
 
 	now      func() time.Time
@@ -72,6 +73,7 @@ type Agent struct {
 	// leave) and shut down: the process should exit.
 	left     chan struct{}
 	leftOnce sync.Once
+	servers  serversState // bootstrap, autopilot and leave (servers.go)
 }
 
 // Left is closed once the agent has left the cluster on an operator's
@@ -210,7 +212,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if a.node != nil {
 		raftAddr = a.node.Addr()
 	}
-	a.log.Info("agent started", "api", a.Addr(), "rpc", a.rpcAdvertise, "gossip", a.gossip.LocalAddr(), "raft", raftAddr,
+	a.log.Info("agent started", "api", a.Addr(), "rpc", a.rpcAdvertise, "gossip", a.gossipAddr, "raft", raftAddr,
 		"data_dir", dataDir, "server", a.cfg.Server)
 	return nil
 }
@@ -278,10 +280,7 @@ func (a *Agent) RPCAddr() string { return a.rpcAdvertise }
 
 // GossipAddr is the address other agents -join, host:port.
 func (a *Agent) GossipAddr() string {
-	if a.gossip == nil {
-		return ""
-	}
-	return a.gossip.LocalAddr()
+	return a.gossipAddr
 }
 
 // lead runs the scheduler while this server is the leader.

@@ -83,7 +83,7 @@ func schemaDigest(in, out []byte) string {
 	return hex.EncodeToString(h.Sum(nil)[:6])
 }
 
-func (c *clusterAPI) RaftPeers(context.Context, *connect.Request[taskerv1.RaftPeersRequest]) (*connect.Response[taskerv1.RaftPeersResponse], error) {
+func (c *clusterAPI) RaftPeers(ctx context.Context, _ *connect.Request[taskerv1.RaftPeersRequest]) (*connect.Response[taskerv1.RaftPeersResponse], error) {
 	peers, err := c.a.node.Peers()
 	if err != nil {
 		return nil, toConnect(err)
@@ -91,8 +91,9 @@ func (c *clusterAPI) RaftPeers(context.Context, *connect.Request[taskerv1.RaftPe
 	st := c.a.node.Stats()
 	leader, _ := c.a.node.Leader()
 	out := &taskerv1.RaftPeersResponse{Leader: leader, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Term: st.Term}
+	last := c.a.peerLastIndexes(ctx, peers)
 	for _, p := range peers {
-		out.Peers = append(out.Peers, &taskerv1.RaftPeer{Id: p.ID, Address: p.Address, Voter: p.Voter, Leader: p.Leader})
+		out.Peers = append(out.Peers, &taskerv1.RaftPeer{Id: p.ID, Address: p.Address, Voter: p.Voter, Leader: p.Leader, LastIndex: last[p.ID]})
 	}
 	return connect.NewResponse(out), nil
 }

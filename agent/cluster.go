@@ -39,7 +39,9 @@ func (a *Agent) startGossip(ctx context.Context, advertise string) error {
 	if err != nil {
 		return fmt.Errorf("gossip-port: %w", err)
 	}
-	a.gossip = g
+	// Read the address once, now: memberlist rewrites its local node on
+	// every catalog update, which racing readers of LocalAddr would see.
+	a.gossip, a.gossipAddr = g, g.LocalAddr()
 	if len(a.cfg.Join) > 0 {
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
