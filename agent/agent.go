@@ -24,6 +24,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tasker-run/tasker/breaker"
 	"github.com/tasker-run/tasker/consensus"
 	"github.com/tasker-run/tasker/gossip"
 	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
@@ -44,6 +45,8 @@ type Agent struct {
 	push    *http.Client
 	gossip  *gossip.Gossip
 	fwd     *forwarder
+	// breakers guard dispatches per agent/capability (dispatch.go).
+	breakers *breaker.Set
 
 	ln           net.Listener
 	srv          *http.Server
@@ -107,6 +110,11 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.starts = make(chan leaseKey, 4096)
 	a.grace = cfg.ReclaimGrace
 	a.sched = newScheduler(a)
+	breakers, err := a.newBreakers()
+	if err != nil {
+		return nil, err
+	}
+	a.breakers = breakers
 	a.fwd = newForwarder(a)
 	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)

@@ -137,7 +137,7 @@ func (w *workflowAPI) GetTask(_ context.Context, req *connect.Request[taskerv1.G
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	return connect.NewResponse(&taskerv1.GetTaskResponse{Task: pbTask(t)}), nil
+	return connect.NewResponse(&taskerv1.GetTaskResponse{Task: w.a.taskOut(t)}), nil
 }
 
 func (w *workflowAPI) ListTasks(_ context.Context, req *connect.Request[taskerv1.ListTasksRequest]) (*connect.Response[taskerv1.ListTasksResponse], error) {
@@ -267,7 +267,7 @@ func (w *workflowAPI) WatchTask(ctx context.Context, req *connect.Request[tasker
 	if err != nil {
 		return toConnect(err)
 	}
-	if err := stream.Send(&taskerv1.WatchTaskResponse{Task: pbTask(t)}); err != nil {
+	if err := stream.Send(&taskerv1.WatchTaskResponse{Task: w.a.taskOut(t)}); err != nil {
 		return err
 	}
 	sent := uint64(len(history))
@@ -293,7 +293,7 @@ func (w *workflowAPI) WatchTask(ctx context.Context, req *connect.Request[tasker
 			return toConnect(err)
 		}
 		for _, e := range events {
-			if err := stream.Send(&taskerv1.WatchTaskResponse{Event: pbEvent(e), Task: pbTask(t)}); err != nil {
+			if err := stream.Send(&taskerv1.WatchTaskResponse{Event: pbEvent(e), Task: w.a.taskOut(t)}); err != nil {
 				return err
 			}
 			sent = e.Seq

@@ -6,19 +6,21 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"google.golang.org/protobuf/types/known/timestamppb"
-
+	"github.com/tasker-run/tasker/breaker"
 	"github.com/tasker-run/tasker/consensus"
+	"github.com/tasker-run/tasker/gossip"
 	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	"github.com/tasker-run/tasker/workflow"
 )
 
 // scheduler is the coordinator: on the leader only, it turns ready steps
-// into dispatches, wakes failed steps when their backoff ends, and times
-// out attempts whose lease lapses. It owns no workflow state: every
-// decision is re-checked against the replicated state and committed
+// into dispatches, to this agent's apps or to another agent offering the
+// capability (dispatch.go), wakes failed steps when their backoff ends,
+// and times out attempts whose lease lapses. It owns no workflow state:
+// every decision is re-checked against the replicated state and committed
 // through Raft before anything is sent.
 type scheduler struct {
 	a   *Agent
@@ -27,18 +29,45 @@ type scheduler struct {
 	mu      sync.Mutex
 	active  bool
 	stale   bool // the state was replaced (snapshot restore): rebuild
+	kicked  bool // retry every waiting step (a breaker closed or half-opened)
 	pending []*consensus.Effects
-	wake    chan struct{}
+	// undelivered are attempts committed to an agent that did not take
+	// them; the run goroutine hands them back (see handBack).
+	undelivered []undelivered
+	wake        chan struct{}
 
 	// Owned by the run goroutine.
 	ready   []consensus.StepRef
-	waiting map[string][]consensus.StepRef // by capability: no worker had room
+	waiting map[string][]consensus.StepRef // by capability: no agent could take them
 	timers  timerHeap
 	leases  map[leaseKey]time.Time
+	flights map[leaseKey]flight // attempts in flight, by where they run
+	seq     uint64              // numbers dispatches, to tell a re-dispatch from the one before
+	wakeAt  time.Time           // when the earliest wake timer for waiting steps is due
+	members <-chan gossip.Event
+	batch   dispatchBatch
+
+	// Shared with the API handlers; written by the run goroutine (and cool
+	// by delivery goroutines) under dmu.
+	dmu      sync.Mutex
+	inflight map[string]int       // by breaker target: what Breakers shows
+	reasons  map[stepKey]string   // why a ready step is not running yet
+	cool     map[string]time.Time // targets that just failed to take a delivery, until when
+	nreasons atomic.Int64         // len(reasons), read without the lock
 }
 
 func newScheduler(a *Agent) *scheduler {
-	return &scheduler{a: a, log: a.log.With("component", "scheduler"), wake: make(chan struct{}, 1)}
+	return &scheduler{
+		a: a, log: a.log.With("component", "scheduler"), wake: make(chan struct{}, 1),
+		flights: map[leaseKey]flight{}, inflight: map[string]int{}, reasons: map[stepKey]string{}, cool: map[string]time.Time{},
+	}
+}
+
+func (s *scheduler) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // observe receives the effects of every applied command (from the FSM, on
@@ -49,10 +78,7 @@ func (s *scheduler) observe(fx *consensus.Effects) {
 		s.pending = append(s.pending, fx)
 	}
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.signal()
 }
 
 // reset makes the scheduler rebuild its queue and timers from the state.
@@ -60,40 +86,54 @@ func (s *scheduler) reset() {
 	s.mu.Lock()
 	s.stale = true
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
-	}
+	s.signal()
 }
 
 // run schedules until ctx ends (leadership lost or shutdown).
 func (s *scheduler) run(ctx context.Context) {
 	s.mu.Lock()
-	s.active, s.pending = true, nil
+	s.active, s.pending, s.undelivered = true, nil, nil
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		s.active, s.pending = false, nil
+		s.active, s.pending, s.undelivered = false, nil, nil
 		s.mu.Unlock()
+		// A new leader rebuilds what is in flight from the state; the
+		// outcomes this one will not see must not hold half-open slots.
+		s.forgetFlights()
+		s.clearReasons()
 	}()
+	if s.a.gossip != nil {
+		// Subscribed before the barrier, so no membership change between
+		// the rebuild and the first wait goes unseen.
+		ch, cancel := s.a.gossip.Registry().Subscribe()
+		defer cancel()
+		s.members = ch
+	}
 	if err := s.a.node.Barrier(ctx); err != nil {
 		s.log.Warn("barrier before scheduling failed; giving up leadership work", "err", err)
 		return
 	}
 	s.a.caughtUpOnce.Do(func() { close(s.a.caughtUp) })
 	s.rebuild(false)
+	s.abandonGone(ctx)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
-		stale := s.stale
-		s.stale = false
+		stale, kicked := s.stale, s.kicked
+		s.stale, s.kicked = false, false
 		s.mu.Unlock()
+		if kicked {
+			s.requeueAll()
+		}
 		if stale {
 			s.drain()
 			s.rebuild(true)
+			s.abandonGone(ctx)
 		}
 		s.drain()
+		s.handBack(ctx)
 		s.fire(ctx)
 		s.dispatch(ctx)
 		next := time.Hour
@@ -106,10 +146,13 @@ func (s *scheduler) run(ctx context.Context) {
 			return
 		case <-s.wake:
 		case <-s.a.workers.changed:
-			for capName, refs := range s.waiting {
-				s.ready = append(s.ready, refs...)
-				delete(s.waiting, capName)
+			s.requeueAll()
+		case ev, ok := <-s.members:
+			if !ok {
+				s.members = nil // gossip shut down
+				break
 			}
+			s.memberEvent(ctx, ev)
 		case <-timer.C:
 		}
 	}
@@ -123,7 +166,10 @@ func (s *scheduler) rebuild(restored bool) {
 	s.ready = append(s.ready[:0], p.Ready...)
 	s.waiting = map[string][]consensus.StepRef{}
 	s.timers = s.timers[:0]
+	s.wakeAt = time.Time{}
 	s.leases = map[leaseKey]time.Time{}
+	s.forgetFlights()
+	s.clearReasons()
 	// Attempts in flight keep running while a leader is elected; their apps
 	// need a moment to reconnect and re-send results they finished in time,
 	// so a lease that lapsed meanwhile gets a short grace before timing out.
@@ -135,6 +181,7 @@ func (s *scheduler) rebuild(restored bool) {
 		}
 		s.watchLease(l)
 	}
+	s.adoptFlights(p.Leases)
 	for _, r := range p.Retries {
 		heap.Push(&s.timers, timer{at: r.Deadline, ref: r.StepRef})
 	}
@@ -147,7 +194,8 @@ func (s *scheduler) watchLease(l consensus.Lease) {
 	heap.Push(&s.timers, timer{at: l.Deadline, ref: l.StepRef, lease: true, attempt: l.Attempt})
 }
 
-// drain folds queued effects into the queue, the timers and the leases.
+// drain folds queued effects into the queue, the timers, the leases and
+// the attempts in flight, whose outcomes reach their targets' breakers.
 func (s *scheduler) drain() {
 	s.mu.Lock()
 	batch := s.pending
@@ -165,106 +213,40 @@ func (s *scheduler) drain() {
 			k := leaseKey{l.TaskID, l.Name, l.Attempt}
 			delete(s.leases, k)
 			s.a.workers.drop(k)
+			s.land(k, breaker.ErrNotCounted)
 		}
-		for _, e := range fx.Events {
+		for i, e := range fx.Events {
 			switch e.Type {
 			case consensus.EventStepCompleted, consensus.EventStepFailed, consensus.EventStepReleased, consensus.EventStepCancelled:
 				k := leaseKey{e.TaskID, e.Step, e.Attempt}
 				delete(s.leases, k)
 				s.a.workers.drop(k)
+				if _, ok := s.flights[k]; ok {
+					s.land(k, s.outcome(fx.Events, i))
+				}
+				if e.Type == consensus.EventStepCancelled {
+					s.clearReason(stepKey{e.TaskID, e.Step})
+				}
+			case consensus.EventStepResolvedManually:
+				s.clearReason(stepKey{e.TaskID, e.Step})
 			}
 		}
 	}
 }
 
-// dispatch commits one batch of dispatches for every ready step that a
-// worker has room for, then delivers them.
-func (s *scheduler) dispatch(ctx context.Context) {
-	if len(s.ready) == 0 || s.a.draining.Load() {
-		return
-	}
-	now := s.a.now()
-	type pick struct {
-		ref    consensus.StepRef
-		worker string
-		push   string
-		key    leaseKey
-	}
-	var (
-		picks []pick
-		cmds  []*fsmv1.Command
-		seen  = map[consensus.StepRef]bool{}
-	)
-	for _, ref := range s.ready {
-		if seen[ref] {
-			continue
-		}
-		seen[ref] = true
-		info, err := s.a.state.StepInfo(ref, now)
-		if err != nil || !info.Ready {
-			continue // finished, cancelled, or already dispatched since
-		}
-		id, push, ok := s.a.workers.pick(info.Capability)
-		if !ok {
-			s.waiting[info.Capability] = append(s.waiting[info.Capability], ref)
-			continue
-		}
-		k := leaseKey{ref.TaskID, ref.Name, info.NextAttempt}
-		s.a.workers.hold(id, k, info.Capability)
-		picks = append(picks, pick{ref, id, push, k})
-		cmds = append(cmds, &fsmv1.Command{Kind: &fsmv1.Command_DispatchStep{DispatchStep: &fsmv1.DispatchStep{
-			TaskId: ref.TaskID, Step: ref.Name, Attempt: int32(info.NextAttempt),
-			Agent: s.a.cfg.NodeName, Worker: id, Deadline: timestamppb.New(now.Add(info.Timeout)),
-		}}})
-	}
-	s.ready = s.ready[:0]
-	if len(cmds) == 0 {
-		return
-	}
-	res, err := s.a.propose(ctx, batch(cmds))
-	if err != nil {
-		s.log.Warn("dispatch not committed; will retry", "steps", len(cmds), "err", err)
-		for _, p := range picks {
-			s.a.workers.drop(p.key)
-			s.ready = append(s.ready, p.ref)
-		}
-		return
-	}
-	for i, p := range picks {
-		if r := res.Batch[i]; r.Err != nil {
-			s.a.workers.drop(p.key)
-			s.log.Debug("dispatch refused", "task", p.ref.TaskID, "step", p.ref.Name, "err", r.Err)
-			continue
-		}
-		s.deliver(ctx, p.ref, p.worker, p.push, p.key)
-	}
-}
-
-// deliver sends a committed attempt to its worker.
-func (s *scheduler) deliver(ctx context.Context, ref consensus.StepRef, worker, push string, k leaseKey) {
-	asg, err := s.a.state.Assignment(ref)
-	if err != nil {
-		// The input mapping failed on real data (say, a field of the wrong
-		// type): no attempt can succeed, so the step fails for good.
-		s.log.Warn("cannot build step input", "task", ref.TaskID, "step", ref.Name, "err", err)
-		s.a.failAsync(k, workflow.CodeInputMapping, err.Error(), false)
-		return
-	}
-	if push != "" {
-		s.a.pushAsync(asg, push, worker)
-		return
-	}
-	if !s.a.workers.deliver(worker, asg) {
-		s.a.releaseAsync(k, "worker "+worker+" is not polling")
-	}
-}
-
 // fire handles due timers: retries become ready; lapsed leases fail with
-// a timeout.
+// a timeout; wake timers retry the steps waiting for an agent.
 func (s *scheduler) fire(ctx context.Context) {
 	now := s.a.now()
 	for len(s.timers) > 0 && !s.timers[0].at.After(now) {
 		t := heap.Pop(&s.timers).(timer)
+		if t.wake {
+			if !s.wakeAt.After(t.at) {
+				s.wakeAt = time.Time{}
+			}
+			s.requeueAll()
+			continue
+		}
 		if !t.lease {
 			s.ready = append(s.ready, t.ref)
 			continue
@@ -294,6 +276,7 @@ type timer struct {
 	at      time.Time
 	ref     consensus.StepRef
 	lease   bool
+	wake    bool // retry the waiting steps (a breaker half-opens, a target cooled down)
 	attempt int
 }
 
