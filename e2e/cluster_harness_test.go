@@ -457,16 +457,28 @@ func (a *clusterAgent) start() {
 }
 
 // waitServing waits until the agent's health check reports SERVING: it
-// knows a leader (a server) or a live server (a client agent).
+// knows a leader (a server) or a live server (a client agent). On timeout
+// the failure shows the agent's health and the members it knows.
 func (a *clusterAgent) waitServing(timeout time.Duration) {
 	a.t.Helper()
 	health := grpchealth.NewClient(h2cClient(), a.api)
-	eventually(a.t, timeout, a.name+" reports SERVING", func(ctx context.Context) (bool, error) {
+	waitFor(a.t, timeout, a.name+" reports SERVING", func(ctx context.Context) (bool, string, error) {
 		if a.proc.exited() {
-			return false, fmt.Errorf("%s exited: %v\n%s", a.name, a.proc.err, a.proc.tail(20))
+			return false, "", fmt.Errorf("%s exited: %v\n%s", a.name, a.proc.err, a.proc.tail(20))
 		}
 		res, err := health.Check(ctx, &grpchealth.CheckRequest{})
-		return err == nil && res.Status == grpchealth.StatusServing, nil
+		if err == nil && res.Status == grpchealth.StatusServing {
+			return true, "", nil
+		}
+		state := fmt.Sprintf("health %v (err %v)", res, err)
+		if ms, err := a.cluster().Members(ctx, connect.NewRequest(&taskerv1.MembersRequest{})); err == nil {
+			var view []string
+			for _, m := range ms.Msg.GetMembers() {
+				view = append(view, fmt.Sprintf("%s(%s,%s)", m.GetName(), m.GetRole(), m.GetStatus()))
+			}
+			state += fmt.Sprintf("; members it knows: %v", view)
+		}
+		return false, state, nil
 	})
 }
 
@@ -510,11 +522,11 @@ func (staleReads) WrapStreamingHandler(next connect.StreamingHandlerFunc) connec
 }
 
 // pollUntil polls cond every 50ms until it reports true (true) or timeout
-// passes (false). Each call of cond gets a context of at most 5s.
+// passes (false). Each call of cond gets a context of 1s to 5s.
 func pollUntil(timeout time.Duration, cond func(ctx context.Context) bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), min(5*time.Second, time.Until(deadline)+time.Millisecond))
+		ctx, cancel := context.WithTimeout(context.Background(), max(time.Second, min(5*time.Second, time.Until(deadline))))
 		ok := cond(ctx)
 		cancel()
 		if ok {
@@ -542,13 +554,13 @@ func (p *process) exitCode() int {
 
 // waitFor polls cond every 50ms until it reports true, failing the test
 // when it returns an error or timeout passes; the failure shows the last
-// state cond described. Each call of cond gets a context of at most 5s.
+// state cond described. Each call of cond gets a context of 1s to 5s.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (ok bool, state string, err error)) time.Duration {
 	t.Helper()
 	began := time.Now()
 	deadline := began.Add(timeout)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), min(5*time.Second, time.Until(deadline)+time.Millisecond))
+		ctx, cancel := context.WithTimeout(context.Background(), max(time.Second, min(5*time.Second, time.Until(deadline))))
 		ok, state, err := cond(ctx)
 		cancel()
 		if err != nil {
