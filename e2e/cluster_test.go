@@ -410,9 +410,20 @@ func TestClusterBreakerOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	const target = "client-payments/payments.charge"
-	breakerOf := func() *taskerv1.Breaker {
-		var res taskerv1.BreakersResponse
-		cli(t, main.api, &res, "breakers")
+	// breakerOf reads the target's breaker with `tasker breakers -o json`,
+	// as an operator does, or, where timing matters (a race-built CLI can
+	// take a second to start), with the same call from Go.
+	breakerOf := func(viaCLI bool) *taskerv1.Breaker {
+		res := &taskerv1.BreakersResponse{}
+		if viaCLI {
+			cli(t, main.api, res, "breakers")
+		} else {
+			r, err := main.cluster().Breakers(callCtx(t), connect.NewRequest(&taskerv1.BreakersRequest{}))
+			if err != nil {
+				t.Fatalf("Breakers: %v", err)
+			}
+			res = r.Msg
+		}
 		for _, br := range res.GetBreakers() {
 			if br.GetTarget() == target {
 				return br
@@ -442,14 +453,22 @@ func TestClusterBreakerOpens(t *testing.T) {
 	}
 
 	// The breaker opens; then, within one open period, no attempt starts.
+	waitFor(t, 30*time.Second, "tasker breakers shows "+target+" open", func(context.Context) (bool, string, error) {
+		br := breakerOf(true)
+		return stateOf(br) == "open", fmt.Sprintf("%s is %s: %v", target, stateOf(br), br), nil
+	})
 	var firstOpen time.Time
 	verified := false
+	var tried []*taskerv1.Breaker // the open periods tried, by their since
+	var skipped []string          // why the periods tried did not do
 	for cycle := 0; cycle < 5 && !verified; cycle++ {
 		var br *taskerv1.Breaker
-		waitFor(t, 30*time.Second, "tasker breakers shows "+target+" open", func(context.Context) (bool, string, error) {
-			br = breakerOf()
-			return stateOf(br) == "open", fmt.Sprintf("%s is %s: %v", target, stateOf(br), br), nil
+		waitFor(t, 30*time.Second, target+" is open (a new open period)", func(context.Context) (bool, string, error) {
+			br = breakerOf(false)
+			isNew := !slices.ContainsFunc(tried, func(x *taskerv1.Breaker) bool { return proto.Equal(x.GetSince(), br.GetSince()) })
+			return stateOf(br) == "open" && isNew, fmt.Sprintf("%s is %s: %v", target, stateOf(br), br), nil
 		})
+		tried = append(tried, br)
 		if firstOpen.IsZero() {
 			firstOpen = time.Now()
 			t.Logf("the breaker opened: %v", br)
@@ -458,14 +477,17 @@ func TestClusterBreakerOpens(t *testing.T) {
 		if br.GetOpenUntil() != nil {
 			until = br.GetOpenUntil().AsTime()
 		}
-		if time.Until(until) < 400*time.Millisecond {
+		if left := time.Until(until); left < 400*time.Millisecond {
+			skipped = append(skipped, fmt.Sprintf("seen open with %s left", left.Round(time.Millisecond)))
 			continue // too little of this open period left: take the next
 		}
 		_, s1 := chargeAttempts()
 		time.Sleep(time.Until(until) - 200*time.Millisecond) // across the open period
 		_, s2 := chargeAttempts()
-		after := breakerOf()
+		after := breakerOf(false)
 		if stateOf(after) != "open" || !proto.Equal(after.GetSince(), br.GetSince()) {
+			skipped = append(skipped, fmt.Sprintf("left the open period before the second sample was confirmed (then %s since %s)",
+				stateOf(after), after.GetSince().AsTime().Format("15:04:05.000")))
 			continue // it left that open period before the second sample
 		}
 		verified = true
@@ -476,7 +498,7 @@ func TestClusterBreakerOpens(t *testing.T) {
 		}
 	}
 	if !verified {
-		t.Fatal("could not sample the charge attempts twice within one open period of the breaker in 5 tries")
+		t.Fatalf("could not sample the charge attempts twice within one open period of the breaker in 5 tries: %s", strings.Join(skipped, "; "))
 	}
 	// Keep the gateway down a while: without the breaker the charges
 	// would burn an attempt about every 350ms each.
@@ -500,8 +522,8 @@ func TestClusterBreakerOpens(t *testing.T) {
 	restoredAt := time.Now()
 	var states []string
 	var closed *taskerv1.Breaker
-	waitFor(t, 20*time.Second, "tasker breakers shows "+target+" closed", func(context.Context) (bool, string, error) {
-		br := breakerOf()
+	waitFor(t, 20*time.Second, target+" is closed", func(context.Context) (bool, string, error) {
+		br := breakerOf(false)
 		if s := stateOf(br); len(states) == 0 || states[len(states)-1] != s {
 			states = append(states, s)
 		}
@@ -509,6 +531,9 @@ func TestClusterBreakerOpens(t *testing.T) {
 		return stateOf(br) == "closed", fmt.Sprintf("states seen: %v", states), nil
 	})
 	t.Logf("breaker states after the gateway came back: %v; closed %s later", states, time.Since(restoredAt).Round(time.Millisecond))
+	if br := breakerOf(true); stateOf(br) != "closed" {
+		t.Errorf("tasker breakers shows %s %s after it was seen closed: %v", target, stateOf(br), br)
+	}
 	// A breaker only closes from half-open; if polling missed that state,
 	// the closed state still began after the last open period ended.
 	if !slices.Contains(states, "half-open") && closed.GetSince().AsTime().Before(restoredAt) {
