@@ -5,11 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
+
+	"connectrpc.com/connect"
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/sdk/go/client"
@@ -94,23 +99,42 @@ type result struct {
 	err   error          // why the demo stopped following it, if it did
 }
 
-// batch runs orders with a bounded number in flight and shows progress.
+// batch runs orders with a bounded number in flight through one sidecar
+// and shows progress.
 type batch struct {
 	c             *client.Client
 	namespace, wf string
 	opts          options
 	out           io.Writer
+	tty           bool
 	wall          time.Duration
+	// leader names the current leader for the progress line.
+	leader func() string
+	// reached is closed once threshold orders are complete (never, if
+	// threshold is 0).
+	threshold int
+	reached   chan struct{}
 
-	mu       sync.Mutex
-	started  int
-	complete int
-	failed   int
-	retries  map[string]int // by task: attempts beyond the first, so far
+	outMu sync.Mutex // one writer at a time on out
+
+	mu            sync.Mutex
+	started       int
+	complete      int
+	failed        int
+	retries       map[string]int  // by task: attempts beyond the first, so far
+	running       map[string]bool // tasks started and not ended
+	startRetries  int             // StartTask calls retried (same idempotency key)
+	watchRetries  int             // watches that broke off and were resumed
+	reachedClosed bool
 }
 
-func newBatch(c *client.Client, namespace, wf string, o options, out io.Writer) *batch {
-	return &batch{c: c, namespace: namespace, wf: wf, opts: o, out: out, retries: map[string]int{}}
+func newBatch(c *client.Client, namespace, wf string, o options, out io.Writer, leader func() string) *batch {
+	b := &batch{c: c, namespace: namespace, wf: wf, opts: o, out: out, tty: isTerminal(out), leader: leader,
+		retries: map[string]int{}, running: map[string]bool{}, reached: make(chan struct{})}
+	if o.killAt > 0 {
+		b.threshold = max(1, int(math.Round(o.killAt*float64(o.tasks))))
+	}
+	return b
 }
 
 // run starts every order, at most opts.inflight at a time, follows each to
@@ -118,7 +142,6 @@ func newBatch(c *client.Client, namespace, wf string, o options, out io.Writer) 
 // when ctx ends or the time limit passes.
 func (b *batch) run(ctx context.Context) ([]result, error) {
 	orders := makeOrders(b.opts.tasks, b.opts.seed)
-	fmt.Fprintf(b.out, "Running %d orders, at most %d in flight:\n", len(orders), b.opts.inflight)
 	ctx, cancel := context.WithTimeout(ctx, b.opts.timeout)
 	defer cancel()
 
@@ -159,9 +182,33 @@ func (b *batch) run(ctx context.Context) ([]result, error) {
 // good and nothing more happens without an operator.
 var errBlocked = errors.New("task blocked in error")
 
-// follow starts one order's task and watches it until it ends.
+// transient reports whether a call that failed may succeed if made again:
+// the sidecar could not reach a leader (an election), or the stream to
+// the leader broke when it died.
+func transient(err error) bool {
+	switch connect.CodeOf(err) {
+	case connect.CodeUnavailable, connect.CodeUnknown, connect.CodeInternal,
+		connect.CodeDeadlineExceeded, connect.CodeAborted, connect.CodeCanceled:
+		return true
+	}
+	return errors.Is(err, client.ErrStreamEnded)
+}
+
+// follow starts one order's task and watches it until it ends. Calls that
+// fail while the leader changes are made again: StartTask with the same
+// idempotency key, which cannot start a second task.
 func (b *batch) follow(ctx context.Context, o order) result {
-	t, _, err := b.c.StartTask(ctx, b.wf, o, client.Namespace(b.namespace), client.IdempotencyKey(o.OrderID))
+	var t *taskerv1.Task
+	var err error
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		t, _, err = b.c.StartTask(ctx, b.wf, o, client.Namespace(b.namespace), client.IdempotencyKey(o.OrderID))
+		if err == nil || ctx.Err() != nil || !transient(err) || !sleep(ctx, wait) {
+			break
+		}
+		b.mu.Lock()
+		b.startRetries++
+		b.mu.Unlock()
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			b.mu.Lock()
@@ -172,27 +219,38 @@ func (b *batch) follow(ctx context.Context, o order) result {
 	}
 	b.mu.Lock()
 	b.started++
+	b.running[t.GetId()] = true
 	b.mu.Unlock()
 	last := t
-	err = b.c.Watch(ctx, t.GetId(), func(_ *taskerv1.TaskEvent, t *taskerv1.Task) error {
-		last = t
-		b.observe(t)
-		if t.GetState() == taskerv1.TaskState_TASK_STATE_ERROR {
-			return errBlocked
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, errBlocked) && ctx.Err() == nil {
-		// The watch broke off: wait for the end, re-watching as needed.
-		if t, werr := b.c.Wait(ctx, t.GetId()); werr == nil {
-			last, err = t, nil
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
+		err = b.c.Watch(ctx, t.GetId(), func(_ *taskerv1.TaskEvent, t *taskerv1.Task) error {
+			last = t
 			b.observe(t)
+			if t.GetState() == taskerv1.TaskState_TASK_STATE_ERROR {
+				return errBlocked
+			}
+			return nil
+		})
+		if err == nil || errors.Is(err, errBlocked) || ctx.Err() != nil || !transient(err) {
+			break
+		}
+		// The watch broke off (the leader it streamed from died): resume.
+		b.mu.Lock()
+		b.watchRetries++
+		b.mu.Unlock()
+		if !sleep(ctx, wait) {
+			break
 		}
 	}
 	b.mu.Lock()
+	delete(b.running, t.GetId())
 	switch last.GetState() {
 	case taskerv1.TaskState_TASK_STATE_COMPLETE:
 		b.complete++
+		if b.threshold > 0 && b.complete >= b.threshold && !b.reachedClosed {
+			b.reachedClosed = true
+			close(b.reached)
+		}
 	case taskerv1.TaskState_TASK_STATE_IN_PROGRESS, taskerv1.TaskState_TASK_STATE_PENDING:
 	default:
 		b.failed++
@@ -202,6 +260,18 @@ func (b *batch) follow(ctx context.Context, o order) result {
 		err = nil
 	}
 	return result{order: o.OrderID, task: last, err: err}
+}
+
+// sleep waits for d, or until ctx ends; it reports whether ctx is alive.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // observe counts a task's retries so far.
@@ -215,14 +285,49 @@ func (b *batch) observe(t *taskerv1.Task) {
 	b.mu.Unlock()
 }
 
+// completed returns how many orders are complete.
+func (b *batch) completed() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.complete
+}
+
+// inFlight returns the ids of the tasks started and not ended.
+func (b *batch) inFlight() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return slices.Collect(maps.Keys(b.running))
+}
+
+// note prints a line of its own above the progress line.
+func (b *batch) note(format string, args ...any) {
+	b.outMu.Lock()
+	defer b.outMu.Unlock()
+	if b.tty {
+		fmt.Fprint(b.out, "\r\x1b[K")
+	}
+	fmt.Fprintf(b.out, format+"\n", args...)
+}
+
 // showProgress keeps one line up to date while the batch runs: rewritten
 // in place on a terminal, else printed every few seconds. The returned
 // function prints the final state and stops.
 func (b *batch) showProgress(start time.Time) func() {
-	tty := isTerminal(b.out)
 	period := progressPeriod
-	if !tty {
+	if !b.tty {
 		period = 2 * time.Second
+	}
+	show := func(final bool) {
+		b.outMu.Lock()
+		defer b.outMu.Unlock()
+		switch {
+		case b.tty && final:
+			fmt.Fprintf(b.out, "\r%s\x1b[K\n", b.line(start))
+		case b.tty:
+			fmt.Fprintf(b.out, "\r%s\x1b[K", b.line(start))
+		default:
+			fmt.Fprintln(b.out, b.line(start))
+		}
 	}
 	done := make(chan struct{})
 	stopped := make(chan struct{})
@@ -233,18 +338,10 @@ func (b *batch) showProgress(start time.Time) func() {
 		for {
 			select {
 			case <-done:
-				if tty {
-					fmt.Fprintf(b.out, "\r%s\x1b[K\n", b.line(start))
-				} else {
-					fmt.Fprintln(b.out, b.line(start))
-				}
+				show(true)
 				return
 			case <-t.C:
-				if tty {
-					fmt.Fprintf(b.out, "\r%s\x1b[K", b.line(start))
-				} else {
-					fmt.Fprintln(b.out, b.line(start))
-				}
+				show(false)
 			}
 		}
 	}()
@@ -254,9 +351,13 @@ func (b *batch) showProgress(start time.Time) func() {
 	}
 }
 
-// line is the progress line: a bar, then completed, in flight, failed,
-// retries so far and the time since the start.
+// line is the progress line: a bar, then completed, running, failed,
+// retries so far, the leader, and the time since the start.
 func (b *batch) line(start time.Time) string {
+	leader := b.leader()
+	if leader == "" {
+		leader = "(election)"
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	retries := 0
@@ -264,12 +365,12 @@ func (b *batch) line(start time.Time) string {
 		retries += n
 	}
 	total := b.opts.tasks
-	const width = 24
+	const width = 20
 	filled := b.complete * width / total
 	bar := strings.Repeat("█", filled) + strings.Repeat("░", width-filled)
-	inflight := b.started - b.complete - b.failed
-	return fmt.Sprintf("  %s %3d/%d complete │ %2d in flight │ %d failed │ %3d retries │ %5.1fs",
-		bar, b.complete, total, inflight, b.failed, retries, time.Since(start).Seconds())
+	running := b.started - b.complete - b.failed
+	return fmt.Sprintf("  %s %3d/%d complete │ %2d running │ %d failed │ %3d retries │ leader %-10s │ %5.1fs",
+		bar, b.complete, total, running, b.failed, retries, leader, time.Since(start).Seconds())
 }
 
 // isTerminal reports whether w is a character device, such as a terminal.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -20,24 +21,29 @@ type proc struct {
 	log  string // the file its output goes to
 	done chan struct{}
 	err  error // how it exited; set before done is closed
+	// killed is set when the demo killed the process on purpose, so that
+	// its exit does not abort the run.
+	killed atomic.Bool
 }
 
-// startProc starts path with args, its standard error (and standard
-// output, unless stdout is given) appended to logFile. The child runs in
+// startProc starts path with args, its standard output and standard
+// error appended to logFile and, if watch is not nil, also written to
+// watch (which sees both). The child runs in
 // its own process group, so that a Ctrl-C in the terminal reaches only the
 // demo, which then stops its children in order; on Linux it is also killed
 // if the demo dies without stopping it.
-func startProc(name, path string, args []string, logFile string, stdout io.Writer) (*proc, error) {
+func startProc(name, path string, args []string, logFile string, watch io.Writer) (*proc, error) {
 	f, err := os.OpenFile(logFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	cmd := exec.Command(path, args...)
-	cmd.Stderr = f
-	cmd.Stdout = f
-	if stdout != nil {
-		cmd.Stdout = io.MultiWriter(f, stdout)
+	var out io.Writer = f
+	if watch != nil {
+		out = io.MultiWriter(f, watch)
 	}
+	// The same writer for both: exec then writes to it from one goroutine.
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = sysProcAttr()
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -84,6 +90,14 @@ func (p *proc) stop(grace time.Duration) error {
 	_ = p.cmd.Process.Kill()
 	<-p.done
 	return fmt.Errorf("%s did not stop within %s and was killed", p.name, grace)
+}
+
+// kill kills the process with SIGKILL, as a crash would, and waits until
+// it is gone.
+func (p *proc) kill() {
+	p.killed.Store(true)
+	_ = p.cmd.Process.Kill()
+	<-p.done
 }
 
 // tail returns the last n lines of the process's log, indented.
