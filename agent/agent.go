@@ -182,7 +182,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.rpcSrv = a.rpcServer()
 	runCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	for _, fn := range []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin} {
+	for _, fn := range []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin, a.reconnect} {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
@@ -462,8 +462,11 @@ func (a *Agent) shutdown(ctx context.Context) error {
 	// Streams end now, so the server has only short calls left to finish.
 	a.endAll()
 	var errs []error
-	if a.gossip != nil {
-		// Leave first, so other agents stop sending steps here at once.
+	// A client leaves gossip, so the leader stops sending it steps at once.
+	// A server that is only stopping (a restart, an upgrade) stays a
+	// member: leaving would make the autopilot remove it from Raft, and a
+	// rolling restart would shrink the cluster. It leaves on 'tasker leave'.
+	if a.gossip != nil && (!a.cfg.Server || a.servers.leaving.Load()) {
 		if err := a.gossip.Leave(2 * time.Second); err != nil {
 			a.log.Warn("gossip leave", "err", err)
 		}

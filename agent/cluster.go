@@ -139,3 +139,49 @@ func rawJSON(s string) json.RawMessage {
 	}
 	return json.RawMessage(s)
 }
+
+// reconnect re-joins, every interval, the agents gossip declared dead, and
+// the -join and -retry-join addresses while no server is alive. memberlist
+// never contacts a dead member again by itself, so without this the halves
+// of a healed partition, or a client whose servers all restarted, would
+// stay apart for good.
+func (a *Agent) reconnect(ctx context.Context) {
+	interval := 10 * time.Second
+	if a.cfg.Dev || a.cfg.DevTiming {
+		interval = time.Second
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var addrs []string
+		noServer := len(a.aliveServers()) == 0 && !a.isLeader()
+		for _, m := range a.gossip.Members() {
+			if m.Name == a.cfg.NodeName {
+				continue
+			}
+			// A server that left may come back on the same address; an agent
+			// that left on purpose is otherwise not chased.
+			if m.Status == gossip.StatusDead || (noServer && m.Role == gossip.RoleServer && m.Status == gossip.StatusLeft) {
+				addrs = append(addrs, m.Addr)
+			}
+		}
+		if noServer && !a.cfg.Server {
+			addrs = append(append(addrs, a.cfg.Join...), a.cfg.RetryJoin...)
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		jctx, cancel := context.WithTimeout(ctx, interval)
+		if n, err := a.gossip.Join(jctx, addrs); err == nil {
+			a.log.Info("reconnected to agents gossip had lost", "reached", n)
+		} else {
+			a.log.Debug("reconnect: no lost agent answered", "addrs", addrs, "err", err)
+		}
+		cancel()
+	}
+}

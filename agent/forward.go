@@ -3,11 +3,13 @@ package agent
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -284,6 +286,18 @@ func (a *Agent) route(local http.Handler) http.Handler {
 		},
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(hdrForwarded) != "" && !a.answersHere(r) {
+			// Refuse in the response headers, where the forwarder's transport
+			// sees them for every call: a streaming call's error would only
+			// reach the trailers, too late to retry elsewhere.
+			leader := ""
+			if a.node != nil {
+				leader, _ = a.node.Leader()
+			}
+			w.Header().Set(hdrNotLeader, orDash(leader))
+			writeUnavailable(w, r, errors.New("this agent is not the leader"))
+			return
+		}
 		if a.answersHere(r) || r.Header.Get(hdrForwarded) != "" {
 			if a.isLeader() {
 				w.Header().Set(hdrLeader, a.cfg.NodeName)
@@ -443,13 +457,14 @@ func writeUnavailable(w http.ResponseWriter, r *http.Request, err error) {
 	if strings.HasPrefix(ct, "application/grpc") {
 		w.Header().Set("Content-Type", ct)
 		w.Header().Set("Grpc-Status", "14")
-		w.Header().Set("Grpc-Message", msg)
+		w.Header().Set("Grpc-Message", url.PathEscape(msg))
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	body, _ := json.Marshal(map[string]string{"code": "unavailable", "message": msg})
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusServiceUnavailable)
-	fmt.Fprintf(w, `{"code":"unavailable","message":%q}`, msg)
+	_, _ = w.Write(body)
 }
 
 // hasLeader reports whether this agent can write through a leader: a
