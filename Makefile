@@ -44,9 +44,10 @@ fuzz-short: ## each fuzz target for $(FUZZTIME)
 fuzz: ## each fuzz target for 2 minutes
 	$(MAKE) fuzz-short FUZZTIME=2m FUZZMIN=60s
 
-bench: ## benchmarks: readiness, memory per task, validation, Raft commit, end-to-end latency and throughput
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./workflow ./consensus
+bench: ## benchmarks: readiness, memory per task, validation, Raft commit, end-to-end latency and throughput (one agent and a 3-server cluster), breakers, gossip convergence
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./workflow ./consensus ./breaker
 	$(GO) test -run '^$$' -bench . -benchtime 300x -count=1 ./agent
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count=1 ./gossip
 
 lint: ## gofmt check, go vet, staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

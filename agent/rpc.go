@@ -26,7 +26,7 @@ func (a *Agent) rpcServer() *http.Server {
 	compress := connect.WithCompressMinBytes(64 << 10)
 	guarded := []connect.HandlerOption{limit, compress, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
-	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit, compress))
 	path, h := taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, guarded...)
 	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, guarded...))
