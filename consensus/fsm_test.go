@@ -499,3 +499,40 @@ func TestFSMClusterID(t *testing.T) {
 		t.Fatalf("cluster id after a snapshot round trip = %q", got)
 	}
 }
+
+// TestFSMLateReportIsRecordedNotApplied: attempt 1 timed out and attempt 2
+// runs; attempt 1's result arrives anyway. It is refused — the step does
+// not complete twice — and the history records it once.
+func TestFSMLateReportIsRecordedNotApplied(t *testing.T) {
+	h := newHarness(t)
+	h.ok(put(manifest(t)))
+	h.ok(create("t1", "", orderInput))
+	h.ok(dispatch("t1", "validate", 1))
+	if r := h.ok(failCmd("t1", "validate", 1, "timeout", true)); r.Retry {
+		h.now = r.RetryAt
+	}
+	h.ok(dispatch("t1", "validate", 2))
+	for range 2 { // the second late copy adds nothing
+		if r := h.do(complete("t1", "validate", 1, results["validate"])); !errors.Is(r.Err, ErrStaleAttempt) {
+			t.Fatalf("late result of attempt 1 = %v, want ErrStaleAttempt", r.Err)
+		}
+	}
+	task, _ := h.fsm.State().Task("t1")
+	if st := task.Steps[0]; st.State == workflow.StepComplete || st.Attempts != 2 {
+		t.Fatalf("validate after a late result: %s at attempt %d, want still running attempt 2", st.State, st.Attempts)
+	}
+	events, _ := h.fsm.State().Events("t1", 0)
+	late := 0
+	for _, e := range events {
+		if e.Type == EventStepLateReport {
+			late++
+			if e.Attempt != 1 || !strings.Contains(e.Message, "attempt 2 superseded") {
+				t.Fatalf("late report event %+v", e)
+			}
+		}
+	}
+	if late != 1 {
+		t.Fatalf("%d late report events, want 1", late)
+	}
+	h.ok(complete("t1", "validate", 2, results["validate"]))
+}

@@ -336,6 +336,7 @@ func (s *State) complete(id, step string, attempt int, result, worker string, no
 		return &Result{Err: err}
 	}
 	if err := t.current(i, attempt, worker); err != nil {
+		t.noteLate(fx, now, i, attempt, "a result")
 		return &Result{Err: err}
 	}
 	val, err := checkResult(t.ver.plan, i, result)
@@ -398,6 +399,7 @@ func (s *State) fail(c failure, now time.Time, fx *Effects) *Result {
 		return &Result{Err: err}
 	}
 	if err := t.current(i, c.attempt, c.worker); err != nil {
+		t.noteLate(fx, now, i, c.attempt, "a failure ("+c.code+")")
 		return &Result{Err: err}
 	}
 	was := t.state
@@ -596,6 +598,26 @@ func (s *State) maybeEnd(t *taskRec, now time.Time, fx *Effects, msg string) {
 	}
 	t.resultVal = nil
 	t.inputVal = nil
+}
+
+// noteLate records, once per attempt, that a report arrived for an
+// attempt a later one superseded (its agent was declared dead, its lease
+// lapsed): the report is refused — the step never completes twice — but
+// the history shows the old attempt did finish, for whoever wonders
+// whether its side effect happened.
+func (t *taskRec) noteLate(fx *Effects, now time.Time, i, attempt int, what string) {
+	st := &t.steps[i]
+	if attempt < 1 || attempt >= st.attempts {
+		return
+	}
+	name := t.ver.plan.Steps[i].Name
+	for _, e := range t.events {
+		if e.Type == EventStepLateReport && e.Step == name && e.Attempt == attempt {
+			return
+		}
+	}
+	t.emit(fx, now, EventStepLateReport, name, attempt,
+		fmt.Sprintf("%s arrived for attempt %d after attempt %d superseded it; not applied", what, attempt, st.attempts))
 }
 
 func (t *taskRec) emit(fx *Effects, at time.Time, typ, step string, attempt int, msg string) {

@@ -44,6 +44,7 @@ const (
 	EventStepRetryRequested   = "step.retry_requested"
 	EventStepResolvedManually = "step.resolved_manually"
 	EventStepLeaseExtended    = "step.lease_extended"
+	EventStepLateReport       = "step.late_report"
 	EventStepCancelled        = "step.cancelled"
 	EventTaskCompleted        = "task.completed"
 	EventTaskFailed           = "task.failed"

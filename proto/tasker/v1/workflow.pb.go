@@ -2043,7 +2043,9 @@ type TaskEvent struct {
 	Sequence uint64 `protobuf:"varint,1,opt,name=sequence,proto3" json:"sequence,omitempty"`
 	// task.created, step.dispatched, step.started, step.completed,
 	// step.failed, step.retry_scheduled, step.dead_lettered,
-	// step.resolved_manually, task.completed, task.failed, task.cancelled...
+	// step.resolved_manually, step.late_report (a report for an attempt a
+	// later one superseded: recorded, not applied), task.completed,
+	// task.failed, task.cancelled...
 	Type   string `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
 	TaskId string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
 	// The step, for step events.
