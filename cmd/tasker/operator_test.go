@@ -281,6 +281,19 @@ func TestOperatorCommands(t *testing.T) {
 			},
 		},
 		{
+			name: "task get says why a ready step waits",
+			setup: func(f *fakeAgent) {
+				for _, t := range f.tasks {
+					if t.Id == "t_run" {
+						t.Steps[3].State, t.Steps[3].Agent = taskerv1.StepState_STEP_STATE_PENDING, ""
+						t.Steps[3].Waiting = "circuit breaker open for warehouse-2/shipping.book until 14:00:09; no other agent offers shipping.book"
+					}
+				}
+			},
+			args:   []string{"task", "get", "t_run"},
+			stdout: []string{"\nWaiting:\n  ship: circuit breaker open for warehouse-2/shipping.book until 14:00:09; no other agent offers shipping.book\n"},
+		},
+		{
 			name: "task get a blocked task",
 			args: []string{"task", "get", "t_err"},
 			rows: map[string][]string{

@@ -86,6 +86,15 @@ func writeTask(w io.Writer, t *taskerv1.Task, results bool, at time.Time) {
 		row(tw, label, stepState(s.State), fmt.Sprintf("%d/%d", s.Attempts, s.MaxAttempts), stepDuration(s, at), dash(s.Agent), lastError(s))
 	}
 	tw.Flush()
+	var waiting []string
+	for _, s := range t.Steps {
+		if s.Waiting != "" {
+			waiting = append(waiting, "  "+s.Name+": "+s.Waiting)
+		}
+	}
+	if len(waiting) > 0 {
+		fmt.Fprintf(w, "\nWaiting:\n%s\n", strings.Join(waiting, "\n"))
+	}
 	if !results {
 		return
 	}
