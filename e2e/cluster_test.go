@@ -98,14 +98,21 @@ func TestClusterCrossSystemWorkflow(t *testing.T) {
 		return membersProblem(&members, wantRoles, wantCaps) == "", membersProblem(&members, wantRoles, wantCaps), nil
 	})
 
-	// tasker capabilities: each capability with the agent offering it.
+	// tasker capabilities, asked of a client agent (gossip tells it what
+	// the others offer): each capability with the agent offering it.
 	var caps taskerv1.CapabilitiesResponse
-	cli(t, payments.api, &caps, "capabilities")
-	got := providersOf(&caps)
-	for cp, agents := range providers {
-		if !slices.Equal(got[cp], agents) {
-			t.Errorf("tasker capabilities: %s is offered by %v, want %v (all: %v)", cp, got[cp], agents, got)
+	took := waitFor(t, 10*time.Second, "tasker capabilities on client-payments lists each capability with its agent", func(context.Context) (bool, string, error) {
+		cli(t, payments.api, &caps, "capabilities")
+		got := providersOf(&caps)
+		for cp, agents := range providers {
+			if !slices.Equal(got[cp], agents) {
+				return false, fmt.Sprintf("%s is offered by %v, want %v (all: %v)", cp, got[cp], agents, got), nil
+			}
 		}
+		return true, "", nil
+	})
+	if took > time.Second {
+		t.Logf("tasker capabilities on client-payments listed every capability only %s after the orders completed", took.Round(time.Millisecond))
 	}
 	for _, cp := range caps.GetCapabilities() {
 		for _, p := range cp.GetProviders() {
