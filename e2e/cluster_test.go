@@ -669,6 +669,16 @@ func TestClusterFourthServerJoins(t *testing.T) {
 		return false, describeViews(views), nil
 	})
 	t.Logf("server-3 is a voter %s after it started", took.Round(time.Millisecond))
+	var peers taskerv1.RaftPeersResponse
+	cli(t, c.servers[c.leaderIndex(t)].api, &peers, "raft", "peers")
+	if ids := peerIDs(&peers); !slices.Equal(ids, []string{"server-0", "server-1", "server-2", "server-3"}) {
+		t.Errorf("tasker raft peers lists %v, want the four servers", ids)
+	}
+	for _, p := range peers.GetPeers() {
+		if !p.GetVoter() {
+			t.Errorf("tasker raft peers: %s is not a voter", p.GetId())
+		}
+	}
 	fourth.waitServing(30 * time.Second)
 
 	// Its own view: four voters and the leader; and the state.
