@@ -2,8 +2,8 @@ package consensus
 
 import (
 	"bytes"
-	"io"
 	"errors"
+	"io"
 	"os"
 	"reflect"
 	"strings"
