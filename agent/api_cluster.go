@@ -35,14 +35,15 @@ func (c *clusterAPI) Members(context.Context, *connect.Request[taskerv1.MembersR
 	}
 	out := &taskerv1.MembersResponse{}
 	for _, m := range c.a.gossip.Members() {
-		names := caps[m.Name]
+		names, system := caps[m.Name], m.System
 		if m.Name == c.a.cfg.NodeName {
-			names = c.a.workers.capabilities() // no gossip delay for our own
+			// No gossip delay for our own.
+			names, system = c.a.workers.capabilities(), c.a.cfg.System
 		}
 		sort.Strings(names)
 		out.Members = append(out.Members, &taskerv1.Member{
 			Name: m.Name, Address: m.RPCAddr, GossipAddress: m.Addr, Status: string(m.Status),
-			Role: string(m.Role), Version: m.Version, Capabilities: names,
+			Role: string(m.Role), Version: m.Version, Capabilities: names, System: system,
 		})
 	}
 	return connect.NewResponse(out), nil

@@ -32,6 +32,7 @@ func (a *Agent) startGossip(ctx context.Context, advertise string) error {
 		Role:          role,
 		RPCAddr:       a.rpcAdvertise,
 		Version:       version,
+		System:        a.cfg.System,
 		EncryptKey:    key,
 		Logger:        a.log.With("component", "gossip"),
 		Fast:          a.cfg.Dev || a.cfg.DevTiming,

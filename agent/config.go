@@ -14,6 +14,7 @@ import (
 
 	"github.com/tasker-run/tasker/breaker"
 	"github.com/tasker-run/tasker/gossip"
+	"github.com/tasker-run/tasker/workflow"
 )
 
 // loadBreakers reads and validates a breaker policy file.
@@ -35,6 +36,11 @@ func loadBreakers(path string) (breaker.Config, error) {
 type Config struct {
 	// NodeName identifies the agent in the cluster; the host name by default.
 	NodeName string `yaml:"node_name"`
+	// System labels the agent with the workflow system (a name under a
+	// manifest's systems) whose apps it is the sidecar of. A step whose
+	// owner is a system runs only on agents labeled with it, or on agents
+	// with no label. Empty: no label.
+	System string `yaml:"system"`
 	// DataDir holds Raft's log, stable store and snapshots.
 	DataDir string `yaml:"data_dir"`
 	// Server makes the agent a Raft server that holds workflow state.
@@ -162,6 +168,7 @@ func settings() []setting {
 	}
 	return []setting{
 		str("node", "node name (default: the host name)", func(c *Config) *string { return &c.NodeName }),
+		str("system", "system label: the manifest system whose apps this agent serves; steps owned by another system never run here", func(c *Config) *string { return &c.System }),
 		str("data-dir", "data directory for Raft's log and snapshots", func(c *Config) *string { return &c.DataDir }),
 		boolean("server", "run as a Raft server that holds workflow state", func(c *Config) *bool { return &c.Server }),
 		num("bootstrap-expect", "servers to wait for before forming the cluster", func(c *Config) *int { return &c.BootstrapExpect }),
@@ -298,6 +305,9 @@ func (c *Config) Validate() error {
 	}
 	if c.NodeName == "" {
 		bad("node", "is empty; set -node or TASKER_NODE")
+	}
+	if c.System != "" && !workflow.ValidSystemName(c.System) {
+		bad("system", "%q is not a system name: use %s, as under a manifest's systems", c.System, workflow.SystemNameRule)
 	}
 	if c.DataDir == "" && !c.Dev {
 		bad("data-dir", "is required (or use -dev for a temporary one)")

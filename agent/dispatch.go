@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,8 +24,10 @@ import (
 )
 
 // Cross-agent dispatch. The leader sends each ready step to one agent whose
-// apps offer its capability: itself (its attached workers, no RPC) or
-// another agent from the gossip registry (AgentService.Deliver). Every
+// apps offer its capability, and whose system label does not name another
+// system than the step's owner (servesOwner): itself (its attached
+// workers, no RPC) or another agent from the gossip registry
+// (AgentService.Deliver). Every
 // attempt goes through the target's circuit breaker (agent/capability),
 // composed as retry(breaker(timeout(attempt))):
 //
@@ -128,15 +131,21 @@ type choice struct {
 	done func(error) // the breaker slot taken for the attempt
 }
 
-// dispatchBatch caches, for one batch of dispatches, each capability's
-// candidates and the capabilities nothing can take: capacity only shrinks
-// within a batch, so a capability blocked once stays blocked until the
-// next batch.
+// want is what a step asks of the agent that runs it: its capability, and
+// its owner system ("" for a step with no owner).
+type want struct{ capability, owner string }
+
+// dispatchBatch caches, for one batch of dispatches, the candidates of
+// each capability and owner, and those nothing can take: capacity only
+// shrinks within a batch, so a capability blocked once stays blocked until
+// the next batch. The owner is part of the key because it narrows the
+// candidates: the same capability may be blocked for one owner's steps and
+// not for another's.
 type dispatchBatch struct {
 	s       *scheduler
 	now     time.Time
-	cands   map[string][]candidate
-	blocked map[string]string
+	cands   map[want][]candidate
+	blocked map[want]string
 	tried   []bool
 	notes   []string
 }
@@ -144,7 +153,7 @@ type dispatchBatch struct {
 func (b *dispatchBatch) reset(s *scheduler, now time.Time) {
 	b.s, b.now = s, now
 	if b.cands == nil {
-		b.cands, b.blocked = map[string][]candidate{}, map[string]string{}
+		b.cands, b.blocked = map[want][]candidate{}, map[want]string{}
 	}
 	clear(b.cands)
 	clear(b.blocked)
@@ -180,7 +189,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 			s.clearReason(stepKey{ref.TaskID, ref.Name})
 			continue // finished, cancelled, or already dispatched since
 		}
-		c, why := b.choose(info.Capability)
+		c, why := b.choose(want{info.Capability, info.Owner})
 		if why != "" {
 			s.waitFor(ref, info.Capability, why)
 			continue
@@ -223,23 +232,26 @@ func (s *scheduler) dispatch(ctx context.Context) {
 	}
 }
 
-// choose picks the agent for a step of capName: among this agent (if an
-// app here offers it) and the other agents gossip lists as healthy
-// providers, one not cooling down after a failed delivery, with room
-// (under its declared concurrency; here, an app with room), least in
-// flight (ties to the first by name), whose breaker lets the attempt
-// through. It returns why the step must wait when none does.
+// choose picks the agent for a step that wants w: among this agent (if an
+// app here offers the capability) and the other agents gossip lists as
+// healthy providers, those that serve the step's owner (servesOwner), then
+// one not cooling down after a failed delivery, with room (under its
+// declared concurrency; here, an app with room), least in flight (ties to
+// the first by name), whose breaker lets the attempt through. It returns
+// why the step must wait when none does.
 //
-// A step's owner does not narrow the choice: it names a system of the
-// manifest, not an agent, agents carry no system label, and a capability
-// belongs to exactly one system (checked at apply), so every agent
-// offering the capability serves the step's owner.
-func (b *dispatchBatch) choose(capName string) (choice, string) {
-	if why, ok := b.blocked[capName]; ok {
+// A step's owner pins it to its system: it names a system of the manifest,
+// and agents carry the system they serve as a label (-system), so an agent
+// labeled with another system never gets the step, even though its apps
+// offer the capability (a name clash across teams, or an app deployed
+// beside the wrong service).
+func (b *dispatchBatch) choose(w want) (choice, string) {
+	if why, ok := b.blocked[w]; ok {
 		return choice{}, why
 	}
+	capName := w.capability
 	s := b.s
-	cs := b.candidates(capName)
+	cs := b.candidates(w)
 	if cap(b.tried) < len(cs) {
 		b.tried = make([]bool, len(cs))
 	}
@@ -291,8 +303,13 @@ func (b *dispatchBatch) choose(capName string) (choice, string) {
 		}
 		return choice{candidate: c, done: done}, ""
 	}
-	why := waitReason(capName, len(cs), b.notes, full)
-	b.blocked[capName] = why
+	var why string
+	if len(cs) == 0 && w.owner != "" {
+		why = b.noAgentOfSystem(w)
+	} else {
+		why = waitReason(w, len(cs), b.notes, full)
+	}
+	b.blocked[w] = why
 	return choice{}, why
 }
 
@@ -307,16 +324,28 @@ func (b *dispatchBatch) hasRoom(c *candidate, capName string) bool {
 	return c.max <= 0 || b.s.inflight[c.target] < c.max
 }
 
-// candidates lists the agents offering capName, sorted by name: this one
-// if an app attached here offers it (no gossip delay for our own), and
-// every other healthy provider the registry knows.
-func (b *dispatchBatch) candidates(capName string) []candidate {
-	if cs, ok := b.cands[capName]; ok {
+// servesOwner reports whether an agent labeled system may run a step
+// owned by owner. A step without an owner runs anywhere its capability is
+// offered, whatever the agent's label. An agent without a label serves
+// every system, as every agent did before labels: a cluster (or a single
+// -dev agent hosting several systems' apps) that labels nothing keeps
+// running owned steps, and labeling is adopted one sidecar at a time.
+func servesOwner(system, owner string) bool {
+	return owner == "" || system == "" || system == owner
+}
+
+// candidates lists the agents offering w's capability that serve its
+// owner, sorted by name: this one if an app attached here offers it (no
+// gossip delay for our own) and its label serves the owner, and every
+// other healthy provider the registry knows whose label does.
+func (b *dispatchBatch) candidates(w want) []candidate {
+	if cs, ok := b.cands[w]; ok {
 		return cs
 	}
+	capName := w.capability
 	s := b.s
 	self := s.a.cfg.NodeName
-	local := s.a.workers.offers(capName)
+	local := servesOwner(s.a.cfg.System, w.owner) && s.a.workers.offers(capName)
 	var provs []gossip.Provider
 	if s.a.gossip != nil {
 		provs = s.a.gossip.Registry().Providers(capName)
@@ -329,7 +358,7 @@ func (b *dispatchBatch) candidates(capName string) []candidate {
 		local = false
 	}
 	for _, p := range provs {
-		if p.Agent == self || p.RPCAddr == "" {
+		if p.Agent == self || p.RPCAddr == "" || !servesOwner(p.System, w.owner) {
 			continue
 		}
 		if local && self < p.Agent {
@@ -342,23 +371,56 @@ func (b *dispatchBatch) candidates(capName string) []candidate {
 		addLocal()
 	}
 	s.dmu.Unlock()
-	b.cands[capName] = cs
+	b.cands[w] = cs
 	return cs
 }
 
-// waitReason says why no agent took a step of capName: n candidates, the
-// notes about those refused (breaker, cool-down), full of them at their
-// limit.
-func waitReason(capName string, n int, notes []string, full int) string {
+// noAgentOfSystem says why a step owned by a system waits when no agent
+// serving that system offers its capability: none offers it at all, or
+// only agents of other systems do, which it names, since that is most
+// likely a sidecar missing its -system label or given the wrong one.
+func (b *dispatchBatch) noAgentOfSystem(w want) string {
+	s := b.s
+	var others []string
+	if s.a.workers.offers(w.capability) {
+		others = append(others, agentOfSystem(s.a.cfg.NodeName, s.a.cfg.System))
+	}
+	if s.a.gossip != nil {
+		for _, p := range s.a.gossip.Registry().Providers(w.capability) {
+			if p.Agent != s.a.cfg.NodeName && p.RPCAddr != "" {
+				others = append(others, agentOfSystem(p.Agent, p.System))
+			}
+		}
+	}
+	if len(others) == 0 {
+		return waitReason(w, 0, nil, 0)
+	}
+	slices.Sort(others)
+	return fmt.Sprintf("no agent of system %q offers %s (agents offering it: %s)", w.owner, w.capability, strings.Join(others, ", "))
+}
+
+func agentOfSystem(agent, system string) string {
+	return fmt.Sprintf("%s of system %q", agent, system)
+}
+
+// waitReason says why no agent took a step that wants w: n candidates,
+// the notes about those refused (breaker, cool-down), full of them at
+// their limit. For an owned step, the agents are those serving its owner.
+func waitReason(w want, n int, notes []string, full int) string {
+	capName := w.capability
+	agents := "agent"
+	if w.owner != "" {
+		agents = fmt.Sprintf("agent of system %q", w.owner)
+	}
 	switch {
 	case n == 0:
 		return "no agent offers capability " + capName + " yet"
 	case len(notes) == 0:
-		return "every agent offering " + capName + " is at its concurrency limit"
+		return "every " + agents + " offering " + capName + " is at its concurrency limit"
 	}
-	tail := "no other agent offers " + capName
+	tail := "no other " + agents + " offers " + capName
 	if full > 0 {
-		tail = "every other agent offering " + capName + " is at its concurrency limit"
+		tail = "every other " + agents + " offering " + capName + " is at its concurrency limit"
 	}
 	return strings.Join(notes, "; ") + "; " + tail
 }

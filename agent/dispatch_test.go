@@ -442,6 +442,152 @@ func TestWaitingReasons(t *testing.T) {
 	}
 }
 
+// pinnedManifest has one step owned by system payments; unpinnedManifest
+// asks for the same capability with no owner.
+const (
+	pinnedManifest = `name: pinned
+version: 1.0.0
+systems:
+  payments:
+    capabilities: [payments.charge]
+steps:
+  - name: charge
+    owner: payments
+    capability: payments.charge
+    timeout: 10s
+    retry: {max_attempts: 3, backoff: {initial: 10ms, max: 20ms}}
+`
+	unpinnedManifest = `name: unpinned
+version: 1.0.0
+steps:
+  - name: charge
+    capability: payments.charge
+    timeout: 10s
+    retry: {max_attempts: 3, backoff: {initial: 10ms, max: 20ms}}
+`
+)
+
+// startTasksOf applies manifest through srv and starts n tasks of workflow.
+func startTasksOf(t *testing.T, srv *testAgent, manifest, workflow string, n int) []string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := srv.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: manifest})); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for range n {
+		r, err := srv.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: workflow}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.Msg.GetTask().GetId())
+	}
+	return ids
+}
+
+// startSystemAgent starts client agent name labeled system, with an app
+// offering payments.charge that counts its steps in ran.
+func startSystemAgent(t *testing.T, srv *testAgent, name, system string, ran *sync.Map) *testAgent {
+	t.Helper()
+	c := startClientAgent(t, name, srv, func(c *Config) { c.System = system })
+	runApp(t, c, name+"-app", "payments.charge", 4, func(context.Context, *sdkworker.Step) (any, error) {
+		n, _ := ran.LoadOrStore(name, new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		time.Sleep(10 * time.Millisecond) // long enough for steps to overlap
+		return map[string]string{"by": name}, nil
+	})
+	return c
+}
+
+func ranOn(ran *sync.Map, name string) int32 {
+	if n, ok := ran.Load(name); ok {
+		return n.(*atomic.Int32).Load()
+	}
+	return 0
+}
+
+// TestOwnerPinsSystem: a step whose owner is a system runs only on agents
+// labeled with that system (-system), although an agent of another system
+// offers its capability too; a step without an owner runs on either. With
+// no agent of the owner's system, the owned step waits, saying which
+// agents offer the capability and of which systems, and runs once an
+// agent of the system joins.
+func TestOwnerPinsSystem(t *testing.T) {
+	t.Run("pinned to its system's agent", func(t *testing.T) {
+		srv, _ := startDxServer(t)
+		var ran sync.Map
+		pay := startSystemAgent(t, srv, "pay-1", "payments", &ran)
+		startSystemAgent(t, srv, "other-1", "other", &ran)
+		waitProviders(t, srv, "payments.charge", 2)
+		systems := map[string]string{"s1": "", "pay-1": "payments", "other-1": "other"}
+		for _, p := range srv.gossip.Registry().Providers("payments.charge") {
+			if p.System != systems[p.Agent] {
+				t.Fatalf("the leader sees %s of system %q, want %q", p.Agent, p.System, systems[p.Agent])
+			}
+		}
+		// Members shows the labels: other agents' from gossip, its own from
+		// its config.
+		for _, via := range []*testAgent{srv, pay} {
+			waitFor(t, 10*time.Second, "the labels in Members through "+via.cfg.NodeName, func() bool {
+				r, err := via.cl.Members(context.Background(), connect.NewRequest(&taskerv1.MembersRequest{}))
+				if err != nil {
+					t.Fatal(err)
+				}
+				members := r.Msg.GetMembers()
+				for _, m := range members {
+					if want, ok := systems[m.GetName()]; !ok || m.GetSystem() != want {
+						return false
+					}
+				}
+				return len(members) == len(systems)
+			})
+		}
+		pinned := startTasksOf(t, srv, pinnedManifest, "pinned", 8)
+		for _, task := range waitComplete(t, srv, pinned, 20*time.Second) {
+			if st := task.GetSteps()[0]; st.GetAgent() != "pay-1" || st.GetAttempts() != 1 {
+				t.Errorf("task %s: owned step ran on %q at attempt %d, want pay-1 at attempt 1", task.GetId(), st.GetAgent(), st.GetAttempts())
+			}
+		}
+		if n := ranOn(&ran, "other-1"); n != 0 {
+			t.Fatalf("the app of system other ran %d steps owned by payments", n)
+		}
+		// Without an owner the label does not matter: both agents share the load.
+		unpinned := startTasksOf(t, srv, unpinnedManifest, "unpinned", 16)
+		agents := map[string]int{}
+		for _, task := range waitComplete(t, srv, unpinned, 20*time.Second) {
+			agents[task.GetSteps()[0].GetAgent()]++
+		}
+		if agents["pay-1"] == 0 || agents["other-1"] == 0 || agents["pay-1"]+agents["other-1"] != 16 {
+			t.Errorf("steps without an owner ran on %v, want both pay-1 and other-1", agents)
+		}
+	})
+	t.Run("waits for an agent of its system", func(t *testing.T) {
+		srv, _ := startDxServer(t)
+		var ran sync.Map
+		cli := startSystemAgent(t, srv, "other-1", "other", &ran)
+		waitProviders(t, srv, "payments.charge", 1)
+		ids := startTasksOf(t, srv, pinnedManifest, "pinned", 1)
+		want := `no agent of system "payments" offers payments.charge (agents offering it: other-1 of system "other")`
+		var got string
+		waitFor(t, 10*time.Second, "the owned step waiting: "+want, func() bool {
+			// Asked through the client agent: forwarded to the leader.
+			got = getTask(t, cli, ids[0]).GetSteps()[0].GetWaiting()
+			return got == want
+		})
+		if st := getTask(t, srv, ids[0]).GetSteps()[0]; st.GetAttempts() != 0 || st.GetState() != taskerv1.StepState_STEP_STATE_PENDING {
+			t.Errorf("waiting step: %s after %d attempts, want pending with none", st.GetState(), st.GetAttempts())
+		}
+		startSystemAgent(t, srv, "pay-1", "payments", &ran)
+		task := waitTaskWithin(t, srv, ids[0], 15*time.Second)
+		if st := task.GetSteps()[0]; st.GetAgent() != "pay-1" || st.GetAttempts() != 1 || st.GetWaiting() != "" {
+			t.Errorf("step ran on %q at attempt %d, waiting %q; want pay-1 at attempt 1, not waiting", st.GetAgent(), st.GetAttempts(), st.GetWaiting())
+		}
+		if n := ranOn(&ran, "other-1"); n != 0 {
+			t.Errorf("the app of system other ran %d steps owned by payments", n)
+		}
+	})
+}
+
 // killAgent stops a client agent the way a killed process stops: gossip
 // goes silent (no leave), connections drop. Its Shutdown, at cleanup,
 // finds nothing left to do.
@@ -532,20 +678,45 @@ func TestPermanentFailuresDoNotTrip(t *testing.T) {
 
 func TestWaitReason(t *testing.T) {
 	for _, tc := range []struct {
+		owner string
 		n     int
 		notes []string
 		full  int
 		want  string
 	}{
-		{0, nil, 0, "no agent offers capability p.c yet"},
-		{2, nil, 2, "every agent offering p.c is at its concurrency limit"},
-		{1, []string{"circuit breaker open for a/p.c until 12:00:03"}, 0,
+		{"", 0, nil, 0, "no agent offers capability p.c yet"},
+		{"", 2, nil, 2, "every agent offering p.c is at its concurrency limit"},
+		{"", 1, []string{"circuit breaker open for a/p.c until 12:00:03"}, 0,
 			"circuit breaker open for a/p.c until 12:00:03; no other agent offers p.c"},
-		{3, []string{"circuit breaker open for a/p.c until 12:00:03", "b did not take the last step sent to it; trying it again after 12:00:01"}, 1,
+		{"", 3, []string{"circuit breaker open for a/p.c until 12:00:03", "b did not take the last step sent to it; trying it again after 12:00:01"}, 1,
 			"circuit breaker open for a/p.c until 12:00:03; b did not take the last step sent to it; trying it again after 12:00:01; every other agent offering p.c is at its concurrency limit"},
+		// An owned step: only the agents serving its system count.
+		{"p", 0, nil, 0, "no agent offers capability p.c yet"},
+		{"p", 2, nil, 2, `every agent of system "p" offering p.c is at its concurrency limit`},
+		{"p", 1, []string{"circuit breaker open for a/p.c until 12:00:03"}, 0,
+			`circuit breaker open for a/p.c until 12:00:03; no other agent of system "p" offers p.c`},
+		{"p", 2, []string{"circuit breaker open for a/p.c until 12:00:03"}, 1,
+			`circuit breaker open for a/p.c until 12:00:03; every other agent of system "p" offering p.c is at its concurrency limit`},
 	} {
-		if got := waitReason("p.c", tc.n, tc.notes, tc.full); got != tc.want {
-			t.Errorf("waitReason(%d, %q, %d) = %q, want %q", tc.n, tc.notes, tc.full, got, tc.want)
+		if got := waitReason(want{"p.c", tc.owner}, tc.n, tc.notes, tc.full); got != tc.want {
+			t.Errorf("waitReason(owner %q, %d, %q, %d) = %q, want %q", tc.owner, tc.n, tc.notes, tc.full, got, tc.want)
+		}
+	}
+}
+
+func TestServesOwner(t *testing.T) {
+	for _, tc := range []struct {
+		system, owner string
+		want          bool
+	}{
+		{"", "", true},         // no owner, no label
+		{"payments", "", true}, // no owner: any agent offering the capability
+		{"payments", "payments", true},
+		{"other", "payments", false}, // pinned elsewhere
+		{"", "payments", true},       // an unlabeled agent serves every system
+	} {
+		if got := servesOwner(tc.system, tc.owner); got != tc.want {
+			t.Errorf("servesOwner(%q, %q) = %v, want %v", tc.system, tc.owner, got, tc.want)
 		}
 	}
 }

@@ -97,9 +97,13 @@ const (
 
 // catalogMsg is the body of a msgCatalog message.
 type catalogMsg struct {
-	Node    string       `json:"node"`
-	Version uint64       `json:"version"`
-	Caps    []Capability `json:"caps"`
+	Node    string `json:"node"`
+	Version uint64 `json:"version"`
+	// System is the owner's system label (Config.System). Omitted when
+	// empty, so an agent without one sends what agents before labels
+	// sent; their catalogs, without it, decode as unlabeled.
+	System string       `json:"system,omitempty"`
+	Caps   []Capability `json:"caps"`
 }
 
 func encodeCatalog(m catalogMsg) ([]byte, error) {

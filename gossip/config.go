@@ -33,6 +33,10 @@ const (
 	MaxRPCAddrLen = 255
 	// MaxVersionLen is the longest agent version string accepted.
 	MaxVersionLen = 64
+	// MaxSystemLen is the longest system label accepted: a manifest's
+	// system names are at most 63 bytes, and a longer label could never
+	// equal one.
+	MaxSystemLen = 63
 )
 
 // Config configures one agent's gossip membership. Name, Role and RPCAddr
@@ -57,6 +61,13 @@ type Config struct {
 	RPCAddr string
 	// Version is the agent's software version (at most MaxVersionLen bytes).
 	Version string
+	// System is the agent's system label: the name of the system (as a
+	// workflow manifest declares it under systems) whose apps this agent is
+	// the sidecar of; empty for none. It travels with the catalog, so that
+	// every provider of a capability is known together with its system
+	// (Provider.System). At most MaxSystemLen bytes of lowercase letters,
+	// digits, '-' and '_', starting with a letter.
+	System string
 	// EncryptKey, when set, encrypts and authenticates all gossip with
 	// AES-GCM; it must be 16, 24 or 32 bytes (AES-128/192/256). Every agent
 	// of a cluster needs the same key. See GenerateKey and DecodeKey.
@@ -123,6 +134,9 @@ func (c *Config) validate() error {
 	if len(c.Version) > MaxVersionLen {
 		bad("Version", "is %d bytes, the limit is %d", len(c.Version), MaxVersionLen)
 	}
+	if err := checkSystem(c.System); err != nil {
+		bad("System", "%v", err)
+	}
 	if n := len(c.EncryptKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		bad("EncryptKey", "is %d bytes, it must be 16, 24 or 32", n)
 	}
@@ -150,4 +164,23 @@ func DecodeKey(s string) ([]byte, error) {
 		return nil, fmt.Errorf("gossip: encryption key is %d bytes, it must be 16, 24 or 32", n)
 	}
 	return key, nil
+}
+
+// checkSystem validates a system label, this agent's or one received in a
+// catalog. The rule is a manifest's system-name rule (this package does not
+// depend on workflow): a label that breaks it could never equal a step's
+// owner, and the label is printed in tables and logs.
+func checkSystem(s string) error {
+	if len(s) > MaxSystemLen {
+		return fmt.Errorf("is %d bytes, the limit is %d", len(s), MaxSystemLen)
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c >= 'a' && c <= 'z':
+		case i > 0 && (c >= '0' && c <= '9' || c == '-' || c == '_'):
+		default:
+			return fmt.Errorf("%q is not a system name: use lowercase letters, digits, '-' or '_', starting with a letter", s)
+		}
+	}
+	return nil
 }

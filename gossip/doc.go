@@ -7,7 +7,7 @@
 // # Use
 //
 //	g, err := gossip.New(gossip.Config{Name: "a1", BindPort: 7422, Role: gossip.RoleClient,
-//		RPCAddr: "10.0.0.5:7421", Version: "0.4.0", EncryptKey: key, Logger: log})
+//		RPCAddr: "10.0.0.5:7421", Version: "0.4.0", System: "payments", EncryptKey: key, Logger: log})
 //	_, err = g.Join(ctx, []string{"10.0.0.2:7422"})
 //	err = g.SetCatalog(caps)                  // again whenever the app's catalog or health changes
 //	ps := g.Registry().Providers("payments.charge")
@@ -50,6 +50,13 @@
 //
 // A received catalog replaces the held one only if its version is higher,
 // so late or reordered messages cannot roll it back.
+//
+// The agent's system label (Config.System) travels in the catalog body,
+// not the metadata: it is fixed for the agent's lifetime, and in the same
+// message as the capabilities every Provider is known together with its
+// system, never before it. An agent without a label leaves the field out,
+// so its catalog is what agents before labels sent, and theirs decode as
+// unlabeled.
 //
 // # Registry
 //

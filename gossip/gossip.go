@@ -74,7 +74,7 @@ func New(cfg Config) (*Gossip, error) {
 	}
 	g.retry = 2 * g.interval
 	g.meta = encodeMeta(nodeMeta{role: cfg.Role, rpcAddr: cfg.RPCAddr, version: cfg.Version})
-	g.catMsg, _ = encodeCatalog(catalogMsg{Node: cfg.Name})
+	g.catMsg, _ = encodeCatalog(catalogMsg{Node: cfg.Name, System: cfg.System})
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
@@ -110,6 +110,9 @@ func New(cfg Config) (*Gossip, error) {
 		return nil, fmt.Errorf("gossip: start memberlist on %s:%d: %w", mc.BindAddr, cfg.BindPort, err)
 	}
 	g.ml.Store(ml)
+	// Our own member record (memberlist reported it during Create) shows
+	// the label at once, as the empty catalog above does to others.
+	g.reg.applyCatalog(cfg.Name, 0, cfg.System, nil)
 	// Read once: memberlist rewrites the local node in place (without a
 	// lock readers can take) whenever the metadata changes.
 	n := ml.LocalNode()
@@ -241,7 +244,7 @@ func (g *Gossip) SetCatalog(caps []Capability) error {
 	// the same name: the wall clock in microseconds, or one more than the
 	// last version if the clock has not moved on.
 	ver := max(g.catVer+1, uint64(time.Now().UnixMicro()))
-	msg, err := encodeCatalog(catalogMsg{Node: g.cfg.Name, Version: ver, Caps: norm})
+	msg, err := encodeCatalog(catalogMsg{Node: g.cfg.Name, Version: ver, System: g.cfg.System, Caps: norm})
 	if err != nil {
 		g.mu.Unlock()
 		return fmt.Errorf("gossip: encode catalog: %w", err)
@@ -253,7 +256,7 @@ func (g *Gossip) SetCatalog(caps []Capability) error {
 	})
 	g.mu.Unlock()
 
-	g.reg.applyCatalog(g.cfg.Name, ver, norm)
+	g.reg.applyCatalog(g.cfg.Name, ver, g.cfg.System, norm)
 	g.queue.QueueBroadcast(&noticeBroadcast{node: g.cfg.Name, msg: encodeNotice(notice{node: g.cfg.Name, version: ver, hash: hash})})
 	// UpdateNode queues the new metadata for gossip at once, then waits for
 	// the broadcast to go out; we do not wait (the error is that timeout).
@@ -334,8 +337,14 @@ func (g *Gossip) receiveCatalog(b []byte) {
 		g.log.Warn("ignoring catalog", "from", m.Node, "err", err)
 		return
 	}
-	if g.reg.applyCatalog(m.Node, m.Version, norm) {
-		g.log.Debug("catalog received", "from", m.Node, "version", m.Version, "capabilities", len(norm))
+	// A bad label is not dropped to "" (no label): an unlabeled agent may
+	// run any system's steps, so the whole catalog is refused instead.
+	if err := checkSystem(m.System); err != nil {
+		g.log.Warn("ignoring catalog", "from", m.Node, "err", fmt.Errorf("%w: system label %w", ErrInvalidCatalog, err))
+		return
+	}
+	if g.reg.applyCatalog(m.Node, m.Version, m.System, norm) {
+		g.log.Debug("catalog received", "from", m.Node, "version", m.Version, "system", m.System, "capabilities", len(norm))
 	}
 }
 

@@ -3,6 +3,7 @@ package gossip
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"slices"
 	"testing"
@@ -42,6 +43,46 @@ func TestMembersConverge(t *testing.T) {
 			t.Errorf("member %d = %+v", i, m)
 		}
 	}
+}
+
+// TestSystemLabel: an agent's system label reaches every other agent with
+// its catalog: its providers and its member record show it everywhere,
+// an unlabeled agent's show none, and the label is there on the agent's
+// own registry before it publishes a catalog.
+func TestSystemLabel(t *testing.T) {
+	nodes := startCluster(t, 3, func(i int, c *Config) {
+		if i == 1 {
+			c.System = "payments"
+		}
+	})
+	for _, m := range nodes[1].Members() {
+		if m.Name == "agent-01" && m.System != "payments" {
+			t.Errorf("agent-01's own member record has system %q before any catalog, want payments", m.System)
+		}
+	}
+	for _, i := range []int{1, 2} {
+		if err := nodes[i].SetCatalog([]Capability{{Name: "payments.charge", Healthy: true}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 5*time.Second, "labels everywhere", func() string {
+		for _, g := range nodes {
+			ps := g.Registry().Providers("payments.charge")
+			if len(ps) != 2 || ps[0].Agent != "agent-01" || ps[0].System != "payments" || ps[1].Agent != "agent-02" || ps[1].System != "" {
+				return fmt.Sprintf("%s: Providers = %+v", g.cfg.Name, ps)
+			}
+			for _, m := range g.Members() {
+				want := ""
+				if m.Name == "agent-01" {
+					want = "payments"
+				}
+				if m.System != want {
+					return fmt.Sprintf("%s: member %s has system %q, want %q", g.cfg.Name, m.Name, m.System, want)
+				}
+			}
+		}
+		return ""
+	})
 }
 
 func TestLargeCatalogReachesEveryNode(t *testing.T) {

@@ -38,6 +38,11 @@ type Member struct {
 	RPCAddr string
 	// Version is the agent's software version.
 	Version string
+	// System is the agent's system label (Config.System), as its latest
+	// catalog carried it; empty for an agent without one, or whose
+	// catalog has not arrived yet. A member that failed or left keeps the
+	// last label known.
+	System string
 	// Capabilities is the number of capabilities in the agent's catalog, as
 	// its metadata announces it.
 	Capabilities int
@@ -57,6 +62,9 @@ type Provider struct {
 	// MaxConcurrency is the capability's declared concurrency limit on that
 	// agent; 0 means none declared.
 	MaxConcurrency int
+	// System is the agent's system label, from the same catalog as the
+	// capability; empty for an agent without one.
+	System string
 	// InputSchema and OutputSchema are the JSON Schemas the agent's app
 	// advertises for the capability; nil when it advertises none. Shared:
 	// do not modify.
@@ -97,6 +105,7 @@ const reapAfter = time.Hour
 // heldCatalog is a member's catalog as received.
 type heldCatalog struct {
 	version uint64
+	system  string
 	caps    []Capability
 }
 
@@ -110,6 +119,7 @@ type memberRec struct {
 	meta    nodeMeta
 	metaOK  bool
 	catalog *heldCatalog // nil until received; dropped when the member fails or leaves
+	system  string       // the system label of the latest catalog; kept when the catalog is dropped
 	// wanted is the highest catalog version announced (by metadata or a
 	// notice) for this member; above catalog.version, a pull is due.
 	wanted   uint64
@@ -127,6 +137,7 @@ func (r *memberRec) member() Member {
 		Role:         r.meta.role,
 		RPCAddr:      r.meta.rpcAddr,
 		Version:      r.meta.version,
+		System:       r.system,
 		Capabilities: r.meta.capCount,
 	}
 	if r.catalog != nil {
@@ -253,7 +264,7 @@ func (r *Registry) rebuildLocked() {
 			}
 			idx[c.Name] = append(idx[c.Name], Provider{
 				Agent: rec.name, RPCAddr: rec.meta.rpcAddr,
-				Version: c.Version, MaxConcurrency: c.MaxConcurrency,
+				Version: c.Version, MaxConcurrency: c.MaxConcurrency, System: rec.catalog.system,
 				InputSchema: c.InputSchema, OutputSchema: c.OutputSchema,
 			})
 		}
@@ -337,10 +348,11 @@ func (r *Registry) announce(name string, v uint64) bool {
 	return true
 }
 
-// applyCatalog stores a catalog received from its owner if it is newer
-// than the one held. Catalogs of unknown, dead or left members are ignored:
-// the owner will be pulled again when it (re)joins.
-func (r *Registry) applyCatalog(name string, version uint64, caps []Capability) bool {
+// applyCatalog stores a catalog received from its owner, with the owner's
+// system label, if it is newer than the one held. Catalogs of unknown,
+// dead or left members are ignored: the owner will be pulled again when
+// it (re)joins.
+func (r *Registry) applyCatalog(name string, version uint64, system string, caps []Capability) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.members[name]
@@ -350,7 +362,8 @@ func (r *Registry) applyCatalog(name string, version uint64, caps []Capability) 
 	if rec.catalog != nil && version <= rec.catalog.version {
 		return false
 	}
-	rec.catalog = &heldCatalog{version: version, caps: caps}
+	rec.catalog = &heldCatalog{version: version, system: system, caps: caps}
+	rec.system = system
 	if version > rec.wanted {
 		rec.wanted = version
 	}

@@ -69,6 +69,10 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.RPCAddr = strings.Repeat("h", MaxRPCAddrLen) + ":1" }, "RPCAddr"},
 		{func(c *Config) { c.Version = strings.Repeat("v", MaxVersionLen+1) }, "Version"},
 		{func(c *Config) { c.EncryptKey = make([]byte, 20) }, "EncryptKey"},
+		{func(c *Config) { c.System = "Payments" }, "System"},
+		{func(c *Config) { c.System = "1payments" }, "System"},
+		{func(c *Config) { c.System = "pay ments" }, "System"},
+		{func(c *Config) { c.System = "p" + strings.Repeat("a", MaxSystemLen) }, "System"},
 	}
 	for _, tt := range tests {
 		cfg := testConfig(0)
@@ -79,6 +83,13 @@ func TestConfigValidate(t *testing.T) {
 		}
 		if _, err := New(cfg); err == nil {
 			t.Errorf("%s: New accepted an invalid config", tt.field)
+		}
+	}
+	for _, good := range []string{"", "p", "payments", "order-svc_2", "p" + strings.Repeat("a", MaxSystemLen-1)} {
+		cfg := testConfig(0)
+		cfg.System = good
+		if err := cfg.validate(); err != nil {
+			t.Errorf("System %q rejected: %v", good, err)
 		}
 	}
 	cfg := testConfig(0)
@@ -178,8 +189,8 @@ func TestRegistryEvents(t *testing.T) {
 	if got := r.duePulls("a", "", now.Add(time.Millisecond), time.Second); len(got) != 0 {
 		t.Fatalf("pull repeated before the retry time: %+v", got)
 	}
-	r.applyCatalog("b", 5, []Capability{{Name: "c", Healthy: true}})
-	if r.applyCatalog("b", 4, nil) {
+	r.applyCatalog("b", 5, "", []Capability{{Name: "c", Healthy: true}})
+	if r.applyCatalog("b", 4, "", nil) {
 		t.Fatal("an older catalog replaced a newer one")
 	}
 	if got := r.Providers("c"); len(got) != 1 || got[0].RPCAddr != "h:1" {
@@ -208,4 +219,58 @@ func TestRegistryEvents(t *testing.T) {
 	}
 	cancel()
 	cancel()
+}
+
+// TestCatalogSystemWire: the system label travels in the catalog message
+// as "system", left out when empty, so that an unlabeled agent's catalog
+// is byte for byte what agents before labels sent, and their catalogs
+// (without it) decode as unlabeled.
+func TestCatalogSystemWire(t *testing.T) {
+	caps := []Capability{{Name: "payments.charge", Healthy: true}}
+	b, err := encodeCatalog(catalogMsg{Node: "a", Version: 3, Caps: caps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `{"node":"a","version":3,"caps":[{"name":"payments.charge","healthy":true}]}`; string(b[1:]) != want {
+		t.Errorf("unlabeled catalog = %s, want %s", b[1:], want)
+	}
+	b, _ = encodeCatalog(catalogMsg{Node: "a", Version: 3, System: "payments", Caps: caps})
+	if !strings.Contains(string(b), `"system":"payments"`) {
+		t.Errorf("labeled catalog = %s, want a system field", b[1:])
+	}
+	if m, err := decodeCatalog(b); err != nil || m.System != "payments" || m.Version != 3 || len(m.Caps) != 1 {
+		t.Errorf("decodeCatalog(labeled) = %+v, %v", m, err)
+	}
+	old := append([]byte{msgCatalog}, `{"node":"a","version":3,"caps":[{"name":"payments.charge","healthy":true}]}`...)
+	if m, err := decodeCatalog(old); err != nil || m.System != "" || len(m.Caps) != 1 {
+		t.Errorf("decodeCatalog(catalog of an agent before labels) = %+v, %v", m, err)
+	}
+}
+
+// TestRegistrySystem: providers and members carry the label of the
+// catalog that listed them; a catalog with a malformed label is refused
+// whole (not taken as unlabeled, which would let the agent run any
+// system's steps); a member that failed keeps its last label.
+func TestRegistrySystem(t *testing.T) {
+	g := &Gossip{cfg: Config{Name: "a"}, log: slog.New(slog.DiscardHandler), reg: newRegistry()}
+	r := g.reg
+	now := time.Unix(0, 0)
+	r.nodeUp("b", net.IPv4(127, 0, 0, 1), 1, encodeMeta(nodeMeta{role: RoleClient, rpcAddr: "h:1", catVersion: 5}), now)
+	bad, _ := encodeCatalog(catalogMsg{Node: "b", Version: 5, System: "Pay Ments", Caps: []Capability{{Name: "p.c", Healthy: true}}})
+	g.receiveCatalog(bad)
+	if got := r.Providers("p.c"); len(got) != 0 {
+		t.Fatalf("a catalog with a malformed label was applied: %+v", got)
+	}
+	good, _ := encodeCatalog(catalogMsg{Node: "b", Version: 5, System: "payments", Caps: []Capability{{Name: "p.c", Healthy: true}}})
+	g.receiveCatalog(good)
+	if got := r.Providers("p.c"); len(got) != 1 || got[0].System != "payments" {
+		t.Fatalf("Providers = %+v, want b of system payments", got)
+	}
+	if m := r.Members(); len(m) != 1 || m[0].System != "payments" {
+		t.Fatalf("Members = %+v", m)
+	}
+	r.nodeDown("b", now)
+	if m := r.Members(); len(m) != 1 || m[0].Status != StatusDead || m[0].System != "payments" {
+		t.Fatalf("Members after failure = %+v, want b dead, still of system payments", m)
+	}
 }

@@ -22,6 +22,14 @@ var (
 	capabilityRE   = regexp.MustCompile(`^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)+$`)
 )
 
+// SystemNameRule says what a valid system name looks like, for messages.
+const SystemNameRule = "1-63 lowercase letters, digits, '-' or '_', starting with a letter"
+
+// ValidSystemName reports whether name is a valid system name, as a key
+// under systems. An agent's system label (-system) follows the same rule,
+// so that it can equal a step's owner.
+func ValidSystemName(name string) bool { return systemNameRE.MatchString(name) }
+
 // Limits on single settings.
 const (
 	maxTimeout    = 7 * 24 * time.Hour
@@ -200,7 +208,7 @@ func (c *compiler) systems() map[string]string {
 	for _, n := range names {
 		path := joinPath("systems", n)
 		if !systemNameRE.MatchString(n) {
-			c.ps.add(path, "%q is not a valid system name: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter", n)
+			c.ps.add(path, "%q is not a valid system name: use "+SystemNameRule, n)
 		}
 		for i, capName := range c.m.Systems[n].Capabilities {
 			cp := indexPath(joinPath(path, "capabilities"), i)

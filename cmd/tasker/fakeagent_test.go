@@ -104,8 +104,8 @@ func startFake(t *testing.T) *fakeAgent {
 		consistency:   map[string][]string{},
 		members: []*taskerv1.Member{
 			{Name: "s1", Address: "10.0.0.1:7421", GossipAddress: "10.0.0.1:7422", Status: "alive", Role: "server", Version: "0.1.0"},
-			{Name: "shop-api-7f9", Address: "10.0.1.7:7421", GossipAddress: "10.0.1.7:7422", Status: "alive", Role: "client", Version: "0.1.0", Capabilities: []string{"orders.validate", "payments.charge"}},
-			// An agent of a version that reports no gossip address.
+			{Name: "shop-api-7f9", Address: "10.0.1.7:7421", GossipAddress: "10.0.1.7:7422", Status: "alive", Role: "client", Version: "0.1.0", Capabilities: []string{"orders.validate", "payments.charge"}, System: "shop"},
+			// An agent of a version that reports no gossip address (nor system).
 			{Name: "warehouse-2", Address: "10.0.2.3:7421", Status: "suspect", Role: "client", Version: "0.0.9", Capabilities: []string{"inventory.reserve", "shipping.book", "shipping.track"}},
 			{Name: "s4", Address: "10.0.0.4:7421", GossipAddress: "10.0.0.4:7422", Status: "left", Role: "server"},
 		},

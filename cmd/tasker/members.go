@@ -16,9 +16,10 @@ Usage: tasker members [-addr URL] [-o table|json]
 Lists the agents the agent at -addr knows through gossip: NAME ADDRESS
 (its gossip address, host:port; its agent-to-agent address when it
 reports none) STATUS (alive, suspect, dead or left) ROLE (server or
-client) CAPABILITIES (how many its apps offer; 'tasker capabilities'
-lists them) VERSION. An agent that has joined no cluster knows only
-itself.
+client) SYSTEM (its -system label: steps owned by another system never
+run there; '-' for none, and such an agent serves every system)
+CAPABILITIES (how many its apps offer; 'tasker capabilities' lists them)
+VERSION. An agent that has joined no cluster knows only itself.
 ` + apiFlagsHelp + apiExit
 
 func membersCommand() command {
@@ -50,9 +51,9 @@ func runMembers(args []string, stdout, stderr io.Writer) int {
 		return cn.writeProto(resp.Msg, false)
 	}
 	tw := table(stdout)
-	row(tw, "NAME", "ADDRESS", "STATUS", "ROLE", "CAPABILITIES", "VERSION")
+	row(tw, "NAME", "ADDRESS", "STATUS", "ROLE", "SYSTEM", "CAPABILITIES", "VERSION")
 	for _, m := range resp.Msg.Members {
-		row(tw, m.Name, dash(cmp.Or(m.GossipAddress, m.Address)), m.Status, m.Role, fmt.Sprint(len(m.Capabilities)), dash(m.Version))
+		row(tw, m.Name, dash(cmp.Or(m.GossipAddress, m.Address)), m.Status, m.Role, dash(m.System), fmt.Sprint(len(m.Capabilities)), dash(m.Version))
 	}
 	tw.Flush()
 	if len(resp.Msg.Members) == 0 {

@@ -529,11 +529,11 @@ func TestOperatorCommands(t *testing.T) {
 			name: "members",
 			args: []string{"members"},
 			rows: map[string][]string{
-				"NAME":         {"ADDRESS", "STATUS", "ROLE", "CAPABILITIES", "VERSION"},
-				"s1":           {"10.0.0.1:7422", "alive", "server", "0", "0.1.0"},
-				"shop-api-7f9": {"10.0.1.7:7422", "alive", "client", "2", "0.1.0"},
-				"warehouse-2":  {"10.0.2.3:7421", "suspect", "client", "3", "0.0.9"}, // no gossip address: its agent-to-agent one
-				"s4":           {"10.0.0.4:7422", "left", "server", "0", "-"},
+				"NAME":         {"ADDRESS", "STATUS", "ROLE", "SYSTEM", "CAPABILITIES", "VERSION"},
+				"s1":           {"10.0.0.1:7422", "alive", "server", "-", "0", "0.1.0"},
+				"shop-api-7f9": {"10.0.1.7:7422", "alive", "client", "shop", "2", "0.1.0"},
+				"warehouse-2":  {"10.0.2.3:7421", "suspect", "client", "-", "3", "0.0.9"}, // no gossip address: its agent-to-agent one
+				"s4":           {"10.0.0.4:7422", "left", "server", "-", "0", "-"},
 			},
 		},
 		{
@@ -547,6 +547,9 @@ func TestOperatorCommands(t *testing.T) {
 				}
 				if g := dig(v, "members", 0, "gossip_address"); g != "10.0.0.1:7422" {
 					t.Errorf("s1 gossip_address %v", g)
+				}
+				if s := dig(v, "members", 1, "system"); s != "shop" {
+					t.Errorf("shop-api-7f9 system %v, want shop", s)
 				}
 			},
 		},

@@ -74,6 +74,9 @@ type Member struct {
 	Capabilities []string `protobuf:"bytes,6,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	// The gossip address, host:port.
 	GossipAddress string `protobuf:"bytes,7,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// The agent's system label (-system): the manifest system whose owned
+	// steps it runs; empty for an agent without one.
+	System        string `protobuf:"bytes,8,opt,name=system,proto3" json:"system,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -153,6 +156,13 @@ func (x *Member) GetCapabilities() []string {
 func (x *Member) GetGossipAddress() string {
 	if x != nil {
 		return x.GossipAddress
+	}
+	return ""
+}
+
+func (x *Member) GetSystem() string {
+	if x != nil {
+		return x.System
 	}
 	return ""
 }
@@ -1249,7 +1259,7 @@ var File_tasker_v1_cluster_proto protoreflect.FileDescriptor
 const file_tasker_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"\x17tasker/v1/cluster.proto\x12\ttasker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x10\n" +
-	"\x0eMembersRequest\"\xc7\x01\n" +
+	"\x0eMembersRequest\"\xdf\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
@@ -1257,7 +1267,8 @@ const file_tasker_v1_cluster_proto_rawDesc = "" +
 	"\x04role\x18\x04 \x01(\tR\x04role\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\"\n" +
 	"\fcapabilities\x18\x06 \x03(\tR\fcapabilities\x12%\n" +
-	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\">\n" +
+	"\x0egossip_address\x18\a \x01(\tR\rgossipAddress\x12\x16\n" +
+	"\x06system\x18\b \x01(\tR\x06system\">\n" +
 	"\x0fMembersResponse\x12+\n" +
 	"\amembers\x18\x01 \x03(\v2\x11.tasker.v1.MemberR\amembers\"\x12\n" +
 	"\x10RaftPeersRequest\"\x81\x01\n" +
