@@ -45,37 +45,9 @@ const fastBreakers = `policies:
 defaults: {circuitBreaker: fast}
 `
 
-// logLines collects an agent's logs for assertions.
-type logLines struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logLines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// has reports whether a log line contains every part.
-func (l *logLines) has(parts ...string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for line := range strings.SplitSeq(l.b.String(), "\n") {
-		all := true
-		for _, p := range parts {
-			all = all && strings.Contains(line, p)
-		}
-		if all {
-			return true
-		}
-	}
-	return false
-}
-
 // startDxServer starts the one server, s1, with the fast breaker policy
 // and its logs collected, and applies dxManifest.
-func startDxServer(t *testing.T) (*testAgent, *logLines) {
+func startDxServer(t *testing.T) (*testAgent, *logBuf) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "breakers.yaml")
 	if err := os.WriteFile(path, []byte(fastBreakers), 0o600); err != nil {
@@ -85,7 +57,7 @@ func startDxServer(t *testing.T) (*testAgent, *logLines) {
 	cfg.NodeName, cfg.DataDir, cfg.Server, cfg.BootstrapExpect, cfg.DevTiming = "s1", t.TempDir(), true, 1, true
 	cfg.HTTPPort, cfg.RPCPort, cfg.GossipPort, cfg.RaftPort = 0, 0, 0, 0
 	cfg.ShutdownTimeout, cfg.BreakersFile = 5*time.Second, path
-	logs := &logLines{}
+	logs := &logBuf{}
 	var w io.Writer = logs
 	if testing.Verbose() {
 		w = io.MultiWriter(logs, os.Stderr)
