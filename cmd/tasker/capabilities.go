@@ -28,16 +28,7 @@ func capabilitiesCommand() command {
 
 func runCapabilities(args []string, stdout, stderr io.Writer) int {
 	c := capabilitiesCommand()
-	fs := flags(c, stderr)
-	api := addAPIFlags(fs)
-	pos, code, ok := parse(c, fs, args, stdout, stderr)
-	if !ok {
-		return code
-	}
-	if len(pos) > 0 {
-		return usageError(stderr, c, "unexpected argument %q", pos[0])
-	}
-	cn, code, ok := api.connect(c, stdout, stderr)
+	cn, code, ok := connectNoArgs(c, args, stdout, stderr)
 	if !ok {
 		return code
 	}

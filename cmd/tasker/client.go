@@ -179,6 +179,21 @@ type conn struct {
 
 // connect makes the clients. It returns an exit code when the address is
 // unusable or the flags contradict each other (a usage error).
+// connectNoArgs parses the flags of a command that takes no arguments
+// (only the API flags) and connects to the agent.
+func connectNoArgs(c command, args []string, stdout, stderr io.Writer) (*conn, int, bool) {
+	fs := flags(c, stderr)
+	api := addAPIFlags(fs)
+	pos, code, ok := parse(c, fs, args, stdout, stderr)
+	if !ok {
+		return nil, code, false
+	}
+	if len(pos) > 0 {
+		return nil, usageError(stderr, c, "unexpected argument %q", pos[0]), false
+	}
+	return api.connect(c, stdout, stderr)
+}
+
 func (f apiFlags) connect(c command, stdout, stderr io.Writer) (*conn, int, bool) {
 	consistency, err := f.consistency()
 	if err != nil {
