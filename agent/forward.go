@@ -230,10 +230,8 @@ func (a *Agent) rpcAddrOf(name string) string {
 	if a.gossip == nil {
 		return ""
 	}
-	for _, m := range a.gossip.Members() {
-		if m.Name == name && m.Status == gossip.StatusAlive {
-			return m.RPCAddr
-		}
+	if m, ok := a.gossip.Registry().Member(name); ok && m.Status == gossip.StatusAlive {
+		return m.RPCAddr
 	}
 	return ""
 }

@@ -186,6 +186,17 @@ func (r *Registry) Catalog() map[string][]Provider {
 	return out
 }
 
+// Member returns the member called name, if this agent knows it.
+func (r *Registry) Member(name string) (Member, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.members[name]
+	if !ok {
+		return Member{}, false
+	}
+	return rec.member(), true
+}
+
 // Members lists every member this agent knows, including dead and left
 // ones for an hour, sorted by name.
 func (r *Registry) Members() []Member {

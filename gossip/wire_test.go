@@ -274,3 +274,16 @@ func TestRegistrySystem(t *testing.T) {
 		t.Fatalf("Members after failure = %+v, want b dead, still of system payments", m)
 	}
 }
+
+// TestRegistryMember looks one member up by name, as forwarding does on
+// every call.
+func TestRegistryMember(t *testing.T) {
+	g := startNode(t, testConfig(1))
+	m, ok := g.Registry().Member(g.cfg.Name)
+	if !ok || m.Name != g.cfg.Name || m.RPCAddr != g.cfg.RPCAddr || m.Status != StatusAlive {
+		t.Fatalf("Member(self) = %+v, %v", m, ok)
+	}
+	if _, ok := g.Registry().Member("nobody"); ok {
+		t.Fatal("Member(nobody) found someone")
+	}
+}
