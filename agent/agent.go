@@ -64,7 +64,7 @@ type Agent struct {
 	// committed entry: until then reads could miss acknowledged writes.
 	caughtUp     chan struct{}
 	caughtUpOnce sync.Once
-	starts       chan leaseKey   // attempts apps took, committed in batches
+	starts       chan started    // attempts apps took, committed in batches
 	grace        time.Duration   // Config.ReclaimGrace
 	streams      context.Context // cancelled to end PollSteps and WatchTask streams
 	endAll       context.CancelFunc
@@ -107,7 +107,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
 	a.left = make(chan struct{})
-	a.starts = make(chan leaseKey, 4096)
+	a.starts = make(chan started, 4096)
 	a.grace = cfg.ReclaimGrace
 	a.sched = newScheduler(a)
 	breakers, err := a.newBreakers()

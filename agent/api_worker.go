@@ -107,7 +107,7 @@ func (w *workerAPI) PollSteps(ctx context.Context, req *connect.Request[taskerv1
 				w.a.releaseAsync(k, "worker stream closed before delivery")
 				return nil
 			}
-			w.a.startAsync(k)
+			w.a.startAsync(k, id)
 		}
 	}
 }
@@ -127,9 +127,9 @@ func (a *Agent) reclaim(id string) {
 // path, batched with other starts into one commit: a result that commits
 // first simply makes it a stale no-op, and under overload a start may be
 // dropped (the step's timeline then lacks its start time, nothing else).
-func (a *Agent) startAsync(k leaseKey) {
+func (a *Agent) startAsync(k leaseKey, worker string) {
 	select {
-	case a.starts <- k:
+	case a.starts <- started{k, worker}:
 	default:
 		a.log.Debug("start not recorded: queue full", "task", k.task, "step", k.step)
 	}
@@ -138,7 +138,7 @@ func (a *Agent) startAsync(k leaseKey) {
 // recordStarts commits queued starts, as many as are waiting, per entry.
 func (a *Agent) recordStarts(ctx context.Context) {
 	for {
-		var first leaseKey
+		var first started
 		select {
 		case <-ctx.Done():
 			return
@@ -148,8 +148,8 @@ func (a *Agent) recordStarts(ctx context.Context) {
 	more:
 		for len(cmds) < 256 {
 			select {
-			case k := <-a.starts:
-				cmds = append(cmds, startCmd(k))
+			case st := <-a.starts:
+				cmds = append(cmds, startCmd(st))
 			default:
 				break more
 			}
@@ -171,8 +171,16 @@ func (a *Agent) recordStarts(ctx context.Context) {
 	}
 }
 
-func startCmd(k leaseKey) *fsmv1.Command {
-	return &fsmv1.Command{Kind: &fsmv1.Command_StartStep{StartStep: &fsmv1.StartStep{TaskId: k.task, Step: k.step, Attempt: int32(k.attempt)}}}
+// started is an attempt a worker took.
+type started struct {
+	leaseKey
+	worker string
+}
+
+func startCmd(st started) *fsmv1.Command {
+	return &fsmv1.Command{Kind: &fsmv1.Command_StartStep{StartStep: &fsmv1.StartStep{
+		TaskId: st.task, Step: st.step, Attempt: int32(st.attempt), Worker: st.worker,
+	}}}
 }
 
 func (w *workerAPI) CompleteStep(ctx context.Context, req *connect.Request[taskerv1.CompleteStepRequest]) (*connect.Response[taskerv1.CompleteStepResponse], error) {

@@ -40,7 +40,7 @@ func pbTask(v *consensus.TaskView) *taskerv1.Task {
 			Name: s.Name, Capability: s.Capability, State: pbStepState(s.State), DependsOn: s.DependsOn,
 			Attempts: int32(s.Attempts), MaxAttempts: int32(s.MaxAttempts), ReadyAt: pbTime(s.ReadyAt),
 			DispatchedAt: pbTime(s.DispatchedAt), StartedAt: pbTime(s.StartedAt), EndedAt: pbTime(s.EndedAt),
-			ResultJson: s.ResultJSON, Agent: consensus.AgentLabel(s.Agent, s.Worker),
+			ResultJson: s.ResultJSON, Agent: s.Agent, Worker: s.Worker,
 		}
 		if s.State == workflow.StepError && !s.Blocked {
 			ps.NextAttemptAt = pbTime(s.RetryAt)

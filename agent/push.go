@@ -61,7 +61,7 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Tasker-Idempotency-Key", asg.IdempotencyKey)
 		req.Header.Set("Tasker-Attempt", strconv.Itoa(asg.Attempt))
-		a.startAsync(k)
+		a.startAsync(k, worker)
 		resp, err := a.push.Do(req)
 		if err != nil {
 			switch {

@@ -89,7 +89,7 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.dispatch(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetAgent(), x.GetWorker(), x.GetDeadline().AsTime(), now, fx)
 	case *fsmv1.Command_StartStep:
 		x := k.StartStep
-		return s.start(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), now, fx)
+		return s.start(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetWorker(), now, fx)
 	case *fsmv1.Command_CompleteStep:
 		x := k.CompleteStep
 		return s.complete(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetResultJson(), x.GetWorker(), now, fx)

@@ -536,3 +536,24 @@ func TestFSMLateReportIsRecordedNotApplied(t *testing.T) {
 	}
 	h.ok(complete("t1", "validate", 2, results["validate"]))
 }
+
+// TestFSMStartNamesTheWorker: a dispatch to another agent names no
+// worker; the start that agent records does, and from then on only that
+// worker may report for the attempt.
+func TestFSMStartNamesTheWorker(t *testing.T) {
+	h := newHarness(t)
+	h.ok(put(manifest(t)))
+	h.ok(create("t1", "", orderInput))
+	d := dispatch("t1", "validate", 1)
+	d.GetDispatchStep().Agent, d.GetDispatchStep().Worker = "payments-1", ""
+	h.ok(d)
+	h.ok(&fsmv1.Command{Kind: &fsmv1.Command_StartStep{StartStep: &fsmv1.StartStep{TaskId: "t1", Step: "validate", Attempt: 1, Worker: "w-7"}}})
+	other := complete("t1", "validate", 1, results["validate"])
+	other.GetCompleteStep().Worker = "w-8"
+	if r := h.do(other); !errors.Is(r.Err, ErrStaleAttempt) {
+		t.Fatalf("a report from another worker = %v, want ErrStaleAttempt", r.Err)
+	}
+	mine := complete("t1", "validate", 1, results["validate"])
+	mine.GetCompleteStep().Worker = "w-7"
+	h.ok(mine)
+}

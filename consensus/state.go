@@ -308,7 +308,7 @@ func AgentLabel(agent, worker string) string {
 	return agent + "/" + worker
 }
 
-func (s *State) start(id, step string, attempt int, now time.Time, fx *Effects) *Result {
+func (s *State) start(id, step string, attempt int, worker string, now time.Time, fx *Effects) *Result {
 	t, i, err := s.taskStep(id, step)
 	if err != nil {
 		return &Result{Err: err}
@@ -320,6 +320,9 @@ func (s *State) start(id, step string, attempt int, now time.Time, fx *Effects) 
 		return &Result{Err: err}
 	}
 	t.steps[i].startedAt = now
+	if t.steps[i].worker == "" {
+		t.steps[i].worker = worker
+	}
 	s.sync(t)
 	t.emit(fx, now, EventStepStarted, step, attempt, "")
 	return &Result{TaskID: id}

@@ -1160,7 +1160,11 @@ type Step struct {
 	// Why a ready step is not running yet: no agent offers its capability,
 	// every provider's circuit breaker is open, or every provider is full.
 	// Set by the leader; empty otherwise.
-	Waiting       string `protobuf:"bytes,15,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	Waiting string `protobuf:"bytes,15,opt,name=waiting,proto3" json:"waiting,omitempty"`
+	// The app (worker id) running the current or last attempt, once known:
+	// an agent the leader dispatches to picks one of its apps and records it
+	// with the start.
+	Worker        string `protobuf:"bytes,16,opt,name=worker,proto3" json:"worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1296,6 +1300,13 @@ func (x *Step) GetAgent() string {
 func (x *Step) GetWaiting() string {
 	if x != nil {
 		return x.Waiting
+	}
+	return ""
+}
+
+func (x *Step) GetWorker() string {
+	if x != nil {
+		return x.Worker
 	}
 	return ""
 }
@@ -2214,7 +2225,7 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x125\n" +
 	"\bended_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12%\n" +
 	"\x05steps\x18\n" +
-	" \x03(\v2\x0f.tasker.v1.StepR\x05steps\"\xf8\x04\n" +
+	" \x03(\v2\x0f.tasker.v1.StepR\x05steps\"\x90\x05\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
@@ -2237,7 +2248,8 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"last_error\x18\r \x01(\v2\x14.tasker.v1.StepErrorR\tlastError\x12\x14\n" +
 	"\x05agent\x18\x0e \x01(\tR\x05agent\x12\x18\n" +
-	"\awaiting\x18\x0f \x01(\tR\awaiting\"\x9d\x01\n" +
+	"\awaiting\x18\x0f \x01(\tR\awaiting\x12\x16\n" +
+	"\x06worker\x18\x10 \x01(\tR\x06worker\"\x9d\x01\n" +
 	"\tStepError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\tR\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1c\n" +

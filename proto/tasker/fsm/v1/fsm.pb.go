@@ -611,10 +611,14 @@ func (x *DispatchStep) GetDeadline() *timestamppb.Timestamp {
 
 // StartStep records that the app took an attempt.
 type StartStep struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	TaskId        string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Step          string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
-	Attempt       int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	TaskId  string                 `protobuf:"bytes,1,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Step    string                 `protobuf:"bytes,2,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt int32                  `protobuf:"varint,3,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// The worker that took the attempt. A dispatch to another agent names
+	// no worker (that agent picks one); the start records it, so reports
+	// from any other worker for this attempt are refused.
+	Worker        string `protobuf:"bytes,4,opt,name=worker,proto3" json:"worker,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -668,6 +672,13 @@ func (x *StartStep) GetAttempt() int32 {
 		return x.Attempt
 	}
 	return 0
+}
+
+func (x *StartStep) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
 }
 
 // CompleteStep records an attempt's result, already checked against the
@@ -1901,11 +1912,12 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x14\n" +
 	"\x05agent\x18\x04 \x01(\tR\x05agent\x12\x16\n" +
 	"\x06worker\x18\x05 \x01(\tR\x06worker\x126\n" +
-	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"R\n" +
+	"\bdeadline\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\"j\n" +
 	"\tStartStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
-	"\aattempt\x18\x03 \x01(\x05R\aattempt\"\x8e\x01\n" +
+	"\aattempt\x18\x03 \x01(\x05R\aattempt\x12\x16\n" +
+	"\x06worker\x18\x04 \x01(\tR\x06worker\"\x8e\x01\n" +
 	"\fCompleteStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
