@@ -213,3 +213,89 @@ func Redis(t testing.TB) *Server {
 	t.Cleanup(func() { s.Stop(t) })
 	return s
 }
+
+// RabbitMQ starts Debian's rabbitmq-server as a node of its own (own node
+// name, ports, Erlang cookie, Mnesia directory and epmd port) in a temp
+// directory, so a restart keeps durable queues and persistent messages. It
+// skips the test when the server is missing (CI installs it: see .ci/run).
+// Booting takes several seconds.
+func RabbitMQ(t testing.TB) *Server {
+	t.Helper()
+	// The script under /usr/lib runs the node as the calling user; the
+	// /usr/sbin wrapper would switch to the rabbitmq user, who cannot write
+	// the test's directory.
+	bin := "/usr/lib/rabbitmq/bin/rabbitmq-server"
+	if _, err := os.Stat(bin); err != nil {
+		bin = lookBin("rabbitmq-server")
+	}
+	if bin == "" {
+		t.Skip("rabbitmq-server not installed (apt-get install rabbitmq-server); .ci/run installs it")
+	}
+	dir := t.TempDir()
+	port, dist, epmd := FreePort(t), FreePort(t), FreePort(t)
+	for name, body := range map[string]string{
+		"enabled_plugins": "[].\n",
+		// The test connects as guest over loopback.
+		"rabbitmq.conf": "loopback_users = none\n",
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &Server{
+		Name: "rabbitmq-server", Port: port, Dir: dir, bin: bin, wait: 60 * time.Second,
+		args: func() []string { return nil },
+		env: []string{
+			"HOME=" + dir, // the Erlang cookie goes here
+			fmt.Sprintf("RABBITMQ_NODENAME=tasker-test-%d@localhost", port),
+			fmt.Sprintf("RABBITMQ_NODE_PORT=%d", port),
+			"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+			fmt.Sprintf("RABBITMQ_DIST_PORT=%d", dist),
+			fmt.Sprintf("ERL_EPMD_PORT=%d", epmd),
+			"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"),
+			"RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
+			"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq"),
+			"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
+			"RABBITMQ_PID_FILE=" + filepath.Join(dir, "pid"),
+		},
+		ready: amqpReady(port),
+	}
+	s.Start(t)
+	t.Cleanup(func() {
+		s.Stop(t)
+		// The node started an epmd daemon on its own port, outside the
+		// process group: stop that one too.
+		if epmdBin, err := exec.LookPath("epmd"); err == nil {
+			cmd := exec.Command(epmdBin, "-kill")
+			cmd.Env = append(os.Environ(), fmt.Sprintf("ERL_EPMD_PORT=%d", epmd))
+			_ = cmd.Run()
+		}
+	})
+	return s
+}
+
+// amqpReady sends the AMQP 0-9-1 protocol header and waits for the
+// server's first frame (Connection.Start): the port opens before the broker
+// can take connections.
+func amqpReady(port int) func(context.Context) error {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("AMQP\x00\x00\x09\x01")); err != nil {
+			return err
+		}
+		buf := make([]byte, 1)
+		if _, err := c.Read(buf); err != nil {
+			return err
+		}
+		if buf[0] != 1 {
+			return fmt.Errorf("rabbitmq not ready: frame type %d", buf[0])
+		}
+		return nil
+	}
+}
