@@ -41,6 +41,7 @@ type Agent struct {
 	node    *consensus.Node
 	workers *workers
 	hub     *hub
+	events  *eventRing // recent events for WatchEvents (events.go)
 	sched   *scheduler
 	push    *http.Client
 	gossip  *gossip.Gossip
@@ -100,6 +101,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		log:     log.With("node", cfg.NodeName),
 		workers: newWorkers(),
 		hub:     newHub(),
+		events:  newEventRing(eventRingSize),
 		push:    &http.Client{},
 		now:     func() time.Time { return time.Now().UTC() },
 		rng:     rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
@@ -124,6 +126,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 // observe runs on Raft's apply goroutine for every command: it must not block.
 func (a *Agent) observe(fx *consensus.Effects) {
 	a.sched.observe(fx)
+	a.events.recordTask(fx.Events)
 	woken := map[string]bool{}
 	for _, e := range fx.Events {
 		if !woken[e.TaskID] {
@@ -182,7 +185,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.rpcSrv = a.rpcServer()
 	runCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	for _, fn := range []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin, a.reconnect} {
+	for _, fn := range []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin, a.reconnect, a.watchMembers} {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
@@ -307,6 +310,9 @@ func (a *Agent) lead(ctx context.Context) {
 	defer stopSched()
 	changes := a.node.LeadershipChanges()
 	start := func() {
+		a.events.add(ringEvent{typ: eventLeaderElected, at: a.now(), payload: leaderPayload{
+			Leader: a.cfg.NodeName, Message: a.cfg.NodeName + " is the leader",
+		}})
 		var sctx context.Context
 		sctx, cancel = context.WithCancel(ctx)
 		done = make(chan struct{})

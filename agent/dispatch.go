@@ -86,6 +86,7 @@ func (a *Agent) newBreakers() (*breaker.Set, error) {
 			level = slog.LevelWarn
 		}
 		log.Log(context.Background(), level, "circuit breaker "+c.To.String(), "target", c.Target, "from", c.From.String(), "dropped", c.Dropped)
+		a.events.recordBreaker(c)
 		if c.To != breaker.Open {
 			// Steps waiting for this target may go now.
 			a.sched.kick()

@@ -57,7 +57,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.log.Error("undecodable raft log entry; this server may be older than the leader and must be upgraded", "index", l.Index, "err", err)
 		return &Result{Err: fmt.Errorf("%w at index %d: %w", ErrUnknownCommand, l.Index, err)}
 	}
-	fx := &Effects{}
+	fx := &Effects{index: l.Index}
 	f.state.mu.Lock()
 	res := f.state.apply(&c, c.GetNow().AsTime(), fx, l.Index, f.log)
 	f.state.mu.Unlock()
@@ -248,7 +248,10 @@ func (t *taskRec) encode() *fsmv1.Task {
 		out.Steps = append(out.Steps, ps)
 	}
 	for _, e := range t.events {
-		out.Events = append(out.Events, &fsmv1.Event{Seq: e.Seq, Type: e.Type, Step: e.Step, Attempt: int32(e.Attempt), At: ts(e.At), Message: e.Message})
+		out.Events = append(out.Events, &fsmv1.Event{
+			Seq: e.Seq, Type: e.Type, Step: e.Step, Attempt: int32(e.Attempt), At: ts(e.At), Message: e.Message,
+			Index: e.Index, Position: uint32(e.Position), Code: e.Code,
+		})
 	}
 	return out
 }
@@ -321,7 +324,10 @@ func (s *State) restoreTask(pt *fsmv1.Task) error {
 		recs[i] = workflow.StepRecord{State: st.state, Attempts: st.attempts, RetryAt: st.retryAt, Blocked: st.blocked}
 	}
 	for _, e := range pt.GetEvents() {
-		t.events = append(t.events, Event{Seq: e.GetSeq(), Type: e.GetType(), TaskID: t.id, Step: e.GetStep(), Attempt: int(e.GetAttempt()), At: fromTS(e.GetAt()), Message: e.GetMessage()})
+		t.events = append(t.events, Event{
+			Seq: e.GetSeq(), Type: e.GetType(), TaskID: t.id, Step: e.GetStep(), Attempt: int(e.GetAttempt()), At: fromTS(e.GetAt()), Message: e.GetMessage(),
+			Index: e.GetIndex(), Position: int(e.GetPosition()), Code: e.GetCode(),
+		})
 	}
 	if !t.state.Terminal() {
 		manual := false

@@ -418,15 +418,15 @@ func (s *State) fail(c failure, now time.Time, fx *Effects) *Result {
 	if c.message != "" {
 		msg += ": " + c.message
 	}
-	t.emit(fx, now, EventStepFailed, c.step, c.attempt, msg)
+	t.emitCode(fx, now, EventStepFailed, c.step, c.attempt, msg, c.code)
 	if out.Retry {
 		t.emit(fx, now, EventStepRetryScheduled, c.step, c.attempt, "next attempt at "+out.RetryAt.UTC().Format(time.RFC3339Nano))
 		fx.Retries = append(fx.Retries, Lease{t.stepRef(i), c.attempt, out.RetryAt})
 	} else {
 		st.endedAt = now
-		t.emit(fx, now, EventStepDeadLettered, c.step, c.attempt, msg)
+		t.emitCode(fx, now, EventStepDeadLettered, c.step, c.attempt, msg, c.code)
 		if was != workflow.TaskError && t.state == workflow.TaskError {
-			t.emit(fx, now, EventTaskFailed, c.step, c.attempt, "step "+c.step+" failed: "+msg)
+			t.emitCode(fx, now, EventTaskFailed, c.step, c.attempt, "step "+c.step+" failed: "+msg, c.code)
 		}
 	}
 	return &Result{TaskID: c.taskID, Retry: out.Retry, RetryAt: out.RetryAt}
@@ -624,7 +624,15 @@ func (t *taskRec) noteLate(fx *Effects, now time.Time, i, attempt int, what stri
 }
 
 func (t *taskRec) emit(fx *Effects, at time.Time, typ, step string, attempt int, msg string) {
-	e := Event{Seq: uint64(len(t.events) + 1), Type: typ, TaskID: t.id, Step: step, Attempt: attempt, At: at, Message: msg}
+	t.emitCode(fx, at, typ, step, attempt, msg, "")
+}
+
+// emitCode is emit for events that carry an error code.
+func (t *taskRec) emitCode(fx *Effects, at time.Time, typ, step string, attempt int, msg, code string) {
+	e := Event{
+		Seq: uint64(len(t.events) + 1), Type: typ, TaskID: t.id, Step: step, Attempt: attempt, At: at, Message: msg,
+		Index: fx.index, Position: len(fx.Events) + 1, Code: code,
+	}
 	t.events = append(t.events, e)
 	fx.Events = append(fx.Events, e)
 }

@@ -62,6 +62,25 @@ type Event struct {
 	Attempt int
 	At      time.Time
 	Message string
+	// Index is the Raft log index of the entry that produced the event and
+	// Position its place among that entry's events, from 1. Applying the
+	// same log gives the same pair on every server, so ID is a key
+	// consumers can de-duplicate on across servers and leader changes.
+	Index    uint64
+	Position int
+	// Code is the error code, for step.failed, step.dead_lettered and
+	// task.failed.
+	Code string
+}
+
+// ID is the event's stable id, "<raft index>-<position>". Events restored
+// from a snapshot taken before the index was recorded have none; they
+// fall back to "<task id>-<seq>", stable too, but in another form.
+func (e Event) ID() string {
+	if e.Index == 0 {
+		return fmt.Sprintf("%s-%d", e.TaskID, e.Seq)
+	}
+	return fmt.Sprintf("%d-%d", e.Index, e.Position)
 }
 
 // StepError is how an attempt failed.
@@ -145,6 +164,9 @@ type Effects struct {
 	Leases   []Lease
 	Released []Lease // attempts that ended without a report (cancel)
 	Events   []Event
+	// index is the Raft log index of the entry being applied, stamped on
+	// every event it produces.
+	index uint64
 }
 
 func (e *Effects) empty() bool {

@@ -60,6 +60,12 @@ type fakeAgent struct {
 	watch      []*taskerv1.WatchTaskResponse
 	watchErr   error
 	beforeSend func(i int)
+	// eventStreams is what each WatchEvents call sends, one script per
+	// call, then eventErrs[i] (nil: the end of the stream); eventReqs are
+	// the requests as received.
+	eventStreams [][]*taskerv1.WatchEventsResponse
+	eventErrs    []error
+	eventReqs    []*taskerv1.WatchEventsRequest
 	// snapshot is what SnapshotSave sends in chunks of snapshotChunk; when
 	// snapshotFailAfter > 0, it fails after sending that many chunks.
 	snapshot          []byte
@@ -574,6 +580,30 @@ func (f *fakeAgent) WatchTask(ctx context.Context, req *connect.Request[taskerv1
 		if before != nil {
 			before(i)
 		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+	return end
+}
+
+func (f *fakeAgent) WatchEvents(_ context.Context, req *connect.Request[taskerv1.WatchEventsRequest], stream *connect.ServerStream[taskerv1.WatchEventsResponse]) error {
+	f.mu.Lock()
+	i := len(f.eventReqs)
+	f.eventReqs = append(f.eventReqs, req.Msg)
+	var script []*taskerv1.WatchEventsResponse
+	var end error
+	if i < len(f.eventStreams) {
+		script = f.eventStreams[i]
+	}
+	if i < len(f.eventErrs) {
+		end = f.eventErrs[i]
+	}
+	f.mu.Unlock()
+	if err := f.failure(taskerv1connect.WorkflowServiceWatchEventsProcedure); err != nil {
+		return err
+	}
+	for _, m := range script {
 		if err := stream.Send(m); err != nil {
 			return err
 		}

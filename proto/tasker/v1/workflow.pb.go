@@ -2148,6 +2148,281 @@ func (x *TaskEvent) GetMessage() string {
 	return ""
 }
 
+// WatchEventsRequest says which events to send and from where.
+type WatchEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Event types to send: an exact type (step.failed) or a prefix ending in
+	// a dot (step.). Empty sends every type.
+	Types []string `protobuf:"bytes,1,rep,name=types,proto3" json:"types,omitempty"`
+	// Only events of this task (their correlation id). Empty sends events of
+	// every task and events of none (breakers, members, leaders).
+	TaskId string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Resume after this event id: the ring's events after it follow. When
+	// the ring no longer holds it (it was overwritten, or a new leader
+	// started a new ring), the first event sent says gap and the whole ring
+	// follows; events with ids seen before can be dropped.
+	AfterId string `protobuf:"bytes,3,opt,name=after_id,json=afterId,proto3" json:"after_id,omitempty"`
+	// Resume after this sequence of the ring named by ring_id; the same
+	// rules as after_id. after_id wins when both are set.
+	AfterSequence uint64 `protobuf:"varint,4,opt,name=after_sequence,json=afterSequence,proto3" json:"after_sequence,omitempty"`
+	RingId        string `protobuf:"bytes,5,opt,name=ring_id,json=ringId,proto3" json:"ring_id,omitempty"`
+	// Start with every matching event the ring holds. Without it, and
+	// without after_id or after_sequence, only new events are sent.
+	IncludeHistory bool `protobuf:"varint,6,opt,name=include_history,json=includeHistory,proto3" json:"include_history,omitempty"`
+	// Keep the stream open and send events as they happen. Without it the
+	// stream ends once the history asked for is sent.
+	Follow        bool `protobuf:"varint,7,opt,name=follow,proto3" json:"follow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsRequest) Reset() {
+	*x = WatchEventsRequest{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsRequest) ProtoMessage() {}
+
+func (x *WatchEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchEventsRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WatchEventsRequest) GetTypes() []string {
+	if x != nil {
+		return x.Types
+	}
+	return nil
+}
+
+func (x *WatchEventsRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetAfterId() string {
+	if x != nil {
+		return x.AfterId
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetAfterSequence() uint64 {
+	if x != nil {
+		return x.AfterSequence
+	}
+	return 0
+}
+
+func (x *WatchEventsRequest) GetRingId() string {
+	if x != nil {
+		return x.RingId
+	}
+	return ""
+}
+
+func (x *WatchEventsRequest) GetIncludeHistory() bool {
+	if x != nil {
+		return x.IncludeHistory
+	}
+	return false
+}
+
+func (x *WatchEventsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+// WatchEventsResponse is one event.
+type WatchEventsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Event *ClusterEvent          `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// The ring the event's sequence belongs to: a watcher resumes with it.
+	RingId string `protobuf:"bytes,2,opt,name=ring_id,json=ringId,proto3" json:"ring_id,omitempty"`
+	// Events may be missing before this one: the resume point is no longer
+	// in the ring (overwritten, or a new leader started a new ring).
+	Gap           bool `protobuf:"varint,3,opt,name=gap,proto3" json:"gap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchEventsResponse) Reset() {
+	*x = WatchEventsResponse{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchEventsResponse) ProtoMessage() {}
+
+func (x *WatchEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchEventsResponse.ProtoReflect.Descriptor instead.
+func (*WatchEventsResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *WatchEventsResponse) GetEvent() *ClusterEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *WatchEventsResponse) GetRingId() string {
+	if x != nil {
+		return x.RingId
+	}
+	return ""
+}
+
+func (x *WatchEventsResponse) GetGap() bool {
+	if x != nil {
+		return x.Gap
+	}
+	return false
+}
+
+// ClusterEvent is one event of the catalogue in docs/events.md.
+type ClusterEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Stable id. For task and step events "<raft index>-<position>", the
+	// same on every server, so consumers de-duplicate by it; for events the
+	// leader observes (breaker, member, leader) "<ring id>.<sequence>".
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Position in the leader's ring (ring_id in the response), from 1.
+	Sequence uint64 `protobuf:"varint,2,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	// task.created, step.failed, breaker.opened, member.joined,
+	// leader.elected...
+	Type string                 `protobuf:"bytes,3,opt,name=type,proto3" json:"type,omitempty"`
+	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
+	// The task id, for task and step events.
+	CorrelationId string `protobuf:"bytes,5,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
+	// The W3C trace id of the task; empty until tracing is on.
+	TraceId string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
+	// The event's fields as a JSON object: step, attempt, message, code for
+	// task and step events; target, from, to for breakers; member, address,
+	// role for members; leader for leader.elected.
+	PayloadJson   string `protobuf:"bytes,7,opt,name=payload_json,json=payloadJson,proto3" json:"payload_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClusterEvent) Reset() {
+	*x = ClusterEvent{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClusterEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClusterEvent) ProtoMessage() {}
+
+func (x *ClusterEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClusterEvent.ProtoReflect.Descriptor instead.
+func (*ClusterEvent) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *ClusterEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ClusterEvent) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *ClusterEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *ClusterEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *ClusterEvent) GetCorrelationId() string {
+	if x != nil {
+		return x.CorrelationId
+	}
+	return ""
+}
+
+func (x *ClusterEvent) GetTraceId() string {
+	if x != nil {
+		return x.TraceId
+	}
+	return ""
+}
+
+func (x *ClusterEvent) GetPayloadJson() string {
+	if x != nil {
+		return x.PayloadJson
+	}
+	return ""
+}
+
 var File_tasker_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_workflow_proto_rawDesc = "" +
@@ -2302,7 +2577,27 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\x04step\x18\x04 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x05 \x01(\x05R\aattempt\x12*\n" +
 	"\x02at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
-	"\amessage\x18\a \x01(\tR\amessage*\xc6\x01\n" +
+	"\amessage\x18\a \x01(\tR\amessage\"\xdf\x01\n" +
+	"\x12WatchEventsRequest\x12\x14\n" +
+	"\x05types\x18\x01 \x03(\tR\x05types\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x19\n" +
+	"\bafter_id\x18\x03 \x01(\tR\aafterId\x12%\n" +
+	"\x0eafter_sequence\x18\x04 \x01(\x04R\rafterSequence\x12\x17\n" +
+	"\aring_id\x18\x05 \x01(\tR\x06ringId\x12'\n" +
+	"\x0finclude_history\x18\x06 \x01(\bR\x0eincludeHistory\x12\x16\n" +
+	"\x06follow\x18\a \x01(\bR\x06follow\"o\n" +
+	"\x13WatchEventsResponse\x12-\n" +
+	"\x05event\x18\x01 \x01(\v2\x17.tasker.v1.ClusterEventR\x05event\x12\x17\n" +
+	"\aring_id\x18\x02 \x01(\tR\x06ringId\x12\x10\n" +
+	"\x03gap\x18\x03 \x01(\bR\x03gap\"\xe3\x01\n" +
+	"\fClusterEvent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bsequence\x18\x02 \x01(\x04R\bsequence\x12\x12\n" +
+	"\x04type\x18\x03 \x01(\tR\x04type\x12.\n" +
+	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12%\n" +
+	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\x12\x19\n" +
+	"\btrace_id\x18\x06 \x01(\tR\atraceId\x12!\n" +
+	"\fpayload_json\x18\a \x01(\tR\vpayloadJson*\xc6\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -2319,7 +2614,7 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\x13STEP_STATE_COMPLETE\x10\x04\x12\x14\n" +
 	"\x10STEP_STATE_ERROR\x10\x05\x12\x18\n" +
 	"\x14STEP_STATE_CANCELLED\x10\x06\x12 \n" +
-	"\x1cSTEP_STATE_RESOLVED_MANUALLY\x10\a2\x98\x06\n" +
+	"\x1cSTEP_STATE_RESOLVED_MANUALLY\x10\a2\xed\x06\n" +
 	"\x0fWorkflowService\x12R\n" +
 	"\rApplyWorkflow\x12\x1f.tasker.v1.ApplyWorkflowRequest\x1a .tasker.v1.ApplyWorkflowResponse\x12Q\n" +
 	"\vGetWorkflow\x12\x1d.tasker.v1.GetWorkflowRequest\x1a\x1e.tasker.v1.GetWorkflowResponse\"\x03\x90\x02\x01\x12W\n" +
@@ -2331,7 +2626,8 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"CancelTask\x12\x1c.tasker.v1.CancelTaskRequest\x1a\x1d.tasker.v1.CancelTaskResponse\x12F\n" +
 	"\tRetryStep\x12\x1b.tasker.v1.RetryStepRequest\x1a\x1c.tasker.v1.RetryStepResponse\x12L\n" +
 	"\vResolveStep\x12\x1d.tasker.v1.ResolveStepRequest\x1a\x1e.tasker.v1.ResolveStepResponse\x12H\n" +
-	"\tWatchTask\x12\x1b.tasker.v1.WatchTaskRequest\x1a\x1c.tasker.v1.WatchTaskResponse0\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
+	"\tWatchTask\x12\x1b.tasker.v1.WatchTaskRequest\x1a\x1c.tasker.v1.WatchTaskResponse0\x01\x12S\n" +
+	"\vWatchEvents\x12\x1d.tasker.v1.WatchEventsRequest\x1a\x1e.tasker.v1.WatchEventsResponse\"\x03\x90\x02\x010\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
 
 var (
 	file_tasker_v1_workflow_proto_rawDescOnce sync.Once
@@ -2346,7 +2642,7 @@ func file_tasker_v1_workflow_proto_rawDescGZIP() []byte {
 }
 
 var file_tasker_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_tasker_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_tasker_v1_workflow_proto_goTypes = []any{
 	(TaskState)(0),                // 0: tasker.v1.TaskState
 	(StepState)(0),                // 1: tasker.v1.StepState
@@ -2380,31 +2676,34 @@ var file_tasker_v1_workflow_proto_goTypes = []any{
 	(*WatchTaskRequest)(nil),      // 29: tasker.v1.WatchTaskRequest
 	(*WatchTaskResponse)(nil),     // 30: tasker.v1.WatchTaskResponse
 	(*TaskEvent)(nil),             // 31: tasker.v1.TaskEvent
-	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 33: google.protobuf.Duration
+	(*WatchEventsRequest)(nil),    // 32: tasker.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),   // 33: tasker.v1.WatchEventsResponse
+	(*ClusterEvent)(nil),          // 34: tasker.v1.ClusterEvent
+	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
 }
 var file_tasker_v1_workflow_proto_depIdxs = []int32{
 	8,  // 0: tasker.v1.ApplyWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
 	5,  // 1: tasker.v1.ValidationFailure.problems:type_name -> tasker.v1.Problem
 	7,  // 2: tasker.v1.ContractFailure.violations:type_name -> tasker.v1.Violation
-	32, // 3: tasker.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	35, // 3: tasker.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
 	9,  // 4: tasker.v1.Workflow.steps:type_name -> tasker.v1.WorkflowStep
-	33, // 5: tasker.v1.WorkflowStep.timeout:type_name -> google.protobuf.Duration
+	36, // 5: tasker.v1.WorkflowStep.timeout:type_name -> google.protobuf.Duration
 	8,  // 6: tasker.v1.GetWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
 	8,  // 7: tasker.v1.ListWorkflowsResponse.workflows:type_name -> tasker.v1.Workflow
 	16, // 8: tasker.v1.StartTaskResponse.task:type_name -> tasker.v1.Task
 	0,  // 9: tasker.v1.Task.state:type_name -> tasker.v1.TaskState
-	32, // 10: tasker.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	32, // 11: tasker.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	35, // 10: tasker.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	35, // 11: tasker.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
 	17, // 12: tasker.v1.Task.steps:type_name -> tasker.v1.Step
 	1,  // 13: tasker.v1.Step.state:type_name -> tasker.v1.StepState
-	32, // 14: tasker.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	32, // 15: tasker.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	32, // 16: tasker.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	32, // 17: tasker.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	32, // 18: tasker.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
+	35, // 14: tasker.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	35, // 15: tasker.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	35, // 16: tasker.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	35, // 17: tasker.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	35, // 18: tasker.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
 	18, // 19: tasker.v1.Step.last_error:type_name -> tasker.v1.StepError
-	32, // 20: tasker.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	35, // 20: tasker.v1.StepError.at:type_name -> google.protobuf.Timestamp
 	16, // 21: tasker.v1.GetTaskResponse.task:type_name -> tasker.v1.Task
 	0,  // 22: tasker.v1.ListTasksRequest.state:type_name -> tasker.v1.TaskState
 	16, // 23: tasker.v1.ListTasksResponse.tasks:type_name -> tasker.v1.Task
@@ -2413,32 +2712,36 @@ var file_tasker_v1_workflow_proto_depIdxs = []int32{
 	16, // 26: tasker.v1.ResolveStepResponse.task:type_name -> tasker.v1.Task
 	31, // 27: tasker.v1.WatchTaskResponse.event:type_name -> tasker.v1.TaskEvent
 	16, // 28: tasker.v1.WatchTaskResponse.task:type_name -> tasker.v1.Task
-	32, // 29: tasker.v1.TaskEvent.at:type_name -> google.protobuf.Timestamp
-	2,  // 30: tasker.v1.WorkflowService.ApplyWorkflow:input_type -> tasker.v1.ApplyWorkflowRequest
-	10, // 31: tasker.v1.WorkflowService.GetWorkflow:input_type -> tasker.v1.GetWorkflowRequest
-	12, // 32: tasker.v1.WorkflowService.ListWorkflows:input_type -> tasker.v1.ListWorkflowsRequest
-	14, // 33: tasker.v1.WorkflowService.StartTask:input_type -> tasker.v1.StartTaskRequest
-	19, // 34: tasker.v1.WorkflowService.GetTask:input_type -> tasker.v1.GetTaskRequest
-	21, // 35: tasker.v1.WorkflowService.ListTasks:input_type -> tasker.v1.ListTasksRequest
-	23, // 36: tasker.v1.WorkflowService.CancelTask:input_type -> tasker.v1.CancelTaskRequest
-	25, // 37: tasker.v1.WorkflowService.RetryStep:input_type -> tasker.v1.RetryStepRequest
-	27, // 38: tasker.v1.WorkflowService.ResolveStep:input_type -> tasker.v1.ResolveStepRequest
-	29, // 39: tasker.v1.WorkflowService.WatchTask:input_type -> tasker.v1.WatchTaskRequest
-	3,  // 40: tasker.v1.WorkflowService.ApplyWorkflow:output_type -> tasker.v1.ApplyWorkflowResponse
-	11, // 41: tasker.v1.WorkflowService.GetWorkflow:output_type -> tasker.v1.GetWorkflowResponse
-	13, // 42: tasker.v1.WorkflowService.ListWorkflows:output_type -> tasker.v1.ListWorkflowsResponse
-	15, // 43: tasker.v1.WorkflowService.StartTask:output_type -> tasker.v1.StartTaskResponse
-	20, // 44: tasker.v1.WorkflowService.GetTask:output_type -> tasker.v1.GetTaskResponse
-	22, // 45: tasker.v1.WorkflowService.ListTasks:output_type -> tasker.v1.ListTasksResponse
-	24, // 46: tasker.v1.WorkflowService.CancelTask:output_type -> tasker.v1.CancelTaskResponse
-	26, // 47: tasker.v1.WorkflowService.RetryStep:output_type -> tasker.v1.RetryStepResponse
-	28, // 48: tasker.v1.WorkflowService.ResolveStep:output_type -> tasker.v1.ResolveStepResponse
-	30, // 49: tasker.v1.WorkflowService.WatchTask:output_type -> tasker.v1.WatchTaskResponse
-	40, // [40:50] is the sub-list for method output_type
-	30, // [30:40] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	35, // 29: tasker.v1.TaskEvent.at:type_name -> google.protobuf.Timestamp
+	34, // 30: tasker.v1.WatchEventsResponse.event:type_name -> tasker.v1.ClusterEvent
+	35, // 31: tasker.v1.ClusterEvent.time:type_name -> google.protobuf.Timestamp
+	2,  // 32: tasker.v1.WorkflowService.ApplyWorkflow:input_type -> tasker.v1.ApplyWorkflowRequest
+	10, // 33: tasker.v1.WorkflowService.GetWorkflow:input_type -> tasker.v1.GetWorkflowRequest
+	12, // 34: tasker.v1.WorkflowService.ListWorkflows:input_type -> tasker.v1.ListWorkflowsRequest
+	14, // 35: tasker.v1.WorkflowService.StartTask:input_type -> tasker.v1.StartTaskRequest
+	19, // 36: tasker.v1.WorkflowService.GetTask:input_type -> tasker.v1.GetTaskRequest
+	21, // 37: tasker.v1.WorkflowService.ListTasks:input_type -> tasker.v1.ListTasksRequest
+	23, // 38: tasker.v1.WorkflowService.CancelTask:input_type -> tasker.v1.CancelTaskRequest
+	25, // 39: tasker.v1.WorkflowService.RetryStep:input_type -> tasker.v1.RetryStepRequest
+	27, // 40: tasker.v1.WorkflowService.ResolveStep:input_type -> tasker.v1.ResolveStepRequest
+	29, // 41: tasker.v1.WorkflowService.WatchTask:input_type -> tasker.v1.WatchTaskRequest
+	32, // 42: tasker.v1.WorkflowService.WatchEvents:input_type -> tasker.v1.WatchEventsRequest
+	3,  // 43: tasker.v1.WorkflowService.ApplyWorkflow:output_type -> tasker.v1.ApplyWorkflowResponse
+	11, // 44: tasker.v1.WorkflowService.GetWorkflow:output_type -> tasker.v1.GetWorkflowResponse
+	13, // 45: tasker.v1.WorkflowService.ListWorkflows:output_type -> tasker.v1.ListWorkflowsResponse
+	15, // 46: tasker.v1.WorkflowService.StartTask:output_type -> tasker.v1.StartTaskResponse
+	20, // 47: tasker.v1.WorkflowService.GetTask:output_type -> tasker.v1.GetTaskResponse
+	22, // 48: tasker.v1.WorkflowService.ListTasks:output_type -> tasker.v1.ListTasksResponse
+	24, // 49: tasker.v1.WorkflowService.CancelTask:output_type -> tasker.v1.CancelTaskResponse
+	26, // 50: tasker.v1.WorkflowService.RetryStep:output_type -> tasker.v1.RetryStepResponse
+	28, // 51: tasker.v1.WorkflowService.ResolveStep:output_type -> tasker.v1.ResolveStepResponse
+	30, // 52: tasker.v1.WorkflowService.WatchTask:output_type -> tasker.v1.WatchTaskResponse
+	33, // 53: tasker.v1.WorkflowService.WatchEvents:output_type -> tasker.v1.WatchEventsResponse
+	43, // [43:54] is the sub-list for method output_type
+	32, // [32:43] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_tasker_v1_workflow_proto_init() }
@@ -2452,7 +2755,7 @@ func file_tasker_v1_workflow_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_v1_workflow_proto_rawDesc), len(file_tasker_v1_workflow_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1781,13 +1781,21 @@ func (x *StepError) GetDetailsJson() string {
 
 // Event is one entry of a task's history.
 type Event struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
-	Step          string                 `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
-	Attempt       int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
-	Message       string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Type    string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"`
+	Step    string                 `protobuf:"bytes,3,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt int32                  `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	At      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	Message string                 `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// The Raft log index of the entry that produced the event, and its
+	// position among that entry's events (from 1): together the event's
+	// stable id, the same on every server. 0 for events of snapshots taken
+	// before they were recorded.
+	Index    uint64 `protobuf:"varint,7,opt,name=index,proto3" json:"index,omitempty"`
+	Position uint32 `protobuf:"varint,8,opt,name=position,proto3" json:"position,omitempty"`
+	// The error code, for step.failed, step.dead_lettered and task.failed.
+	Code          string `protobuf:"bytes,9,opt,name=code,proto3" json:"code,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1860,6 +1868,27 @@ func (x *Event) GetAt() *timestamppb.Timestamp {
 func (x *Event) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *Event) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *Event) GetPosition() uint32 {
+	if x != nil {
+		return x.Position
+	}
+	return 0
+}
+
+func (x *Event) GetCode() string {
+	if x != nil {
+		return x.Code
 	}
 	return ""
 }
@@ -2016,14 +2045,17 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\tretryable\x18\x03 \x01(\bR\tretryable\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12*\n" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12!\n" +
-	"\fdetails_json\x18\x06 \x01(\tR\vdetailsJson\"\xa1\x01\n" +
+	"\fdetails_json\x18\x06 \x01(\tR\vdetailsJson\"\xe7\x01\n" +
 	"\x05Event\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12\x12\n" +
 	"\x04step\x18\x03 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12*\n" +
 	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
-	"\amessage\x18\x06 \x01(\tR\amessageB8Z6github.com/tasker-run/tasker/proto/tasker/fsm/v1;fsmv1b\x06proto3"
+	"\amessage\x18\x06 \x01(\tR\amessage\x12\x14\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\x12\x1a\n" +
+	"\bposition\x18\b \x01(\rR\bposition\x12\x12\n" +
+	"\x04code\x18\t \x01(\tR\x04codeB8Z6github.com/tasker-run/tasker/proto/tasker/fsm/v1;fsmv1b\x06proto3"
 
 var (
 	file_tasker_fsm_v1_fsm_proto_rawDescOnce sync.Once

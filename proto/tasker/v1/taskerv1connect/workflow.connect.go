@@ -62,6 +62,9 @@ const (
 	// WorkflowServiceWatchTaskProcedure is the fully-qualified name of the WorkflowService's WatchTask
 	// RPC.
 	WorkflowServiceWatchTaskProcedure = "/tasker.v1.WorkflowService/WatchTask"
+	// WorkflowServiceWatchEventsProcedure is the fully-qualified name of the WorkflowService's
+	// WatchEvents RPC.
+	WorkflowServiceWatchEventsProcedure = "/tasker.v1.WorkflowService/WatchEvents"
 )
 
 // WorkflowServiceClient is a client for the tasker.v1.WorkflowService service.
@@ -101,6 +104,13 @@ type WorkflowServiceClient interface {
 	// the stream stays open; a client that only waits for an outcome stops at
 	// a task.failed event.
 	WatchTask(context.Context, *connect.Request[v1.WatchTaskRequest]) (*connect.ServerStreamForClient[v1.WatchTaskResponse], error)
+	// WatchEvents streams the cluster's events (docs/events.md): task and
+	// step events from the replicated log, and the breaker, member and
+	// leader events the leader observes. The leader keeps the recent ones in
+	// a bounded ring, so a watcher can start with them and resume after a
+	// broken stream; older task events can be re-read with WatchTask. With
+	// follow unset the stream ends once the ring's matching events are sent.
+	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error)
 }
 
 // NewWorkflowServiceClient constructs a client for the tasker.v1.WorkflowService service. By
@@ -178,6 +188,13 @@ func NewWorkflowServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(workflowServiceMethods.ByName("WatchTask")),
 			connect.WithClientOptions(opts...),
 		),
+		watchEvents: connect.NewClient[v1.WatchEventsRequest, v1.WatchEventsResponse](
+			httpClient,
+			baseURL+WorkflowServiceWatchEventsProcedure,
+			connect.WithSchema(workflowServiceMethods.ByName("WatchEvents")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -193,6 +210,7 @@ type workflowServiceClient struct {
 	retryStep     *connect.Client[v1.RetryStepRequest, v1.RetryStepResponse]
 	resolveStep   *connect.Client[v1.ResolveStepRequest, v1.ResolveStepResponse]
 	watchTask     *connect.Client[v1.WatchTaskRequest, v1.WatchTaskResponse]
+	watchEvents   *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
 }
 
 // ApplyWorkflow calls tasker.v1.WorkflowService.ApplyWorkflow.
@@ -245,6 +263,11 @@ func (c *workflowServiceClient) WatchTask(ctx context.Context, req *connect.Requ
 	return c.watchTask.CallServerStream(ctx, req)
 }
 
+// WatchEvents calls tasker.v1.WorkflowService.WatchEvents.
+func (c *workflowServiceClient) WatchEvents(ctx context.Context, req *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error) {
+	return c.watchEvents.CallServerStream(ctx, req)
+}
+
 // WorkflowServiceHandler is an implementation of the tasker.v1.WorkflowService service.
 type WorkflowServiceHandler interface {
 	// ApplyWorkflow validates a manifest and stores it as a new workflow
@@ -282,6 +305,13 @@ type WorkflowServiceHandler interface {
 	// the stream stays open; a client that only waits for an outcome stops at
 	// a task.failed event.
 	WatchTask(context.Context, *connect.Request[v1.WatchTaskRequest], *connect.ServerStream[v1.WatchTaskResponse]) error
+	// WatchEvents streams the cluster's events (docs/events.md): task and
+	// step events from the replicated log, and the breaker, member and
+	// leader events the leader observes. The leader keeps the recent ones in
+	// a bounded ring, so a watcher can start with them and resume after a
+	// broken stream; older task events can be re-read with WatchTask. With
+	// follow unset the stream ends once the ring's matching events are sent.
+	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error
 }
 
 // NewWorkflowServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -355,6 +385,13 @@ func NewWorkflowServiceHandler(svc WorkflowServiceHandler, opts ...connect.Handl
 		connect.WithSchema(workflowServiceMethods.ByName("WatchTask")),
 		connect.WithHandlerOptions(opts...),
 	)
+	workflowServiceWatchEventsHandler := connect.NewServerStreamHandler(
+		WorkflowServiceWatchEventsProcedure,
+		svc.WatchEvents,
+		connect.WithSchema(workflowServiceMethods.ByName("WatchEvents")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.v1.WorkflowService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case WorkflowServiceApplyWorkflowProcedure:
@@ -377,6 +414,8 @@ func NewWorkflowServiceHandler(svc WorkflowServiceHandler, opts ...connect.Handl
 			workflowServiceResolveStepHandler.ServeHTTP(w, r)
 		case WorkflowServiceWatchTaskProcedure:
 			workflowServiceWatchTaskHandler.ServeHTTP(w, r)
+		case WorkflowServiceWatchEventsProcedure:
+			workflowServiceWatchEventsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -424,4 +463,8 @@ func (UnimplementedWorkflowServiceHandler) ResolveStep(context.Context, *connect
 
 func (UnimplementedWorkflowServiceHandler) WatchTask(context.Context, *connect.Request[v1.WatchTaskRequest], *connect.ServerStream[v1.WatchTaskResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkflowService.WatchTask is not implemented"))
+}
+
+func (UnimplementedWorkflowServiceHandler) WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkflowService.WatchEvents is not implemented"))
 }
