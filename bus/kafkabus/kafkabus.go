@@ -175,6 +175,9 @@ func (b *Bus) Subscribe(ctx context.Context, pattern, group string, h bus.Handle
 }
 
 func (b *Bus) consume(ctx context.Context, cl *kgo.Client, pattern, group string, h bus.Handler) {
+	// With BlockRebalanceOnPoll, leaving the group on Close waits for the
+	// rebalance the last poll blocked: allow it on every way out.
+	defer cl.AllowRebalance()
 	for ctx.Err() == nil {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
