@@ -91,6 +91,9 @@ func OpenOutbox(path string, pub Publisher, opts OutboxOptions) (*Outbox, error)
 	if err != nil {
 		return nil, fmt.Errorf("open outbox %s: %w", path, err)
 	}
+	// Batch waits this long for more appends to share an fsync; bbolt's
+	// 10ms default would be the latency of every lone append.
+	db.MaxBatchDelay = time.Millisecond
 	o := &Outbox{db: db, pub: pub, opts: opts, log: log.With("component", "outbox"), wake: make(chan struct{}, 1)}
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(outboxBucket)

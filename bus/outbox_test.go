@@ -138,12 +138,22 @@ func BenchmarkOutboxAppend(b *testing.B) {
 	defer ob.Close()
 	ctx := context.Background()
 	var n atomic.Int64
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
+	b.Run("serial", func(b *testing.B) {
+		for b.Loop() {
 			if err := ob.Append(ctx, msg(int(n.Add(1)))); err != nil {
-				b.Error(err)
-				return
+				b.Fatal(err)
 			}
 		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.SetParallelism(8)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := ob.Append(ctx, msg(int(n.Add(1)))); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 }
