@@ -29,6 +29,7 @@ import (
 	"github.com/tasker-run/tasker/gossip"
 	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
 	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
+	"github.com/tasker-run/tasker/telemetry"
 	"github.com/tasker-run/tasker/workflow"
 )
 
@@ -48,6 +49,16 @@ type Agent struct {
 	fwd     *forwarder
 	// breakers guard dispatches per agent/capability (dispatch.go).
 	breakers *breaker.Set
+	// tel holds the tracer and meter (telemetry.go); metrics the
+	// instruments; traces the trace context of the tasks started here.
+	tel *telemetry.Telemetry
+	// interceptors trace Connect calls: none when tracing is off.
+	interceptors []connect.Interceptor
+	metrics      *instruments
+	traces       taskTraces
+	// asgTraces carries the traceparent of attempts given to apps here,
+	// from delivery to the app (see telemetry.go).
+	asgTraces asgTraces
 
 	ln           net.Listener
 	srv          *http.Server
@@ -117,6 +128,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.breakers = breakers
+	if err := a.setupTelemetry(context.Background()); err != nil {
+		return nil, err
+	}
 	a.fwd = newForwarder(a)
 	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)
@@ -338,6 +352,7 @@ func (a *Agent) lead(ctx context.Context) {
 				return
 			}
 			stopSched()
+			a.metrics.leaderChange.Add(ctx, 1)
 			if leader {
 				a.log.Info("leadership acquired: scheduling")
 				start()
@@ -396,7 +411,11 @@ func (a *Agent) proposeLocal(ctx context.Context, c *fsmv1.Command) (*consensus.
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
+	began := time.Now()
+	end := a.commitSpan(ctx, c)
 	resp, err := a.node.Apply(ctx, b)
+	end(err)
+	a.metrics.commit.Record(ctx, time.Since(began).Seconds())
 	if err != nil {
 		return nil, err
 	}
@@ -505,6 +524,12 @@ func (a *Agent) shutdown(ctx context.Context) error {
 	if a.tmpDir != "" {
 		_ = os.RemoveAll(a.tmpDir)
 	}
+	// Last: the spans of the shutdown itself are exported too.
+	tctx, tcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := a.tel.Shutdown(tctx); err != nil {
+		a.log.Warn("telemetry shutdown", "err", err)
+	}
+	tcancel()
 	a.log.Info("agent stopped")
 	return errors.Join(errs...)
 }

@@ -102,7 +102,11 @@ func (w *workerAPI) PollSteps(ctx context.Context, req *connect.Request[taskerv1
 			return nil
 		case asg := <-ch:
 			k := leaseKey{asg.TaskID, asg.Step, asg.Attempt}
-			err := stream.Send(&taskerv1.PollStepsResponse{Assignment: pbAssignment(asg)})
+			out := pbAssignment(asg)
+			if w.a.tel.Tracing {
+				out.TraceParent = w.a.asgTraces.take(asg)
+			}
+			err := stream.Send(&taskerv1.PollStepsResponse{Assignment: out})
 			if err != nil {
 				w.a.releaseAsync(k, "worker stream closed before delivery")
 				return nil

@@ -84,6 +84,11 @@ type Config struct {
 	// LogLevel is debug, info, warn or error; LogFormat text or json.
 	LogLevel  string `yaml:"log_level"`
 	LogFormat string `yaml:"log_format"`
+	// Tracing exports OpenTelemetry spans over OTLP, configured by the
+	// standard OTEL_EXPORTER_OTLP_* variables; setting OTLPEndpoint turns
+	// it on too. Off by default.
+	Tracing      bool   `yaml:"tracing"`
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ReclaimGrace is how long a worker whose stream broke has to come
@@ -187,6 +192,8 @@ func settings() []setting {
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 		str("log-format", "text or json", func(c *Config) *string { return &c.LogFormat }),
+		boolean("tracing", "export OpenTelemetry traces over OTLP, as the OTEL_EXPORTER_OTLP_* variables say", func(c *Config) *bool { return &c.Tracing }),
+		str("otlp-endpoint", "OTLP collector URL for traces (http://host:4318; host:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); turns tracing on", func(c *Config) *string { return &c.OTLPEndpoint }),
 	}
 }
 

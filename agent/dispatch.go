@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -101,6 +103,8 @@ type flight struct {
 	capability string      //
 	done       func(error) // reports the outcome to the target's breaker; nil if rebuilt from the state
 	seq        uint64      // the dispatch, to tell it from a later one of the same attempt
+	start      time.Time   // dispatched, for the step duration metric
+	span       trace.Span  // the attempt's span; nil when tracing is off
 }
 
 // stepKey names a step of a task, for the waiting reasons the API shows.
@@ -201,7 +205,8 @@ func (s *scheduler) dispatch(ctx context.Context) {
 			s.a.workers.hold(c.worker, k, info.Capability)
 		}
 		s.seq++
-		s.addFlight(k, flight{target: c.target, agent: c.agent, capability: info.Capability, done: c.done, seq: s.seq})
+		s.addFlight(k, flight{target: c.target, agent: c.agent, capability: info.Capability, done: c.done, seq: s.seq,
+			start: time.Now(), span: s.a.attemptSpan(s.a.traces.get(ref.TaskID), k, info.Capability, c.agent)})
 		picks = append(picks, pick{ref, c, k, s.seq})
 		cmds = append(cmds, &fsmv1.Command{Kind: &fsmv1.Command_DispatchStep{DispatchStep: &fsmv1.DispatchStep{
 			TaskId: ref.TaskID, Step: ref.Name, Attempt: int32(info.NextAttempt),
@@ -209,6 +214,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 		}}})
 	}
 	s.ready = s.ready[:0]
+	s.a.metrics.queueDepth.Store(0)
 	if len(cmds) == 0 {
 		return
 	}
@@ -217,7 +223,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 		s.log.Warn("dispatch not committed; will retry", "steps", len(cmds), "err", err)
 		for _, p := range picks {
 			s.a.workers.drop(p.key)
-			s.land(p.key, breaker.ErrNotCounted)
+			s.land(p.key, breaker.ErrNotCounted, "")
 			s.ready = append(s.ready, p.ref)
 		}
 		return
@@ -225,7 +231,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 	for i, p := range picks {
 		if r := res.Batch[i]; r.Err != nil {
 			s.a.workers.drop(p.key)
-			s.land(p.key, breaker.ErrNotCounted)
+			s.land(p.key, breaker.ErrNotCounted, "")
 			s.log.Debug("dispatch refused", "task", p.ref.TaskID, "step", p.ref.Name, "err", r.Err)
 			continue
 		}
@@ -439,9 +445,13 @@ func (s *scheduler) deliver(ref consensus.StepRef, c choice, k leaseKey, seq uin
 		s.a.failAsync(k, workflow.CodeInputMapping, err.Error(), false)
 		return
 	}
+	tctx, tp := s.attemptTrace(k)
+	if tp != "" && c.local {
+		s.a.asgTraces.put(asg, tp)
+	}
 	switch {
 	case !c.local:
-		s.deliverRemote(asg, c, k, seq)
+		s.deliverRemote(tctx, tp, asg, c, k, seq)
 	case c.push != "":
 		s.a.pushAsync(asg, c.push, c.worker)
 	case !s.a.workers.deliver(c.worker, asg):
@@ -449,19 +459,35 @@ func (s *scheduler) deliver(ref consensus.StepRef, c choice, k leaseKey, seq uin
 	}
 }
 
+// attemptTrace is the traceparent of an attempt's span, "" untraced.
+func (s *scheduler) attemptTrace(k leaseKey) (context.Context, string) {
+	f, ok := s.flights[k]
+	if !ok || f.span == nil {
+		return context.Background(), ""
+	}
+	ctx := trace.ContextWithSpan(context.Background(), f.span)
+	return ctx, s.a.tel.TraceParent(ctx)
+}
+
 // deliverRemote hands an attempt to another agent, which gives it to one
 // of its apps, off the scheduler's goroutine. An agent that does not take
 // it is passed over for a moment, and the attempt ends (handBack) to go
 // elsewhere: unreachable, or no answer in time, is a breaker failure; no
 // app there with room is not counted (it answered: full, not sick).
-func (s *scheduler) deliverRemote(asg *consensus.Assignment, c choice, k leaseKey, seq uint64) {
+func (s *scheduler) deliverRemote(tctx context.Context, traceParent string, asg *consensus.Assignment, c choice, k leaseKey, seq uint64) {
 	client := s.a.fwd.agentClient(c.base)
 	req := &agentv1.DeliverRequest{Assignment: pbAssignment(asg), Leader: s.a.cfg.NodeName}
+	req.Assignment.TraceParent = traceParent
 	timeout := deliverTimeout
 	if d := s.a.breakers.Get(c.target).Policy().Timeout; d > 0 {
 		timeout = min(timeout, d)
 	}
 	s.a.background(func(ctx context.Context) {
+		// The call joins the attempt's trace: the executing agent's spans
+		// are its children.
+		if traceParent != "" {
+			ctx = trace.ContextWithSpan(ctx, trace.SpanFromContext(tctx))
+		}
 		dctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		resp, err := client.Deliver(dctx, connect.NewRequest(req))
@@ -618,7 +644,7 @@ func (s *scheduler) abandon(ctx context.Context, match func(agent string) bool, 
 // addFlight records an attempt in flight on its target.
 func (s *scheduler) addFlight(k leaseKey, f flight) {
 	if _, ok := s.flights[k]; ok {
-		s.land(k, breaker.ErrNotCounted) // cannot happen: it ended before it was dispatched again
+		s.land(k, breaker.ErrNotCounted, "") // cannot happen: it ended before it was dispatched again
 	}
 	s.flights[k] = f
 	s.dmu.Lock()
@@ -628,12 +654,15 @@ func (s *scheduler) addFlight(k leaseKey, f flight) {
 
 // land ends an attempt in flight: its outcome reaches the target's
 // breaker, its slot frees, and steps waiting for the capability may go.
-func (s *scheduler) land(k leaseKey, outcome error) {
+// label names the outcome in metrics and the attempt's span; "" for a
+// dispatch that was never committed, which no metric counts.
+func (s *scheduler) land(k leaseKey, outcome error, label string) {
 	f, ok := s.flights[k]
 	if !ok {
 		return
 	}
 	delete(s.flights, k)
+	s.a.landed(f, label)
 	s.dmu.Lock()
 	if n := s.inflight[f.target] - 1; n > 0 {
 		s.inflight[f.target] = n

@@ -83,7 +83,7 @@ func (f *forwarder) agentClient(base string) agentv1connect.AgentServiceClient {
 	defer f.mu.Unlock()
 	c := f.agents[base]
 	if c == nil {
-		c = agentv1connect.NewAgentServiceClient(f.client, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10))
+		c = agentv1connect.NewAgentServiceClient(f.client, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10), connect.WithInterceptors(f.a.interceptors...))
 		f.agents[base] = c
 	}
 	return c
@@ -95,7 +95,7 @@ func (f *forwarder) workerClient(base string) taskerv1connect.WorkerServiceClien
 	defer f.mu.Unlock()
 	c := f.workers[base]
 	if c == nil {
-		c = taskerv1connect.NewWorkerServiceClient(f.client, base, connect.WithGRPC())
+		c = taskerv1connect.NewWorkerServiceClient(f.client, base, connect.WithGRPC(), connect.WithInterceptors(f.a.interceptors...))
 		f.workers[base] = c
 	}
 	return c

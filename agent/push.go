@@ -59,6 +59,12 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 			return
 		}
 		req.Header.Set("Content-Type", "application/json")
+		if a.tel.Tracing {
+			if tp := a.asgTraces.take(asg); tp != "" {
+				// W3C trace context: the app's HTTP instrumentation continues it.
+				req.Header.Set("traceparent", tp)
+			}
+		}
 		req.Header.Set("Tasker-Idempotency-Key", asg.IdempotencyKey)
 		req.Header.Set("Tasker-Attempt", strconv.Itoa(asg.Attempt))
 		a.startAsync(k, worker)

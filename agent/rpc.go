@@ -24,13 +24,14 @@ import (
 func (a *Agent) rpcServer() *http.Server {
 	limit := connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)
 	compress := connect.WithCompressMinBytes(64 << 10)
-	guarded := []connect.HandlerOption{limit, compress, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
+	traced := connect.WithInterceptors(a.interceptors...)
+	guarded := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
-	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit, compress))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit, compress, traced))
 	path, h := taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, guarded...)
 	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, guarded...))
-	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, connect.WithInterceptors(leaderGuard{a}))
+	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, traced, connect.WithInterceptors(leaderGuard{a}))
 	mux.Handle(path, a.route(h))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
@@ -94,6 +95,9 @@ func (s *agentRPC) Deliver(_ context.Context, req *connect.Request[agentv1.Deliv
 	asg := assignmentFromPB(req.Msg.GetAssignment())
 	if asg == nil || asg.TaskID == "" || asg.Step == "" || asg.Capability == "" || asg.Attempt < 1 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("assignment: task_id, step, capability and attempt are required"))
+	}
+	if tp := req.Msg.GetAssignment().GetTraceParent(); tp != "" {
+		s.a.asgTraces.put(asg, tp)
 	}
 	id, err := s.a.deliverLocal(asg)
 	if err != nil {

@@ -213,7 +213,7 @@ func (s *scheduler) drain() {
 			k := leaseKey{l.TaskID, l.Name, l.Attempt}
 			delete(s.leases, k)
 			s.a.workers.drop(k)
-			s.land(k, breaker.ErrNotCounted)
+			s.land(k, breaker.ErrNotCounted, "released")
 		}
 		for i, e := range fx.Events {
 			switch e.Type {
@@ -222,16 +222,20 @@ func (s *scheduler) drain() {
 				delete(s.leases, k)
 				s.a.workers.drop(k)
 				if _, ok := s.flights[k]; ok {
-					s.land(k, s.outcome(fx.Events, i))
+					s.land(k, s.outcome(fx.Events, i), stepOutcome(fx.Events, i))
 				}
 				if e.Type == consensus.EventStepCancelled {
 					s.clearReason(stepKey{e.TaskID, e.Step})
 				}
 			case consensus.EventStepResolvedManually:
 				s.clearReason(stepKey{e.TaskID, e.Step})
+			case consensus.EventTaskCompleted, consensus.EventTaskFailed, consensus.EventTaskCancelled:
+				s.a.traces.drop(e.TaskID)
 			}
 		}
+		s.a.countEvents(context.Background(), fx.Events)
 	}
+	s.a.metrics.queueDepth.Store(int64(len(s.ready)))
 }
 
 // fire handles due timers: retries become ready; lapsed leases fail with

@@ -24,15 +24,18 @@ func (a *Agent) server() *http.Server {
 	// Apps are on localhost: compressing small messages costs CPU and saves
 	// nothing, so only large payloads are compressed.
 	compress := connect.WithCompressMinBytes(64 << 10)
-	opts := []connect.HandlerOption{limit, compress, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
+	// Tracing first, so the span covers the wait for a leader too.
+	traced := connect.WithInterceptors(a.interceptors...)
+	opts := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", a.tel.Metrics)
 	// Calls only the leader can answer are proxied to it from any other
 	// agent, whatever their protocol.
 	path, h := taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, opts...)
 	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, opts...))
 	// Operators must reach the cluster service even with no leader.
-	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, connect.WithInterceptors(leaderGuard{a}))
+	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, traced, connect.WithInterceptors(leaderGuard{a}))
 	mux.Handle(path, a.route(h))
 	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))

@@ -343,8 +343,12 @@ type StepAssignment struct {
 	Deadline        *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=deadline,proto3" json:"deadline,omitempty"`
 	Workflow        string                 `protobuf:"bytes,8,opt,name=workflow,proto3" json:"workflow,omitempty"`
 	WorkflowVersion string                 `protobuf:"bytes,9,opt,name=workflow_version,json=workflowVersion,proto3" json:"workflow_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The W3C traceparent of the attempt's span when the cluster traces:
+	// continue it in the handler (the Go SDK does) so the app's work joins
+	// the task's trace. Push mode also sends it as the traceparent header.
+	TraceParent   string `protobuf:"bytes,10,opt,name=trace_parent,json=traceParent,proto3" json:"trace_parent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StepAssignment) Reset() {
@@ -436,6 +440,13 @@ func (x *StepAssignment) GetWorkflow() string {
 func (x *StepAssignment) GetWorkflowVersion() string {
 	if x != nil {
 		return x.WorkflowVersion
+	}
+	return ""
+}
+
+func (x *StepAssignment) GetTraceParent() string {
+	if x != nil {
+		return x.TraceParent
 	}
 	return ""
 }
@@ -876,7 +887,7 @@ const file_tasker_v1_worker_proto_rawDesc = "" +
 	"\x11PollStepsResponse\x129\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x19.tasker.v1.StepAssignmentR\n" +
-	"assignment\"\xbe\x02\n" +
+	"assignment\"\xe1\x02\n" +
 	"\x0eStepAssignment\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x1e\n" +
@@ -889,7 +900,9 @@ const file_tasker_v1_worker_proto_rawDesc = "" +
 	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x126\n" +
 	"\bdeadline\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x1a\n" +
 	"\bworkflow\x18\b \x01(\tR\bworkflow\x12)\n" +
-	"\x10workflow_version\x18\t \x01(\tR\x0fworkflowVersion\"\x9a\x01\n" +
+	"\x10workflow_version\x18\t \x01(\tR\x0fworkflowVersion\x12!\n" +
+	"\ftrace_parent\x18\n" +
+	" \x01(\tR\vtraceParent\"\x9a\x01\n" +
 	"\x13CompleteStepRequest\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +

@@ -44,6 +44,11 @@ type Step struct {
 	// Input is the step's input as JSON, built from the task input and the
 	// results of upstream steps.
 	Input json.RawMessage
+	// TraceParent is the W3C traceparent of the attempt when the cluster
+	// traces, "" otherwise. The handler's context already carries it as
+	// the remote parent, so spans started from it (with any OpenTelemetry
+	// tracer) join the task's trace; it is here for other tracers.
+	TraceParent string
 }
 
 func newStep(a *taskerv1.StepAssignment) *Step {
@@ -56,6 +61,7 @@ func newStep(a *taskerv1.StepAssignment) *Step {
 		Workflow:        a.GetWorkflow(),
 		WorkflowVersion: a.GetWorkflowVersion(),
 		Input:           json.RawMessage(a.GetInputJson()),
+		TraceParent:     a.GetTraceParent(),
 	}
 	if d := a.GetDeadline(); d != nil && d.IsValid() {
 		s.Deadline = d.AsTime()

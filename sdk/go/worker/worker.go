@@ -428,7 +428,7 @@ func (r *run) execute(c *capability, a *taskerv1.StepAssignment, log *slog.Logge
 	defer func() { <-c.slots }()
 
 	s := newStep(a)
-	l := newLease(r.execCtx, s.Deadline)
+	l := newLease(continueTrace(r.execCtx, s.TraceParent), s.Deadline)
 	beat := make(chan struct{})
 	go func() {
 		defer close(beat)
@@ -523,9 +523,11 @@ func (r *run) complete(a *taskerv1.StepAssignment, res any, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(r.reportCtx, reportTimeout)
 	defer cancel()
 	err = r.retry(ctx, func(ctx context.Context) error {
-		_, err := r.w.api.CompleteStep(ctx, connect.NewRequest(&taskerv1.CompleteStepRequest{
+		req := connect.NewRequest(&taskerv1.CompleteStepRequest{
 			TaskId: a.GetTaskId(), Step: a.GetStep(), Attempt: a.GetAttempt(), ResultJson: body, WorkerId: r.id(),
-		}))
+		})
+		withTrace(req.Header(), a)
+		_, err := r.w.api.CompleteStep(ctx, req)
 		return err
 	})
 	switch {
@@ -568,7 +570,9 @@ func (r *run) fail(a *taskerv1.StepAssignment, f *Error, log *slog.Logger) {
 	var res *connect.Response[taskerv1.FailStepResponse]
 	err := r.retry(ctx, func(ctx context.Context) error {
 		var err error
-		res, err = r.w.api.FailStep(ctx, connect.NewRequest(req))
+		creq := connect.NewRequest(req)
+		withTrace(creq.Header(), a)
+		res, err = r.w.api.FailStep(ctx, creq)
 		return err
 	})
 	switch {

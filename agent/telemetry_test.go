@@ -1,0 +1,314 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"go.opentelemetry.io/otel/trace"
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
+
+	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
+	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	sdkworker "github.com/tasker-run/tasker/sdk/go/worker"
+)
+
+// otlpReceiver is an OTLP/HTTP trace receiver: it decodes every
+// ExportTraceServiceRequest it is sent and keeps the spans, with the
+// service.instance.id of the agent that sent them.
+type otlpReceiver struct {
+	srv      *httptest.Server
+	mu       sync.Mutex
+	requests int
+	spans    []recvSpan
+}
+
+type recvSpan struct {
+	*tracepb.Span
+	instance string
+}
+
+func newOTLPReceiver(t *testing.T) *otlpReceiver {
+	r := &otlpReceiver{}
+	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(req.Body)
+		if err != nil || req.URL.Path != "/v1/traces" {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		var msg collectortrace.ExportTraceServiceRequest
+		if err := proto.Unmarshal(body, &msg); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		r.requests++
+		for _, rs := range msg.GetResourceSpans() {
+			inst := ""
+			for _, kv := range rs.GetResource().GetAttributes() {
+				if kv.GetKey() == "service.instance.id" {
+					inst = kv.GetValue().GetStringValue()
+				}
+			}
+			for _, ss := range rs.GetScopeSpans() {
+				for _, s := range ss.GetSpans() {
+					r.spans = append(r.spans, recvSpan{s, inst})
+				}
+			}
+		}
+		r.mu.Unlock()
+		out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(out)
+	}))
+	t.Cleanup(r.srv.Close)
+	return r
+}
+
+func (r *otlpReceiver) snapshot() (int, []recvSpan) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.requests, append([]recvSpan(nil), r.spans...)
+}
+
+func spanAttr(s *tracepb.Span, key string) string {
+	for _, kv := range s.GetAttributes() {
+		if kv.GetKey() == key {
+			return kv.GetValue().GetStringValue()
+		}
+	}
+	return ""
+}
+
+const traceManifest = `name: tr
+version: 1.0.0
+steps:
+  - name: first
+    capability: tr.a
+    timeout: 10s
+  - name: second
+    capability: tr.b
+    depends_on: [first]
+    timeout: 10s
+`
+
+// startTraceServer starts s1, a one-server cluster, with mutate applied.
+func startTraceServer(t *testing.T, mutate func(*Config)) *testAgent {
+	t.Helper()
+	cfg := Defaults()
+	cfg.NodeName, cfg.DataDir, cfg.Server, cfg.BootstrapExpect, cfg.DevTiming = "s1", t.TempDir(), true, 1, true
+	cfg.HTTPPort, cfg.RPCPort, cfg.GossipPort, cfg.RaftPort = 0, 0, 0, 0
+	cfg.ShutdownTimeout = 5 * time.Second
+	mutate(&cfg)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	a, err := New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+	c := h2c()
+	ta := &testAgent{Agent: a, dir: cfg.DataDir,
+		wf: taskerv1connect.NewWorkflowServiceClient(c, a.Addr()),
+		wk: taskerv1connect.NewWorkerServiceClient(c, a.Addr()),
+		cl: taskerv1connect.NewClusterServiceClient(c, a.Addr()),
+	}
+	waitFor(t, 10*time.Second, "a leader", func() bool { return a.node.IsLeader() })
+	if _, err := ta.wf.ApplyWorkflow(context.Background(), connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: traceManifest})); err != nil {
+		t.Fatal(err)
+	}
+	return ta
+}
+
+// runTraceCluster runs one tr task on s1 with client agents c1 (tr.a) and
+// c2 (tr.b), started through c1, and returns its id after shutting every
+// agent down (which flushes their spans).
+// The handlers record, by step, the trace id of their context (the Go SDK
+// continues the attempt's trace) in handlerTraces when it is not nil.
+func runTraceCluster(t *testing.T, mutate func(*Config), handlerTraces *sync.Map) (string, []*testAgent) {
+	srv := startTraceServer(t, mutate)
+	c1 := startClientAgent(t, "c1", srv, mutate)
+	c2 := startClientAgent(t, "c2", srv, mutate)
+	done := func(ctx context.Context, s *sdkworker.Step) (any, error) {
+		if handlerTraces != nil {
+			handlerTraces.Store(s.Name, trace.SpanContextFromContext(ctx).TraceID().String())
+		}
+		return map[string]any{}, nil
+	}
+	runApp(t, c1, "app-a", "tr.a", 1, done)
+	runApp(t, c2, "app-b", "tr.b", 1, done)
+	waitProviders(t, srv, "tr.a", 1)
+	waitProviders(t, srv, "tr.b", 1)
+	r, err := c1.wf.StartTask(context.Background(), connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "tr"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.Msg.GetTask().GetId()
+	waitTask(t, srv, id, taskerv1.TaskState_TASK_STATE_COMPLETE)
+	return id, []*testAgent{srv, c1, c2}
+}
+
+func shutdownAll(ts ...*testAgent) {
+	for _, ta := range ts {
+		_ = ta.Shutdown(context.Background())
+	}
+}
+
+// TestTracingOneConnectedTrace: a task whose steps run on two client
+// agents exports one trace, to a real OTLP/HTTP receiver: every step
+// attempt's span shares the trace id, spans come from several agents, and
+// they are linked as parent and child.
+func TestTracingOneConnectedTrace(t *testing.T) {
+	recv := newOTLPReceiver(t)
+	var handlerTraces sync.Map
+	id, agents := runTraceCluster(t, func(c *Config) { c.OTLPEndpoint = recv.srv.URL }, &handlerTraces)
+	// Step spans end when the outcome is committed; the last one may end
+	// just after the task is seen complete.
+	time.Sleep(200 * time.Millisecond)
+	// Every agent flushes its spans on shutdown.
+	shutdownAll(agents...)
+	n, spans := recv.snapshot()
+	if n == 0 {
+		t.Fatal("the receiver got no export")
+	}
+	var steps []recvSpan
+	traceID := ""
+	for _, s := range spans {
+		if spanAttr(s.Span, "tasker.task.id") == id && spanAttr(s.Span, "tasker.step") != "" {
+			steps = append(steps, s)
+		}
+	}
+	if len(steps) != 2 {
+		t.Fatalf("want 2 step attempt spans for %s, got %d (of %d spans)", id, len(steps), len(spans))
+	}
+	for _, s := range steps {
+		tid := hex.EncodeToString(s.GetTraceId())
+		if traceID == "" {
+			traceID = tid
+		}
+		if tid != traceID {
+			t.Fatalf("step spans in different traces: %s and %s", traceID, tid)
+		}
+		if len(s.GetParentSpanId()) == 0 {
+			t.Errorf("step span %s has no parent: it should be a child of StartTask", s.GetName())
+		}
+		if spanAttr(s.Span, "tasker.outcome") != "completed" || spanAttr(s.Span, "tasker.capability") == "" || spanAttr(s.Span, "tasker.agent") == "" {
+			t.Errorf("step span %s lacks attributes: %v", s.GetName(), s.GetAttributes())
+		}
+	}
+	for _, step := range []string{"first", "second"} {
+		if got, _ := handlerTraces.Load(step); got != traceID {
+			t.Errorf("handler of %s ran in trace %v, want the task's %s", step, got, traceID)
+		}
+	}
+	byID := map[string]recvSpan{}
+	instances := map[string]bool{}
+	var inTrace []recvSpan
+	for _, s := range spans {
+		if hex.EncodeToString(s.GetTraceId()) == traceID {
+			inTrace = append(inTrace, s)
+			byID[hex.EncodeToString(s.GetSpanId())] = s
+			instances[s.instance] = true
+		}
+	}
+	links := 0
+	for _, s := range inTrace {
+		if p, ok := byID[hex.EncodeToString(s.GetParentSpanId())]; ok {
+			links++
+			if p.instance != s.instance {
+				t.Logf("cross-agent link: %s (%s) → %s (%s)", p.GetName(), p.instance, s.GetName(), s.instance)
+			}
+		}
+	}
+	// The apps' reports (CompleteStep, traceparent from the SDK) are
+	// handled in the trace, on the agents the apps are attached to.
+	reports := 0
+	for _, s := range inTrace {
+		if s.GetName() == "tasker.v1.WorkerService/CompleteStep" && s.GetKind() == tracepb.Span_SPAN_KIND_SERVER && (s.instance == "c1" || s.instance == "c2") {
+			reports++
+		}
+	}
+	if reports != 2 {
+		t.Errorf("want the 2 CompleteStep calls of the apps in the trace, got %d", reports)
+	}
+	if len(instances) < 2 {
+		t.Errorf("want spans from at least 2 agents in the trace, got %v", instances)
+	}
+	if links < len(inTrace)/2 {
+		t.Errorf("only %d of %d spans have their parent in the trace", links, len(inTrace))
+	}
+	t.Logf("trace %s: %d spans from %v, %d parent links", traceID, len(inTrace), instances, links)
+}
+
+// TestTracingOffExportsNothing: tracing is off by default, even with the
+// standard variables set: no exporter runs.
+func TestTracingOffExportsNothing(t *testing.T) {
+	recv := newOTLPReceiver(t)
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.srv.URL)
+	_, agents := runTraceCluster(t, func(*Config) {}, nil)
+	srv := agents[0]
+	if srv.tel.Tracing || len(srv.interceptors) != 0 {
+		t.Fatal("tracing is on without -tracing or -otlp-endpoint")
+	}
+	shutdownAll(agents...)
+	if n, _ := recv.snapshot(); n != 0 {
+		t.Fatalf("tracing off, yet the receiver got %d exports", n)
+	}
+}
+
+// TestMetricsEndpoint: /metrics on the local API port is valid Prometheus
+// text with the step duration histogram and the breaker gauge.
+func TestMetricsEndpoint(t *testing.T) {
+	_, agents := runTraceCluster(t, func(*Config) {}, nil)
+	srv := agents[0]
+	resp, err := h2c().Get(srv.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %s", resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("not valid Prometheus text: %v\n%s", err, body)
+	}
+	for _, name := range []string{"tasker_step_duration_seconds", "tasker_breaker_state", "tasker_task_outcomes_total", "tasker_raft_commit_duration_seconds", "tasker_gossip_members", "tasker_raft_applied_index", "tasker_dispatch_queue_depth"} {
+		if _, ok := fams[name]; !ok {
+			var names []string
+			for n := range fams {
+				names = append(names, n)
+			}
+			t.Errorf("no %s in /metrics; have %v", name, names)
+		}
+	}
+	if h := fams["tasker_step_duration_seconds"]; h != nil {
+		var count uint64
+		for _, m := range h.GetMetric() {
+			count += m.GetHistogram().GetSampleCount()
+		}
+		if count != 2 {
+			t.Errorf("step histogram counted %d attempts, want 2", count)
+		}
+	}
+}
