@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -31,6 +32,10 @@ type Config struct {
 	// RetryDelay is how long a message a handler failed waits before it is
 	// requeued (default 1s).
 	RetryDelay time.Duration
+	// Publishers is the number of confirm channels, each on a connection of
+	// its own, that concurrent publishes spread over (default 4): a channel
+	// has one publish in flight at a time.
+	Publishers int
 	Logger     *slog.Logger
 }
 
@@ -39,9 +44,8 @@ type Bus struct {
 	cfg Config
 	log *slog.Logger
 
-	pubMu sync.Mutex // one confirm channel: confirms arrive in order
-	conn  *amqp.Connection
-	ch    *amqp.Channel
+	pubs []*publisher
+	next atomic.Uint32
 
 	ctx    context.Context // cancelled by Close, stops the consumers
 	cancel context.CancelFunc
@@ -49,6 +53,21 @@ type Bus struct {
 }
 
 var _ bus.Bus = (*Bus)(nil)
+
+// publisher is one confirm channel. Its lock is held from publish to
+// confirm, which keeps the confirm of a publish unambiguous.
+type publisher struct {
+	mu   sync.Mutex
+	conn *amqp.Connection
+	ch   *amqp.Channel
+}
+
+func (p *publisher) resetLocked() {
+	if p.conn != nil {
+		_ = p.conn.Close()
+	}
+	p.conn, p.ch = nil, nil
+}
 
 // New returns a bus for cfg.URL. It dials lazily, so it succeeds while the
 // broker is down.
@@ -69,8 +88,15 @@ func New(_ context.Context, cfg Config) (*Bus, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if cfg.Publishers <= 0 {
+		cfg.Publishers = 4
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Bus{cfg: cfg, log: log.With("bus", "amqp"), ctx: ctx, cancel: cancel}, nil
+	b := &Bus{cfg: cfg, log: log.With("bus", "amqp"), ctx: ctx, cancel: cancel}
+	for range cfg.Publishers {
+		b.pubs = append(b.pubs, &publisher{})
+	}
+	return b, nil
 }
 
 func (b *Bus) dial() (*amqp.Connection, *amqp.Channel, error) {
@@ -105,10 +131,11 @@ func (b *Bus) Publish(ctx context.Context, m bus.Message) error {
 	if b.ctx.Err() != nil {
 		return bus.ErrClosed
 	}
-	b.pubMu.Lock()
-	defer b.pubMu.Unlock()
-	if b.ch == nil || b.ch.IsClosed() {
-		b.resetLocked()
+	p := b.pubs[int(b.next.Add(1))%len(b.pubs)]
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ch == nil || p.ch.IsClosed() {
+		p.resetLocked()
 		conn, ch, err := b.dial()
 		if err != nil {
 			return err
@@ -117,13 +144,13 @@ func (b *Bus) Publish(ctx context.Context, m bus.Message) error {
 			conn.Close()
 			return fmt.Errorf("amqpbus: confirm mode: %w", err)
 		}
-		b.conn, b.ch = conn, ch
+		p.conn, p.ch = conn, ch
 	}
 	headers := amqp.Table{}
 	for k, v := range m.Headers {
 		headers[k] = v
 	}
-	dc, err := b.ch.PublishWithDeferredConfirmWithContext(ctx, b.cfg.Exchange, m.Subject, false, false, amqp.Publishing{
+	dc, err := p.ch.PublishWithDeferredConfirmWithContext(ctx, b.cfg.Exchange, m.Subject, false, false, amqp.Publishing{
 		MessageId:    m.ID,
 		Headers:      headers,
 		Body:         m.Data,
@@ -131,27 +158,20 @@ func (b *Bus) Publish(ctx context.Context, m bus.Message) error {
 		Timestamp:    time.Now(),
 	})
 	if err != nil {
-		b.resetLocked()
+		p.resetLocked()
 		return fmt.Errorf("amqpbus: publish %s to %s: %w", m.ID, m.Subject, err)
 	}
 	ok, err := dc.WaitContext(ctx)
 	if err != nil {
 		// A confirm that never came leaves the channel's sequence in an
 		// unknown state: start over on a new one.
-		b.resetLocked()
+		p.resetLocked()
 		return fmt.Errorf("amqpbus: confirm %s: %w", m.ID, err)
 	}
 	if !ok {
 		return fmt.Errorf("amqpbus: broker nacked %s", m.ID)
 	}
 	return nil
-}
-
-func (b *Bus) resetLocked() {
-	if b.conn != nil {
-		_ = b.conn.Close()
-	}
-	b.conn, b.ch = nil, nil
 }
 
 // Subscribe declares the durable queue of group, binds it with pattern and
@@ -270,9 +290,11 @@ func (b *Bus) Close() error {
 	}
 	b.cancel()
 	b.wg.Wait()
-	b.pubMu.Lock()
-	b.resetLocked()
-	b.pubMu.Unlock()
+	for _, p := range b.pubs {
+		p.mu.Lock()
+		p.resetLocked()
+		p.mu.Unlock()
+	}
 	return nil
 }
 
