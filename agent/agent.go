@@ -117,6 +117,14 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		now:     func() time.Time { return time.Now().UTC() },
 		rng:     rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 	}
+	// Before any component takes a logger: with tracing on, their lines
+	// about a traced call or attempt carry its trace id.
+	if err := a.setupTelemetry(context.Background()); err != nil {
+		return nil, err
+	}
+	if a.tel.Tracing {
+		a.log = slog.New(telemetry.LogHandler(a.log.Handler()))
+	}
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
 	a.left = make(chan struct{})
@@ -128,9 +136,6 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.breakers = breakers
-	if err := a.setupTelemetry(context.Background()); err != nil {
-		return nil, err
-	}
 	a.fwd = newForwarder(a)
 	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)

@@ -232,7 +232,7 @@ func (a *Agent) complete(ctx context.Context, k leaseKey, result, worker string)
 				return toConnect(err)
 			}
 			a.workers.drop(k)
-			a.log.Warn("result breaks its contract", "task", k.task, "step", k.step, "attempt", k.attempt, "err", ce.Message())
+			a.log.WarnContext(ctx, "result breaks its contract", "task", k.task, "step", k.step, "attempt", k.attempt, "err", ce.Message())
 		}
 		return cerr
 	}

@@ -437,15 +437,15 @@ func clock(t time.Time) string { return t.UTC().Format(time.TimeOnly) }
 // deliver sends a committed attempt to its agent: to an app here directly,
 // to another agent over AgentService.Deliver.
 func (s *scheduler) deliver(ref consensus.StepRef, c choice, k leaseKey, seq uint64) {
+	tctx, tp := s.attemptTrace(k)
 	asg, err := s.a.state.Assignment(ref)
 	if err != nil {
 		// The input mapping failed on real data (say, a field of the wrong
 		// type): no attempt can succeed, so the step fails for good.
-		s.log.Warn("cannot build step input", "task", ref.TaskID, "step", ref.Name, "err", err)
+		s.log.WarnContext(tctx, "cannot build step input", "task", ref.TaskID, "step", ref.Name, "err", err)
 		s.a.failAsync(k, workflow.CodeInputMapping, err.Error(), false)
 		return
 	}
-	tctx, tp := s.attemptTrace(k)
 	if tp != "" && c.local {
 		s.a.asgTraces.put(asg, tp)
 	}
@@ -492,7 +492,7 @@ func (s *scheduler) deliverRemote(tctx context.Context, traceParent string, asg 
 		defer cancel()
 		resp, err := client.Deliver(dctx, connect.NewRequest(req))
 		if err == nil {
-			s.log.Debug("step delivered", "task", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "worker", resp.Msg.GetWorkerId())
+			s.log.DebugContext(ctx, "step delivered", "task", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "worker", resp.Msg.GetWorkerId())
 			return
 		}
 		code := connect.CodeOf(err)
@@ -504,7 +504,7 @@ func (s *scheduler) deliverRemote(tctx context.Context, traceParent string, asg 
 		s.dmu.Lock()
 		s.cool[c.target] = time.Now().Add(deliverCooldown)
 		s.dmu.Unlock()
-		s.log.Info("agent did not take a step", "task", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "err", err)
+		s.log.InfoContext(ctx, "agent did not take a step", "task", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "err", err)
 		// Refused (no room, shutting down) or never sent (connection
 		// refused): nobody runs the attempt, so it is handed back under
 		// its number. Any other failure (no answer in time) may have

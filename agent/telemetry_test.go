@@ -41,7 +41,7 @@ type recvSpan struct {
 	instance string
 }
 
-func newOTLPReceiver(t *testing.T) *otlpReceiver {
+func newOTLPReceiver(t testing.TB) *otlpReceiver {
 	r := &otlpReceiver{}
 	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		body, err := io.ReadAll(req.Body)
@@ -310,5 +310,44 @@ func TestMetricsEndpoint(t *testing.T) {
 		if count != 2 {
 			t.Errorf("step histogram counted %d attempts, want 2", count)
 		}
+	}
+}
+
+// BenchmarkTracingOverhead is BenchmarkEndToEnd's 4-step linear workflow
+// on one agent with tracing off and on (exporting to an OTLP/HTTP receiver
+// in the test): the cost of tracing per task.
+func BenchmarkTracingOverhead(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "off"
+		if on {
+			name = "on"
+		}
+		b.Run(name, func(b *testing.B) {
+			endpoint := ""
+			if on {
+				endpoint = newOTLPReceiver(b).srv.URL
+			}
+			// Production Raft timings and fsync, as benchAgent.
+			ta := startAgent(b, b.TempDir(), func(c *Config) { c.Dev, c.OTLPEndpoint = false, endpoint })
+			m, err := os.ReadFile("testdata/linear.yaml")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := ta.wf.ApplyWorkflow(context.Background(), connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: string(m)})); err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			noopWorker(ctx, b, ta, 64)
+			lat := make([]time.Duration, 0, b.N)
+			for b.Loop() {
+				t0 := time.Now()
+				if err := runTask(ctx, ta, "linear"); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			reportPercentiles(b, lat)
+		})
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -213,3 +214,21 @@ func (t *Telemetry) Interceptors() ([]connect.Interceptor, error) {
 	}
 	return []connect.Interceptor{i}, nil
 }
+
+// LogHandler adds the trace_id and span_id of the span in a record's
+// context to h's records, so log lines written with a traced context
+// (slog's *Context methods) can be found from the trace and back. Use it
+// only while tracing: it costs a context lookup per record.
+func LogHandler(h slog.Handler) slog.Handler { return traceLog{h} }
+
+type traceLog struct{ slog.Handler }
+
+func (t traceLog) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return t.Handler.Handle(ctx, r)
+}
+
+func (t traceLog) WithAttrs(as []slog.Attr) slog.Handler { return traceLog{t.Handler.WithAttrs(as)} }
+func (t traceLog) WithGroup(name string) slog.Handler    { return traceLog{t.Handler.WithGroup(name)} }
