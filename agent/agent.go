@@ -50,12 +50,11 @@ type Agent struct {
 	// breakers guard dispatches per agent/capability (dispatch.go).
 	breakers *breaker.Set
 	// tel holds the tracer and meter (telemetry.go); metrics the
-	// instruments; traces the trace context of the tasks started here.
+	// instruments.
 	tel *telemetry.Telemetry
 	// interceptors trace Connect calls: none when tracing is off.
 	interceptors []connect.Interceptor
 	metrics      *instruments
-	traces       taskTraces
 	// asgTraces carries the traceparent of attempts given to apps here,
 	// from delivery to the app (see telemetry.go).
 	asgTraces asgTraces

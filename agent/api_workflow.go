@@ -113,21 +113,15 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 		}
 		id = fid
 	}
-	// The steps' spans join this call's trace (taskTraces). Remembered
-	// before the commit: the scheduler may dispatch the roots before
-	// propose returns.
-	traced := false
+	// The steps' spans join this call's trace, on whichever server leads.
+	traceParent := ""
 	if w.a.tel.Tracing {
-		if tp := w.a.tel.TraceParent(ctx); tp != "" {
-			traced = w.a.traces.put(id, tp)
-		}
+		traceParent = w.a.tel.TraceParent(ctx)
 	}
 	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{
 		TaskId: id, Namespace: v.Namespace, Workflow: v.Name, Version: v.Version, InputJson: input, IdempotencyKey: r.GetIdempotencyKey(),
+		TraceParent: traceParent,
 	}}})
-	if traced && (err != nil || !res.Created) {
-		w.a.traces.drop(id)
-	}
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -206,7 +206,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 		}
 		s.seq++
 		s.addFlight(k, flight{target: c.target, agent: c.agent, capability: info.Capability, done: c.done, seq: s.seq,
-			start: time.Now(), span: s.a.attemptSpan(s.a.traces.get(ref.TaskID), k, info.Capability, c.agent)})
+			start: time.Now(), span: s.a.attemptSpan(info.TraceParent, k, info.Capability, c.agent)})
 		picks = append(picks, pick{ref, c, k, s.seq})
 		cmds = append(cmds, &fsmv1.Command{Kind: &fsmv1.Command_DispatchStep{DispatchStep: &fsmv1.DispatchStep{
 			TaskId: ref.TaskID, Step: ref.Name, Attempt: int32(info.NextAttempt),

@@ -229,8 +229,6 @@ func (s *scheduler) drain() {
 				}
 			case consensus.EventStepResolvedManually:
 				s.clearReason(stepKey{e.TaskID, e.Step})
-			case consensus.EventTaskCompleted, consensus.EventTaskFailed, consensus.EventTaskCancelled:
-				s.a.traces.drop(e.TaskID)
 			}
 		}
 		s.a.countEvents(context.Background(), fx.Events)

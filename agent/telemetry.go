@@ -223,40 +223,6 @@ func commandName(c *fsmv1.Command) string {
 	return string(c.ProtoReflect().WhichOneof(c.ProtoReflect().Descriptor().Oneofs().ByName("kind")).Name())
 }
 
-// taskTraces remembers the trace context of the tasks this agent started,
-// as leader, so their steps' spans join the trace of the StartTask call.
-// Only while tracing; forgotten when the task ends. A new leader does not
-// know them: the steps it dispatches start traces of their own.
-type taskTraces struct {
-	mu sync.Mutex
-	m  map[string]string
-}
-
-func (t *taskTraces) put(task, traceParent string) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if _, ok := t.m[task]; ok {
-		return false
-	}
-	if t.m == nil {
-		t.m = map[string]string{}
-	}
-	t.m[task] = traceParent
-	return true
-}
-
-func (t *taskTraces) get(task string) string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.m[task]
-}
-
-func (t *taskTraces) drop(task string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.m, task)
-}
-
 // asgTraces maps an attempt handed to an app here to its traceparent,
 // from delivery (by the leader's scheduler, or AgentService.Deliver) to
 // the moment it is sent to the app (PollSteps, push). Entries exist only

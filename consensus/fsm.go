@@ -83,7 +83,11 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.putWorkflow(k.PutWorkflow.GetManifest(), now, fx)
 	case *fsmv1.Command_CreateTask:
 		x := k.CreateTask
-		return s.createTask(x.GetTaskId(), x.GetNamespace(), x.GetWorkflow(), x.GetVersion(), x.GetInputJson(), x.GetIdempotencyKey(), now, fx)
+		res := s.createTask(x.GetTaskId(), x.GetNamespace(), x.GetWorkflow(), x.GetVersion(), x.GetInputJson(), x.GetIdempotencyKey(), now, fx)
+		if res.Created && x.GetTraceParent() != "" {
+			s.tasks[res.TaskID].traceParent = x.GetTraceParent()
+		}
+		return res
 	case *fsmv1.Command_DispatchStep:
 		x := k.DispatchStep
 		return s.dispatch(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetAgent(), x.GetWorker(), x.GetDeadline().AsTime(), now, fx)
@@ -234,6 +238,7 @@ func (t *taskRec) encode() *fsmv1.Task {
 	out := &fsmv1.Task{
 		Id: t.id, Namespace: t.ns, Workflow: t.ver.wf.key.name, Version: t.ver.version, InputJson: t.input,
 		IdempotencyKey: t.idem, CreatedAt: ts(t.created), EndedAt: ts(t.ended), State: int32(t.state), Number: t.number,
+		TraceParent: t.traceParent,
 	}
 	for i := range t.steps {
 		st := &t.steps[i]
@@ -310,7 +315,8 @@ func (s *State) restoreTask(pt *fsmv1.Task) error {
 	t := &taskRec{
 		id: pt.GetId(), ns: pt.GetNamespace(), ver: v, input: pt.GetInputJson(), idem: pt.GetIdempotencyKey(),
 		created: fromTS(pt.GetCreatedAt()), ended: fromTS(pt.GetEndedAt()), number: pt.GetNumber(),
-		state: workflow.TaskState(pt.GetState()), steps: make([]stepRec, len(pt.GetSteps())),
+		traceParent: pt.GetTraceParent(),
+		state:       workflow.TaskState(pt.GetState()), steps: make([]stepRec, len(pt.GetSteps())),
 	}
 	recs := make([]workflow.StepRecord, len(t.steps))
 	for i, ps := range pt.GetSteps() {

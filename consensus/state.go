@@ -70,20 +70,23 @@ type versionRec struct {
 }
 
 type taskRec struct {
-	id, ns    string
-	ver       *versionRec
-	input     string
-	inputVal  any // decoded once, for building step inputs
-	idem      string
-	created   time.Time
-	ended     time.Time
-	number    uint64
-	state     workflow.TaskState
-	ref       workflow.TaskRef
-	active    bool // in runs
-	steps     []stepRec
-	events    []Event
-	resultVal []any // decoded results, by step; nil until needed
+	id, ns   string
+	ver      *versionRec
+	input    string
+	inputVal any // decoded once, for building step inputs
+	idem     string
+	created  time.Time
+	ended    time.Time
+	number   uint64
+	// traceParent is the W3C trace context the task was started in ("" if
+	// untraced): its step attempts' spans join that trace.
+	traceParent string
+	state       workflow.TaskState
+	ref         workflow.TaskRef
+	active      bool // in runs
+	steps       []stepRec
+	events      []Event
+	resultVal   []any // decoded results, by step; nil until needed
 }
 
 type stepRec struct {
@@ -829,6 +832,8 @@ type StepInfo struct {
 	NextAttempt int
 	State       workflow.StepState
 	Ready       bool
+	// TraceParent is the task's trace context, "" if it has none.
+	TraceParent string
 }
 
 // StepInfo returns what the scheduler needs to dispatch a step at now.
@@ -840,7 +845,7 @@ func (s *State) StepInfo(ref StepRef, now time.Time) (StepInfo, error) {
 		return StepInfo{}, notFound("task %s step %d", ref.TaskID, ref.Step)
 	}
 	ps := &t.ver.plan.Steps[ref.Step]
-	info := StepInfo{Capability: ps.Capability, Owner: ps.Owner, Timeout: ps.Timeout, NextAttempt: t.steps[ref.Step].attempts + 1, State: t.steps[ref.Step].state}
+	info := StepInfo{Capability: ps.Capability, Owner: ps.Owner, Timeout: ps.Timeout, NextAttempt: t.steps[ref.Step].attempts + 1, State: t.steps[ref.Step].state, TraceParent: t.traceParent}
 	if t.active {
 		info.Ready = s.runs.StepReady(t.ref, ref.Step, now)
 	}

@@ -446,8 +446,12 @@ type CreateTask struct {
 	Version        string `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
 	InputJson      string `protobuf:"bytes,5,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
 	IdempotencyKey string `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The W3C traceparent of the call that started the task, when the
+	// cluster traces: the spans of the task's step attempts join its trace,
+	// whichever server leads when they run.
+	TraceParent   string `protobuf:"bytes,7,opt,name=trace_parent,json=traceParent,proto3" json:"trace_parent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateTask) Reset() {
@@ -518,6 +522,13 @@ func (x *CreateTask) GetInputJson() string {
 func (x *CreateTask) GetIdempotencyKey() string {
 	if x != nil {
 		return x.IdempotencyKey
+	}
+	return ""
+}
+
+func (x *CreateTask) GetTraceParent() string {
+	if x != nil {
+		return x.TraceParent
 	}
 	return ""
 }
@@ -1433,7 +1444,9 @@ type Task struct {
 	Steps  []*Step  `protobuf:"bytes,10,rep,name=steps,proto3" json:"steps,omitempty"`
 	Events []*Event `protobuf:"bytes,11,rep,name=events,proto3" json:"events,omitempty"`
 	// Creation order across all tasks, from 1.
-	Number        uint64 `protobuf:"varint,12,opt,name=number,proto3" json:"number,omitempty"`
+	Number uint64 `protobuf:"varint,12,opt,name=number,proto3" json:"number,omitempty"`
+	// CreateTask.trace_parent.
+	TraceParent   string `protobuf:"bytes,13,opt,name=trace_parent,json=traceParent,proto3" json:"trace_parent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1550,6 +1563,13 @@ func (x *Task) GetNumber() uint64 {
 		return x.Number
 	}
 	return 0
+}
+
+func (x *Task) GetTraceParent() string {
+	if x != nil {
+		return x.TraceParent
+	}
+	return ""
 }
 
 // Step is a step of a task.
@@ -1925,7 +1945,7 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x05Batch\x122\n" +
 	"\bcommands\x18\x01 \x03(\v2\x16.tasker.fsm.v1.CommandR\bcommands\")\n" +
 	"\vPutWorkflow\x12\x1a\n" +
-	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"\xc1\x01\n" +
+	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"\xe4\x01\n" +
 	"\n" +
 	"CreateTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1c\n" +
@@ -1934,7 +1954,8 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\aversion\x18\x04 \x01(\tR\aversion\x12\x1d\n" +
 	"\n" +
 	"input_json\x18\x05 \x01(\tR\tinputJson\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\"\xbb\x01\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12!\n" +
+	"\ftrace_parent\x18\a \x01(\tR\vtraceParent\"\xbb\x01\n" +
 	"\fDispatchStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
@@ -2004,7 +2025,7 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x0fWorkflowVersion\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\tR\bmanifest\x129\n" +
 	"\n" +
-	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xab\x03\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xce\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -2020,7 +2041,8 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x05steps\x18\n" +
 	" \x03(\v2\x13.tasker.fsm.v1.StepR\x05steps\x12,\n" +
 	"\x06events\x18\v \x03(\v2\x14.tasker.fsm.v1.EventR\x06events\x12\x16\n" +
-	"\x06number\x18\f \x01(\x04R\x06number\"\xb3\x04\n" +
+	"\x06number\x18\f \x01(\x04R\x06number\x12!\n" +
+	"\ftrace_parent\x18\r \x01(\tR\vtraceParent\"\xb3\x04\n" +
 	"\x04Step\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\x05R\x05state\x12\x1a\n" +
 	"\battempts\x18\x02 \x01(\x05R\battempts\x125\n" +
