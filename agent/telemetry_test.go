@@ -93,6 +93,10 @@ func spanAttr(s *tracepb.Span, key string) string {
 	return ""
 }
 
+// appTraceID is the trace of the app that starts the task in
+// runTraceCluster.
+const appTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+
 const traceManifest = `name: tr
 version: 1.0.0
 steps:
@@ -157,7 +161,11 @@ func runTraceCluster(t *testing.T, mutate func(*Config), handlerTraces *sync.Map
 	runApp(t, c2, "app-b", "tr.b", 1, done)
 	waitProviders(t, srv, "tr.a", 1)
 	waitProviders(t, srv, "tr.b", 1)
-	r, err := c1.wf.StartTask(context.Background(), connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "tr"}))
+	// The app that starts the task traces: c1 proxies StartTask to the
+	// leader, passing its traceparent through.
+	req := connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "tr"})
+	req.Header().Set("traceparent", "00-"+appTraceID+"-00f067aa0ba902b7-01")
+	r, err := c1.wf.StartTask(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +226,9 @@ func TestTracingOneConnectedTrace(t *testing.T) {
 		if got, _ := handlerTraces.Load(step); got != traceID {
 			t.Errorf("handler of %s ran in trace %v, want the task's %s", step, got, traceID)
 		}
+	}
+	if traceID != appTraceID {
+		t.Errorf("the task's trace is %s, not the starting app's %s: the proxy lost traceparent", traceID, appTraceID)
 	}
 	byID := map[string]recvSpan{}
 	instances := map[string]bool{}
