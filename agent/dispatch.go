@@ -446,6 +446,10 @@ func (s *scheduler) deliver(ref consensus.StepRef, c choice, k leaseKey, seq uin
 		s.a.failAsync(k, workflow.CodeInputMapping, err.Error(), false)
 		return
 	}
+	if f, ok := s.flights[k]; ok && f.span != nil {
+		// Known only now: the assignment is read from the state here.
+		f.span.SetAttributes(attrWorkflow.String(asg.Workflow), attrVersion.String(asg.WorkflowVersion))
+	}
 	if tp != "" && c.local {
 		s.a.asgTraces.put(asg, tp)
 	}

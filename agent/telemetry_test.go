@@ -218,7 +218,8 @@ func TestTracingOneConnectedTrace(t *testing.T) {
 		if len(s.GetParentSpanId()) == 0 {
 			t.Errorf("step span %s has no parent: it should be a child of StartTask", s.GetName())
 		}
-		if spanAttr(s.Span, "tasker.outcome") != "completed" || spanAttr(s.Span, "tasker.capability") == "" || spanAttr(s.Span, "tasker.agent") == "" {
+		if spanAttr(s.Span, "tasker.outcome") != "completed" || spanAttr(s.Span, "tasker.capability") == "" || spanAttr(s.Span, "tasker.agent") == "" ||
+			spanAttr(s.Span, "tasker.workflow") != "tr" || spanAttr(s.Span, "tasker.workflow.version") != "1.0.0" {
 			t.Errorf("step span %s lacks attributes: %v", s.GetName(), s.GetAttributes())
 		}
 	}
