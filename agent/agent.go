@@ -144,7 +144,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 // observe runs on Raft's apply goroutine for every command: it must not block.
 func (a *Agent) observe(fx *consensus.Effects) {
 	a.sched.observe(fx)
-	a.events.recordTask(fx.Events)
+	a.events.recordTask(fx.Events, a.state.TraceParent)
 	woken := map[string]bool{}
 	for _, e := range fx.Events {
 		if !woken[e.TaskID] {

@@ -57,6 +57,7 @@ type ringEvent struct {
 	typ     string
 	at      time.Time
 	task    string
+	trace   string // the W3C trace id of the task, when known
 	payload any
 }
 
@@ -171,16 +172,34 @@ func (r *eventRing) find(id string) (uint64, bool) {
 	return 0, false
 }
 
-// recordTask adds the task events of one applied command.
-func (r *eventRing) recordTask(evs []consensus.Event) {
+// recordTask adds the task events of one applied command. traceOf, when
+// not nil, gives a task's W3C traceparent ("" when it has none): the
+// trace context of its StartTask call, replicated with the task.
+func (r *eventRing) recordTask(evs []consensus.Event, traceOf func(task string) string) {
 	out := make([]ringEvent, 0, len(evs))
+	traces := map[string]string{} // one look-up per task of the command
 	for _, e := range evs {
+		tr, ok := traces[e.TaskID]
+		if !ok && traceOf != nil {
+			tr = traceID(traceOf(e.TaskID))
+			traces[e.TaskID] = tr
+		}
 		out = append(out, ringEvent{
-			id: e.ID(), typ: e.Type, at: e.At, task: e.TaskID,
+			id: e.ID(), typ: e.Type, at: e.At, task: e.TaskID, trace: tr,
 			payload: taskPayload{Step: e.Step, Attempt: e.Attempt, Message: e.Message, Code: e.Code, Sequence: e.Seq},
 		})
 	}
 	r.add(out...)
+}
+
+// traceID is the trace id of a W3C traceparent
+// (version-traceid-parentid-flags), or "" if tp is none.
+func traceID(tp string) string {
+	parts := strings.Split(tp, "-")
+	if len(parts) != 4 || len(parts[1]) != 32 {
+		return ""
+	}
+	return parts[1]
 }
 
 // recordBreaker adds a breaker's state change.
@@ -305,7 +324,7 @@ func pbClusterEvent(e *ringEvent) (*taskerv1.ClusterEvent, error) {
 		return nil, fmt.Errorf("encode the payload of event %s: %w", e.id, err)
 	}
 	return &taskerv1.ClusterEvent{
-		Id: e.id, Sequence: e.seq, Type: e.typ, Time: timestamppb.New(e.at), CorrelationId: e.task, PayloadJson: string(payload),
+		Id: e.id, Sequence: e.seq, Type: e.typ, Time: timestamppb.New(e.at), CorrelationId: e.task, TraceId: e.trace, PayloadJson: string(payload),
 	}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/tasker-run/tasker/breaker"
+	"github.com/tasker-run/tasker/consensus"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	sdkworker "github.com/tasker-run/tasker/sdk/go/worker"
 )
@@ -362,5 +364,39 @@ func TestWatchEventsAcrossLeaderChange(t *testing.T) {
 	elected := watchEvents(t, next.testAgent, &taskerv1.WatchEventsRequest{Types: []string{"leader.elected"}, IncludeHistory: true}, 0)
 	if n := len(elected.events); n == 0 || payload(t, elected.events[n-1])["leader"] != next.cfg.NodeName {
 		t.Errorf("leader.elected events on %s: %v", next.cfg.NodeName, elected.types())
+	}
+}
+
+// TestEventTraceIDs: task events carry the trace id of the task's
+// traceparent, when the leader knows it.
+func TestEventTraceIDs(t *testing.T) {
+	r := newEventRing(8)
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	r.recordTask([]consensus.Event{
+		{TaskID: "t1", Type: consensus.EventTaskCreated, Index: 3, Position: 1},
+		{TaskID: "t2", Type: consensus.EventTaskCreated, Index: 3, Position: 2},
+	}, func(task string) string {
+		if task == "t1" {
+			return tp
+		}
+		return ""
+	})
+	r.recordTask([]consensus.Event{{TaskID: "t1", Type: consensus.EventStepReady, Index: 4, Position: 1}}, nil)
+	evs, _, _ := r.since(0)
+	var got []string
+	for i := range evs {
+		pe, err := pbClusterEvent(&evs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, pe.GetTraceId())
+	}
+	if want := []string{"4bf92f3577b34da6a3ce929d0e0e4736", "", ""}; !reflect.DeepEqual(got, want) {
+		t.Errorf("trace ids %q, want %q", got, want)
+	}
+	for _, bad := range []string{"", "00-short-00f067aa0ba902b7-01", "nonsense"} {
+		if id := traceID(bad); id != "" {
+			t.Errorf("traceID(%q) = %q", bad, id)
+		}
 	}
 }

@@ -150,3 +150,21 @@ func TestEventIDWithoutIndex(t *testing.T) {
 		t.Fatalf("id %q", id)
 	}
 }
+
+// TestStateTraceParent: the trace context a task was started in, for the
+// trace id of its events.
+func TestStateTraceParent(t *testing.T) {
+	h := newHarness(t)
+	h.ok(put(manifest(t)))
+	c := create("t1", "k1", orderInput)
+	tp := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	c.GetCreateTask().TraceParent = tp
+	h.ok(c)
+	h.ok(create("t2", "k2", orderInput))
+	if got := h.fsm.State().TraceParent("t1"); got != tp {
+		t.Errorf("t1: %q, want %q", got, tp)
+	}
+	if got := h.fsm.State().TraceParent("t2") + h.fsm.State().TraceParent("nope"); got != "" {
+		t.Errorf("untraced and unknown tasks: %q, want none", got)
+	}
+}

@@ -742,6 +742,17 @@ func (s *State) ListTasks(f TaskFilter) ([]*TaskView, uint64) {
 	return out, 0
 }
 
+// TraceParent returns a task's W3C trace context: the one it was started
+// in, "" when it has none or no such task is known. Events carry its trace id.
+func (s *State) TraceParent(id string) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if t := s.tasks[id]; t != nil {
+		return t.traceParent
+	}
+	return ""
+}
+
 // Events returns a task's history after seq.
 func (s *State) Events(id string, after uint64) ([]Event, error) {
 	s.mu.RLock()
