@@ -110,9 +110,27 @@ func (s *scheduler) run(ctx context.Context) {
 		defer cancel()
 		s.members = ch
 	}
-	if err := s.a.node.Barrier(ctx); err != nil {
-		s.log.Warn("barrier before scheduling failed; giving up leadership work", "err", err)
-		return
+	// The barrier can fail while this server still leads (a snapshot
+	// restore or a busy disk can outlast it): try again rather than lead
+	// without scheduling, and without the API ever serving, until the next
+	// election.
+	for wait := 50 * time.Millisecond; ; wait = min(2*wait, time.Second) {
+		err := s.a.node.Barrier(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil || !s.a.node.IsLeader() {
+			s.log.Warn("barrier before scheduling failed; leadership ended", "err", err)
+			return
+		}
+		s.log.Warn("barrier before scheduling failed; trying again", "err", err, "retry_in", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
 	}
 	s.a.caughtUpOnce.Do(func() { close(s.a.caughtUp) })
 	s.rebuild(false)
