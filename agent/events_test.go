@@ -310,13 +310,21 @@ func TestWatchEventsAcrossLeaderChange(t *testing.T) {
 	ss := f.startServers(3, 3, nil)
 	leader := waitCluster(t, ss, "s1", "s2", "s3")
 	ctx := context.Background()
-	if _, err := leader.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: readExample(t)})); err != nil {
-		t.Fatal(err)
-	}
-	start, err := leader.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Namespace: "shop", Workflow: "order-fulfilment", InputJson: orderInput}))
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Just after bootstrap an election can still move leadership: a write
+	// that reports it lost is retried, as a client would (the start with an
+	// idempotency key, so a retry cannot start a second task).
+	var err error
+	waitFor(t, 10*time.Second, "the workflow applied", func() bool {
+		_, err = leader.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: readExample(t)}))
+		return err == nil
+	})
+	var start *connect.Response[taskerv1.StartTaskResponse]
+	waitFor(t, 10*time.Second, "the task started", func() bool {
+		start, err = leader.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{
+			Namespace: "shop", Workflow: "order-fulfilment", InputJson: orderInput, IdempotencyKey: "leader-change",
+		}))
+		return err == nil
+	})
 	id := start.Msg.GetTask().GetId()
 	before := watchEvents(t, leader.testAgent, &taskerv1.WatchEventsRequest{TaskId: id, IncludeHistory: true}, 0)
 	if len(before.events) < 2 || before.events[0].GetType() != "task.created" {
