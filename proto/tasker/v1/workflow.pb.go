@@ -2334,7 +2334,9 @@ type ClusterEvent struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time,proto3" json:"time,omitempty"`
 	// The task id, for task and step events.
 	CorrelationId string `protobuf:"bytes,5,opt,name=correlation_id,json=correlationId,proto3" json:"correlation_id,omitempty"`
-	// The W3C trace id of the task; empty until tracing is on.
+	// The W3C trace id of the task (from the trace context its StartTask
+	// call carried); empty for tasks started without one and for events
+	// that belong to no task.
 	TraceId string `protobuf:"bytes,6,opt,name=trace_id,json=traceId,proto3" json:"trace_id,omitempty"`
 	// The event's fields as a JSON object: step, attempt, message, code for
 	// task and step events; target, from, to for breakers; member, address,
