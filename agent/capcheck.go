@@ -35,13 +35,17 @@ func (a *Agent) checkCapabilities(plan *workflow.Plan) (warnings []string, err e
 func checkCatalog(plan *workflow.Plan, catalog map[string][]gossip.Provider, log *slog.Logger) (warnings []string, err error) {
 	variants := map[string][]capVariant{}
 	var refused []workflow.Problem
+	// One warning per capability no agent offers, at its first step: a
+	// fan-out of twenty shards is one fact, not twenty.
+	unoffered := map[string]int{}
+	var unofferedOrder []string
 	for i, st := range plan.Steps {
 		providers := catalog[st.Capability]
 		if len(providers) == 0 {
-			warnings = append(warnings, workflow.Problem{
-				Path: "steps[" + strconv.Itoa(i) + "]", Line: plan.StepLine(i),
-				Message: fmt.Sprintf("no agent offers capability %q yet; its tasks wait until one does", st.Capability),
-			}.String())
+			if _, seen := unoffered[st.Capability]; !seen {
+				unofferedOrder = append(unofferedOrder, st.Capability)
+			}
+			unoffered[st.Capability]++
 			continue
 		}
 		vs, ok := variants[st.Capability]
@@ -61,6 +65,17 @@ func checkCatalog(plan *workflow.Plan, catalog map[string][]gossip.Provider, log
 				agentWords(f.agents), advertiseWords(compatible), pronounWords(f.agents))
 			warnings = append(warnings, p.String())
 		}
+	}
+	for _, capName := range unofferedOrder {
+		first := slices.IndexFunc(plan.Steps, func(st workflow.PlanStep) bool { return st.Capability == capName })
+		also := ""
+		if n := unoffered[capName] - 1; n > 0 {
+			also = fmt.Sprintf(" (nor for %d more steps)", n)
+		}
+		warnings = append(warnings, workflow.Problem{
+			Path: "steps[" + strconv.Itoa(first) + "]", Line: plan.StepLine(first),
+			Message: fmt.Sprintf("no agent offers capability %q yet%s; its tasks wait until one does", capName, also),
+		}.String())
 	}
 	if len(refused) > 0 {
 		return warnings, &workflow.ValidationError{Problems: refused}

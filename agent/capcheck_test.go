@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -149,6 +151,28 @@ func TestCheckCatalogAgents(t *testing.T) {
 		return gossip.Provider{Agent: agent, InputSchema: json.RawMessage(in), OutputSchema: json.RawMessage(chargeOutputSchema)}
 	}
 	log := slog.New(slog.DiscardHandler)
+
+	t.Run("a capability no agent offers: one warning, at its first step", func(t *testing.T) {
+		m, err := os.ReadFile("../examples/fan-out-fan-in.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fan, err := workflow.Load(m, workflow.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		warnings, err := checkCatalog(fan, map[string][]gossip.Provider{}, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := `steps[1] (line 66): no agent offers capability "search.index_shard" yet (nor for 7 more steps); its tasks wait until one does`
+		if !slices.Contains(warnings, want) {
+			t.Fatalf("warnings %q\nwant one of them %q", warnings, want)
+		}
+		if len(warnings) != 4 { // split, index_shard, merge, publish
+			t.Fatalf("%d warnings, want one per unoffered capability (4): %q", len(warnings), warnings)
+		}
+	})
 
 	t.Run("incompatible with some agents: a warning naming them", func(t *testing.T) {
 		catalog := map[string][]gossip.Provider{"payments.charge": {provider("a", loose), provider("b", strict), provider("c", strict)}}
