@@ -103,7 +103,7 @@ func (f *forwarder) workerClient(base string) taskerv1connect.WorkerServiceClien
 
 // learn records the leader an answer named.
 func (f *forwarder) learn(name string) {
-	if name == "" {
+	if name == "" || name == "-" { // "-": the answering agent knows none
 		return
 	}
 	f.mu.Lock()
@@ -384,66 +384,47 @@ func (g leaderGuard) WrapStreamingHandler(next connect.StreamingHandlerFunc) con
 }
 
 // leaderTransport sends a proxied call to the leader (or a server, which
-// names the leader), retrying within the hold timeout while none answers.
-// The request body was buffered by route, so it can be sent again.
+// names the leader) through the forwarder's retry loop, so a proxied call
+// and a forwarded report wait for a leader the same way. The request body
+// was buffered by route, so it can be sent again.
 type leaderTransport struct{ a *Agent }
 
 func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	f := t.a.fwd
-	deadline := time.Now().Add(t.a.cfg.RPCHoldTimeout)
-	wait := 10 * time.Millisecond
-	var last error
-	for {
-		name, base, err := f.target()
-		if err == nil {
-			out := req.Clone(req.Context())
-			out.URL.Scheme, out.URL.Host = "http", strings.TrimPrefix(base, "http://")
-			out.Host = out.URL.Host
-			if req.GetBody != nil {
-				out.Body, _ = req.GetBody()
+	var resp *http.Response
+	err := f.do(req.Context(), func(_ context.Context, base string) error {
+		out := req.Clone(req.Context())
+		out.URL.Scheme, out.URL.Host = "http", strings.TrimPrefix(base, "http://")
+		out.Host = out.URL.Host
+		if req.GetBody != nil {
+			out.Body, _ = req.GetBody()
+		}
+		r, err := f.client.Transport.RoundTrip(out)
+		if err != nil {
+			if req.GetBody == nil {
+				return err // cannot resend: not retried
 			}
-			var resp *http.Response
-			resp, err = f.client.Transport.RoundTrip(out)
-			if err == nil {
-				nl := resp.Header.Get(hdrNotLeader)
-				if nl == "" && resp.StatusCode != http.StatusServiceUnavailable {
-					f.learn(resp.Header.Get(hdrLeader))
-					return resp, nil
-				}
-				if nl != "" && nl != "-" {
-					f.learn(nl)
-				} else {
-					f.forget(name)
-				}
-				if req.GetBody == nil || time.Now().Add(wait).After(deadline) {
-					return resp, nil // cannot resend, or out of time: the refusal is the answer
-				}
-				_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-				resp.Body.Close()
-				err = fmt.Errorf("%s is not the leader", name)
-			} else {
-				f.forget(name)
-				if req.GetBody == nil {
-					return nil, err
-				}
-			}
+			return connect.NewError(connect.CodeUnavailable, err)
 		}
-		last = err
-		if req.Context().Err() != nil {
-			return nil, req.Context().Err()
+		nl := r.Header.Get(hdrNotLeader)
+		if (nl == "" && r.StatusCode != http.StatusServiceUnavailable) || req.GetBody == nil {
+			// An answer, or a refusal that cannot be resent: the client gets it.
+			f.learn(r.Header.Get(hdrLeader))
+			resp = r
+			return nil
 		}
-		if time.Now().Add(wait).After(deadline) {
-			return nil, fmt.Errorf("no leader answered within %v: %w", t.a.cfg.RPCHoldTimeout, last)
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
+		r.Body.Close()
+		refused := connect.NewError(connect.CodeUnavailable, errors.New("not the leader"))
+		if nl != "" {
+			refused.Meta().Set(hdrNotLeader, nl)
 		}
-		timer := time.NewTimer(wait)
-		select {
-		case <-req.Context().Done():
-			timer.Stop()
-			return nil, req.Context().Err()
-		case <-timer.C:
-		}
-		wait = min(wait*2, 250*time.Millisecond)
+		return refused
+	})
+	if err != nil {
+		return nil, err
 	}
+	return resp, nil
 }
 
 // writeUnavailable answers a call that could not be forwarded in a way
