@@ -215,6 +215,16 @@ func waitCluster(t *testing.T, ss []*testServer, want ...string) *testServer {
 	}
 }
 
+// names lists the node names of ss, sorted, as waitCluster wants them.
+func names(ss []*testServer) []string {
+	out := make([]string, 0, len(ss))
+	for _, s := range ss {
+		out = append(out, s.cfg.NodeName)
+	}
+	slices.Sort(out)
+	return out
+}
+
 func others(ss []*testServer, not ...*testServer) []*testServer {
 	var out []*testServer
 	for _, s := range ss {
@@ -354,12 +364,7 @@ func TestAutopilotAddsPromotesAndRemovesServers(t *testing.T) {
 	dead := others(ss, leader)[0]
 	crash(dead)
 	ss = others(ss, dead)
-	var want []string
-	for _, s := range ss {
-		want = append(want, s.cfg.NodeName)
-	}
-	slices.Sort(want)
-	leader = waitCluster(t, ss, want...)
+	leader = waitCluster(t, ss, names(ss)...)
 	waitFor(t, 5*time.Second, "the leader to log why it removed "+dead.cfg.NodeName, func() bool {
 		return leader.logs.has("autopilot: removed a server", "server="+dead.cfg.NodeName, "dead in gossip")
 	})
@@ -378,12 +383,7 @@ func TestAutopilotAddsPromotesAndRemovesServers(t *testing.T) {
 		t.Error("the leaving server did not confirm its removal")
 	}
 	ss = others(ss, gone)
-	want = want[:0]
-	for _, s := range ss {
-		want = append(want, s.cfg.NodeName)
-	}
-	slices.Sort(want)
-	waitCluster(t, ss, want...)
+	waitCluster(t, ss, names(ss)...)
 	// It is not staged again: it left gossip too.
 	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
 		if v, n := config(leader); len(v) != 2 || len(n) != 0 {
@@ -407,11 +407,7 @@ func TestLeaveOnTheLeaderHandsLeadershipOver(t *testing.T) {
 		t.Error("the leader did not hand leadership over")
 	}
 	rest := others(ss, leader)
-	var want []string
-	for _, s := range rest {
-		want = append(want, s.cfg.NodeName)
-	}
-	waitCluster(t, rest, want...)
+	waitCluster(t, rest, names(rest)...)
 }
 
 func TestForceLeaveRemovesAFailedServer(t *testing.T) {
@@ -454,13 +450,8 @@ func TestForceLeaveRemovesAFailedServer(t *testing.T) {
 	if err != nil || !resp.Msg.GetRemovedFromRaft() {
 		t.Fatalf("force-leave %s: %v, removed_from_raft %v", dead.cfg.NodeName, err, resp.Msg.GetRemovedFromRaft())
 	}
-	var want []string
-	for _, s := range rest[1:] {
-		want = append(want, s.cfg.NodeName)
-	}
-	want = append(want, leader.cfg.NodeName)
-	slices.Sort(want)
-	waitCluster(t, []*testServer{leader, via}, want...)
+	survivors := []*testServer{leader, via}
+	waitCluster(t, survivors, names(survivors)...)
 	// Again: known to gossip, no longer in Raft.
 	resp, err = via.cl.ForceLeave(ctx, connect.NewRequest(&taskerv1.ForceLeaveRequest{Node: dead.cfg.NodeName}))
 	if err != nil || resp.Msg.GetRemovedFromRaft() {
