@@ -188,9 +188,11 @@ func TestTracingOneConnectedTrace(t *testing.T) {
 	recv := newOTLPReceiver(t)
 	var handlerTraces sync.Map
 	id, agents := runTraceCluster(t, func(c *Config) { c.OTLPEndpoint = recv.srv.URL }, &handlerTraces)
-	// Step spans end when the outcome is committed; the last one may end
-	// just after the task is seen complete.
-	time.Sleep(200 * time.Millisecond)
+	// Step spans end when the leader lands the attempt, after the outcome
+	// is committed: the last one may end just after the task is seen
+	// complete. land ends the span before it frees the in-flight slot.
+	srv := agents[0]
+	waitFor(t, 10*time.Second, "the leader to land every attempt", func() bool { return len(srv.sched.inFlight()) == 0 })
 	// Every agent flushes its spans on shutdown.
 	shutdownAll(agents...)
 	n, spans := recv.snapshot()
