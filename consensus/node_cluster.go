@@ -80,7 +80,7 @@ func (n *Node) bootstrapConfiguration(servers []Server) (raft.Configuration, err
 	conf := raft.Configuration{Servers: make([]raft.Server, 0, len(servers))}
 	for i, s := range servers {
 		if s.ID == "" {
-			return raft.Configuration{}, fmt.Errorf("server %d has no ID", i)
+			return raft.Configuration{}, fmt.Errorf("server %d has no ID (address %q): list every server under the NodeID it runs with", i, s.Addr)
 		}
 		if _, _, err := splitHostPort("address of server "+s.ID, s.Addr, false); err != nil {
 			return raft.Configuration{}, err
