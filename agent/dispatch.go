@@ -153,15 +153,17 @@ type dispatchBatch struct {
 	blocked map[want]string
 	tried   []bool
 	notes   []string
+	seen    map[consensus.StepRef]bool // the ready steps looked at in this batch
 }
 
 func (b *dispatchBatch) reset(s *scheduler, now time.Time) {
 	b.s, b.now = s, now
 	if b.cands == nil {
-		b.cands, b.blocked = map[want][]candidate{}, map[want]string{}
+		b.cands, b.blocked, b.seen = map[want][]candidate{}, map[want]string{}, map[consensus.StepRef]bool{}
 	}
 	clear(b.cands)
 	clear(b.blocked)
+	clear(b.seen)
 }
 
 // dispatch commits one batch of dispatches (one Raft entry) for every
@@ -182,7 +184,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 	var (
 		picks []pick
 		cmds  []*fsmv1.Command
-		seen  = map[consensus.StepRef]bool{}
+		seen  = b.seen
 	)
 	for _, ref := range s.ready {
 		if seen[ref] {
