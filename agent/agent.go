@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tasker-run/tasker/breaker"
+	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/consensus"
 	"github.com/tasker-run/tasker/gossip"
 	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
@@ -88,6 +89,9 @@ type Agent struct {
 	left     chan struct{}
 	leftOnce sync.Once
 	servers  serversState // bootstrap, autopilot and leave (servers.go)
+	// bus is the service bus of a server (nil when off): events go out
+	// through the outbox, transport: bus steps over it (bus.go, busstep.go).
+	bus bus.Bus
 }
 
 // Left is closed once the agent has left the cluster on an operator's
@@ -186,6 +190,9 @@ func (a *Agent) start(ctx context.Context) error {
 	a.rpcAdvertise = net.JoinHostPort(advertise, strconv.Itoa(rpcLn.Addr().(*net.TCPAddr).Port))
 
 	if a.cfg.Server {
+		if err := a.openBus(ctx, dataDir); err != nil {
+			return err
+		}
 		if err := a.openRaft(dataDir, advertise); err != nil {
 			return err
 		}
@@ -291,6 +298,7 @@ func (a *Agent) closeAll() {
 	if a.node != nil {
 		_ = a.node.Shutdown()
 	}
+	a.closeBus(nil)
 	if a.tmpDir != "" {
 		_ = os.RemoveAll(a.tmpDir)
 	}
@@ -340,6 +348,10 @@ func (a *Agent) lead(ctx context.Context) {
 			wg.Add(2)
 			go func() { defer wg.Done(); a.autopilot(sctx) }()
 			go func() { defer wg.Done(); a.nameCluster(sctx) }()
+			if a.bus != nil {
+				wg.Add(1)
+				go func() { defer wg.Done(); a.runBusSteps(sctx) }()
+			}
 			a.sched.run(sctx)
 			wg.Wait()
 		}()
@@ -525,6 +537,7 @@ func (a *Agent) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("raft: %w", err))
 		}
 	}
+	a.closeBus(&errs)
 	if a.tmpDir != "" {
 		_ = os.RemoveAll(a.tmpDir)
 	}

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/tasker-run/tasker/breaker"
+	"github.com/tasker-run/tasker/bus/busurl"
 	"github.com/tasker-run/tasker/gossip"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -89,6 +90,17 @@ type Config struct {
 	// it on too. Off by default.
 	Tracing      bool   `yaml:"tracing"`
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
+	// Bus is the service bus servers publish lifecycle events to and
+	// execute transport: bus steps over, as a URL (bus/busurl): "embedded"
+	// runs NATS in the process (the -dev default), nats://, redis://,
+	// amqp://, kafka:// name a backend, "" or "off" turns it off.
+	Bus string `yaml:"bus"`
+	// BusListen is the embedded NATS server's client address, for other
+	// processes to consume events (default 127.0.0.1, a free port).
+	BusListen string `yaml:"bus_listen"`
+	// BusOutboxMax bounds the events waiting for the bus on each server;
+	// beyond it new events are counted as dropped (tasker.bus.dropped).
+	BusOutboxMax int `yaml:"bus_outbox_max"`
 	// ShutdownTimeout bounds a graceful shutdown.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// ReclaimGrace is how long a worker whose stream broke has to come
@@ -120,6 +132,7 @@ func Defaults() Config {
 		RetryInterval:   time.Second,
 		RPCHoldTimeout:  7 * time.Second,
 		MaxPayloadBytes: 1 << 20,
+		BusOutboxMax:    100000,
 		LogLevel:        "info",
 		LogFormat:       "text",
 		ShutdownTimeout: 30 * time.Second,
@@ -193,6 +206,9 @@ func settings() []setting {
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 		str("log-format", "text or json", func(c *Config) *string { return &c.LogFormat }),
 		boolean("tracing", "export OpenTelemetry traces over OTLP, as the OTEL_EXPORTER_OTLP_* variables say", func(c *Config) *bool { return &c.Tracing }),
+		str("bus", "service bus URL for events and bus steps: embedded (NATS in the process; the -dev default), nats://, redis://, amqp://, kafka://, or off", func(c *Config) *string { return &c.Bus }),
+		str("bus-listen", "client address of the embedded NATS server (host:port; default 127.0.0.1 and a free port)", func(c *Config) *string { return &c.BusListen }),
+		num("bus-outbox-max", "events a server keeps for the bus while it is unreachable; more are dropped and counted", func(c *Config) *int { return &c.BusOutboxMax }),
 		str("otlp-endpoint", "OTLP collector URL for traces (http://host:4318; host:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); turns tracing on", func(c *Config) *string { return &c.OTLPEndpoint }),
 	}
 }
@@ -315,6 +331,12 @@ func (c *Config) Validate() error {
 	}
 	if c.System != "" && !workflow.ValidSystemName(c.System) {
 		bad("system", "%q is not a system name: use %s, as under a manifest's systems", c.System, workflow.SystemNameRule)
+	}
+	if err := busurl.Check(c.Bus); err != nil {
+		bad("bus", "%v", err)
+	}
+	if c.BusOutboxMax < 1 {
+		bad("bus-outbox-max", "%d must be at least 1 (default 100000)", c.BusOutboxMax)
 	}
 	if c.DataDir == "" && !c.Dev {
 		bad("data-dir", "is required (or use -dev for a temporary one)")

@@ -19,6 +19,28 @@ import (
 	"github.com/tasker-run/tasker/bus/redisbus"
 )
 
+// Check reports whether rawURL names a bus Open knows, without connecting:
+// for validating configuration. "" and "off" (no bus) pass.
+func Check(rawURL string) error {
+	switch rawURL {
+	case "", "off", "embedded":
+		return nil
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", rawURL, err)
+	}
+	switch u.Scheme {
+	case "nats", "tls", "redis", "amqp", "amqps", "kafka":
+	default:
+		return fmt.Errorf("unknown scheme %q in %q: use embedded, off, or a nats://, redis://, amqp://, amqps:// or kafka:// URL", u.Scheme, rawURL)
+	}
+	if u.Host == "" {
+		return fmt.Errorf("%q names no host: write %s://host:port", rawURL, u.Scheme)
+	}
+	return nil
+}
+
 // Open opens the bus that rawURL names:
 //
 //	"" or "embedded"                 NATS, embedded server storing under dataDir/nats
