@@ -39,6 +39,9 @@ func startAgent(t testing.TB, dir string, mutate ...func(*Config)) *testAgent {
 	cfg.NodeName, cfg.DataDir, cfg.Server, cfg.BootstrapExpect = "test", dir, true, 1
 	cfg.HTTPPort, cfg.RPCPort, cfg.GossipPort, cfg.RaftPort, cfg.Dev = 0, 0, 0, 0, true
 	cfg.ShutdownTimeout = 5 * time.Second
+	// No bus unless a test asks for one: most tests are about other things,
+	// and an embedded NATS server per agent is slow to start.
+	cfg.Bus = "off"
 	for _, m := range mutate {
 		m(&cfg)
 	}
