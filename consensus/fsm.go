@@ -23,7 +23,18 @@ type FSM struct {
 	state  *State
 	log    *slog.Logger
 	notify func(*Effects)
+	// beforeSnapshot runs on Raft's apply goroutine before a snapshot is
+	// taken (SetBeforeSnapshot).
+	beforeSnapshot func() error
 }
+
+// SetBeforeSnapshot sets fn to run before every snapshot, on Raft's apply
+// goroutine, so nothing is applied meanwhile. Whatever notify handed off
+// asynchronously must be made durable by fn: once the snapshot is taken
+// the log entries it covers may be compacted away and are never applied
+// again after a restart. An error skips this snapshot. Set it before Raft
+// starts.
+func (f *FSM) SetBeforeSnapshot(fn func() error) { f.beforeSnapshot = fn }
 
 // NewFSM returns an FSM over state. notify, if not nil, receives the
 // effects of every applied command after the state lock is released; it
@@ -118,6 +129,8 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.extend(x.GetTaskId(), x.GetStep(), int(x.GetAttempt()), x.GetWorker(), x.GetDeadline().AsTime(), now, fx)
 	case *fsmv1.Command_InitCluster:
 		return s.initCluster(k.InitCluster.GetClusterId())
+	case *fsmv1.Command_BusCursor:
+		return s.advanceBusCursor(k.BusCursor.GetIndex(), fx)
 	case *fsmv1.Command_Batch:
 		res := &Result{}
 		for _, sub := range k.Batch.GetCommands() {
@@ -140,6 +153,11 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 // Snapshot implements raft.FSM. The state is encoded while Apply is
 // paused (raft guarantees it), so Persist can write it concurrently.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if f.beforeSnapshot != nil {
+		if err := f.beforeSnapshot(); err != nil {
+			return nil, fmt.Errorf("before snapshot: %w", err)
+		}
+	}
 	f.state.mu.RLock()
 	defer f.state.mu.RUnlock()
 	b, err := f.state.encode()
@@ -175,6 +193,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 		// A snapshot from before the cluster was named keeps the name.
 		s.clusterID = fresh.clusterID
 	}
+	s.busCursor = max(s.busCursor, fresh.busCursor)
 	f.state.mu.Unlock()
 	return nil
 }
@@ -193,7 +212,7 @@ func (s *State) encode() ([]byte, error) {
 	// Apply order across workflows is not kept; creation time then name
 	// gives a stable order, and versions of one workflow keep theirs.
 	sortVersions(versions)
-	hdr := &fsmv1.SnapshotHeader{Format: snapshotFormat, WorkflowVersions: uint64(len(versions)), Tasks: uint64(len(s.byNumber)), ClusterId: s.clusterID}
+	hdr := &fsmv1.SnapshotHeader{Format: snapshotFormat, WorkflowVersions: uint64(len(versions)), Tasks: uint64(len(s.byNumber)), ClusterId: s.clusterID, BusCursor: s.busCursor}
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return nil, err
 	}
@@ -272,6 +291,7 @@ func (s *State) decode(r *bufio.Reader) error {
 		return fmt.Errorf("snapshot format %d is not supported (this server reads %d)", hdr.GetFormat(), snapshotFormat)
 	}
 	s.clusterID = hdr.GetClusterId()
+	s.busCursor = hdr.GetBusCursor()
 	var nv, nt uint64
 	for {
 		var rec fsmv1.SnapshotRecord

@@ -28,6 +28,7 @@ type State struct {
 	runs      *workflow.Runs
 	plans     map[*workflow.Plan]workflow.PlanRef
 	clusterID string // set once by InitCluster
+	busCursor uint64 // BusCursor: events up to this index are on the bus
 }
 
 // ClusterID is the id the cluster's first leader gave it; empty until then.
@@ -35,6 +36,24 @@ func (s *State) ClusterID() string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.clusterID
+}
+
+// BusCursor is the log index up to which the leader's bus confirmed every
+// event (BusCursor commands).
+func (s *State) BusCursor() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.busCursor
+}
+
+// advanceBusCursor moves the cursor forward; an older cursor (a deposed
+// leader's, applied late) changes nothing.
+func (s *State) advanceBusCursor(index uint64, fx *Effects) *Result {
+	if index > s.busCursor {
+		s.busCursor = index
+		fx.BusCursor = index
+	}
+	return &Result{}
 }
 
 // initCluster names the cluster once; naming it again with the same id is

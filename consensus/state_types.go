@@ -164,13 +164,18 @@ type Effects struct {
 	Leases   []Lease
 	Released []Lease // attempts that ended without a report (cancel)
 	Events   []Event
+	// BusCursor is the new cursor when a BusCursor command advanced it.
+	BusCursor uint64
 	// index is the Raft log index of the entry being applied, stamped on
 	// every event it produces.
 	index uint64
 }
 
+// Index is the Raft log index of the entry that had these effects.
+func (e *Effects) Index() uint64 { return e.index }
+
 func (e *Effects) empty() bool {
-	return len(e.Ready) == 0 && len(e.Retries) == 0 && len(e.Leases) == 0 && len(e.Released) == 0 && len(e.Events) == 0
+	return len(e.Ready) == 0 && len(e.Retries) == 0 && len(e.Leases) == 0 && len(e.Released) == 0 && len(e.Events) == 0 && e.BusCursor == 0
 }
 
 // Result is the response of an applied command.

@@ -49,6 +49,7 @@ type Command struct {
 	//	*Command_ExtendLease
 	//	*Command_Batch
 	//	*Command_InitCluster
+	//	*Command_BusCursor
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -215,6 +216,15 @@ func (x *Command) GetInitCluster() *InitCluster {
 	return nil
 }
 
+func (x *Command) GetBusCursor() *BusCursor {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_BusCursor); ok {
+			return x.BusCursor
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -271,6 +281,10 @@ type Command_InitCluster struct {
 	InitCluster *InitCluster `protobuf:"bytes,22,opt,name=init_cluster,json=initCluster,proto3,oneof"`
 }
 
+type Command_BusCursor struct {
+	BusCursor *BusCursor `protobuf:"bytes,23,opt,name=bus_cursor,json=busCursor,proto3,oneof"`
+}
+
 func (*Command_PutWorkflow) isCommand_Kind() {}
 
 func (*Command_CreateTask) isCommand_Kind() {}
@@ -297,6 +311,55 @@ func (*Command_Batch) isCommand_Kind() {}
 
 func (*Command_InitCluster) isCommand_Kind() {}
 
+func (*Command_BusCursor) isCommand_Kind() {}
+
+// BusCursor records that the leader's bus has confirmed every lifecycle
+// event of the log up to index: each server drops those events from its
+// outbox, and a new leader resumes publishing after them.
+type BusCursor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BusCursor) Reset() {
+	*x = BusCursor{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BusCursor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BusCursor) ProtoMessage() {}
+
+func (x *BusCursor) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BusCursor.ProtoReflect.Descriptor instead.
+func (*BusCursor) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *BusCursor) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // InitCluster names the cluster, once, in its first leader's first term.
 // A server whose state carries another cluster's id is never added to
 // this one: its log belongs to a different history.
@@ -309,7 +372,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +384,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +397,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{1}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *InitCluster) GetClusterId() string {
@@ -355,7 +418,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -367,7 +430,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -380,7 +443,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{2}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -400,7 +463,7 @@ type PutWorkflow struct {
 
 func (x *PutWorkflow) Reset() {
 	*x = PutWorkflow{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +475,7 @@ func (x *PutWorkflow) String() string {
 func (*PutWorkflow) ProtoMessage() {}
 
 func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +488,7 @@ func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWorkflow.ProtoReflect.Descriptor instead.
 func (*PutWorkflow) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{3}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *PutWorkflow) GetManifest() string {
@@ -456,7 +519,7 @@ type CreateTask struct {
 
 func (x *CreateTask) Reset() {
 	*x = CreateTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -468,7 +531,7 @@ func (x *CreateTask) String() string {
 func (*CreateTask) ProtoMessage() {}
 
 func (x *CreateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -481,7 +544,7 @@ func (x *CreateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTask.ProtoReflect.Descriptor instead.
 func (*CreateTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateTask) GetTaskId() string {
@@ -550,7 +613,7 @@ type DispatchStep struct {
 
 func (x *DispatchStep) Reset() {
 	*x = DispatchStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -562,7 +625,7 @@ func (x *DispatchStep) String() string {
 func (*DispatchStep) ProtoMessage() {}
 
 func (x *DispatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -575,7 +638,7 @@ func (x *DispatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchStep.ProtoReflect.Descriptor instead.
 func (*DispatchStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DispatchStep) GetTaskId() string {
@@ -636,7 +699,7 @@ type StartStep struct {
 
 func (x *StartStep) Reset() {
 	*x = StartStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +711,7 @@ func (x *StartStep) String() string {
 func (*StartStep) ProtoMessage() {}
 
 func (x *StartStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +724,7 @@ func (x *StartStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
 func (*StartStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StartStep) GetTaskId() string {
@@ -708,7 +771,7 @@ type CompleteStep struct {
 
 func (x *CompleteStep) Reset() {
 	*x = CompleteStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -720,7 +783,7 @@ func (x *CompleteStep) String() string {
 func (*CompleteStep) ProtoMessage() {}
 
 func (x *CompleteStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -733,7 +796,7 @@ func (x *CompleteStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteStep.ProtoReflect.Descriptor instead.
 func (*CompleteStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CompleteStep) GetTaskId() string {
@@ -793,7 +856,7 @@ type FailStep struct {
 
 func (x *FailStep) Reset() {
 	*x = FailStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -805,7 +868,7 @@ func (x *FailStep) String() string {
 func (*FailStep) ProtoMessage() {}
 
 func (x *FailStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -818,7 +881,7 @@ func (x *FailStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailStep.ProtoReflect.Descriptor instead.
 func (*FailStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FailStep) GetTaskId() string {
@@ -904,7 +967,7 @@ type ReleaseStep struct {
 
 func (x *ReleaseStep) Reset() {
 	*x = ReleaseStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -916,7 +979,7 @@ func (x *ReleaseStep) String() string {
 func (*ReleaseStep) ProtoMessage() {}
 
 func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -929,7 +992,7 @@ func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseStep.ProtoReflect.Descriptor instead.
 func (*ReleaseStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ReleaseStep) GetTaskId() string {
@@ -972,7 +1035,7 @@ type RetryStep struct {
 
 func (x *RetryStep) Reset() {
 	*x = RetryStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -984,7 +1047,7 @@ func (x *RetryStep) String() string {
 func (*RetryStep) ProtoMessage() {}
 
 func (x *RetryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -997,7 +1060,7 @@ func (x *RetryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryStep.ProtoReflect.Descriptor instead.
 func (*RetryStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RetryStep) GetTaskId() string {
@@ -1034,7 +1097,7 @@ type ResolveStep struct {
 
 func (x *ResolveStep) Reset() {
 	*x = ResolveStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1046,7 +1109,7 @@ func (x *ResolveStep) String() string {
 func (*ResolveStep) ProtoMessage() {}
 
 func (x *ResolveStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1059,7 +1122,7 @@ func (x *ResolveStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStep.ProtoReflect.Descriptor instead.
 func (*ResolveStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResolveStep) GetTaskId() string {
@@ -1101,7 +1164,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1113,7 +1176,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1126,7 +1189,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1158,7 +1221,7 @@ type ExtendLease struct {
 
 func (x *ExtendLease) Reset() {
 	*x = ExtendLease{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1233,7 @@ func (x *ExtendLease) String() string {
 func (*ExtendLease) ProtoMessage() {}
 
 func (x *ExtendLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1246,7 @@ func (x *ExtendLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLease.ProtoReflect.Descriptor instead.
 func (*ExtendLease) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ExtendLease) GetTaskId() string {
@@ -1229,14 +1292,16 @@ type SnapshotHeader struct {
 	WorkflowVersions uint64 `protobuf:"varint,2,opt,name=workflow_versions,json=workflowVersions,proto3" json:"workflow_versions,omitempty"`
 	Tasks            uint64 `protobuf:"varint,3,opt,name=tasks,proto3" json:"tasks,omitempty"`
 	// The cluster's id (InitCluster); empty before it was named.
-	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The last BusCursor index.
+	BusCursor     uint64 `protobuf:"varint,5,opt,name=bus_cursor,json=busCursor,proto3" json:"bus_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1248,7 +1313,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1261,7 +1326,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1292,6 +1357,13 @@ func (x *SnapshotHeader) GetClusterId() string {
 	return ""
 }
 
+func (x *SnapshotHeader) GetBusCursor() uint64 {
+	if x != nil {
+		return x.BusCursor
+	}
+	return 0
+}
+
 // SnapshotRecord is one stored object.
 type SnapshotRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1306,7 +1378,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1390,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1403,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1386,7 +1458,7 @@ type WorkflowVersion struct {
 
 func (x *WorkflowVersion) Reset() {
 	*x = WorkflowVersion{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1470,7 @@ func (x *WorkflowVersion) String() string {
 func (*WorkflowVersion) ProtoMessage() {}
 
 func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1483,7 @@ func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowVersion.ProtoReflect.Descriptor instead.
 func (*WorkflowVersion) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WorkflowVersion) GetManifest() string {
@@ -1453,7 +1525,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1465,7 +1537,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1478,7 +1550,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Task) GetId() string {
@@ -1595,7 +1667,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1607,7 +1679,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1620,7 +1692,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Step) GetState() int32 {
@@ -1729,7 +1801,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1741,7 +1813,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1754,7 +1826,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StepError) GetCode() string {
@@ -1822,7 +1894,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1906,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +1919,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1917,7 +1989,7 @@ var File_tasker_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe4\x06\n" +
+	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\a\n" +
 	"\aCommand\x12,\n" +
 	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12?\n" +
 	"\fput_workflow\x18\n" +
@@ -1937,8 +2009,12 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"cancelTask\x12?\n" +
 	"\fextend_lease\x18\x14 \x01(\v2\x1a.tasker.fsm.v1.ExtendLeaseH\x00R\vextendLease\x12,\n" +
 	"\x05batch\x18\x15 \x01(\v2\x14.tasker.fsm.v1.BatchH\x00R\x05batch\x12?\n" +
-	"\finit_cluster\x18\x16 \x01(\v2\x1a.tasker.fsm.v1.InitClusterH\x00R\vinitClusterB\x06\n" +
-	"\x04kind\",\n" +
+	"\finit_cluster\x18\x16 \x01(\v2\x1a.tasker.fsm.v1.InitClusterH\x00R\vinitCluster\x129\n" +
+	"\n" +
+	"bus_cursor\x18\x17 \x01(\v2\x18.tasker.fsm.v1.BusCursorH\x00R\tbusCursorB\x06\n" +
+	"\x04kind\"!\n" +
+	"\tBusCursor\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\",\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\";\n" +
@@ -2011,13 +2087,15 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x16\n" +
-	"\x06worker\x18\x05 \x01(\tR\x06worker\"\x8a\x01\n" +
+	"\x06worker\x18\x05 \x01(\tR\x06worker\"\xa9\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12+\n" +
 	"\x11workflow_versions\x18\x02 \x01(\x04R\x10workflowVersions\x12\x14\n" +
 	"\x05tasks\x18\x03 \x01(\x04R\x05tasks\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x04 \x01(\tR\tclusterId\"\x92\x01\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12\x1d\n" +
+	"\n" +
+	"bus_cursor\x18\x05 \x01(\x04R\tbusCursor\"\x92\x01\n" +
 	"\x0eSnapshotRecord\x12K\n" +
 	"\x10workflow_version\x18\x01 \x01(\v2\x1e.tasker.fsm.v1.WorkflowVersionH\x00R\x0fworkflowVersion\x12)\n" +
 	"\x04task\x18\x02 \x01(\v2\x13.tasker.fsm.v1.TaskH\x00R\x04taskB\b\n" +
@@ -2091,70 +2169,72 @@ func file_tasker_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_tasker_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_tasker_fsm_v1_fsm_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tasker.fsm.v1.Command
-	(*InitCluster)(nil),           // 1: tasker.fsm.v1.InitCluster
-	(*Batch)(nil),                 // 2: tasker.fsm.v1.Batch
-	(*PutWorkflow)(nil),           // 3: tasker.fsm.v1.PutWorkflow
-	(*CreateTask)(nil),            // 4: tasker.fsm.v1.CreateTask
-	(*DispatchStep)(nil),          // 5: tasker.fsm.v1.DispatchStep
-	(*StartStep)(nil),             // 6: tasker.fsm.v1.StartStep
-	(*CompleteStep)(nil),          // 7: tasker.fsm.v1.CompleteStep
-	(*FailStep)(nil),              // 8: tasker.fsm.v1.FailStep
-	(*ReleaseStep)(nil),           // 9: tasker.fsm.v1.ReleaseStep
-	(*RetryStep)(nil),             // 10: tasker.fsm.v1.RetryStep
-	(*ResolveStep)(nil),           // 11: tasker.fsm.v1.ResolveStep
-	(*CancelTask)(nil),            // 12: tasker.fsm.v1.CancelTask
-	(*ExtendLease)(nil),           // 13: tasker.fsm.v1.ExtendLease
-	(*SnapshotHeader)(nil),        // 14: tasker.fsm.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),        // 15: tasker.fsm.v1.SnapshotRecord
-	(*WorkflowVersion)(nil),       // 16: tasker.fsm.v1.WorkflowVersion
-	(*Task)(nil),                  // 17: tasker.fsm.v1.Task
-	(*Step)(nil),                  // 18: tasker.fsm.v1.Step
-	(*StepError)(nil),             // 19: tasker.fsm.v1.StepError
-	(*Event)(nil),                 // 20: tasker.fsm.v1.Event
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*BusCursor)(nil),             // 1: tasker.fsm.v1.BusCursor
+	(*InitCluster)(nil),           // 2: tasker.fsm.v1.InitCluster
+	(*Batch)(nil),                 // 3: tasker.fsm.v1.Batch
+	(*PutWorkflow)(nil),           // 4: tasker.fsm.v1.PutWorkflow
+	(*CreateTask)(nil),            // 5: tasker.fsm.v1.CreateTask
+	(*DispatchStep)(nil),          // 6: tasker.fsm.v1.DispatchStep
+	(*StartStep)(nil),             // 7: tasker.fsm.v1.StartStep
+	(*CompleteStep)(nil),          // 8: tasker.fsm.v1.CompleteStep
+	(*FailStep)(nil),              // 9: tasker.fsm.v1.FailStep
+	(*ReleaseStep)(nil),           // 10: tasker.fsm.v1.ReleaseStep
+	(*RetryStep)(nil),             // 11: tasker.fsm.v1.RetryStep
+	(*ResolveStep)(nil),           // 12: tasker.fsm.v1.ResolveStep
+	(*CancelTask)(nil),            // 13: tasker.fsm.v1.CancelTask
+	(*ExtendLease)(nil),           // 14: tasker.fsm.v1.ExtendLease
+	(*SnapshotHeader)(nil),        // 15: tasker.fsm.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),        // 16: tasker.fsm.v1.SnapshotRecord
+	(*WorkflowVersion)(nil),       // 17: tasker.fsm.v1.WorkflowVersion
+	(*Task)(nil),                  // 18: tasker.fsm.v1.Task
+	(*Step)(nil),                  // 19: tasker.fsm.v1.Step
+	(*StepError)(nil),             // 20: tasker.fsm.v1.StepError
+	(*Event)(nil),                 // 21: tasker.fsm.v1.Event
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_tasker_fsm_v1_fsm_proto_depIdxs = []int32{
-	21, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
-	3,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
-	4,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
-	5,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
-	6,  // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
-	7,  // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
-	8,  // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
-	9,  // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
-	10, // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
-	11, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
-	12, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
-	13, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
-	2,  // 12: tasker.fsm.v1.Command.batch:type_name -> tasker.fsm.v1.Batch
-	1,  // 13: tasker.fsm.v1.Command.init_cluster:type_name -> tasker.fsm.v1.InitCluster
-	0,  // 14: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
-	21, // 15: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
-	21, // 16: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
-	16, // 17: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
-	17, // 18: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
-	21, // 19: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
-	21, // 20: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	21, // 21: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	18, // 22: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
-	20, // 23: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
-	21, // 24: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
-	19, // 25: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
-	21, // 26: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	21, // 27: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	21, // 28: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	21, // 29: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	21, // 30: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
-	21, // 31: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
-	21, // 32: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
-	33, // [33:33] is the sub-list for method output_type
-	33, // [33:33] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	22, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
+	4,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
+	5,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
+	6,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
+	7,  // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
+	8,  // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
+	9,  // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
+	10, // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
+	11, // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
+	12, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
+	13, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
+	14, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
+	3,  // 12: tasker.fsm.v1.Command.batch:type_name -> tasker.fsm.v1.Batch
+	2,  // 13: tasker.fsm.v1.Command.init_cluster:type_name -> tasker.fsm.v1.InitCluster
+	1,  // 14: tasker.fsm.v1.Command.bus_cursor:type_name -> tasker.fsm.v1.BusCursor
+	0,  // 15: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
+	22, // 16: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
+	22, // 17: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
+	17, // 18: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
+	18, // 19: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
+	22, // 20: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
+	22, // 21: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	22, // 22: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	19, // 23: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
+	21, // 24: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
+	22, // 25: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
+	20, // 26: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
+	22, // 27: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	22, // 28: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	22, // 29: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	22, // 30: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	22, // 31: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
+	22, // 32: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	22, // 33: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
+	34, // [34:34] is the sub-list for method output_type
+	34, // [34:34] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_tasker_fsm_v1_fsm_proto_init() }
@@ -2176,8 +2256,9 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 		(*Command_ExtendLease)(nil),
 		(*Command_Batch)(nil),
 		(*Command_InitCluster)(nil),
+		(*Command_BusCursor)(nil),
 	}
-	file_tasker_fsm_v1_fsm_proto_msgTypes[15].OneofWrappers = []any{
+	file_tasker_fsm_v1_fsm_proto_msgTypes[16].OneofWrappers = []any{
 		(*SnapshotRecord_WorkflowVersion)(nil),
 		(*SnapshotRecord_Task)(nil),
 	}
@@ -2187,7 +2268,7 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_fsm_v1_fsm_proto_rawDesc), len(file_tasker_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
