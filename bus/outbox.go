@@ -42,6 +42,9 @@ type OutboxOptions struct {
 	NoSync bool
 	// OnDrop, if set, is called for each event Append refuses (a metric hook).
 	OnDrop func(Message)
+	// OnPublished, if set, is called after the bus confirmed a batch and it
+	// was deleted, with the keys of its events in order.
+	OnPublished func(keys [][]byte)
 	Logger *slog.Logger
 }
 
@@ -158,6 +161,143 @@ func (o *Outbox) Append(ctx context.Context, m Message) error {
 	return nil
 }
 
+// KeyedMessage is a message with the caller's key: the outbox publishes in
+// key order, and appending a key it holds again changes nothing.
+type KeyedMessage struct {
+	Key Key
+	Message
+}
+
+// Key orders keyed messages: a log index, then a position within it.
+type Key [16]byte
+
+// MakeKey is the key of the message at (index, pos).
+func MakeKey(index, pos uint64) Key {
+	var k Key
+	binary.BigEndian.PutUint64(k[:8], index)
+	binary.BigEndian.PutUint64(k[8:], pos)
+	return k
+}
+
+// KeyOf reads a key given to OnPublished; ok is false for a key Append
+// chose.
+func KeyOf(b []byte) (k Key, ok bool) {
+	if len(b) != len(k) {
+		return k, false
+	}
+	copy(k[:], b)
+	return k, true
+}
+
+// Index is the key's log index.
+func (k Key) Index() uint64 { return binary.BigEndian.Uint64(k[:8]) }
+
+// Pos is the key's position within its index.
+func (k Key) Pos() uint64 { return binary.BigEndian.Uint64(k[8:]) }
+
+// AppendKeyed stores messages under their keys in one transaction (one
+// fsync). Keys already held are skipped, so replaying the same log appends
+// nothing twice. Messages beyond MaxEvents are refused and counted as
+// dropped; the rest are stored, and the error says how many were refused.
+func (o *Outbox) AppendKeyed(ctx context.Context, ms []KeyedMessage) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	vals := make([][]byte, len(ms))
+	for i, m := range ms {
+		if err := m.Validate(); err != nil {
+			return err
+		}
+		v, err := json.Marshal(storedMessage(m.Message))
+		if err != nil {
+			return fmt.Errorf("outbox: encode %s: %w", m.ID, err)
+		}
+		vals[i] = v
+	}
+	var (
+		added   int
+		refused []int
+	)
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		added, refused = 0, refused[:0]
+		b := tx.Bucket(outboxBucket)
+		for i, m := range ms {
+			if b.Get(m.Key[:]) != nil {
+				continue
+			}
+			if o.backlog.Load()+int64(added) >= int64(o.opts.MaxEvents) {
+				refused = append(refused, i)
+				continue
+			}
+			if err := b.Put(m.Key[:], vals[i]); err != nil {
+				return err
+			}
+			added++
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("outbox: append %d events: %w", len(ms), err)
+	}
+	o.backlog.Add(int64(added))
+	if len(refused) > 0 {
+		o.dropped.Add(uint64(len(refused)))
+		if o.opts.OnDrop != nil {
+			for _, i := range refused {
+				o.opts.OnDrop(ms[i].Message)
+			}
+		}
+	}
+	if added > 0 {
+		select {
+		case o.wake <- struct{}{}:
+		default:
+		}
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("append: %d of %d events refused (backlog %d): %w", len(refused), len(ms), o.opts.MaxEvents, ErrOutboxFull)
+	}
+	return nil
+}
+
+// TrimThrough deletes the keyed messages with an index up to index and a
+// position below posLimit, published or not: another publisher confirmed
+// them. It returns how many it deleted.
+func (o *Outbox) TrimThrough(index, posLimit uint64) (int, error) {
+	n := 0
+	err := o.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		b := tx.Bucket(outboxBucket)
+		// Deleting under a bbolt cursor skips the next key: collect first.
+		var doomed [][]byte
+		c := b.Cursor()
+		for k, _ := c.First(); k != nil; k, _ = c.Next() {
+			key, ok := KeyOf(k)
+			if !ok {
+				continue
+			}
+			if key.Index() > index {
+				break
+			}
+			if key.Pos() < posLimit {
+				doomed = append(doomed, append([]byte(nil), k...))
+			}
+		}
+		for _, k := range doomed {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+		n = len(doomed)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("outbox: trim through %d: %w", index, err)
+	}
+	o.backlog.Add(-int64(n))
+	return n, nil
+}
+
 // Backlog is the number of events not yet confirmed by the bus (a gauge).
 func (o *Outbox) Backlog() int { return int(o.backlog.Load()) }
 
@@ -236,19 +376,32 @@ func (o *Outbox) drainOnce(ctx context.Context) (int, error) {
 	if done > 0 {
 		// A crash before this commit republishes the batch: consumers
 		// de-duplicate on the ID.
+		deleted := 0
 		err := o.db.Update(func(tx *bolt.Tx) error {
+			deleted = 0
 			b := tx.Bucket(outboxBucket)
 			for _, it := range batch[:done] {
+				if b.Get(it.key) == nil {
+					continue // trimmed meanwhile (TrimThrough)
+				}
 				if err := b.Delete(it.key); err != nil {
 					return err
 				}
+				deleted++
 			}
 			return nil
 		})
 		if err != nil {
 			return done, fmt.Errorf("outbox: delete published: %w", err)
 		}
-		o.backlog.Add(-int64(done))
+		o.backlog.Add(-int64(deleted))
+		if o.opts.OnPublished != nil {
+			keys := make([][]byte, done)
+			for i, it := range batch[:done] {
+				keys[i] = it.key
+			}
+			o.opts.OnPublished(keys)
+		}
 	}
 	return done, pubErr
 }

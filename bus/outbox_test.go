@@ -157,3 +157,82 @@ func BenchmarkOutboxAppend(b *testing.B) {
 		})
 	})
 }
+
+func keyed(index, pos uint64) bus.KeyedMessage {
+	return bus.KeyedMessage{Key: bus.MakeKey(index, pos), Message: bus.Message{
+		ID: fmt.Sprintf("%d-%d", index, pos), Subject: bus.EventSubject("step.completed"),
+	}}
+}
+
+// Keyed appends are what the agent uses: replaying the log appends the same
+// keys again and must not duplicate them, publishing follows key order, and
+// another server's cursor trims what it confirmed.
+func TestOutboxKeyed(t *testing.T) {
+	ctx := context.Background()
+	pub := &flakyPublisher{}
+	pub.down.Store(true)
+	var published [][]byte
+	var mu sync.Mutex
+	var drops atomic.Int64
+	ob, err := bus.OpenOutbox(filepath.Join(t.TempDir(), "outbox.db"), pub, bus.OutboxOptions{
+		MaxEvents: 6, MinBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond,
+		OnDrop: func(bus.Message) { drops.Add(1) },
+		OnPublished: func(keys [][]byte) {
+			mu.Lock()
+			published = append(published, keys...)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ob.Close()
+	// Out of order, then a replay of the same entries.
+	for _, batch := range [][]bus.KeyedMessage{
+		{keyed(3, 1), keyed(3, 2)},
+		{keyed(1, 1), keyed(2, 1)},
+		{keyed(1, 1), keyed(2, 1), keyed(3, 1)},
+	} {
+		if err := ob.AppendKeyed(ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ob.Backlog() != 4 {
+		t.Fatalf("backlog %d after a replay, want 4", ob.Backlog())
+	}
+	// Trim what another leader confirmed: index ≤ 2 below position 100.
+	if err := ob.AppendKeyed(ctx, []bus.KeyedMessage{keyed(2, 1<<62)}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := ob.TrimThrough(2, 100)
+	if err != nil || n != 2 {
+		t.Fatalf("TrimThrough(2) = %d, %v; want 2 trimmed", n, err)
+	}
+	// The bound: 3 held, 3 more fit, the 4th is refused and counted.
+	err = ob.AppendKeyed(ctx, []bus.KeyedMessage{keyed(4, 1), keyed(4, 2), keyed(4, 3), keyed(4, 4)})
+	if !errors.Is(err, bus.ErrOutboxFull) || drops.Load() != 1 || ob.Dropped() != 1 {
+		t.Fatalf("append past the bound: err %v, drops %d/%d; want ErrOutboxFull and 1", err, drops.Load(), ob.Dropped())
+	}
+	pub.down.Store(false)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ob.Run(rctx) }()
+	deadline := time.Now().Add(5 * time.Second)
+	for ob.Backlog() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	want := []string{"2-4611686018427387904", "3-1", "3-2", "4-1", "4-2", "4-3"}
+	if got := pub.ids(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("published %v, want %v (key order, trimmed ones gone)", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(published) != len(want) {
+		t.Fatalf("OnPublished saw %d keys, want %d", len(published), len(want))
+	}
+	if k, ok := bus.KeyOf(published[1]); !ok || k.Index() != 3 || k.Pos() != 1 {
+		t.Fatalf("OnPublished key %x = (%d,%d), want (3,1)", published[1], k.Index(), k.Pos())
+	}
+}
