@@ -45,7 +45,7 @@ type OutboxOptions struct {
 	// OnPublished, if set, is called after the bus confirmed a batch and it
 	// was deleted, with the keys of its events in order.
 	OnPublished func(keys [][]byte)
-	Logger *slog.Logger
+	Logger      *slog.Logger
 }
 
 // Outbox is a bounded, durable queue of events in a bbolt file, drained to a
