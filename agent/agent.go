@@ -89,9 +89,11 @@ type Agent struct {
 	left     chan struct{}
 	leftOnce sync.Once
 	servers  serversState // bootstrap, autopilot and leave (servers.go)
+	bsteps   busSteps     // transport: bus steps, while leading (busstep.go)
 	// bus is the service bus of a server (nil when off): events go out
 	// through the outbox, transport: bus steps over it (bus.go, busstep.go).
 	bus bus.Bus
+	pub *publisher // the outbox of a server with a bus (bus.go)
 }
 
 // Left is closed once the agent has left the cluster on an operator's
@@ -148,6 +150,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 // observe runs on Raft's apply goroutine for every command: it must not block.
 func (a *Agent) observe(fx *consensus.Effects) {
 	a.sched.observe(fx)
+	if a.pub != nil {
+		a.pub.observe(fx)
+	}
 	a.events.recordTask(fx.Events, a.state.TraceParent)
 	woken := map[string]bool{}
 	for _, e := range fx.Events {
@@ -210,7 +215,11 @@ func (a *Agent) start(ctx context.Context) error {
 	a.rpcSrv = a.rpcServer()
 	runCtx, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	for _, fn := range []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin, a.reconnect, a.watchMembers} {
+	bgs := []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin, a.reconnect, a.watchMembers}
+	if a.pub != nil {
+		bgs = append(bgs, a.pub.run)
+	}
+	for _, fn := range bgs {
 		a.bg.Add(1)
 		go func() {
 			defer a.bg.Done()
@@ -349,8 +358,9 @@ func (a *Agent) lead(ctx context.Context) {
 			go func() { defer wg.Done(); a.autopilot(sctx) }()
 			go func() { defer wg.Done(); a.nameCluster(sctx) }()
 			if a.bus != nil {
-				wg.Add(1)
+				wg.Add(2)
 				go func() { defer wg.Done(); a.runBusSteps(sctx) }()
+				go func() { defer wg.Done(); a.pub.lead(sctx) }()
 			}
 			a.sched.run(sctx)
 			wg.Wait()
@@ -467,7 +477,7 @@ func (a *Agent) failAsync(k leaseKey, code, msg string, retryable bool) {
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: code, Message: msg, Retryable: retryable, Rand: a.rand(),
 		}}})
 		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
-			a.log.Warn("failure not committed", "task", k.task, "step", k.step, "err", err)
+			a.log.WarnContext(a.taskLog(ctx, k.task), "failure not committed", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 		a.workers.drop(k)
 	})
@@ -479,7 +489,7 @@ func (a *Agent) releaseAsync(k leaseKey, reason string) {
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Reason: reason,
 		}}})
 		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
-			a.log.Warn("release not committed", "task", k.task, "step", k.step, "err", err)
+			a.log.WarnContext(a.taskLog(ctx, k.task), "release not committed", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 		a.workers.drop(k)
 	})

@@ -59,6 +59,10 @@ type ringEvent struct {
 	task    string
 	trace   string // the W3C trace id of the task, when known
 	payload any
+	// index and pos place a task event in the Raft log (consensus.Event);
+	// 0 for a locally observed event.
+	index uint64
+	pos   int
 }
 
 // taskPayload is the payload of a task or step event.
@@ -99,6 +103,10 @@ type eventRing struct {
 	id   string
 	size int
 
+	// tap, when set before the ring is used, sees every event added, ids
+	// assigned, under the ring's lock: it must not block (the outbox, bus.go).
+	tap func([]ringEvent)
+
 	mu      sync.Mutex
 	buf     []ringEvent // event seq s is at buf[(s-1)%size]
 	next    uint64      // the sequence of the next event, from 1
@@ -119,17 +127,21 @@ func (r *eventRing) add(evs ...ringEvent) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, e := range evs {
+	for i := range evs {
+		e := &evs[i]
 		e.seq = r.next
 		r.next++
 		if e.id == "" {
 			e.id = fmt.Sprintf("%s.%d", r.id, e.seq)
 		}
 		if len(r.buf) < r.size {
-			r.buf = append(r.buf, e)
+			r.buf = append(r.buf, *e)
 		} else {
-			r.buf[(e.seq-1)%uint64(r.size)] = e
+			r.buf[(e.seq-1)%uint64(r.size)] = *e
 		}
+	}
+	if r.tap != nil {
+		r.tap(evs)
 	}
 	close(r.changed)
 	r.changed = make(chan struct{})
@@ -185,7 +197,7 @@ func (r *eventRing) recordTask(evs []consensus.Event, traceOf func(task string) 
 			traces[e.TaskID] = tr
 		}
 		out = append(out, ringEvent{
-			id: e.ID(), typ: e.Type, at: e.At, task: e.TaskID, trace: tr,
+			id: e.ID(), typ: e.Type, at: e.At, task: e.TaskID, trace: tr, index: e.Index, pos: e.Position,
 			payload: taskPayload{Step: e.Step, Attempt: e.Attempt, Message: e.Message, Code: e.Code, Sequence: e.Seq},
 		})
 	}
