@@ -89,7 +89,6 @@ type Agent struct {
 	left     chan struct{}
 	leftOnce sync.Once
 	servers  serversState // bootstrap, autopilot and leave (servers.go)
-	bsteps   busSteps     // transport: bus steps, while leading (busstep.go)
 	// bus is the service bus of a server (nil when off): events go out
 	// through the outbox, transport: bus steps over it (bus.go, busstep.go).
 	bus bus.Bus
@@ -477,7 +476,7 @@ func (a *Agent) failAsync(k leaseKey, code, msg string, retryable bool) {
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: code, Message: msg, Retryable: retryable, Rand: a.rand(),
 		}}})
 		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
-			a.log.WarnContext(a.taskLog(ctx, k.task), "failure not committed", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
+			a.log.Warn("failure not committed", "task", k.task, "step", k.step, "err", err)
 		}
 		a.workers.drop(k)
 	})
@@ -489,7 +488,7 @@ func (a *Agent) releaseAsync(k leaseKey, reason string) {
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Reason: reason,
 		}}})
 		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
-			a.log.WarnContext(a.taskLog(ctx, k.task), "release not committed", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
+			a.log.Warn("release not committed", "task", k.task, "step", k.step, "err", err)
 		}
 		a.workers.drop(k)
 	})
