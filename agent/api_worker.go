@@ -135,7 +135,7 @@ func (a *Agent) startAsync(k leaseKey, worker string) {
 	select {
 	case a.starts <- started{k, worker}:
 	default:
-		a.log.Debug("start not recorded: queue full", "task", k.task, "step", k.step)
+		a.log.DebugContext(a.taskLog(context.Background(), k.task), "start not recorded: queue full", "task_id", k.task, "step", k.step, "attempt", k.attempt)
 	}
 }
 
@@ -169,7 +169,7 @@ func (a *Agent) recordStarts(ctx context.Context) {
 			var te *workflow.TransitionError
 			if err := r.Err; err != nil && !errors.Is(err, consensus.ErrStaleAttempt) && !errors.As(err, &te) && !errors.Is(err, consensus.ErrTaskEnded) {
 				x := cmds[i].GetStartStep()
-				a.log.Debug("start not recorded", "task", x.GetTaskId(), "step", x.GetStep(), "err", err)
+				a.log.DebugContext(a.taskLog(ctx, x.GetTaskId()), "start not recorded", "task_id", x.GetTaskId(), "step", x.GetStep(), "attempt", x.GetAttempt(), "err", err)
 			}
 		}
 	}
@@ -232,7 +232,7 @@ func (a *Agent) complete(ctx context.Context, k leaseKey, result, worker string)
 				return toConnect(err)
 			}
 			a.workers.drop(k)
-			a.log.WarnContext(ctx, "result breaks its contract", "task", k.task, "step", k.step, "attempt", k.attempt, "err", ce.Message())
+			a.log.WarnContext(a.taskLog(ctx, k.task), "result breaks its contract", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", logSafe(cerr))
 		}
 		return cerr
 	}

@@ -130,7 +130,7 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 		return nil, toConnect(err)
 	}
 	if res.Created {
-		w.a.log.InfoContext(ctx, "task started", "task", t.ID, "workflow", t.Workflow, "version", t.Version)
+		w.a.log.InfoContext(ctx, "task started", "task_id", t.ID, "workflow", t.Workflow, "version", t.Version)
 	}
 	return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: res.Created}), nil
 }

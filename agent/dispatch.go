@@ -125,6 +125,7 @@ type candidate struct {
 	base      string // the agent's RPC base URL; "" for this agent
 	max       int    // the provider's concurrency limit; 0 if it declares none
 	local     bool   // this agent: delivered to its own apps
+	subject   string // a bus step's subject: published there (busstep.go)
 	coolUntil time.Time
 	// worker and push name the app here that has room (set by hasRoom).
 	worker, push string
@@ -196,9 +197,19 @@ func (s *scheduler) dispatch(ctx context.Context) {
 			s.clearReason(stepKey{ref.TaskID, ref.Name})
 			continue // finished, cancelled, or already dispatched since
 		}
-		c, why := b.choose(want{info.Capability, info.Owner})
+		var (
+			c       choice
+			why     string
+			capName = info.Capability
+		)
+		if capName == "" {
+			// Only transport: bus steps have no capability (busstep.go).
+			c, capName, why = s.chooseBus(ref, now)
+		} else {
+			c, why = b.choose(want{info.Capability, info.Owner})
+		}
 		if why != "" {
-			s.waitFor(ref, info.Capability, why)
+			s.waitFor(ref, capName, why)
 			continue
 		}
 		s.clearReason(stepKey{ref.TaskID, ref.Name})
@@ -207,8 +218,8 @@ func (s *scheduler) dispatch(ctx context.Context) {
 			s.a.workers.hold(c.worker, k, info.Capability)
 		}
 		s.seq++
-		s.addFlight(k, flight{target: c.target, agent: c.agent, capability: info.Capability, done: c.done, seq: s.seq,
-			start: time.Now(), span: s.a.attemptSpan(info.TraceParent, k, info.Capability, c.agent)})
+		s.addFlight(k, flight{target: c.target, agent: c.agent, capability: capName, done: c.done, seq: s.seq,
+			start: time.Now(), span: s.a.attemptSpan(info.TraceParent, k, capName, c.agent)})
 		picks = append(picks, pick{ref, c, k, s.seq})
 		cmds = append(cmds, &fsmv1.Command{Kind: &fsmv1.Command_DispatchStep{DispatchStep: &fsmv1.DispatchStep{
 			TaskId: ref.TaskID, Step: ref.Name, Attempt: int32(info.NextAttempt),
@@ -220,7 +231,9 @@ func (s *scheduler) dispatch(ctx context.Context) {
 	if len(cmds) == 0 {
 		return
 	}
-	res, err := s.a.propose(ctx, batch(cmds))
+	bctx, endBatch := s.dispatchSpan(ctx, cmds)
+	res, err := s.a.propose(bctx, batch(cmds))
+	endBatch(err)
 	if err != nil {
 		s.log.Warn("dispatch not committed; will retry", "steps", len(cmds), "err", err)
 		for _, p := range picks {
@@ -234,7 +247,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 		if r := res.Batch[i]; r.Err != nil {
 			s.a.workers.drop(p.key)
 			s.land(p.key, breaker.ErrNotCounted, "")
-			s.log.Debug("dispatch refused", "task", p.ref.TaskID, "step", p.ref.Name, "err", r.Err)
+			s.log.DebugContext(s.a.taskLog(ctx, p.ref.TaskID), "dispatch refused", "task_id", p.ref.TaskID, "step", p.ref.Name, "attempt", p.key.attempt, "err", r.Err)
 			continue
 		}
 		s.deliver(p.ref, p.choice, p.key, p.seq)
@@ -444,7 +457,7 @@ func (s *scheduler) deliver(ref consensus.StepRef, c choice, k leaseKey, seq uin
 	if err != nil {
 		// The input mapping failed on real data (say, a field of the wrong
 		// type): no attempt can succeed, so the step fails for good.
-		s.log.WarnContext(tctx, "cannot build step input", "task", ref.TaskID, "step", ref.Name, "err", err)
+		s.log.WarnContext(s.a.taskLog(tctx, ref.TaskID), "cannot build step input", "task_id", ref.TaskID, "step", ref.Name, "attempt", k.attempt, "err", err)
 		s.a.failAsync(k, workflow.CodeInputMapping, err.Error(), false)
 		return
 	}
@@ -456,6 +469,8 @@ func (s *scheduler) deliver(ref consensus.StepRef, c choice, k leaseKey, seq uin
 		s.a.asgTraces.put(asg, tp)
 	}
 	switch {
+	case c.subject != "":
+		s.deliverBus(tctx, tp, asg, c, k, seq)
 	case !c.local:
 		s.deliverRemote(tctx, tp, asg, c, k, seq)
 	case c.push != "":
@@ -498,7 +513,7 @@ func (s *scheduler) deliverRemote(tctx context.Context, traceParent string, asg 
 		defer cancel()
 		resp, err := client.Deliver(dctx, connect.NewRequest(req))
 		if err == nil {
-			s.log.DebugContext(ctx, "step delivered", "task", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "worker", resp.Msg.GetWorkerId())
+			s.log.DebugContext(ctx, "step delivered", "task_id", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "worker", resp.Msg.GetWorkerId())
 			return
 		}
 		code := connect.CodeOf(err)
@@ -510,7 +525,7 @@ func (s *scheduler) deliverRemote(tctx context.Context, traceParent string, asg 
 		s.dmu.Lock()
 		s.cool[c.target] = time.Now().Add(deliverCooldown)
 		s.dmu.Unlock()
-		s.log.InfoContext(ctx, "agent did not take a step", "task", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "err", err)
+		s.log.InfoContext(ctx, "agent did not take a step", "task_id", k.task, "step", k.step, "attempt", k.attempt, "agent", c.agent, "err", err)
 		// Refused (no room, shutting down) or never sent (connection
 		// refused): nobody runs the attempt, so it is handed back under
 		// its number. Any other failure (no answer in time) may have
@@ -581,7 +596,7 @@ func (s *scheduler) proposeEnds(ctx context.Context, cmds []*fsmv1.Command) {
 	}
 	for i, r := range res.Batch {
 		if err := r.Err; err != nil && !errors.Is(err, consensus.ErrStaleAttempt) && !errors.Is(err, consensus.ErrTaskEnded) {
-			s.log.Warn("attempt not ended", "command", cmds[i].String(), "err", err)
+			s.log.WarnContext(s.a.taskLog(ctx, endTask(cmds[i])), "attempt not ended", "task_id", endTask(cmds[i]), "step", endStep(cmds[i]), "err", err)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/tasker-run/tasker/gossip"
 	"github.com/tasker-run/tasker/proto/tasker/agent/v1/agentv1connect"
@@ -154,12 +155,24 @@ func (f *forwarder) target() (name, base string, err error) {
 // leader, for up to the hold timeout. Calls must be idempotent: a call
 // whose connection broke may have been applied.
 func (f *forwarder) do(ctx context.Context, call func(ctx context.Context, base string) error) error {
+	return f.forward(ctx, "", false, call)
+}
+
+// forward is do, traced: a "forward to leader" span over the retries,
+// naming procedure (when given) and the agent that answered; root traces a
+// call that arrived with no trace context (see forwardSpan).
+func (f *forwarder) forward(ctx context.Context, procedure string, root bool, call func(ctx context.Context, base string) error) (err error) {
+	ctx, note, end := f.a.forwardSpan(ctx, procedure, root)
+	attempts := 0
+	defer func() { end(attempts, err) }()
 	deadline := time.Now().Add(f.a.cfg.RPCHoldTimeout)
 	wait := 10 * time.Millisecond
 	var last error
 	for {
 		name, base, err := f.target()
 		if err == nil {
+			attempts++
+			note(name)
 			err = call(ctx, base)
 			if err == nil || !retryable(err) {
 				return err
@@ -392,8 +405,18 @@ type leaderTransport struct{ a *Agent }
 func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	f := t.a.fwd
 	var resp *http.Response
-	err := f.do(req.Context(), func(_ context.Context, base string) error {
+	ctx := req.Context()
+	if t.a.tel.Tracing {
+		// The proxy is outside the Connect interceptors: the caller's
+		// trace context is in the headers.
+		ctx = t.a.tel.Propagator.Extract(ctx, propagation.HeaderCarrier(req.Header))
+	}
+	err := f.forward(ctx, strings.TrimPrefix(req.URL.Path, "/"), true, func(ctx context.Context, base string) error {
 		out := req.Clone(req.Context())
+		if t.a.tel.Tracing {
+			// The leader's span of the call is the forward span's child.
+			t.a.tel.Propagator.Inject(ctx, propagation.HeaderCarrier(out.Header))
+		}
 		out.URL.Scheme, out.URL.Host = "http", strings.TrimPrefix(base, "http://")
 		out.Host = out.URL.Host
 		if req.GetBody != nil {

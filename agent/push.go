@@ -98,7 +98,7 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 				result = "{}"
 			}
 			if err := a.complete(rctx, k, result, worker); err != nil {
-				a.log.Warn("push result not accepted", "task", k.task, "step", k.step, "attempt", k.attempt, "err", err)
+				a.log.WarnContext(a.taskLog(rctx, k.task), "push result not accepted", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", logSafe(err))
 			}
 			return
 		}
@@ -115,7 +115,7 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 			retryable = *pe.Retryable
 		}
 		if _, err := a.fail(rctx, k, failReport{worker: worker, code: pe.Code, message: pe.Message, retryable: retryable, retryAfter: retryAfter(resp.Header.Get("Retry-After"), a.now())}); err != nil {
-			a.log.Warn("push failure not recorded", "task", k.task, "step", k.step, "err", err)
+			a.log.WarnContext(a.taskLog(rctx, k.task), "push failure not recorded", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 	}()
 }

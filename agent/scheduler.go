@@ -277,13 +277,14 @@ func (s *scheduler) fire(ctx context.Context) {
 		}
 		delete(s.leases, k)
 		tctx, _ := s.attemptTrace(k)
-		s.log.InfoContext(tctx, "attempt timed out", "task", k.task, "step", k.step, "attempt", k.attempt)
+		tctx = s.a.taskLog(tctx, k.task)
+		s.log.InfoContext(tctx, "attempt timed out", "task_id", k.task, "step", k.step, "attempt", k.attempt)
 		_, err := s.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: workflow.CodeTimeout,
 			Message: "no result before the deadline", Retryable: true, Rand: s.a.rand(),
 		}}})
 		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) && !errors.Is(err, consensus.ErrTaskEnded) {
-			s.log.WarnContext(tctx, "timeout not committed", "task", k.task, "step", k.step, "err", err)
+			s.log.WarnContext(tctx, "timeout not committed", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 		s.a.workers.drop(k)
 	}
