@@ -476,7 +476,7 @@ func (a *Agent) failAsync(k leaseKey, code, msg string, retryable bool) {
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: code, Message: msg, Retryable: retryable, Rand: a.rand(),
 		}}})
 		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
-			a.log.Warn("failure not committed", "task", k.task, "step", k.step, "err", err)
+			a.log.WarnContext(a.taskLog(ctx, k.task), "failure not committed", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 		a.workers.drop(k)
 	})
@@ -488,7 +488,7 @@ func (a *Agent) releaseAsync(k leaseKey, reason string) {
 			TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Reason: reason,
 		}}})
 		if err != nil && !errors.Is(err, consensus.ErrStaleAttempt) {
-			a.log.Warn("release not committed", "task", k.task, "step", k.step, "err", err)
+			a.log.WarnContext(a.taskLog(ctx, k.task), "release not committed", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 		a.workers.drop(k)
 	})
