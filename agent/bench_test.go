@@ -79,6 +79,54 @@ func BenchmarkEndToEnd(b *testing.B) {
 	}
 }
 
+// BenchmarkEventPublishing is the cost of lifecycle events on the bus for
+// the 4-step linear workflow: the same agent with the bus off and with the
+// embedded NATS (every event appended to the fsync'd outbox, published
+// with a JetStream ack, and the cursor committed every second). serial is
+// one task at a time (latency), parallel 32 starters (throughput).
+func BenchmarkEventPublishing(b *testing.B) {
+	for _, bus := range []string{"off", "embedded"} {
+		for _, par := range []int{1, 32} {
+			name := fmt.Sprintf("bus=%s/serial", bus)
+			if par > 1 {
+				name = fmt.Sprintf("bus=%s/parallel", bus)
+			}
+			b.Run(name, func(b *testing.B) {
+				ta := benchAgent(b, func(c *Config) { c.Bus = bus })
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				noopWorker(ctx, b, ta, 512)
+				var next atomic.Int64
+				var mu sync.Mutex
+				lat := make([]time.Duration, 0, b.N)
+				b.ResetTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				for range par {
+					wg.Go(func() {
+						for next.Add(1) <= int64(b.N) {
+							t0 := time.Now()
+							if err := runTask(ctx, ta, "linear"); err != nil {
+								b.Error(err)
+								return
+							}
+							mu.Lock()
+							lat = append(lat, time.Since(t0))
+							mu.Unlock()
+						}
+					})
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
+				reportPercentiles(b, lat)
+				if ta.pub != nil {
+					b.ReportMetric(float64(ta.pub.ob.Backlog()), "backlog-at-end")
+				}
+			})
+		}
+	}
+}
+
 // BenchmarkThroughput runs 4-step linear tasks from 32 concurrent starters
 // and reports tasks per second at saturation.
 func BenchmarkThroughput(b *testing.B) {
@@ -113,10 +161,10 @@ func BenchmarkThroughput(b *testing.B) {
 	reportPercentiles(b, lat)
 }
 
-func benchAgent(b *testing.B) *testAgent {
+func benchAgent(b *testing.B, mutate ...func(*Config)) *testAgent {
 	b.Helper()
 	// Production Raft timings and fsync: what a user gets.
-	ta := startAgent(b, b.TempDir(), func(c *Config) { c.Dev = false })
+	ta := startAgent(b, b.TempDir(), append([]func(*Config){func(c *Config) { c.Dev = false }}, mutate...)...)
 	for _, f := range []string{"testdata/linear.yaml", "testdata/diamond.yaml"} {
 		m, err := os.ReadFile(f)
 		if err != nil {

@@ -47,6 +47,15 @@ type Publisher interface {
 	Publish(ctx context.Context, m Message) error
 }
 
+// BatchPublisher is a Publisher that can have many messages in flight and
+// await their confirmations together. The outbox uses it when the bus has
+// it: a backlog drains at the backend's speed, not one round trip each.
+type BatchPublisher interface {
+	// PublishBatch publishes ms in order and returns how many of the first
+	// ones the backend confirmed; an error says why the next one was not.
+	PublishBatch(ctx context.Context, ms []Message) (int, error)
+}
+
 // Subscriber consumes messages.
 type Subscriber interface {
 	// Subscribe starts delivering messages whose subject matches pattern to h

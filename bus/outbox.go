@@ -38,7 +38,8 @@ type OutboxOptions struct {
 	// like one that fails (default 10s).
 	PublishTimeout time.Duration
 	// NoSync skips fsync on Append: faster, but a machine crash can lose
-	// the last events. Tests and benchmarks only.
+	// the last events unless the caller can append them again (the agent
+	// replays them from the Raft log, and calls Sync before a snapshot).
 	NoSync bool
 	// OnDrop, if set, is called for each event Append refuses (a metric hook).
 	OnDrop func(Message)
@@ -298,6 +299,14 @@ func (o *Outbox) TrimThrough(index, posLimit uint64) (int, error) {
 	return n, nil
 }
 
+// Sync forces what NoSync appends left in the page cache to disk.
+func (o *Outbox) Sync() error {
+	if err := o.db.Sync(); err != nil {
+		return fmt.Errorf("outbox: sync: %w", err)
+	}
+	return nil
+}
+
 // Backlog is the number of events not yet confirmed by the bus (a gauge).
 func (o *Outbox) Backlog() int { return int(o.backlog.Load()) }
 
@@ -363,15 +372,25 @@ func (o *Outbox) drainOnce(ctx context.Context) (int, error) {
 	}
 	done := 0
 	var pubErr error
-	for _, it := range batch {
-		pctx, cancel := context.WithTimeout(ctx, o.opts.PublishTimeout)
-		pubErr = o.pub.Publish(pctx, it.msg)
-		cancel()
-		if pubErr != nil {
-			pubErr = fmt.Errorf("publish %s: %w", it.msg.ID, pubErr)
-			break
+	if bp, ok := o.pub.(BatchPublisher); ok && len(batch) > 1 {
+		ms := make([]Message, len(batch))
+		for i, it := range batch {
+			ms[i] = it.msg
 		}
-		done++
+		pctx, cancel := context.WithTimeout(ctx, o.opts.PublishTimeout)
+		done, pubErr = bp.PublishBatch(pctx, ms)
+		cancel()
+	} else {
+		for _, it := range batch {
+			pctx, cancel := context.WithTimeout(ctx, o.opts.PublishTimeout)
+			pubErr = o.pub.Publish(pctx, it.msg)
+			cancel()
+			if pubErr != nil {
+				pubErr = fmt.Errorf("publish %s: %w", it.msg.ID, pubErr)
+				break
+			}
+			done++
+		}
 	}
 	if done > 0 {
 		// A crash before this commit republishes the batch: consumers
