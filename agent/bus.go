@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/url"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -367,4 +368,21 @@ func (p *publisher) close() error {
 		p.log.Warn("outbox flush at close", "err", err)
 	}
 	return p.ob.Close()
+}
+
+// BusAddr says where this server's bus is, for the start-up log line and
+// for consumers: the embedded NATS server's client URL, or the configured
+// URL without its password. "" when there is none.
+func (a *Agent) BusAddr() string {
+	if a.bus == nil {
+		return ""
+	}
+	if nb, ok := a.bus.(*natsbus.Bus); ok && a.busURL() == "embedded" {
+		return nb.ClientURL()
+	}
+	u, err := url.Parse(a.busURL())
+	if err != nil {
+		return ""
+	}
+	return u.Redacted()
 }
