@@ -257,7 +257,7 @@ func (a *Agent) start(ctx context.Context) error {
 		raftAddr = a.node.Addr()
 	}
 	a.log.Info("agent started", "api", a.Addr(), "rpc", a.rpcAdvertise, "gossip", a.gossipAddr, "raft", raftAddr,
-		"data_dir", dataDir, "server", a.cfg.Server)
+		"bus", a.BusAddr(), "data_dir", dataDir, "server", a.cfg.Server)
 	return nil
 }
 
