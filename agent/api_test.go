@@ -435,6 +435,9 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{[]string{"-dev"}, map[string]string{"TASKER_HTTP_PORT": "abc"}, `TASKER_HTTP_PORT: "abc" is not a whole number`},
 		{[]string{"-dev", "-max-payload", "10"}, nil, "max-payload: 10 is out of range"},
 		{[]string{"-dev", "stray"}, nil, `unexpected argument "stray"`},
+		{[]string{"-dev", "-bus", "mqtt://broker:1883"}, nil, `bus: unknown scheme "mqtt"`},
+		{[]string{"-dev", "-bus", "redis://"}, nil, `bus: "redis://" names no host: write redis://host:port`},
+		{[]string{"-dev", "-bus-outbox-max", "0"}, nil, "bus-outbox-max: 0 must be at least 1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {
