@@ -25,6 +25,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
 	sdkworker "github.com/tasker-run/tasker/sdk/go/worker"
@@ -643,4 +644,44 @@ func stepOf(task *taskerv1.Task, name string) *taskerv1.Step {
 		}
 	}
 	return nil
+}
+
+// TestTracingOffCostsNothing: with tracing off, the span and trace-context
+// helpers on the hot path (an attempt's span, a commit's span, a dispatch
+// batch's span, a forward's span, a log line's task context) allocate
+// nothing and record nothing.
+func TestTracingOffCostsNothing(t *testing.T) {
+	a := &Agent{} // a zero config: tracing off, as by default
+	if err := a.setupTelemetry(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a.tel.Tracing || len(a.interceptors) != 0 {
+		t.Fatal("tracing on by default")
+	}
+	s := &scheduler{a: a, flights: map[leaseKey]flight{}}
+	k := leaseKey{"tsk_1", "charge", 1}
+	ctx := context.Background()
+	cmd := &fsmv1.Command{}
+	tp := "00-" + appTraceID + "-00f067aa0ba902b7-01"
+	cmds := []*fsmv1.Command{{Kind: &fsmv1.Command_DispatchStep{DispatchStep: &fsmv1.DispatchStep{TaskId: k.task, Step: k.step, Attempt: 1}}}}
+	allocs := testing.AllocsPerRun(100, func() {
+		if sp := a.attemptSpan(tp, k, "payments.charge", "c1"); sp != nil {
+			t.Fatal("an attempt span with tracing off")
+		}
+		a.commitSpan(ctx, cmd)(nil)
+		fctx, note, end := a.forwardSpan(ctx, "p", true)
+		note("s1")
+		end(1, nil)
+		if fctx != ctx || a.taskLog(ctx, k.task) != ctx {
+			t.Fatal("a traced context with tracing off")
+		}
+		bctx, endBatch := s.dispatchSpan(ctx, cmds)
+		endBatch(nil)
+		if bctx != ctx {
+			t.Fatal("a traced dispatch context with tracing off")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("tracing off: %v allocations per step's worth of tracing calls, want 0", allocs)
+	}
 }
