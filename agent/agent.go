@@ -89,6 +89,7 @@ type Agent struct {
 	left     chan struct{}
 	leftOnce sync.Once
 	servers  serversState // bootstrap, autopilot and leave (servers.go)
+	bsteps   busSteps     // transport: bus steps, while leading (busstep.go)
 	// bus is the service bus of a server (nil when off): events go out
 	// through the outbox, transport: bus steps over it (bus.go, busstep.go).
 	bus bus.Bus

@@ -24,11 +24,31 @@ import (
 // whose problems name the agents. A step incompatible with some agents
 // only is a warning naming them, since the others can run it. Agents that
 // advertise identical schemas are checked once.
+//
+// Steps with transport: bus ask no app for a capability: they are not
+// checked, only flagged when this server has no bus to publish them on.
 func (a *Agent) checkCapabilities(plan *workflow.Plan) (warnings []string, err error) {
-	if a.gossip == nil {
-		return nil, nil
+	if a.bus == nil {
+		warnings = busWarnings(plan)
 	}
-	return checkCatalog(plan, a.gossip.Registry().Catalog(), a.log)
+	if a.gossip == nil {
+		return warnings, nil
+	}
+	more, err := checkCatalog(plan, a.gossip.Registry().Catalog(), a.log)
+	return append(warnings, more...), err
+}
+
+// busWarnings warns, at its first bus step, that a workflow has steps with
+// transport: bus and the leader no bus: its tasks wait at those steps.
+func busWarnings(plan *workflow.Plan) []string {
+	first := slices.IndexFunc(plan.Steps, func(st workflow.PlanStep) bool { return st.IsBus() })
+	if first < 0 {
+		return nil
+	}
+	return []string{workflow.Problem{
+		Path: "steps[" + strconv.Itoa(first) + "]", Line: plan.StepLine(first),
+		Message: "transport: bus, but the leader has no service bus (-bus); tasks wait at bus steps until the servers run with one",
+	}.String()}
 }
 
 // checkCatalog is checkCapabilities against a given catalog.
@@ -40,6 +60,9 @@ func checkCatalog(plan *workflow.Plan, catalog map[string][]gossip.Provider, log
 	unoffered := map[string]int{}
 	var unofferedOrder []string
 	for i, st := range plan.Steps {
+		if st.IsBus() {
+			continue // whatever consumes its subject runs it: no app, no capability
+		}
 		providers := catalog[st.Capability]
 		if len(providers) == 0 {
 			if _, seen := unoffered[st.Capability]; !seen {

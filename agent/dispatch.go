@@ -125,6 +125,7 @@ type candidate struct {
 	base      string // the agent's RPC base URL; "" for this agent
 	max       int    // the provider's concurrency limit; 0 if it declares none
 	local     bool   // this agent: delivered to its own apps
+	subject   string // a bus step's subject: published there (busstep.go)
 	coolUntil time.Time
 	// worker and push name the app here that has room (set by hasRoom).
 	worker, push string
@@ -196,9 +197,19 @@ func (s *scheduler) dispatch(ctx context.Context) {
 			s.clearReason(stepKey{ref.TaskID, ref.Name})
 			continue // finished, cancelled, or already dispatched since
 		}
-		c, why := b.choose(want{info.Capability, info.Owner})
+		var (
+			c       choice
+			why     string
+			capName = info.Capability
+		)
+		if capName == "" {
+			// Only transport: bus steps have no capability (busstep.go).
+			c, capName, why = s.chooseBus(ref, now)
+		} else {
+			c, why = b.choose(want{info.Capability, info.Owner})
+		}
 		if why != "" {
-			s.waitFor(ref, info.Capability, why)
+			s.waitFor(ref, capName, why)
 			continue
 		}
 		s.clearReason(stepKey{ref.TaskID, ref.Name})
@@ -207,8 +218,8 @@ func (s *scheduler) dispatch(ctx context.Context) {
 			s.a.workers.hold(c.worker, k, info.Capability)
 		}
 		s.seq++
-		s.addFlight(k, flight{target: c.target, agent: c.agent, capability: info.Capability, done: c.done, seq: s.seq,
-			start: time.Now(), span: s.a.attemptSpan(info.TraceParent, k, info.Capability, c.agent)})
+		s.addFlight(k, flight{target: c.target, agent: c.agent, capability: capName, done: c.done, seq: s.seq,
+			start: time.Now(), span: s.a.attemptSpan(info.TraceParent, k, capName, c.agent)})
 		picks = append(picks, pick{ref, c, k, s.seq})
 		cmds = append(cmds, &fsmv1.Command{Kind: &fsmv1.Command_DispatchStep{DispatchStep: &fsmv1.DispatchStep{
 			TaskId: ref.TaskID, Step: ref.Name, Attempt: int32(info.NextAttempt),
@@ -458,6 +469,8 @@ func (s *scheduler) deliver(ref consensus.StepRef, c choice, k leaseKey, seq uin
 		s.a.asgTraces.put(asg, tp)
 	}
 	switch {
+	case c.subject != "":
+		s.deliverBus(tctx, tp, asg, c, k, seq)
 	case !c.local:
 		s.deliverRemote(tctx, tp, asg, c, k, seq)
 	case c.push != "":

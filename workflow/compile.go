@@ -134,11 +134,14 @@ func (c *compiler) run() *Plan {
 		st := &p.Steps[i]
 		st.Name, st.Description, st.Owner = s.Name, s.Description, s.Owner
 		st.DependsOn = s.DependsOn
-		st.Capability = c.capability(s, path, owners)
-		if st.Owner == "" {
-			// A capability listed under a system belongs to it: the step is
-			// pinned there as if its owner had been written.
-			st.Owner = owners[st.Capability]
+		st.Transport, st.Subject = c.transport(s, path)
+		if st.Transport == TransportSidecar {
+			st.Capability = c.capability(s, path, owners)
+			if st.Owner == "" {
+				// A capability listed under a system belongs to it: the step is
+				// pinned there as if its owner had been written.
+				st.Owner = owners[st.Capability]
+			}
 		}
 
 		seen := map[string]bool{}
@@ -230,19 +233,7 @@ func (c *compiler) systems() map[string]string {
 func (c *compiler) capability(s Step, path string, owners map[string]string) string {
 	capName := s.Capability
 	if s.Owner != "" {
-		if _, ok := c.m.Systems[s.Owner]; !ok {
-			msg := fmt.Sprintf("system %q is not declared under systems", s.Owner)
-			if len(c.m.Systems) > 0 {
-				names := make([]string, 0, len(c.m.Systems))
-				for n := range c.m.Systems {
-					names = append(names, n)
-				}
-				sort.Strings(names) // among equally close names, the same one every time
-				if sg := suggest(s.Owner, names); sg != "" {
-					msg += fmt.Sprintf("; did you mean %q?", sg)
-				}
-			}
-			c.ps.add(joinPath(path, "owner"), "%s", msg)
+		if !c.ownerDeclared(s.Owner, path) {
 			return capName
 		}
 		if capName == "" {
@@ -269,6 +260,84 @@ func (c *compiler) capability(s Step, path string, owners map[string]string) str
 		}
 	}
 	return capName
+}
+
+// ownerDeclared reports whether a step's owner is declared under systems,
+// and says so when it is not.
+func (c *compiler) ownerDeclared(owner, path string) bool {
+	if _, ok := c.m.Systems[owner]; ok {
+		return true
+	}
+	msg := fmt.Sprintf("system %q is not declared under systems", owner)
+	if len(c.m.Systems) > 0 {
+		names := make([]string, 0, len(c.m.Systems))
+		for n := range c.m.Systems {
+			names = append(names, n)
+		}
+		sort.Strings(names) // among equally close names, the same one every time
+		if sg := suggest(owner, names); sg != "" {
+			msg += fmt.Sprintf("; did you mean %q?", sg)
+		}
+	}
+	c.ps.add(joinPath(path, "owner"), "%s", msg)
+	return false
+}
+
+// transport checks a step's transport and subject and returns them
+// resolved. A bus step names no capability: whatever consumes its subject
+// executes it, so there is no app to ask for one. Its owner, when written,
+// only documents which system answers.
+func (c *compiler) transport(s Step, path string) (transport, subject string) {
+	switch s.Transport {
+	case "", TransportSidecar:
+		if s.Subject != "" {
+			c.ps.add(joinPath(path, "subject"), "subject is only for steps with transport: bus; add transport: bus, or remove subject")
+		}
+		return TransportSidecar, ""
+	case TransportBus:
+	default:
+		msg := fmt.Sprintf("%q is not a transport: use sidecar (the default: an app behind a Tasker agent) or bus (a request on the service bus)", s.Transport)
+		if sg := suggest(s.Transport, []string{TransportSidecar, TransportBus}); sg != "" {
+			msg = fmt.Sprintf("%q is not a transport; did you mean %q? (sidecar, the default, or bus)", s.Transport, sg)
+		}
+		c.ps.add(joinPath(path, "transport"), "%s", msg)
+		// Neither checked as a sidecar step (it may well have no
+		// capability) nor as a bus step: one problem is enough.
+		return s.Transport, ""
+	}
+	if s.Capability != "" {
+		c.ps.add(joinPath(path, "capability"), "a step with transport: bus is executed by whatever consumes its subject, not by an app's capability; remove capability, or remove transport: bus")
+	}
+	if s.Owner != "" {
+		c.ownerDeclared(s.Owner, path)
+	}
+	switch err := CheckBusSubject(s.Subject); {
+	case s.Subject == "":
+		c.ps.add(path, "step %q has transport: bus but no subject; set subject to the bus subject its requests go to, such as billing.invoice.create", s.Name)
+	case err != nil:
+		c.ps.add(joinPath(path, "subject"), "%v", err)
+	}
+	return TransportBus, s.Subject
+}
+
+// CheckBusSubject checks the subject of a transport: bus step. It applies
+// the rules of bus.ValidSubject (a test keeps the two in step; workflow
+// does not import package bus, whose outbox brings a database), and keeps
+// tasker.* for Tasker's own events, dead letters and replies.
+func CheckBusSubject(subject string) error {
+	const fix = "use dot-separated tokens without spaces or wildcards (*, >, #), such as billing.invoice.create"
+	if subject == "" {
+		return fmt.Errorf("subject is empty; %s", fix)
+	}
+	for _, tok := range strings.Split(subject, ".") {
+		if tok == "" || strings.ContainsAny(tok, " \t\r\n*>#") {
+			return fmt.Errorf("%q is not a valid bus subject: %s", subject, fix)
+		}
+	}
+	if strings.HasPrefix(subject, "tasker.") {
+		return fmt.Errorf("subject %q is reserved: subjects under tasker. carry Tasker's own events, dead letters and replies; choose one of your own, such as billing.invoice.create", subject)
+	}
+	return nil
 }
 
 func (c *compiler) defaults() (time.Duration, RetryPolicy) {

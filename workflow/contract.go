@@ -261,7 +261,7 @@ func checkStructure(doc *document, ps *problems) {
 var manifestFields = []string{
 	"name", "namespace", "version", "description", "input_schema", "systems",
 	"defaults", "steps", "capabilities", "timeout", "retry", "capability",
-	"owner", "depends_on", "input", "result_schema", "error_schema",
+	"owner", "depends_on", "input", "result_schema", "error_schema", "transport", "subject",
 	"max_attempts", "backoff", "retryable", "initial", "max", "multiplier", "jitter",
 }
 

@@ -52,7 +52,15 @@ type Step struct {
 	// When empty it is "<owner>.<name>".
 	Capability string `json:"capability,omitempty"`
 	// Owner pins the step to one system in Systems.
-	Owner     string   `json:"owner,omitempty"`
+	Owner string `json:"owner,omitempty"`
+	// Transport is how the step runs: TransportSidecar (the default; an app
+	// behind a Tasker agent offers Capability) or TransportBus (a request
+	// published on the service bus to Subject, completed by the reply of
+	// whatever consumes it, for systems that run no sidecar).
+	Transport string `json:"transport,omitempty"`
+	// Subject is the bus subject a TransportBus step's requests go to,
+	// such as "billing.invoice.create"; only for that transport.
+	Subject   string   `json:"subject,omitempty"`
 	DependsOn []string `json:"depends_on,omitempty"`
 	// Input maps the task input and upstream results to the step's input:
 	// a string beginning with "$." is an expression ($.input.amount,

@@ -36,8 +36,13 @@ type Plan struct {
 type PlanStep struct {
 	Name        string
 	Description string
-	Capability  string
-	Owner       string
+	// Capability is what executes a sidecar step; "" for a bus step.
+	Capability string
+	Owner      string
+	// Transport is TransportSidecar or TransportBus (never "").
+	Transport string
+	// Subject is where a bus step's requests are published; "" otherwise.
+	Subject string
 	// DependsOn names the direct parents, as written.
 	DependsOn []string
 	Timeout   time.Duration
@@ -62,6 +67,20 @@ type RetryPolicy struct {
 	// app's retryable flag decides.
 	Retryable []string
 }
+
+// Step transports: how a step reaches what executes it.
+const (
+	// TransportSidecar dispatches the step to an app, attached to a Tasker
+	// agent, that offers its capability. The default.
+	TransportSidecar = "sidecar"
+	// TransportBus publishes a request for the step on the service bus, to
+	// its subject, with a reply_to subject and a correlation id; the reply
+	// completes (or fails) the attempt.
+	TransportBus = "bus"
+)
+
+// IsBus reports whether the step runs over the service bus.
+func (s *PlanStep) IsBus() bool { return s.Transport == TransportBus }
 
 // Retries reports whether a failure with code, flagged retryable or not by
 // the app, is worth another attempt under this policy.

@@ -59,6 +59,7 @@ type Bus struct {
 	closed bool
 	subs   []jetstream.ConsumeContext
 	stream jetstream.Stream
+	addMu  sync.Mutex // serializes AddSubjects' read-modify-write of the stream
 }
 
 var _ bus.Bus = (*Bus)(nil)
@@ -152,9 +153,19 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 		return nil, fmt.Errorf("natsbus: jetstream: %w", err)
 	}
 	b.js = js
+	// Keep the subjects AddSubjects gave an existing stream: another
+	// client connecting must not cut off the steps published to them.
+	subjects := []string{"tasker.>"}
+	if old, err := js.Stream(ctx, cfg.Stream); err == nil {
+		for _, s := range old.CachedInfo().Config.Subjects {
+			if s != subjects[0] {
+				subjects = append(subjects, s)
+			}
+		}
+	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:     cfg.Stream,
-		Subjects: []string{"tasker.>"},
+		Subjects: subjects,
 		Storage:  jetstream.FileStorage,
 		// Duplicate publishes of one ID inside this window are dropped by
 		// the server, which absorbs most outbox retries.
@@ -166,6 +177,44 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	b.stream = st
 	return b, nil
+}
+
+// AddSubjects makes the stream also store subjects outside tasker.>: the
+// subjects of event-driven steps (transport: bus), which each workflow
+// chooses. JetStream refuses a publish to a subject no stream stores, and
+// a consumer filtering on one. Subjects the stream stores already are left
+// as they are, so calling it again is cheap and safe.
+func (b *Bus) AddSubjects(ctx context.Context, subjects ...string) error {
+	for _, s := range subjects {
+		if err := bus.ValidSubject(s); err != nil {
+			return err
+		}
+	}
+	b.addMu.Lock()
+	defer b.addMu.Unlock()
+	info, err := b.stream.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("natsbus: stream %s: %w", b.cfg.Stream, err)
+	}
+	cfg := info.Config
+	changed := false
+	for _, s := range subjects {
+		covered := false
+		for _, have := range cfg.Subjects {
+			covered = covered || bus.Match(have, s)
+		}
+		if !covered {
+			cfg.Subjects = append(cfg.Subjects, s)
+			changed = true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	if _, err := b.js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("natsbus: add subjects %v to stream %s: %w", subjects, b.cfg.Stream, err)
+	}
+	return nil
 }
 
 // ClientURL is the URL the bus is connected to (the embedded server's when
