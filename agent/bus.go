@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/url"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -125,6 +126,10 @@ func (a *Agent) openPublisher(dataDir string) error {
 		return nil
 	}
 	p := &publisher{a: a, log: a.log.With("component", "outbox"), wake: make(chan struct{}, 1)}
+	// The first start of a server: Raft has not created the dir yet.
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("data-dir: %w", err)
+	}
 	ob, err := bus.OpenOutbox(filepath.Join(dataDir, "outbox.db"), a.bus, bus.OutboxOptions{
 		MaxEvents: a.cfg.BusOutboxMax,
 		// The Raft log is the events' durable copy: a crash replays it
