@@ -346,18 +346,20 @@ func parseBusReply(m bus.Message) (busReply, leaseKey, error) {
 func (a *Agent) handleBusReply(ctx context.Context, m bus.Message) error {
 	r, k, err := parseBusReply(m)
 	if err != nil {
-		a.log.Warn("malformed bus step reply dropped", "id", m.ID, "subject", m.Subject, "reason", err)
+		a.log.Warn("malformed bus step reply dropped", "message_id", m.ID, "subject", m.Subject, "reason", err)
 		return nil
 	}
 	if !a.isLeader() {
 		return errBusReplyNotLeader
 	}
+	lctx := a.taskLog(ctx, k.task)
 	plan, err := a.state.PlanOf(k.task)
 	if err != nil {
-		return a.settleBusReply(k, toConnect(err))
+		a.log.InfoContext(lctx, "bus step reply dropped", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
+		return nil
 	}
 	if i, ok := plan.StepIndex(k.step); !ok || !plan.Steps[i].IsBus() {
-		a.log.Warn("bus reply dropped: not a transport: bus step", "task_id", k.task, "step", k.step, "attempt", k.attempt)
+		a.log.WarnContext(lctx, "bus step reply dropped: not a transport: bus step", "task_id", k.task, "step", k.step, "attempt", k.attempt)
 		return nil
 	}
 	limit := a.cfg.MaxPayloadBytes
@@ -383,22 +385,26 @@ func (a *Agent) handleBusReply(ctx context.Context, m bus.Message) error {
 	default:
 		err = a.complete(ctx, k, string(r.Result), "")
 	}
-	return a.settleBusReply(k, err)
+	switch {
+	case err == nil:
+		return nil
+	case busReplyDone(err):
+		a.log.InfoContext(lctx, "bus step reply not applied", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", logSafe(err))
+		return nil
+	}
+	return fmt.Errorf("reply for %s not committed: %w", busCorrelationID(k), err)
 }
 
-// settleBusReply decides whether a reply whose commit returned err is
-// done with (nil: acknowledge) or must come again.
-func (a *Agent) settleBusReply(k leaseKey, err error) error {
+// busReplyDone reports whether a reply whose commit returned err (not
+// nil) is done with, or must come again: it is done when the commit can
+// never succeed.
+func busReplyDone(err error) bool {
 	switch connect.CodeOf(err) {
 	case connect.CodeInvalidArgument, connect.CodeFailedPrecondition, connect.CodeNotFound, connect.CodeResourceExhausted:
 		// A broken contract (committed as contract_violation by complete),
 		// a stale or late reply (the state recorded it), a task that ended
-		// or is gone: nothing to retry.
-		a.log.Info("bus step reply not applied", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
-		return nil
+		// or is gone.
+		return true
 	}
-	if err == nil {
-		return nil
-	}
-	return fmt.Errorf("reply for %s not committed: %w", busCorrelationID(k), err)
+	return false
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -531,28 +530,26 @@ func TestParseBusReply(t *testing.T) {
 	}
 }
 
-// TestSettleBusReply: which outcomes of a reply's commit acknowledge it,
-// and which have the bus deliver it again.
-func TestSettleBusReply(t *testing.T) {
-	a := &Agent{log: slog.New(slog.DiscardHandler)}
-	k := leaseKey{"tsk_1", "s", 1}
+// TestBusReplyDone: which failed commits of a reply acknowledge it, and
+// which have the bus deliver it again.
+func TestBusReplyDone(t *testing.T) {
 	tests := []struct {
-		err   error
-		again bool
+		err  error
+		done bool
 	}{
-		{nil, false},
-		{toConnect(fmt.Errorf("%w: old", consensus.ErrStaleAttempt)), false},
-		{toConnect(fmt.Errorf("%w: done", consensus.ErrTaskEnded)), false},
-		{toConnect(fmt.Errorf("%w: gone", consensus.ErrNotFound)), false},
-		{invalid("result_json", "breaks the contract"), false},
-		{toConnect(consensus.ErrNotLeader), true},
-		{toConnect(consensus.ErrLeadershipLost), true},
-		{toConnect(context.Canceled), true},
-		{connect.NewError(connect.CodeDeadlineExceeded, errors.New("slow")), true},
+		{toConnect(fmt.Errorf("%w: old", consensus.ErrStaleAttempt)), true},
+		{toConnect(fmt.Errorf("%w: done", consensus.ErrTaskEnded)), true},
+		{toConnect(fmt.Errorf("%w: gone", consensus.ErrNotFound)), true},
+		{invalid("result_json", "breaks the contract"), true},
+		{toConnect(consensus.ErrNotLeader), false},
+		{toConnect(consensus.ErrLeadershipLost), false},
+		{toConnect(context.Canceled), false},
+		{connect.NewError(connect.CodeDeadlineExceeded, errors.New("slow")), false},
+		{errBusReplyNotLeader, false},
 	}
 	for _, tt := range tests {
-		if err := a.settleBusReply(k, tt.err); (err != nil) != tt.again {
-			t.Errorf("settle(%v) = %v; want delivered again: %v", tt.err, err, tt.again)
+		if got := busReplyDone(tt.err); got != tt.done {
+			t.Errorf("busReplyDone(%v) = %v; want %v", tt.err, got, tt.done)
 		}
 	}
 }
