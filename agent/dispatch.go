@@ -173,7 +173,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 	if len(s.ready) == 0 || s.a.draining.Load() {
 		return
 	}
-	now := s.a.now()
+	now, began := s.a.now(), time.Now()
 	b := &s.batch
 	b.reset(s, now)
 	type pick struct {
@@ -231,7 +231,7 @@ func (s *scheduler) dispatch(ctx context.Context) {
 	if len(cmds) == 0 {
 		return
 	}
-	bctx, endBatch := s.dispatchSpan(ctx, cmds)
+	bctx, endBatch := s.dispatchSpan(ctx, began, cmds)
 	res, err := s.a.propose(bctx, batch(cmds))
 	endBatch(err)
 	if err != nil {

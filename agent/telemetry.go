@@ -286,13 +286,14 @@ func (t *asgTraces) take(asg *consensus.Assignment) string {
 	return tp
 }
 
-// dispatchSpan traces the commit of one scheduler dispatch batch: a span
+// dispatchSpan traces one scheduler dispatch batch, from began (the
+// scheduler choosing agents for the ready steps) to its commit: a span
 // "dispatch" of its own (the batch serves many tasks, so it belongs to no
 // task's trace), with the batch size, linked both ways with the attempt
-// spans it dispatches; the batch's "raft commit" span is its child. It
-// records the batch size in the metrics whether tracing is on or not.
-// end takes the commit's error.
-func (s *scheduler) dispatchSpan(ctx context.Context, cmds []*fsmv1.Command) (context.Context, func(error)) {
+// spans it dispatches; the batch's "raft commit" span is its child, so the
+// time before it is the scheduling. It records the batch size in the
+// metrics whether tracing is on or not. end takes the commit's error.
+func (s *scheduler) dispatchSpan(ctx context.Context, began time.Time, cmds []*fsmv1.Command) (context.Context, func(error)) {
 	s.a.metrics.batchSize.Record(ctx, int64(len(cmds)))
 	if !s.a.tel.Tracing {
 		return ctx, func(error) {}
@@ -306,7 +307,7 @@ func (s *scheduler) dispatchSpan(ctx context.Context, cmds []*fsmv1.Command) (co
 			links = append(links, trace.Link{SpanContext: f.span.SpanContext()})
 		}
 	}
-	ctx, span := s.a.tel.Tracer.Start(ctx, "dispatch", trace.WithNewRoot(), trace.WithLinks(links...),
+	ctx, span := s.a.tel.Tracer.Start(ctx, "dispatch", trace.WithNewRoot(), trace.WithTimestamp(began), trace.WithLinks(links...),
 		trace.WithAttributes(attrBatchSize.Int(len(cmds))))
 	for _, sp := range spans {
 		sp.AddLink(trace.Link{SpanContext: span.SpanContext()})

@@ -675,7 +675,7 @@ func TestTracingOffCostsNothing(t *testing.T) {
 		if fctx != ctx || a.taskLog(ctx, k.task) != ctx {
 			t.Fatal("a traced context with tracing off")
 		}
-		bctx, endBatch := s.dispatchSpan(ctx, cmds)
+		bctx, endBatch := s.dispatchSpan(ctx, time.Now(), cmds)
 		endBatch(nil)
 		if bctx != ctx {
 			t.Fatal("a traced dispatch context with tracing off")
