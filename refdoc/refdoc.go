@@ -63,7 +63,11 @@ func (d *doc) graph() {
 	// Node ids are positional because step names may contain '-', which
 	// Mermaid reads as part of an arrow.
 	for i, st := range d.p.Steps {
-		d.f("  s%d[\"%s<br/>%s\"]\n", i, st.Name, st.Capability)
+		what := st.Capability
+		if st.IsBus() {
+			what = "bus: " + st.Subject
+		}
+		d.f("  s%d[\"%s<br/>%s\"]\n", i, st.Name, what)
 	}
 	for i := range d.p.Steps {
 		for _, par := range d.p.Parents(i) {
@@ -121,11 +125,19 @@ func (d *doc) step(i int) {
 		deps = strings.Join(names, ", ")
 	}
 	owner := st.Owner
-	if owner == "" {
+	switch {
+	case owner != "":
+	case st.IsBus():
+		owner = "— (whatever consumes the subject)"
+	default:
 		owner = "— (any app offering the capability)"
 	}
 	d.f("| Setting | Value |\n|---|---|\n")
-	d.f("| Capability | %s |\n", cell(code(st.Capability)))
+	if st.IsBus() {
+		d.f("| Transport | bus: a request on subject %s, completed by its reply |\n", cell(code(st.Subject)))
+	} else {
+		d.f("| Capability | %s |\n", cell(code(st.Capability)))
+	}
 	d.f("| Owner | %s |\n", cell(owner))
 	d.f("| Depends on | %s |\n", deps)
 	d.f("| Timeout | %s per attempt |\n", duration(st.Timeout))
