@@ -53,6 +53,7 @@ func commands() []command {
 		workflowCommand(),
 		taskCommand(),
 		stepCommand(),
+		dlqCommand(),
 		eventsCommand(),
 		snapshotCommand(),
 		membersCommand(),

@@ -163,6 +163,69 @@ func (StepState) EnumDescriptor() ([]byte, []int) {
 	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{1}
 }
 
+// DeadLetterStatus is what became of a dead letter.
+type DeadLetterStatus int32
+
+const (
+	// In a request: every status.
+	DeadLetterStatus_DEAD_LETTER_STATUS_UNSPECIFIED DeadLetterStatus = 0
+	// The step waits for an operator: replay it, resolve it by hand, or
+	// cancel the task.
+	DeadLetterStatus_DEAD_LETTER_STATUS_OPEN DeadLetterStatus = 1
+	// An operator gave the step a new round of attempts (ReplayDeadLetter,
+	// or RetryStep on the step).
+	DeadLetterStatus_DEAD_LETTER_STATUS_REPLAYED DeadLetterStatus = 2
+	// An operator completed the step by hand (ResolveStep).
+	DeadLetterStatus_DEAD_LETTER_STATUS_RESOLVED DeadLetterStatus = 3
+	// The task was cancelled while the dead letter was open.
+	DeadLetterStatus_DEAD_LETTER_STATUS_CANCELLED DeadLetterStatus = 4
+)
+
+// Enum value maps for DeadLetterStatus.
+var (
+	DeadLetterStatus_name = map[int32]string{
+		0: "DEAD_LETTER_STATUS_UNSPECIFIED",
+		1: "DEAD_LETTER_STATUS_OPEN",
+		2: "DEAD_LETTER_STATUS_REPLAYED",
+		3: "DEAD_LETTER_STATUS_RESOLVED",
+		4: "DEAD_LETTER_STATUS_CANCELLED",
+	}
+	DeadLetterStatus_value = map[string]int32{
+		"DEAD_LETTER_STATUS_UNSPECIFIED": 0,
+		"DEAD_LETTER_STATUS_OPEN":        1,
+		"DEAD_LETTER_STATUS_REPLAYED":    2,
+		"DEAD_LETTER_STATUS_RESOLVED":    3,
+		"DEAD_LETTER_STATUS_CANCELLED":   4,
+	}
+)
+
+func (x DeadLetterStatus) Enum() *DeadLetterStatus {
+	p := new(DeadLetterStatus)
+	*p = x
+	return p
+}
+
+func (x DeadLetterStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeadLetterStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_tasker_v1_workflow_proto_enumTypes[2].Descriptor()
+}
+
+func (DeadLetterStatus) Type() protoreflect.EnumType {
+	return &file_tasker_v1_workflow_proto_enumTypes[2]
+}
+
+func (x DeadLetterStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeadLetterStatus.Descriptor instead.
+func (DeadLetterStatus) EnumDescriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{2}
+}
+
 // ApplyWorkflowRequest carries a manifest.
 type ApplyWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2425,6 +2488,591 @@ func (x *ClusterEvent) GetPayloadJson() string {
 	return ""
 }
 
+// DeadLetter is a step that failed for good. It is derived from the task's
+// history, so it lives (and is removed) with its task and is the same on
+// every server.
+type DeadLetter struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The id of the step.dead_lettered event: "<raft index>-<position>", the
+	// same on every server, in WatchEvents and on the bus (tasker.dlq).
+	Id        string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	TaskId    string `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workflow  string `protobuf:"bytes,4,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// The workflow version the task runs.
+	Version    string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Step       string `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
+	Capability string `protobuf:"bytes,7,opt,name=capability,proto3" json:"capability,omitempty"`
+	// The attempt that failed for good: the attempts made in its round.
+	// Fewer than max_attempts means its error was not retryable.
+	Attempts    int32 `protobuf:"varint,8,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	MaxAttempts int32 `protobuf:"varint,9,opt,name=max_attempts,json=maxAttempts,proto3" json:"max_attempts,omitempty"`
+	// The last attempt's error: the app's code, or "timeout" or
+	// "contract_violation", and its message.
+	Code    string `protobuf:"bytes,10,opt,name=code,proto3" json:"code,omitempty"`
+	Message string `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`
+	// The error's details as JSON text, as the app sent them; kept until the
+	// step fails again after a replay.
+	DetailsJson string `protobuf:"bytes,12,opt,name=details_json,json=detailsJson,proto3" json:"details_json,omitempty"`
+	// When the step failed for good.
+	At     *timestamppb.Timestamp `protobuf:"bytes,13,opt,name=at,proto3" json:"at,omitempty"`
+	Status DeadLetterStatus       `protobuf:"varint,14,opt,name=status,proto3,enum=tasker.v1.DeadLetterStatus" json:"status,omitempty"`
+	// The event that ended the dead letter (step.retry_requested,
+	// step.resolved_manually or task.cancelled), when, and its message (the
+	// operator's reason). Empty while open.
+	ClosedBy     string                 `protobuf:"bytes,15,opt,name=closed_by,json=closedBy,proto3" json:"closed_by,omitempty"`
+	ClosedAt     *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=closed_at,json=closedAt,proto3" json:"closed_at,omitempty"`
+	ClosedReason string                 `protobuf:"bytes,17,opt,name=closed_reason,json=closedReason,proto3" json:"closed_reason,omitempty"`
+	// For a replayed dead letter: the attempt the new round began with.
+	ReplayAttempt int32 `protobuf:"varint,18,opt,name=replay_attempt,json=replayAttempt,proto3" json:"replay_attempt,omitempty"`
+	// For a replayed dead letter whose new round failed for good too: the
+	// id of that dead letter.
+	NextId string `protobuf:"bytes,19,opt,name=next_id,json=nextId,proto3" json:"next_id,omitempty"`
+	// The task and the step now.
+	TaskState TaskState `protobuf:"varint,20,opt,name=task_state,json=taskState,proto3,enum=tasker.v1.TaskState" json:"task_state,omitempty"`
+	StepState StepState `protobuf:"varint,21,opt,name=step_state,json=stepState,proto3,enum=tasker.v1.StepState" json:"step_state,omitempty"`
+	// The event's position in the task's history (WatchTask's sequence).
+	Sequence      uint64 `protobuf:"varint,22,opt,name=sequence,proto3" json:"sequence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeadLetter) Reset() {
+	*x = DeadLetter{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeadLetter) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeadLetter) ProtoMessage() {}
+
+func (x *DeadLetter) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeadLetter.ProtoReflect.Descriptor instead.
+func (*DeadLetter) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DeadLetter) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetWorkflow() string {
+	if x != nil {
+		return x.Workflow
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetCapability() string {
+	if x != nil {
+		return x.Capability
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetAttempts() int32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetMaxAttempts() int32 {
+	if x != nil {
+		return x.MaxAttempts
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetDetailsJson() string {
+	if x != nil {
+		return x.DetailsJson
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetStatus() DeadLetterStatus {
+	if x != nil {
+		return x.Status
+	}
+	return DeadLetterStatus_DEAD_LETTER_STATUS_UNSPECIFIED
+}
+
+func (x *DeadLetter) GetClosedBy() string {
+	if x != nil {
+		return x.ClosedBy
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetClosedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ClosedAt
+	}
+	return nil
+}
+
+func (x *DeadLetter) GetClosedReason() string {
+	if x != nil {
+		return x.ClosedReason
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetReplayAttempt() int32 {
+	if x != nil {
+		return x.ReplayAttempt
+	}
+	return 0
+}
+
+func (x *DeadLetter) GetNextId() string {
+	if x != nil {
+		return x.NextId
+	}
+	return ""
+}
+
+func (x *DeadLetter) GetTaskState() TaskState {
+	if x != nil {
+		return x.TaskState
+	}
+	return TaskState_TASK_STATE_UNSPECIFIED
+}
+
+func (x *DeadLetter) GetStepState() StepState {
+	if x != nil {
+		return x.StepState
+	}
+	return StepState_STEP_STATE_UNSPECIFIED
+}
+
+func (x *DeadLetter) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+// ListDeadLettersRequest filters dead letters.
+type ListDeadLettersRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// Only dead letters of this workflow.
+	Workflow string `protobuf:"bytes,2,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// Only this task's.
+	TaskId string `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	// Only dead letters in this status; unspecified for all.
+	Status DeadLetterStatus `protobuf:"varint,4,opt,name=status,proto3,enum=tasker.v1.DeadLetterStatus" json:"status,omitempty"`
+	// At most this many; 100 when 0, at most 1000.
+	PageSize int32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// From a previous response's next_page_token.
+	PageToken     string `protobuf:"bytes,6,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersRequest) Reset() {
+	*x = ListDeadLettersRequest{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersRequest) ProtoMessage() {}
+
+func (x *ListDeadLettersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersRequest.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListDeadLettersRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetWorkflow() string {
+	if x != nil {
+		return x.Workflow
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *ListDeadLettersRequest) GetStatus() DeadLetterStatus {
+	if x != nil {
+		return x.Status
+	}
+	return DeadLetterStatus_DEAD_LETTER_STATUS_UNSPECIFIED
+}
+
+func (x *ListDeadLettersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListDeadLettersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+// ListDeadLettersResponse is one page of dead letters, newest first.
+type ListDeadLettersResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetters []*DeadLetter          `protobuf:"bytes,1,rep,name=dead_letters,json=deadLetters,proto3" json:"dead_letters,omitempty"`
+	// Pass to the next request for the next page; empty on the last page.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListDeadLettersResponse) Reset() {
+	*x = ListDeadLettersResponse{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListDeadLettersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListDeadLettersResponse) ProtoMessage() {}
+
+func (x *ListDeadLettersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListDeadLettersResponse.ProtoReflect.Descriptor instead.
+func (*ListDeadLettersResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *ListDeadLettersResponse) GetDeadLetters() []*DeadLetter {
+	if x != nil {
+		return x.DeadLetters
+	}
+	return nil
+}
+
+func (x *ListDeadLettersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
+// GetDeadLetterRequest names a dead letter.
+type GetDeadLetterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeadLetterRequest) Reset() {
+	*x = GetDeadLetterRequest{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeadLetterRequest) ProtoMessage() {}
+
+func (x *GetDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*GetDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *GetDeadLetterRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// GetDeadLetterResponse carries the dead letter and the step's input.
+type GetDeadLetterResponse struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetter *DeadLetter            `protobuf:"bytes,1,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	// The step's input as JSON text, built from the task input and the
+	// upstream results as an attempt receives it.
+	InputJson     string `protobuf:"bytes,2,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetDeadLetterResponse) Reset() {
+	*x = GetDeadLetterResponse{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetDeadLetterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetDeadLetterResponse) ProtoMessage() {}
+
+func (x *GetDeadLetterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetDeadLetterResponse.ProtoReflect.Descriptor instead.
+func (*GetDeadLetterResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *GetDeadLetterResponse) GetDeadLetter() *DeadLetter {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return nil
+}
+
+func (x *GetDeadLetterResponse) GetInputJson() string {
+	if x != nil {
+		return x.InputJson
+	}
+	return ""
+}
+
+// ReplayDeadLetterRequest names an open dead letter to replay.
+type ReplayDeadLetterRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// Why, for the record: the step.retry_requested event carries it.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLetterRequest) Reset() {
+	*x = ReplayDeadLetterRequest{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLetterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLetterRequest) ProtoMessage() {}
+
+func (x *ReplayDeadLetterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLetterRequest.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLetterRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *ReplayDeadLetterRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ReplayDeadLetterRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// ReplayDeadLetterResponse carries the dead letter, now replayed, and the
+// task.
+type ReplayDeadLetterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	DeadLetter    *DeadLetter            `protobuf:"bytes,1,opt,name=dead_letter,json=deadLetter,proto3" json:"dead_letter,omitempty"`
+	Task          *Task                  `protobuf:"bytes,2,opt,name=task,proto3" json:"task,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplayDeadLetterResponse) Reset() {
+	*x = ReplayDeadLetterResponse{}
+	mi := &file_tasker_v1_workflow_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplayDeadLetterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplayDeadLetterResponse) ProtoMessage() {}
+
+func (x *ReplayDeadLetterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_workflow_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplayDeadLetterResponse.ProtoReflect.Descriptor instead.
+func (*ReplayDeadLetterResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_workflow_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ReplayDeadLetterResponse) GetDeadLetter() *DeadLetter {
+	if x != nil {
+		return x.DeadLetter
+	}
+	return nil
+}
+
+func (x *ReplayDeadLetterResponse) GetTask() *Task {
+	if x != nil {
+		return x.Task
+	}
+	return nil
+}
+
 var File_tasker_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_workflow_proto_rawDesc = "" +
@@ -2599,7 +3247,61 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\x04time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12%\n" +
 	"\x0ecorrelation_id\x18\x05 \x01(\tR\rcorrelationId\x12\x19\n" +
 	"\btrace_id\x18\x06 \x01(\tR\atraceId\x12!\n" +
-	"\fpayload_json\x18\a \x01(\tR\vpayloadJson*\xc6\x01\n" +
+	"\fpayload_json\x18\a \x01(\tR\vpayloadJson\"\xef\x05\n" +
+	"\n" +
+	"DeadLetter\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkflow\x18\x04 \x01(\tR\bworkflow\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\tR\x04step\x12\x1e\n" +
+	"\n" +
+	"capability\x18\a \x01(\tR\n" +
+	"capability\x12\x1a\n" +
+	"\battempts\x18\b \x01(\x05R\battempts\x12!\n" +
+	"\fmax_attempts\x18\t \x01(\x05R\vmaxAttempts\x12\x12\n" +
+	"\x04code\x18\n" +
+	" \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\v \x01(\tR\amessage\x12!\n" +
+	"\fdetails_json\x18\f \x01(\tR\vdetailsJson\x12*\n" +
+	"\x02at\x18\r \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x123\n" +
+	"\x06status\x18\x0e \x01(\x0e2\x1b.tasker.v1.DeadLetterStatusR\x06status\x12\x1b\n" +
+	"\tclosed_by\x18\x0f \x01(\tR\bclosedBy\x127\n" +
+	"\tclosed_at\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bclosedAt\x12#\n" +
+	"\rclosed_reason\x18\x11 \x01(\tR\fclosedReason\x12%\n" +
+	"\x0ereplay_attempt\x18\x12 \x01(\x05R\rreplayAttempt\x12\x17\n" +
+	"\anext_id\x18\x13 \x01(\tR\x06nextId\x123\n" +
+	"\n" +
+	"task_state\x18\x14 \x01(\x0e2\x14.tasker.v1.TaskStateR\ttaskState\x123\n" +
+	"\n" +
+	"step_state\x18\x15 \x01(\x0e2\x14.tasker.v1.StepStateR\tstepState\x12\x1a\n" +
+	"\bsequence\x18\x16 \x01(\x04R\bsequence\"\xdc\x01\n" +
+	"\x16ListDeadLettersRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x17\n" +
+	"\atask_id\x18\x03 \x01(\tR\x06taskId\x123\n" +
+	"\x06status\x18\x04 \x01(\x0e2\x1b.tasker.v1.DeadLetterStatusR\x06status\x12\x1b\n" +
+	"\tpage_size\x18\x05 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x06 \x01(\tR\tpageToken\"{\n" +
+	"\x17ListDeadLettersResponse\x128\n" +
+	"\fdead_letters\x18\x01 \x03(\v2\x15.tasker.v1.DeadLetterR\vdeadLetters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"&\n" +
+	"\x14GetDeadLetterRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"n\n" +
+	"\x15GetDeadLetterResponse\x126\n" +
+	"\vdead_letter\x18\x01 \x01(\v2\x15.tasker.v1.DeadLetterR\n" +
+	"deadLetter\x12\x1d\n" +
+	"\n" +
+	"input_json\x18\x02 \x01(\tR\tinputJson\"A\n" +
+	"\x17ReplayDeadLetterRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"w\n" +
+	"\x18ReplayDeadLetterResponse\x126\n" +
+	"\vdead_letter\x18\x01 \x01(\v2\x15.tasker.v1.DeadLetterR\n" +
+	"deadLetter\x12#\n" +
+	"\x04task\x18\x02 \x01(\v2\x0f.tasker.v1.TaskR\x04task*\xc6\x01\n" +
 	"\tTaskState\x12\x1a\n" +
 	"\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12TASK_STATE_PENDING\x10\x01\x12\x1a\n" +
@@ -2616,7 +3318,13 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\x13STEP_STATE_COMPLETE\x10\x04\x12\x14\n" +
 	"\x10STEP_STATE_ERROR\x10\x05\x12\x18\n" +
 	"\x14STEP_STATE_CANCELLED\x10\x06\x12 \n" +
-	"\x1cSTEP_STATE_RESOLVED_MANUALLY\x10\a2\xed\x06\n" +
+	"\x1cSTEP_STATE_RESOLVED_MANUALLY\x10\a*\xb7\x01\n" +
+	"\x10DeadLetterStatus\x12\"\n" +
+	"\x1eDEAD_LETTER_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17DEAD_LETTER_STATUS_OPEN\x10\x01\x12\x1f\n" +
+	"\x1bDEAD_LETTER_STATUS_REPLAYED\x10\x02\x12\x1f\n" +
+	"\x1bDEAD_LETTER_STATUS_RESOLVED\x10\x03\x12 \n" +
+	"\x1cDEAD_LETTER_STATUS_CANCELLED\x10\x042\x82\t\n" +
 	"\x0fWorkflowService\x12R\n" +
 	"\rApplyWorkflow\x12\x1f.tasker.v1.ApplyWorkflowRequest\x1a .tasker.v1.ApplyWorkflowResponse\x12Q\n" +
 	"\vGetWorkflow\x12\x1d.tasker.v1.GetWorkflowRequest\x1a\x1e.tasker.v1.GetWorkflowResponse\"\x03\x90\x02\x01\x12W\n" +
@@ -2629,7 +3337,10 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\tRetryStep\x12\x1b.tasker.v1.RetryStepRequest\x1a\x1c.tasker.v1.RetryStepResponse\x12L\n" +
 	"\vResolveStep\x12\x1d.tasker.v1.ResolveStepRequest\x1a\x1e.tasker.v1.ResolveStepResponse\x12H\n" +
 	"\tWatchTask\x12\x1b.tasker.v1.WatchTaskRequest\x1a\x1c.tasker.v1.WatchTaskResponse0\x01\x12S\n" +
-	"\vWatchEvents\x12\x1d.tasker.v1.WatchEventsRequest\x1a\x1e.tasker.v1.WatchEventsResponse\"\x03\x90\x02\x010\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
+	"\vWatchEvents\x12\x1d.tasker.v1.WatchEventsRequest\x1a\x1e.tasker.v1.WatchEventsResponse\"\x03\x90\x02\x010\x01\x12]\n" +
+	"\x0fListDeadLetters\x12!.tasker.v1.ListDeadLettersRequest\x1a\".tasker.v1.ListDeadLettersResponse\"\x03\x90\x02\x01\x12W\n" +
+	"\rGetDeadLetter\x12\x1f.tasker.v1.GetDeadLetterRequest\x1a .tasker.v1.GetDeadLetterResponse\"\x03\x90\x02\x01\x12[\n" +
+	"\x10ReplayDeadLetter\x12\".tasker.v1.ReplayDeadLetterRequest\x1a#.tasker.v1.ReplayDeadLetterResponseB7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
 
 var (
 	file_tasker_v1_workflow_proto_rawDescOnce sync.Once
@@ -2643,107 +3354,131 @@ func file_tasker_v1_workflow_proto_rawDescGZIP() []byte {
 	return file_tasker_v1_workflow_proto_rawDescData
 }
 
-var file_tasker_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_tasker_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_tasker_v1_workflow_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_tasker_v1_workflow_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_tasker_v1_workflow_proto_goTypes = []any{
-	(TaskState)(0),                // 0: tasker.v1.TaskState
-	(StepState)(0),                // 1: tasker.v1.StepState
-	(*ApplyWorkflowRequest)(nil),  // 2: tasker.v1.ApplyWorkflowRequest
-	(*ApplyWorkflowResponse)(nil), // 3: tasker.v1.ApplyWorkflowResponse
-	(*ValidationFailure)(nil),     // 4: tasker.v1.ValidationFailure
-	(*Problem)(nil),               // 5: tasker.v1.Problem
-	(*ContractFailure)(nil),       // 6: tasker.v1.ContractFailure
-	(*Violation)(nil),             // 7: tasker.v1.Violation
-	(*Workflow)(nil),              // 8: tasker.v1.Workflow
-	(*WorkflowStep)(nil),          // 9: tasker.v1.WorkflowStep
-	(*GetWorkflowRequest)(nil),    // 10: tasker.v1.GetWorkflowRequest
-	(*GetWorkflowResponse)(nil),   // 11: tasker.v1.GetWorkflowResponse
-	(*ListWorkflowsRequest)(nil),  // 12: tasker.v1.ListWorkflowsRequest
-	(*ListWorkflowsResponse)(nil), // 13: tasker.v1.ListWorkflowsResponse
-	(*StartTaskRequest)(nil),      // 14: tasker.v1.StartTaskRequest
-	(*StartTaskResponse)(nil),     // 15: tasker.v1.StartTaskResponse
-	(*Task)(nil),                  // 16: tasker.v1.Task
-	(*Step)(nil),                  // 17: tasker.v1.Step
-	(*StepError)(nil),             // 18: tasker.v1.StepError
-	(*GetTaskRequest)(nil),        // 19: tasker.v1.GetTaskRequest
-	(*GetTaskResponse)(nil),       // 20: tasker.v1.GetTaskResponse
-	(*ListTasksRequest)(nil),      // 21: tasker.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),     // 22: tasker.v1.ListTasksResponse
-	(*CancelTaskRequest)(nil),     // 23: tasker.v1.CancelTaskRequest
-	(*CancelTaskResponse)(nil),    // 24: tasker.v1.CancelTaskResponse
-	(*RetryStepRequest)(nil),      // 25: tasker.v1.RetryStepRequest
-	(*RetryStepResponse)(nil),     // 26: tasker.v1.RetryStepResponse
-	(*ResolveStepRequest)(nil),    // 27: tasker.v1.ResolveStepRequest
-	(*ResolveStepResponse)(nil),   // 28: tasker.v1.ResolveStepResponse
-	(*WatchTaskRequest)(nil),      // 29: tasker.v1.WatchTaskRequest
-	(*WatchTaskResponse)(nil),     // 30: tasker.v1.WatchTaskResponse
-	(*TaskEvent)(nil),             // 31: tasker.v1.TaskEvent
-	(*WatchEventsRequest)(nil),    // 32: tasker.v1.WatchEventsRequest
-	(*WatchEventsResponse)(nil),   // 33: tasker.v1.WatchEventsResponse
-	(*ClusterEvent)(nil),          // 34: tasker.v1.ClusterEvent
-	(*timestamppb.Timestamp)(nil), // 35: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 36: google.protobuf.Duration
+	(TaskState)(0),                   // 0: tasker.v1.TaskState
+	(StepState)(0),                   // 1: tasker.v1.StepState
+	(DeadLetterStatus)(0),            // 2: tasker.v1.DeadLetterStatus
+	(*ApplyWorkflowRequest)(nil),     // 3: tasker.v1.ApplyWorkflowRequest
+	(*ApplyWorkflowResponse)(nil),    // 4: tasker.v1.ApplyWorkflowResponse
+	(*ValidationFailure)(nil),        // 5: tasker.v1.ValidationFailure
+	(*Problem)(nil),                  // 6: tasker.v1.Problem
+	(*ContractFailure)(nil),          // 7: tasker.v1.ContractFailure
+	(*Violation)(nil),                // 8: tasker.v1.Violation
+	(*Workflow)(nil),                 // 9: tasker.v1.Workflow
+	(*WorkflowStep)(nil),             // 10: tasker.v1.WorkflowStep
+	(*GetWorkflowRequest)(nil),       // 11: tasker.v1.GetWorkflowRequest
+	(*GetWorkflowResponse)(nil),      // 12: tasker.v1.GetWorkflowResponse
+	(*ListWorkflowsRequest)(nil),     // 13: tasker.v1.ListWorkflowsRequest
+	(*ListWorkflowsResponse)(nil),    // 14: tasker.v1.ListWorkflowsResponse
+	(*StartTaskRequest)(nil),         // 15: tasker.v1.StartTaskRequest
+	(*StartTaskResponse)(nil),        // 16: tasker.v1.StartTaskResponse
+	(*Task)(nil),                     // 17: tasker.v1.Task
+	(*Step)(nil),                     // 18: tasker.v1.Step
+	(*StepError)(nil),                // 19: tasker.v1.StepError
+	(*GetTaskRequest)(nil),           // 20: tasker.v1.GetTaskRequest
+	(*GetTaskResponse)(nil),          // 21: tasker.v1.GetTaskResponse
+	(*ListTasksRequest)(nil),         // 22: tasker.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),        // 23: tasker.v1.ListTasksResponse
+	(*CancelTaskRequest)(nil),        // 24: tasker.v1.CancelTaskRequest
+	(*CancelTaskResponse)(nil),       // 25: tasker.v1.CancelTaskResponse
+	(*RetryStepRequest)(nil),         // 26: tasker.v1.RetryStepRequest
+	(*RetryStepResponse)(nil),        // 27: tasker.v1.RetryStepResponse
+	(*ResolveStepRequest)(nil),       // 28: tasker.v1.ResolveStepRequest
+	(*ResolveStepResponse)(nil),      // 29: tasker.v1.ResolveStepResponse
+	(*WatchTaskRequest)(nil),         // 30: tasker.v1.WatchTaskRequest
+	(*WatchTaskResponse)(nil),        // 31: tasker.v1.WatchTaskResponse
+	(*TaskEvent)(nil),                // 32: tasker.v1.TaskEvent
+	(*WatchEventsRequest)(nil),       // 33: tasker.v1.WatchEventsRequest
+	(*WatchEventsResponse)(nil),      // 34: tasker.v1.WatchEventsResponse
+	(*ClusterEvent)(nil),             // 35: tasker.v1.ClusterEvent
+	(*DeadLetter)(nil),               // 36: tasker.v1.DeadLetter
+	(*ListDeadLettersRequest)(nil),   // 37: tasker.v1.ListDeadLettersRequest
+	(*ListDeadLettersResponse)(nil),  // 38: tasker.v1.ListDeadLettersResponse
+	(*GetDeadLetterRequest)(nil),     // 39: tasker.v1.GetDeadLetterRequest
+	(*GetDeadLetterResponse)(nil),    // 40: tasker.v1.GetDeadLetterResponse
+	(*ReplayDeadLetterRequest)(nil),  // 41: tasker.v1.ReplayDeadLetterRequest
+	(*ReplayDeadLetterResponse)(nil), // 42: tasker.v1.ReplayDeadLetterResponse
+	(*timestamppb.Timestamp)(nil),    // 43: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 44: google.protobuf.Duration
 }
 var file_tasker_v1_workflow_proto_depIdxs = []int32{
-	8,  // 0: tasker.v1.ApplyWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
-	5,  // 1: tasker.v1.ValidationFailure.problems:type_name -> tasker.v1.Problem
-	7,  // 2: tasker.v1.ContractFailure.violations:type_name -> tasker.v1.Violation
-	35, // 3: tasker.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	9,  // 4: tasker.v1.Workflow.steps:type_name -> tasker.v1.WorkflowStep
-	36, // 5: tasker.v1.WorkflowStep.timeout:type_name -> google.protobuf.Duration
-	8,  // 6: tasker.v1.GetWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
-	8,  // 7: tasker.v1.ListWorkflowsResponse.workflows:type_name -> tasker.v1.Workflow
-	16, // 8: tasker.v1.StartTaskResponse.task:type_name -> tasker.v1.Task
+	9,  // 0: tasker.v1.ApplyWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
+	6,  // 1: tasker.v1.ValidationFailure.problems:type_name -> tasker.v1.Problem
+	8,  // 2: tasker.v1.ContractFailure.violations:type_name -> tasker.v1.Violation
+	43, // 3: tasker.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	10, // 4: tasker.v1.Workflow.steps:type_name -> tasker.v1.WorkflowStep
+	44, // 5: tasker.v1.WorkflowStep.timeout:type_name -> google.protobuf.Duration
+	9,  // 6: tasker.v1.GetWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
+	9,  // 7: tasker.v1.ListWorkflowsResponse.workflows:type_name -> tasker.v1.Workflow
+	17, // 8: tasker.v1.StartTaskResponse.task:type_name -> tasker.v1.Task
 	0,  // 9: tasker.v1.Task.state:type_name -> tasker.v1.TaskState
-	35, // 10: tasker.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	35, // 11: tasker.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	17, // 12: tasker.v1.Task.steps:type_name -> tasker.v1.Step
+	43, // 10: tasker.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	43, // 11: tasker.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	18, // 12: tasker.v1.Task.steps:type_name -> tasker.v1.Step
 	1,  // 13: tasker.v1.Step.state:type_name -> tasker.v1.StepState
-	35, // 14: tasker.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	35, // 15: tasker.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	35, // 16: tasker.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	35, // 17: tasker.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	35, // 18: tasker.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
-	18, // 19: tasker.v1.Step.last_error:type_name -> tasker.v1.StepError
-	35, // 20: tasker.v1.StepError.at:type_name -> google.protobuf.Timestamp
-	16, // 21: tasker.v1.GetTaskResponse.task:type_name -> tasker.v1.Task
+	43, // 14: tasker.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	43, // 15: tasker.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	43, // 16: tasker.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	43, // 17: tasker.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	43, // 18: tasker.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
+	19, // 19: tasker.v1.Step.last_error:type_name -> tasker.v1.StepError
+	43, // 20: tasker.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	17, // 21: tasker.v1.GetTaskResponse.task:type_name -> tasker.v1.Task
 	0,  // 22: tasker.v1.ListTasksRequest.state:type_name -> tasker.v1.TaskState
-	16, // 23: tasker.v1.ListTasksResponse.tasks:type_name -> tasker.v1.Task
-	16, // 24: tasker.v1.CancelTaskResponse.task:type_name -> tasker.v1.Task
-	16, // 25: tasker.v1.RetryStepResponse.task:type_name -> tasker.v1.Task
-	16, // 26: tasker.v1.ResolveStepResponse.task:type_name -> tasker.v1.Task
-	31, // 27: tasker.v1.WatchTaskResponse.event:type_name -> tasker.v1.TaskEvent
-	16, // 28: tasker.v1.WatchTaskResponse.task:type_name -> tasker.v1.Task
-	35, // 29: tasker.v1.TaskEvent.at:type_name -> google.protobuf.Timestamp
-	34, // 30: tasker.v1.WatchEventsResponse.event:type_name -> tasker.v1.ClusterEvent
-	35, // 31: tasker.v1.ClusterEvent.time:type_name -> google.protobuf.Timestamp
-	2,  // 32: tasker.v1.WorkflowService.ApplyWorkflow:input_type -> tasker.v1.ApplyWorkflowRequest
-	10, // 33: tasker.v1.WorkflowService.GetWorkflow:input_type -> tasker.v1.GetWorkflowRequest
-	12, // 34: tasker.v1.WorkflowService.ListWorkflows:input_type -> tasker.v1.ListWorkflowsRequest
-	14, // 35: tasker.v1.WorkflowService.StartTask:input_type -> tasker.v1.StartTaskRequest
-	19, // 36: tasker.v1.WorkflowService.GetTask:input_type -> tasker.v1.GetTaskRequest
-	21, // 37: tasker.v1.WorkflowService.ListTasks:input_type -> tasker.v1.ListTasksRequest
-	23, // 38: tasker.v1.WorkflowService.CancelTask:input_type -> tasker.v1.CancelTaskRequest
-	25, // 39: tasker.v1.WorkflowService.RetryStep:input_type -> tasker.v1.RetryStepRequest
-	27, // 40: tasker.v1.WorkflowService.ResolveStep:input_type -> tasker.v1.ResolveStepRequest
-	29, // 41: tasker.v1.WorkflowService.WatchTask:input_type -> tasker.v1.WatchTaskRequest
-	32, // 42: tasker.v1.WorkflowService.WatchEvents:input_type -> tasker.v1.WatchEventsRequest
-	3,  // 43: tasker.v1.WorkflowService.ApplyWorkflow:output_type -> tasker.v1.ApplyWorkflowResponse
-	11, // 44: tasker.v1.WorkflowService.GetWorkflow:output_type -> tasker.v1.GetWorkflowResponse
-	13, // 45: tasker.v1.WorkflowService.ListWorkflows:output_type -> tasker.v1.ListWorkflowsResponse
-	15, // 46: tasker.v1.WorkflowService.StartTask:output_type -> tasker.v1.StartTaskResponse
-	20, // 47: tasker.v1.WorkflowService.GetTask:output_type -> tasker.v1.GetTaskResponse
-	22, // 48: tasker.v1.WorkflowService.ListTasks:output_type -> tasker.v1.ListTasksResponse
-	24, // 49: tasker.v1.WorkflowService.CancelTask:output_type -> tasker.v1.CancelTaskResponse
-	26, // 50: tasker.v1.WorkflowService.RetryStep:output_type -> tasker.v1.RetryStepResponse
-	28, // 51: tasker.v1.WorkflowService.ResolveStep:output_type -> tasker.v1.ResolveStepResponse
-	30, // 52: tasker.v1.WorkflowService.WatchTask:output_type -> tasker.v1.WatchTaskResponse
-	33, // 53: tasker.v1.WorkflowService.WatchEvents:output_type -> tasker.v1.WatchEventsResponse
-	43, // [43:54] is the sub-list for method output_type
-	32, // [32:43] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	17, // 23: tasker.v1.ListTasksResponse.tasks:type_name -> tasker.v1.Task
+	17, // 24: tasker.v1.CancelTaskResponse.task:type_name -> tasker.v1.Task
+	17, // 25: tasker.v1.RetryStepResponse.task:type_name -> tasker.v1.Task
+	17, // 26: tasker.v1.ResolveStepResponse.task:type_name -> tasker.v1.Task
+	32, // 27: tasker.v1.WatchTaskResponse.event:type_name -> tasker.v1.TaskEvent
+	17, // 28: tasker.v1.WatchTaskResponse.task:type_name -> tasker.v1.Task
+	43, // 29: tasker.v1.TaskEvent.at:type_name -> google.protobuf.Timestamp
+	35, // 30: tasker.v1.WatchEventsResponse.event:type_name -> tasker.v1.ClusterEvent
+	43, // 31: tasker.v1.ClusterEvent.time:type_name -> google.protobuf.Timestamp
+	43, // 32: tasker.v1.DeadLetter.at:type_name -> google.protobuf.Timestamp
+	2,  // 33: tasker.v1.DeadLetter.status:type_name -> tasker.v1.DeadLetterStatus
+	43, // 34: tasker.v1.DeadLetter.closed_at:type_name -> google.protobuf.Timestamp
+	0,  // 35: tasker.v1.DeadLetter.task_state:type_name -> tasker.v1.TaskState
+	1,  // 36: tasker.v1.DeadLetter.step_state:type_name -> tasker.v1.StepState
+	2,  // 37: tasker.v1.ListDeadLettersRequest.status:type_name -> tasker.v1.DeadLetterStatus
+	36, // 38: tasker.v1.ListDeadLettersResponse.dead_letters:type_name -> tasker.v1.DeadLetter
+	36, // 39: tasker.v1.GetDeadLetterResponse.dead_letter:type_name -> tasker.v1.DeadLetter
+	36, // 40: tasker.v1.ReplayDeadLetterResponse.dead_letter:type_name -> tasker.v1.DeadLetter
+	17, // 41: tasker.v1.ReplayDeadLetterResponse.task:type_name -> tasker.v1.Task
+	3,  // 42: tasker.v1.WorkflowService.ApplyWorkflow:input_type -> tasker.v1.ApplyWorkflowRequest
+	11, // 43: tasker.v1.WorkflowService.GetWorkflow:input_type -> tasker.v1.GetWorkflowRequest
+	13, // 44: tasker.v1.WorkflowService.ListWorkflows:input_type -> tasker.v1.ListWorkflowsRequest
+	15, // 45: tasker.v1.WorkflowService.StartTask:input_type -> tasker.v1.StartTaskRequest
+	20, // 46: tasker.v1.WorkflowService.GetTask:input_type -> tasker.v1.GetTaskRequest
+	22, // 47: tasker.v1.WorkflowService.ListTasks:input_type -> tasker.v1.ListTasksRequest
+	24, // 48: tasker.v1.WorkflowService.CancelTask:input_type -> tasker.v1.CancelTaskRequest
+	26, // 49: tasker.v1.WorkflowService.RetryStep:input_type -> tasker.v1.RetryStepRequest
+	28, // 50: tasker.v1.WorkflowService.ResolveStep:input_type -> tasker.v1.ResolveStepRequest
+	30, // 51: tasker.v1.WorkflowService.WatchTask:input_type -> tasker.v1.WatchTaskRequest
+	33, // 52: tasker.v1.WorkflowService.WatchEvents:input_type -> tasker.v1.WatchEventsRequest
+	37, // 53: tasker.v1.WorkflowService.ListDeadLetters:input_type -> tasker.v1.ListDeadLettersRequest
+	39, // 54: tasker.v1.WorkflowService.GetDeadLetter:input_type -> tasker.v1.GetDeadLetterRequest
+	41, // 55: tasker.v1.WorkflowService.ReplayDeadLetter:input_type -> tasker.v1.ReplayDeadLetterRequest
+	4,  // 56: tasker.v1.WorkflowService.ApplyWorkflow:output_type -> tasker.v1.ApplyWorkflowResponse
+	12, // 57: tasker.v1.WorkflowService.GetWorkflow:output_type -> tasker.v1.GetWorkflowResponse
+	14, // 58: tasker.v1.WorkflowService.ListWorkflows:output_type -> tasker.v1.ListWorkflowsResponse
+	16, // 59: tasker.v1.WorkflowService.StartTask:output_type -> tasker.v1.StartTaskResponse
+	21, // 60: tasker.v1.WorkflowService.GetTask:output_type -> tasker.v1.GetTaskResponse
+	23, // 61: tasker.v1.WorkflowService.ListTasks:output_type -> tasker.v1.ListTasksResponse
+	25, // 62: tasker.v1.WorkflowService.CancelTask:output_type -> tasker.v1.CancelTaskResponse
+	27, // 63: tasker.v1.WorkflowService.RetryStep:output_type -> tasker.v1.RetryStepResponse
+	29, // 64: tasker.v1.WorkflowService.ResolveStep:output_type -> tasker.v1.ResolveStepResponse
+	31, // 65: tasker.v1.WorkflowService.WatchTask:output_type -> tasker.v1.WatchTaskResponse
+	34, // 66: tasker.v1.WorkflowService.WatchEvents:output_type -> tasker.v1.WatchEventsResponse
+	38, // 67: tasker.v1.WorkflowService.ListDeadLetters:output_type -> tasker.v1.ListDeadLettersResponse
+	40, // 68: tasker.v1.WorkflowService.GetDeadLetter:output_type -> tasker.v1.GetDeadLetterResponse
+	42, // 69: tasker.v1.WorkflowService.ReplayDeadLetter:output_type -> tasker.v1.ReplayDeadLetterResponse
+	56, // [56:70] is the sub-list for method output_type
+	42, // [42:56] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_tasker_v1_workflow_proto_init() }
@@ -2756,8 +3491,8 @@ func file_tasker_v1_workflow_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_v1_workflow_proto_rawDesc), len(file_tasker_v1_workflow_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   33,
+			NumEnums:      3,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -65,6 +65,15 @@ const (
 	// WorkflowServiceWatchEventsProcedure is the fully-qualified name of the WorkflowService's
 	// WatchEvents RPC.
 	WorkflowServiceWatchEventsProcedure = "/tasker.v1.WorkflowService/WatchEvents"
+	// WorkflowServiceListDeadLettersProcedure is the fully-qualified name of the WorkflowService's
+	// ListDeadLetters RPC.
+	WorkflowServiceListDeadLettersProcedure = "/tasker.v1.WorkflowService/ListDeadLetters"
+	// WorkflowServiceGetDeadLetterProcedure is the fully-qualified name of the WorkflowService's
+	// GetDeadLetter RPC.
+	WorkflowServiceGetDeadLetterProcedure = "/tasker.v1.WorkflowService/GetDeadLetter"
+	// WorkflowServiceReplayDeadLetterProcedure is the fully-qualified name of the WorkflowService's
+	// ReplayDeadLetter RPC.
+	WorkflowServiceReplayDeadLetterProcedure = "/tasker.v1.WorkflowService/ReplayDeadLetter"
 )
 
 // WorkflowServiceClient is a client for the tasker.v1.WorkflowService service.
@@ -111,6 +120,16 @@ type WorkflowServiceClient interface {
 	// broken stream; older task events can be re-read with WatchTask. With
 	// follow unset the stream ends once the ring's matching events are sent.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest]) (*connect.ServerStreamForClient[v1.WatchEventsResponse], error)
+	// ListDeadLetters lists the steps that failed for good (dead letters),
+	// newest first, filtered and paginated.
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
+	// GetDeadLetter returns one dead letter by id, with the step's input.
+	GetDeadLetter(context.Context, *connect.Request[v1.GetDeadLetterRequest]) (*connect.Response[v1.GetDeadLetterResponse], error)
+	// ReplayDeadLetter gives the step of an open dead letter a new round of
+	// attempts, as RetryStep does, and unblocks its task. A dead letter that
+	// is not open (replayed, resolved, or its task cancelled) is
+	// FailedPrecondition.
+	ReplayDeadLetter(context.Context, *connect.Request[v1.ReplayDeadLetterRequest]) (*connect.Response[v1.ReplayDeadLetterResponse], error)
 }
 
 // NewWorkflowServiceClient constructs a client for the tasker.v1.WorkflowService service. By
@@ -195,22 +214,45 @@ func NewWorkflowServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		listDeadLetters: connect.NewClient[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse](
+			httpClient,
+			baseURL+WorkflowServiceListDeadLettersProcedure,
+			connect.WithSchema(workflowServiceMethods.ByName("ListDeadLetters")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		getDeadLetter: connect.NewClient[v1.GetDeadLetterRequest, v1.GetDeadLetterResponse](
+			httpClient,
+			baseURL+WorkflowServiceGetDeadLetterProcedure,
+			connect.WithSchema(workflowServiceMethods.ByName("GetDeadLetter")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
+		replayDeadLetter: connect.NewClient[v1.ReplayDeadLetterRequest, v1.ReplayDeadLetterResponse](
+			httpClient,
+			baseURL+WorkflowServiceReplayDeadLetterProcedure,
+			connect.WithSchema(workflowServiceMethods.ByName("ReplayDeadLetter")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // workflowServiceClient implements WorkflowServiceClient.
 type workflowServiceClient struct {
-	applyWorkflow *connect.Client[v1.ApplyWorkflowRequest, v1.ApplyWorkflowResponse]
-	getWorkflow   *connect.Client[v1.GetWorkflowRequest, v1.GetWorkflowResponse]
-	listWorkflows *connect.Client[v1.ListWorkflowsRequest, v1.ListWorkflowsResponse]
-	startTask     *connect.Client[v1.StartTaskRequest, v1.StartTaskResponse]
-	getTask       *connect.Client[v1.GetTaskRequest, v1.GetTaskResponse]
-	listTasks     *connect.Client[v1.ListTasksRequest, v1.ListTasksResponse]
-	cancelTask    *connect.Client[v1.CancelTaskRequest, v1.CancelTaskResponse]
-	retryStep     *connect.Client[v1.RetryStepRequest, v1.RetryStepResponse]
-	resolveStep   *connect.Client[v1.ResolveStepRequest, v1.ResolveStepResponse]
-	watchTask     *connect.Client[v1.WatchTaskRequest, v1.WatchTaskResponse]
-	watchEvents   *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
+	applyWorkflow    *connect.Client[v1.ApplyWorkflowRequest, v1.ApplyWorkflowResponse]
+	getWorkflow      *connect.Client[v1.GetWorkflowRequest, v1.GetWorkflowResponse]
+	listWorkflows    *connect.Client[v1.ListWorkflowsRequest, v1.ListWorkflowsResponse]
+	startTask        *connect.Client[v1.StartTaskRequest, v1.StartTaskResponse]
+	getTask          *connect.Client[v1.GetTaskRequest, v1.GetTaskResponse]
+	listTasks        *connect.Client[v1.ListTasksRequest, v1.ListTasksResponse]
+	cancelTask       *connect.Client[v1.CancelTaskRequest, v1.CancelTaskResponse]
+	retryStep        *connect.Client[v1.RetryStepRequest, v1.RetryStepResponse]
+	resolveStep      *connect.Client[v1.ResolveStepRequest, v1.ResolveStepResponse]
+	watchTask        *connect.Client[v1.WatchTaskRequest, v1.WatchTaskResponse]
+	watchEvents      *connect.Client[v1.WatchEventsRequest, v1.WatchEventsResponse]
+	listDeadLetters  *connect.Client[v1.ListDeadLettersRequest, v1.ListDeadLettersResponse]
+	getDeadLetter    *connect.Client[v1.GetDeadLetterRequest, v1.GetDeadLetterResponse]
+	replayDeadLetter *connect.Client[v1.ReplayDeadLetterRequest, v1.ReplayDeadLetterResponse]
 }
 
 // ApplyWorkflow calls tasker.v1.WorkflowService.ApplyWorkflow.
@@ -268,6 +310,21 @@ func (c *workflowServiceClient) WatchEvents(ctx context.Context, req *connect.Re
 	return c.watchEvents.CallServerStream(ctx, req)
 }
 
+// ListDeadLetters calls tasker.v1.WorkflowService.ListDeadLetters.
+func (c *workflowServiceClient) ListDeadLetters(ctx context.Context, req *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return c.listDeadLetters.CallUnary(ctx, req)
+}
+
+// GetDeadLetter calls tasker.v1.WorkflowService.GetDeadLetter.
+func (c *workflowServiceClient) GetDeadLetter(ctx context.Context, req *connect.Request[v1.GetDeadLetterRequest]) (*connect.Response[v1.GetDeadLetterResponse], error) {
+	return c.getDeadLetter.CallUnary(ctx, req)
+}
+
+// ReplayDeadLetter calls tasker.v1.WorkflowService.ReplayDeadLetter.
+func (c *workflowServiceClient) ReplayDeadLetter(ctx context.Context, req *connect.Request[v1.ReplayDeadLetterRequest]) (*connect.Response[v1.ReplayDeadLetterResponse], error) {
+	return c.replayDeadLetter.CallUnary(ctx, req)
+}
+
 // WorkflowServiceHandler is an implementation of the tasker.v1.WorkflowService service.
 type WorkflowServiceHandler interface {
 	// ApplyWorkflow validates a manifest and stores it as a new workflow
@@ -312,6 +369,16 @@ type WorkflowServiceHandler interface {
 	// broken stream; older task events can be re-read with WatchTask. With
 	// follow unset the stream ends once the ring's matching events are sent.
 	WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error
+	// ListDeadLetters lists the steps that failed for good (dead letters),
+	// newest first, filtered and paginated.
+	ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error)
+	// GetDeadLetter returns one dead letter by id, with the step's input.
+	GetDeadLetter(context.Context, *connect.Request[v1.GetDeadLetterRequest]) (*connect.Response[v1.GetDeadLetterResponse], error)
+	// ReplayDeadLetter gives the step of an open dead letter a new round of
+	// attempts, as RetryStep does, and unblocks its task. A dead letter that
+	// is not open (replayed, resolved, or its task cancelled) is
+	// FailedPrecondition.
+	ReplayDeadLetter(context.Context, *connect.Request[v1.ReplayDeadLetterRequest]) (*connect.Response[v1.ReplayDeadLetterResponse], error)
 }
 
 // NewWorkflowServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -392,6 +459,26 @@ func NewWorkflowServiceHandler(svc WorkflowServiceHandler, opts ...connect.Handl
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	workflowServiceListDeadLettersHandler := connect.NewUnaryHandler(
+		WorkflowServiceListDeadLettersProcedure,
+		svc.ListDeadLetters,
+		connect.WithSchema(workflowServiceMethods.ByName("ListDeadLetters")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	workflowServiceGetDeadLetterHandler := connect.NewUnaryHandler(
+		WorkflowServiceGetDeadLetterProcedure,
+		svc.GetDeadLetter,
+		connect.WithSchema(workflowServiceMethods.ByName("GetDeadLetter")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
+	workflowServiceReplayDeadLetterHandler := connect.NewUnaryHandler(
+		WorkflowServiceReplayDeadLetterProcedure,
+		svc.ReplayDeadLetter,
+		connect.WithSchema(workflowServiceMethods.ByName("ReplayDeadLetter")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.v1.WorkflowService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case WorkflowServiceApplyWorkflowProcedure:
@@ -416,6 +503,12 @@ func NewWorkflowServiceHandler(svc WorkflowServiceHandler, opts ...connect.Handl
 			workflowServiceWatchTaskHandler.ServeHTTP(w, r)
 		case WorkflowServiceWatchEventsProcedure:
 			workflowServiceWatchEventsHandler.ServeHTTP(w, r)
+		case WorkflowServiceListDeadLettersProcedure:
+			workflowServiceListDeadLettersHandler.ServeHTTP(w, r)
+		case WorkflowServiceGetDeadLetterProcedure:
+			workflowServiceGetDeadLetterHandler.ServeHTTP(w, r)
+		case WorkflowServiceReplayDeadLetterProcedure:
+			workflowServiceReplayDeadLetterHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -467,4 +560,16 @@ func (UnimplementedWorkflowServiceHandler) WatchTask(context.Context, *connect.R
 
 func (UnimplementedWorkflowServiceHandler) WatchEvents(context.Context, *connect.Request[v1.WatchEventsRequest], *connect.ServerStream[v1.WatchEventsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkflowService.WatchEvents is not implemented"))
+}
+
+func (UnimplementedWorkflowServiceHandler) ListDeadLetters(context.Context, *connect.Request[v1.ListDeadLettersRequest]) (*connect.Response[v1.ListDeadLettersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkflowService.ListDeadLetters is not implemented"))
+}
+
+func (UnimplementedWorkflowServiceHandler) GetDeadLetter(context.Context, *connect.Request[v1.GetDeadLetterRequest]) (*connect.Response[v1.GetDeadLetterResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkflowService.GetDeadLetter is not implemented"))
+}
+
+func (UnimplementedWorkflowServiceHandler) ReplayDeadLetter(context.Context, *connect.Request[v1.ReplayDeadLetterRequest]) (*connect.Response[v1.ReplayDeadLetterResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkflowService.ReplayDeadLetter is not implemented"))
 }
