@@ -452,6 +452,56 @@ func TestBusStepBackends(t *testing.T) {
 	}
 }
 
+// TestBusStepAcrossLeaderChange: the reply to a request the old leader
+// published completes the attempt on the new one, which subscribed to the
+// same reply group. Three servers share a Redis bus.
+func TestBusStepAcrossLeaderChange(t *testing.T) {
+	url := fmt.Sprintf("redis://127.0.0.1:%d", startRedis(t))
+	f := newFleet(t)
+	withBus := func(c *Config) { c.Bus = url }
+	s1 := f.start("s1", 3, nil, nil, withBus)
+	ss := []*testServer{s1, f.start("s2", 3, s1, nil, withBus), f.start("s3", 3, s1, nil, withBus)}
+	old := waitCluster(t, ss, "s1", "s2", "s3")
+	svcBus, err := busurl.Open(context.Background(), url, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svcBus.Close() })
+	release := make(chan struct{})
+	runBusService(t, svcBus, func(req busRequest) any {
+		if req.Step == "invoice" {
+			<-release // the reply waits for the new leader
+		}
+		return byMode(req)
+	}, busSubject, "billing.invoice.mail")
+	manifest := strings.Replace(busManifest, "timeout: 1s", "timeout: 30s", 1)
+	ctx := context.Background()
+	if _, err := old.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: manifest})); err != nil {
+		t.Fatal(err)
+	}
+	r, err := old.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "bx", InputJson: `{"order_id":"o-1","mode":"ok"}`}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.Msg.GetTask().GetId()
+	waitFor(t, 10*time.Second, "the old leader to record the request published", func() bool {
+		return slices.Contains(stepEventsOf(t, old.testAgent, id, "invoice"), consensus.EventStepStarted+":1")
+	})
+	if err := old.node.TransferLeadership(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var leader *testServer
+	waitFor(t, 10*time.Second, "a new leader subscribed to replies", func() bool {
+		leader = leaderOf(ss)
+		return leader != nil && leader != old && leader.bsteps.replyTo.Load() != nil
+	})
+	close(release)
+	task := waitTask(t, leader.testAgent, id, taskerv1.TaskState_TASK_STATE_COMPLETE)
+	if inv := busStepOf(task, "invoice"); inv.GetAttempts() != 1 || inv.GetResultJson() != `{"invoice_id":"inv-1"}` {
+		t.Errorf("invoice: %d attempts, result %s; want the old leader's attempt 1 completed by its reply", inv.GetAttempts(), inv.GetResultJson())
+	}
+}
+
 // TestBusStepWithoutBus: a server without a bus stores a workflow with bus
 // steps with a warning, and the steps wait saying why.
 func TestBusStepWithoutBus(t *testing.T) {
