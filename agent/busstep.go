@@ -27,10 +27,11 @@ import (
 // step's timeout), then publishes a request to the step's subject with a
 // reply_to subject and a correlation id, and commits StartStep once the
 // bus confirmed it. Whatever consumes the subject replies to
-// tasker.replies.<cluster id>; the leader's subscription there (this
-// file's runBusSteps) completes or fails the attempt through the very
-// paths an app's CompleteStep and FailStep take (complete, fail): result
-// contract, stale and late reports, retries with backoff. The lease timer
+// tasker.replies.<cluster id>; the leader's subscription there
+// (runBusSteps, group tasker-replies-<cluster id>) completes or fails the
+// attempt through the very paths an app's CompleteStep and FailStep take
+// (complete, fail): result contract, stale and late reports, retries with
+// backoff. The lease timer
 // times the attempt out when no reply comes. So there is no second state
 // machine: the bus is only another way to reach what executes the step.
 //
@@ -44,9 +45,12 @@ const (
 	// per cluster, so that clusters sharing a broker do not take each
 	// other's replies.
 	busReplyPrefix = "tasker.replies."
-	// busReplyGroup is the durable group of the leader's reply
-	// subscription: a new leader resumes where the last one stopped.
-	busReplyGroup = "tasker-replies"
+	// busReplyGroup + the cluster id is the durable group of the leader's
+	// reply subscription: a new leader resumes where the last one stopped.
+	// Per cluster too: on NATS a group is one consumer with one filter, on
+	// RabbitMQ one queue, so clusters sharing a broker and a group would
+	// take (and drop) each other's replies.
+	busReplyGroup = "tasker-replies-"
 	// busAgentPrefix + the subject is the agent a bus attempt is recorded
 	// as dispatched to, and its breaker target.
 	busAgentPrefix = "bus:"
@@ -112,7 +116,7 @@ func (a *Agent) runBusSteps(ctx context.Context) {
 	}
 	subject := busReplyPrefix + cid
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
-		err := a.bus.Subscribe(ctx, subject, busReplyGroup, a.handleBusReply)
+		err := a.bus.Subscribe(ctx, subject, busReplyGroup+cid, a.handleBusReply)
 		if err == nil {
 			break
 		}
