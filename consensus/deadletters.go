@@ -293,7 +293,8 @@ func (s *State) taskWithEvent(index uint64, pos int) *taskRec {
 }
 
 // everFailed reports whether an attempt of the task ever failed: only
-// then can it have dead letters.
+// then can it have dead letters. It relies on the state never clearing a
+// step's last error (a retry, a resolve or a completion keep it).
 func (t *taskRec) everFailed() bool {
 	for i := range t.steps {
 		if t.steps[i].lastErr != nil {
