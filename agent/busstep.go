@@ -102,6 +102,7 @@ func (b *busSteps) whyNot() string {
 func (a *Agent) runBusSteps(ctx context.Context) {
 	log := a.log.With("component", "bus-steps")
 	bs := &a.bsteps
+	bs.setWhy("") // not the last term's reason
 	defer bs.replyTo.Store(nil)
 	// The first leader names the cluster at the same time (nameCluster).
 	var cid string
