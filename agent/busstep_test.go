@@ -40,8 +40,9 @@ import (
 const busSubject = "billing.invoice.create"
 
 // busManifest has one bus step, invoice, with a result contract, a short
-// timeout and quick retries, then a sidecar-free second bus step reading
-// its result, so that a round trip also checks the input mapping.
+// timeout (long enough for a round trip on a loaded machine: an answered
+// attempt must not time out) and quick retries, then a second bus step
+// reading its result, so that a round trip also checks the input mapping.
 const busManifest = `name: bx
 version: 1.0.0
 input_schema:
@@ -54,7 +55,7 @@ steps:
   - name: invoice
     transport: bus
     subject: billing.invoice.create
-    timeout: 1s
+    timeout: 3s
     retry: {max_attempts: 3, backoff: {initial: 10ms, max: 20ms}}
     input:
       order_id: $.input.order_id
@@ -474,7 +475,7 @@ func TestBusStepAcrossLeaderChange(t *testing.T) {
 		}
 		return byMode(req)
 	}, busSubject, "billing.invoice.mail")
-	manifest := strings.Replace(busManifest, "timeout: 1s", "timeout: 30s", 1)
+	manifest := strings.Replace(busManifest, "timeout: 3s", "timeout: 30s", 1)
 	ctx := context.Background()
 	if _, err := old.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: manifest})); err != nil {
 		t.Fatal(err)
