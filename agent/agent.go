@@ -94,6 +94,11 @@ type Agent struct {
 	// through the outbox, transport: bus steps over it (bus.go, busstep.go).
 	bus bus.Bus
 	pub *publisher // the outbox of a server with a bus (bus.go)
+	// replays serializes ReplayDeadLetter on the leader (every replay runs
+	// there), so that of two replays of one dead letter the second sees it
+	// replayed and is refused with its status. The FSM refuses a second
+	// retry of the step anyway; this makes the refusal say why.
+	replays sync.Mutex
 }
 
 // Left is closed once the agent has left the cluster on an operator's

@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -20,12 +19,6 @@ import (
 	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
-
-// replays serializes ReplayDeadLetter on the leader (every replay runs
-// there), so that of two replays of one dead letter the second sees it
-// replayed and is refused with its status. The FSM refuses a second retry
-// of the step anyway; this makes the refusal say why.
-var replays sync.Mutex
 
 func (w *workflowAPI) ListDeadLetters(_ context.Context, req *connect.Request[taskerv1.ListDeadLettersRequest]) (*connect.Response[taskerv1.ListDeadLettersResponse], error) {
 	r := req.Msg
@@ -73,8 +66,8 @@ func (w *workflowAPI) ReplayDeadLetter(ctx context.Context, req *connect.Request
 	if err := required("id", id); err != nil {
 		return nil, err
 	}
-	replays.Lock()
-	defer replays.Unlock()
+	w.a.replays.Lock()
+	defer w.a.replays.Unlock()
 	d, err := w.a.deadLetter(id)
 	if err != nil {
 		return nil, err
