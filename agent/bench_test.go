@@ -81,9 +81,9 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 // BenchmarkEventPublishing is the cost of lifecycle events on the bus for
 // the 4-step linear workflow: the same agent with the bus off and with the
-// embedded NATS (every event appended to the fsync'd outbox, published
-// with a JetStream ack, and the cursor committed every second). serial is
-// one task at a time (latency), parallel 32 starters (throughput).
+// embedded NATS (every event appended to the outbox, published with a
+// JetStream ack, and the cursor committed every second). serial is one
+// task at a time (latency), parallel 32 starters (throughput).
 func BenchmarkEventPublishing(b *testing.B) {
 	for _, bus := range []string{"off", "embedded"} {
 		for _, par := range []int{1, 32} {
@@ -93,32 +93,7 @@ func BenchmarkEventPublishing(b *testing.B) {
 			}
 			b.Run(name, func(b *testing.B) {
 				ta := benchAgent(b, func(c *Config) { c.Bus = bus })
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				noopWorker(ctx, b, ta, 512)
-				var next atomic.Int64
-				var mu sync.Mutex
-				lat := make([]time.Duration, 0, b.N)
-				b.ResetTimer()
-				start := time.Now()
-				var wg sync.WaitGroup
-				for range par {
-					wg.Go(func() {
-						for next.Add(1) <= int64(b.N) {
-							t0 := time.Now()
-							if err := runTask(ctx, ta, "linear"); err != nil {
-								b.Error(err)
-								return
-							}
-							mu.Lock()
-							lat = append(lat, time.Since(t0))
-							mu.Unlock()
-						}
-					})
-				}
-				wg.Wait()
-				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
-				reportPercentiles(b, lat)
+				runLinear(b, ta, par)
 				if ta.pub != nil {
 					b.ReportMetric(float64(ta.pub.ob.Backlog()), "backlog-at-end")
 				}
@@ -130,20 +105,23 @@ func BenchmarkEventPublishing(b *testing.B) {
 // BenchmarkThroughput runs 4-step linear tasks from 32 concurrent starters
 // and reports tasks per second at saturation.
 func BenchmarkThroughput(b *testing.B) {
-	ta := benchAgent(b)
+	runLinear(b, benchAgent(b), 32)
+}
+
+// runLinear runs b.N 4-step linear tasks on ta from par concurrent
+// starters with a no-op worker, and reports tasks/s, p50 and p99.
+func runLinear(b *testing.B, ta *testAgent, par int) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	noopWorker(ctx, b, ta, 512)
 	var next atomic.Int64
 	var mu sync.Mutex
-	var lat []time.Duration
+	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
-	for range 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+	for range par {
+		wg.Go(func() {
 			for next.Add(1) <= int64(b.N) {
 				t0 := time.Now()
 				if err := runTask(ctx, ta, "linear"); err != nil {
@@ -154,7 +132,7 @@ func BenchmarkThroughput(b *testing.B) {
 				lat = append(lat, time.Since(t0))
 				mu.Unlock()
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "tasks/s")
