@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/tasker-run/tasker/internal/sleep"
 )
 
 // ErrOpen is matched (with [errors.Is]) by the [*OpenError] a call gets when
@@ -228,17 +230,10 @@ func (r *Retry) delay(attempt int, u float64, retryAfter time.Duration) time.Dur
 	return max(delay, retryAfter)
 }
 
-// sleepContext waits d or until ctx ends.
-func sleepContext(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
+// sleepErr waits d, or returns ctx's error as soon as it ends.
+func sleepErr(ctx context.Context, d time.Duration) error {
+	if !sleep.For(ctx, d) {
 		return ctx.Err()
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return nil
 }

@@ -170,7 +170,7 @@ func NewSet(cfg Config, opts ...Option) (*Set, error) {
 	s := &Set{cfg: cfg, opts: options{
 		classify: classifyDefault,
 		rand:     rand.Float64,
-		sleep:    sleepContext,
+		sleep:    sleepErr,
 	}}
 	for _, opt := range opts {
 		opt(&s.opts)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/tasker-run/tasker/internal/sleep"
 )
 
 // ErrOutboxFull is returned by Append when the outbox holds MaxEvents
@@ -329,7 +331,7 @@ func (o *Outbox) Run(ctx context.Context) error {
 			// in step.
 			d := backoff/2 + rand.N(backoff/2+1)
 			o.log.Warn("publish failed, retrying", "err", err, "backlog", o.Backlog(), "retry_in", d)
-			if !sleep(ctx, d) {
+			if !sleep.For(ctx, d) {
 				return ctx.Err()
 			}
 			backoff = min(2*backoff, o.opts.MaxBackoff)
@@ -431,15 +433,4 @@ func (o *Outbox) Close() error {
 		return fmt.Errorf("close outbox: %w", err)
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -19,6 +19,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/tasker-run/tasker/bus"
+	"github.com/tasker-run/tasker/internal/sleep"
 )
 
 // Config configures the RabbitMQ bus.
@@ -207,7 +208,7 @@ func (b *Bus) Subscribe(ctx context.Context, pattern, group string, h bus.Handle
 				return
 			}
 			for {
-				if !sleep(cctx, backoff) {
+				if !sleep.For(cctx, backoff) {
 					return
 				}
 				backoff = min(2*backoff, 2*time.Second)
@@ -272,7 +273,7 @@ func (b *Bus) consume(ctx context.Context, conn *amqp.Connection, deliveries <-c
 				// The delay keeps a message that keeps failing from
 				// spinning; an unacknowledged delivery is requeued by the
 				// broker anyway if the connection drops meanwhile.
-				sleep(ctx, b.cfg.RetryDelay)
+				sleep.For(ctx, b.cfg.RetryDelay)
 				_ = d.Nack(false, true)
 				continue
 			}
@@ -313,14 +314,3 @@ func routingPattern(p string) string {
 
 // queueName is the durable queue of a group.
 func queueName(group string) string { return "tasker." + group }
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tasker-run/tasker/bus"
+	"github.com/tasker-run/tasker/internal/sleep"
 )
 
 // Config configures the Kafka bus.
@@ -199,7 +200,7 @@ func (b *Bus) consume(ctx context.Context, cl *kgo.Client, pattern, group string
 						break
 					}
 					b.log.Debug("handler failed, retrying", "id", m.ID, "err", err)
-					if !sleep(ctx, b.cfg.RetryDelay) {
+					if !sleep.For(ctx, b.cfg.RetryDelay) {
 						return
 					}
 				}
@@ -246,15 +247,4 @@ func (b *Bus) Close() error {
 	b.wg.Wait()
 	b.prod.Close()
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

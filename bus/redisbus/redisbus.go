@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tasker-run/tasker/bus"
+	"github.com/tasker-run/tasker/internal/sleep"
 )
 
 // Config configures the Redis Streams bus.
@@ -207,7 +208,7 @@ func (c *consumer) run(ctx context.Context) {
 				_ = b.createGroup(ctx, c.group)
 			}
 			b.log.Debug("read failed", "group", c.group, "err", err, "retry_in", backoff)
-			sleep(ctx, backoff)
+			sleep.For(ctx, backoff)
 			backoff = min(2*backoff, 2*time.Second)
 			continue
 		}
@@ -225,7 +226,7 @@ func (c *consumer) run(ctx context.Context) {
 		switch {
 		case failed:
 			readPending = true
-			sleep(ctx, b.cfg.RetryDelay)
+			sleep.For(ctx, b.cfg.RetryDelay)
 		case readPending && n == 0:
 			readPending = false
 		}
@@ -284,13 +285,4 @@ func decode(xm redis.XMessage) bus.Message {
 		}
 	}
 	return m
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

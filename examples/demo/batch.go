@@ -16,6 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tasker-run/tasker/internal/sleep"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/sdk/go/client"
 )
@@ -202,7 +203,7 @@ func (b *batch) follow(ctx context.Context, o order) result {
 	var err error
 	for wait := 50 * time.Millisecond; ; wait = min(2*wait, 500*time.Millisecond) {
 		t, _, err = b.c.StartTask(ctx, b.wf, o, client.Namespace(b.namespace), client.IdempotencyKey(o.OrderID))
-		if err == nil || ctx.Err() != nil || !transient(err) || !sleep(ctx, wait) {
+		if err == nil || ctx.Err() != nil || !transient(err) || !sleep.For(ctx, wait) {
 			break
 		}
 		b.mu.Lock()
@@ -238,7 +239,7 @@ func (b *batch) follow(ctx context.Context, o order) result {
 		b.mu.Lock()
 		b.watchRetries++
 		b.mu.Unlock()
-		if !sleep(ctx, wait) {
+		if !sleep.For(ctx, wait) {
 			break
 		}
 	}
@@ -260,18 +261,6 @@ func (b *batch) follow(ctx context.Context, o order) result {
 		err = nil
 	}
 	return result{order: o.OrderID, task: last, err: err}
-}
-
-// sleep waits for d, or until ctx ends; it reports whether ctx is alive.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // observe counts a task's retries so far.

@@ -45,6 +45,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tasker-run/tasker/internal/sleep"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
 	"github.com/tasker-run/tasker/sdk/go/client"
@@ -458,7 +459,7 @@ func (d *demo) verify(ctx context.Context, results []result) (lost []string, sta
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			res, err = api.GetTask(cctx, req)
 			cancel()
-			if err == nil || !transient(err) || time.Now().After(deadline) || !sleep(ctx, wait) {
+			if err == nil || !transient(err) || time.Now().After(deadline) || !sleep.For(ctx, wait) {
 				break
 			}
 		}
