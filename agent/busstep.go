@@ -17,6 +17,7 @@ import (
 	"github.com/tasker-run/tasker/breaker"
 	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/consensus"
+	"github.com/tasker-run/tasker/internal/sleep"
 	"github.com/tasker-run/tasker/workflow"
 )
 
@@ -111,7 +112,7 @@ func (a *Agent) runBusSteps(ctx context.Context) {
 			break
 		}
 		bs.setWhy("the cluster has no id yet")
-		if !sleepCtx(ctx, wait) {
+		if !sleep.For(ctx, wait) {
 			return
 		}
 	}
@@ -126,7 +127,7 @@ func (a *Agent) runBusSteps(ctx context.Context) {
 		}
 		bs.setWhy("not subscribed to " + subject + ": " + err.Error())
 		log.Warn("bus steps wait: cannot subscribe to replies; trying again", "subject", subject, "err", err, "retry_in", wait)
-		if !sleepCtx(ctx, wait) {
+		if !sleep.For(ctx, wait) {
 			return
 		}
 	}
@@ -135,18 +136,6 @@ func (a *Agent) runBusSteps(ctx context.Context) {
 	// Bus steps that waited for the subscription may go now.
 	a.sched.kick()
 	<-ctx.Done()
-}
-
-// sleepCtx waits for d, or returns false when ctx ends first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // chooseBus is choose for a bus step: its one target is its subject,
