@@ -268,7 +268,7 @@ func (w *workerAPI) FailStep(ctx context.Context, req *connect.Request[taskerv1.
 	}
 	res, err := w.a.fail(ctx, leaseKey{r.GetTaskId(), r.GetStep(), int(r.GetAttempt())}, failReport{
 		code: r.GetCode(), message: r.GetMessage(), retryable: r.GetRetryable(), retryAfter: after, details: r.GetDetailsJson(),
-		worker: r.GetWorkerId(),
+		worker: r.GetWorkerId(), fromApp: true,
 	})
 	if err != nil {
 		return nil, err
@@ -286,6 +286,10 @@ type failReport struct {
 	retryable     bool
 	retryAfter    time.Duration
 	details       string
+	// fromApp marks an error object the app wrote itself: it is checked
+	// against the step's error contract. Failures Tasker words itself (a
+	// push endpoint's bare HTTP 503, a lost publish) are not the app's.
+	fromApp bool
 }
 
 func (a *Agent) fail(ctx context.Context, k leaseKey, f failReport) (*consensus.Result, error) {
@@ -317,6 +321,18 @@ func (a *Agent) fail(ctx context.Context, k leaseKey, f failReport) (*consensus.
 		}
 		return res, err
 	}
+	var broken error
+	if f.fromApp {
+		if broken = a.checkError(k.task, k.step, f); broken != nil {
+			// Like a broken result: the same code would break it again.
+			msg := broken.Error()
+			var ce *connect.Error
+			if errors.As(broken, &ce) {
+				msg = ce.Message()
+			}
+			f = failReport{worker: f.worker, code: workflow.CodeContractViolation, message: fmt.Sprintf("error %q: %s", f.code, msg)}
+		}
+	}
 	res, err := a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_FailStep{FailStep: &fsmv1.FailStep{
 		TaskId: k.task, Step: k.step, Attempt: int32(k.attempt), Code: f.code, Message: f.message,
 		Retryable: f.retryable, RetryAfterMs: f.retryAfter.Milliseconds(), Rand: a.rand(), DetailsJson: f.details, Worker: f.worker,
@@ -325,6 +341,10 @@ func (a *Agent) fail(ctx context.Context, k leaseKey, f failReport) (*consensus.
 		return nil, toConnect(err)
 	}
 	a.workers.drop(k)
+	if broken != nil {
+		a.log.WarnContext(a.taskLog(ctx, k.task), "error breaks its contract", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", logSafe(broken))
+		return res, broken
+	}
 	return res, nil
 }
 

@@ -255,6 +255,45 @@ func (a *Agent) checkResult(taskID, step, result string) error {
 	return nil
 }
 
+// checkError checks an error an app reported against the step's error
+// contract: the object {code, message, retry_after, details} the manifest's
+// error_schema describes. Codes Tasker assigns itself always pass.
+func (a *Agent) checkError(taskID, step string, f failReport) error {
+	if f.code == workflow.CodeTimeout || f.code == workflow.CodeContractViolation {
+		return nil
+	}
+	plan, err := a.state.PlanOf(taskID)
+	if err != nil {
+		return toConnect(err)
+	}
+	i, ok := plan.StepIndex(step)
+	if !ok {
+		return toConnect(fmt.Errorf("%w: step %q in task %s", consensus.ErrNotFound, step, taskID))
+	}
+	ct := plan.Steps[i].Error
+	if ct == nil {
+		return nil
+	}
+	obj := map[string]any{"code": f.code}
+	if f.message != "" {
+		obj["message"] = f.message
+	}
+	if f.retryAfter > 0 {
+		obj["retry_after"] = f.retryAfter.String()
+	}
+	if f.details != "" {
+		d, err := workflow.DecodeJSON([]byte(f.details))
+		if err != nil {
+			return invalid("details_json", "%v", err)
+		}
+		obj["details"] = d
+	}
+	if err := ct.Check("error of step "+step, obj); err != nil {
+		return toConnect(err)
+	}
+	return nil
+}
+
 // WatchTask sends the task as it is, then each new event with the task
 // after it, until the task ends. Watchers are woken by the hub and read
 // the history from the state, so none misses an event however slow.

@@ -359,7 +359,7 @@ func (a *Agent) handleBusReply(ctx context.Context, m bus.Message) error {
 	limit := a.cfg.MaxPayloadBytes
 	switch e := r.Error; {
 	case e != nil:
-		f := failReport{code: e.Code, message: e.Message, retryable: e.Retryable, retryAfter: time.Duration(e.RetryAfterMs) * time.Millisecond}
+		f := failReport{code: e.Code, message: e.Message, retryable: e.Retryable, retryAfter: time.Duration(e.RetryAfterMs) * time.Millisecond, fromApp: true}
 		if len(f.message) > maxBusErrorMessage {
 			f.message = strings.ToValidUTF8(f.message[:maxBusErrorMessage], "") + "… (cut)"
 		}

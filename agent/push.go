@@ -104,6 +104,7 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 		}
 		var pe pushError
 		_ = json.Unmarshal(raw, &pe)
+		fromApp := pe.Code != "" // the app's own error object, not a bare status
 		if pe.Code == "" {
 			pe.Code = "http_" + strconv.Itoa(resp.StatusCode)
 		}
@@ -114,7 +115,7 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 		if pe.Retryable != nil {
 			retryable = *pe.Retryable
 		}
-		if _, err := a.fail(rctx, k, failReport{worker: worker, code: pe.Code, message: pe.Message, retryable: retryable, retryAfter: retryAfter(resp.Header.Get("Retry-After"), a.now())}); err != nil {
+		if _, err := a.fail(rctx, k, failReport{worker: worker, code: pe.Code, message: pe.Message, retryable: retryable, retryAfter: retryAfter(resp.Header.Get("Retry-After"), a.now()), fromApp: fromApp}); err != nil {
 			a.log.WarnContext(a.taskLog(rctx, k.task), "push failure not recorded", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 	}()
