@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -16,9 +17,12 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tasker-run/tasker/bus"
+	"github.com/tasker-run/tasker/bus/busurl"
 	"github.com/tasker-run/tasker/bus/natsbus"
+	"github.com/tasker-run/tasker/internal/brokers"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
 
@@ -31,14 +35,20 @@ type busInbox struct {
 
 func consume(t *testing.T, url, pattern string) *busInbox {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	b, err := natsbus.New(ctx, natsbus.Config{URL: url, NakDelay: 50 * time.Millisecond})
+	b, err := natsbus.New(context.Background(), natsbus.Config{URL: url, NakDelay: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return consumeOn(t, b, pattern)
+}
+
+// consumeOn subscribes to pattern on b, and closes b when the test ends.
+func consumeOn(t *testing.T, b bus.Bus, pattern string) *busInbox {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(func() { cancel(); _ = b.Close() })
 	in := &busInbox{}
-	err = b.Subscribe(ctx, pattern, "test-consumer", func(_ context.Context, m bus.Message) error {
+	err := b.Subscribe(ctx, pattern, "test-consumer", func(_ context.Context, m bus.Message) error {
 		in.mu.Lock()
 		in.msgs = append(in.msgs, m)
 		in.mu.Unlock()
@@ -88,6 +98,48 @@ func natsURL(t *testing.T, ta *testAgent) string {
 func TestEventsReachTheBus(t *testing.T) {
 	ta := startAgent(t, t.TempDir(), func(c *Config) { c.Bus = "" }) // -dev: embedded
 	in := consume(t, natsURL(t, ta), "tasker.>")
+	checkEventsAndDeadLetter(t, ta, in)
+}
+
+// The same on every other backend, with a consumer on its own connection.
+func TestEventsOnEveryBackend(t *testing.T) {
+	tests := []struct {
+		name string
+		url  func(t *testing.T) string
+	}{
+		{"redis", func(t *testing.T) string { return fmt.Sprintf("redis://127.0.0.1:%d", brokers.Redis(t).Port) }},
+		{"rabbitmq", func(t *testing.T) string {
+			return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", brokers.RabbitMQ(t).Port)
+		}},
+		{"kafka", func(t *testing.T) string {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			return "kafka://" + c.ListenAddrs()[0]
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := tt.url(t)
+			cb, err := busurl.Open(context.Background(), url, t.TempDir(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Subscribed first: RabbitMQ drops what no queue is bound for.
+			in := consumeOn(t, cb, "tasker.>")
+			ta := startAgent(t, t.TempDir(), func(c *Config) { c.Bus = url })
+			checkEventsAndDeadLetter(t, ta, in)
+		})
+	}
+}
+
+// checkEventsAndDeadLetter runs a task whose second step fails for good
+// and checks what in received: every lifecycle event, with its stable id
+// and envelope, and the dead letter on tasker.dlq.
+func checkEventsAndDeadLetter(t *testing.T, ta *testAgent, in *busInbox) {
+	t.Helper()
 	applyQuick(t, ta)
 	p := newPoller(t, ta, "w1", "test.first", "test.second")
 	id := startQuick(t, ta, "k1")

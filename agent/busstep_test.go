@@ -1,21 +1,14 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -28,6 +21,7 @@ import (
 	"github.com/tasker-run/tasker/bus/busurl"
 	"github.com/tasker-run/tasker/bus/natsbus"
 	"github.com/tasker-run/tasker/consensus"
+	"github.com/tasker-run/tasker/internal/brokers"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -423,8 +417,10 @@ func TestBusStepBackends(t *testing.T) {
 		name string
 		url  func(t *testing.T) string
 	}{
-		{"redis", func(t *testing.T) string { return fmt.Sprintf("redis://127.0.0.1:%d", startRedis(t)) }},
-		{"rabbitmq", func(t *testing.T) string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", startRabbitMQ(t)) }},
+		{"redis", func(t *testing.T) string { return fmt.Sprintf("redis://127.0.0.1:%d", brokers.Redis(t).Port) }},
+		{"rabbitmq", func(t *testing.T) string {
+			return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", brokers.RabbitMQ(t).Port)
+		}},
 		{"kafka", func(t *testing.T) string {
 			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
 			if err != nil {
@@ -457,7 +453,7 @@ func TestBusStepBackends(t *testing.T) {
 // published completes the attempt on the new one, which subscribed to the
 // same reply group. Three servers share a Redis bus.
 func TestBusStepAcrossLeaderChange(t *testing.T) {
-	url := fmt.Sprintf("redis://127.0.0.1:%d", startRedis(t))
+	url := fmt.Sprintf("redis://127.0.0.1:%d", brokers.Redis(t).Port)
 	f := newFleet(t)
 	withBus := func(c *Config) { c.Bus = url }
 	s1 := f.start("s1", 3, nil, nil, withBus)
@@ -603,164 +599,4 @@ func TestBusReplyDone(t *testing.T) {
 			t.Errorf("busReplyDone(%v) = %v; want %v", tt.err, got, tt.done)
 		}
 	}
-}
-
-// --- brokers ------------------------------------------------------------
-//
-// bus/internal/servers starts these for the bus packages; Go's internal
-// rule keeps it from agent/, so the two the agent tests need are here,
-// with the same behaviour: skipped when missing, failed when
-// TASKER_REQUIRE_BROKERS is set.
-
-func brokerMissing(t *testing.T, msg string) {
-	t.Helper()
-	if os.Getenv("TASKER_REQUIRE_BROKERS") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-}
-
-func lookBroker(name string, dirs ...string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, dir := range dirs {
-		if p := filepath.Join(dir, name); fileExists(p) {
-			return p
-		}
-	}
-	return ""
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-func freeLoopbackPort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// runBroker starts bin in its own process group (stopped with everything
-// it spawned at the end of the test) and waits until ready says so.
-func runBroker(t *testing.T, bin string, args, env []string, dir string, wait time.Duration, ready func() error) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Dir, cmd.Env = dir, append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(15 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-	})
-	deadline := time.Now().Add(wait)
-	for {
-		err := ready()
-		if err == nil {
-			return
-		}
-		select {
-		case <-exited:
-			t.Fatalf("%s exited before it was ready: %v\n%s", bin, err, out.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready after %v: %v", bin, wait, err)
-		}
-	}
-}
-
-// startRedis runs redis-server on a free port and returns the port.
-func startRedis(t *testing.T) int {
-	t.Helper()
-	bin := lookBroker("redis-server", "/usr/sbin", "/usr/local/sbin")
-	if bin == "" {
-		brokerMissing(t, "redis-server not installed (apt-get install redis-server); .ci/run installs it")
-	}
-	port, dir := freeLoopbackPort(t), t.TempDir()
-	runBroker(t, bin, []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir, "--save", "",
-		"--appendonly", "no", "--daemonize", "no", "--protected-mode", "no", "--logfile", ""}, nil, dir, 15*time.Second,
-		func() error { return brokerProbe(port, "PING\r\n", "+PONG") })
-	return port
-}
-
-// startRabbitMQ runs rabbitmq-server as a node of its own (name, ports,
-// cookie, Mnesia in a temp dir) and returns its AMQP port.
-func startRabbitMQ(t *testing.T) int {
-	t.Helper()
-	bin := "/usr/lib/rabbitmq/bin/rabbitmq-server" // runs as the calling user
-	if !fileExists(bin) {
-		bin = lookBroker("rabbitmq-server", "/usr/sbin", "/usr/local/sbin")
-	}
-	if bin == "" {
-		brokerMissing(t, "rabbitmq-server not installed (apt-get install rabbitmq-server); .ci/run installs it")
-	}
-	dir := t.TempDir()
-	port, dist, epmd := freeLoopbackPort(t), freeLoopbackPort(t), freeLoopbackPort(t)
-	for name, body := range map[string]string{"enabled_plugins": "[].\n", "rabbitmq.conf": "loopback_users = none\n"} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		// The node started an epmd of its own, outside its process group.
-		if e, err := exec.LookPath("epmd"); err == nil {
-			cmd := exec.Command(e, "-kill")
-			cmd.Env = append(os.Environ(), fmt.Sprintf("ERL_EPMD_PORT=%d", epmd))
-			_ = cmd.Run()
-		}
-	})
-	runBroker(t, bin, nil, []string{
-		"HOME=" + dir,
-		fmt.Sprintf("RABBITMQ_NODENAME=tasker-agent-test-%d@localhost", port),
-		fmt.Sprintf("RABBITMQ_NODE_PORT=%d", port),
-		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
-		fmt.Sprintf("RABBITMQ_DIST_PORT=%d", dist),
-		fmt.Sprintf("ERL_EPMD_PORT=%d", epmd),
-		"RABBITMQ_MNESIA_BASE=" + filepath.Join(dir, "mnesia"),
-		"RABBITMQ_LOG_BASE=" + filepath.Join(dir, "log"),
-		"RABBITMQ_CONFIG_FILE=" + filepath.Join(dir, "rabbitmq"),
-		"RABBITMQ_ENABLED_PLUGINS_FILE=" + filepath.Join(dir, "enabled_plugins"),
-		"RABBITMQ_PID_FILE=" + filepath.Join(dir, "pid"),
-	}, dir, 60*time.Second, func() error { return brokerProbe(port, "AMQP\x00\x00\x09\x01", "\x01") })
-	return port
-}
-
-// brokerProbe sends hello to a loopback port and checks the answer's start:
-// the port opens before the broker can serve.
-func brokerProbe(port int, hello, want string) error {
-	c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := c.Write([]byte(hello)); err != nil {
-		return err
-	}
-	buf := make([]byte, len(want))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != want {
-		return fmt.Errorf("not ready: got %q", buf)
-	}
-	return nil
 }

@@ -9,10 +9,10 @@ import (
 	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/bus/amqpbus"
 	"github.com/tasker-run/tasker/bus/internal/bustest"
-	"github.com/tasker-run/tasker/bus/internal/servers"
+	"github.com/tasker-run/tasker/internal/brokers"
 )
 
-func newBus(srv *servers.Server) func(testing.TB) bus.Bus {
+func newBus(srv *brokers.Server) func(testing.TB) bus.Bus {
 	return func(t testing.TB) bus.Bus {
 		b, err := amqpbus.New(context.Background(), amqpbus.Config{
 			URL: fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", srv.Port), RetryDelay: 200 * time.Millisecond,
@@ -28,11 +28,11 @@ func newBus(srv *servers.Server) func(testing.TB) bus.Bus {
 // TestRabbitMQ runs the suite against a rabbitmq-server node started for the
 // test (about 5 s to boot, twice).
 func TestRabbitMQ(t *testing.T) {
-	srv := servers.RabbitMQ(t)
+	srv := brokers.RabbitMQ(t)
 	bustest.Run(t, bustest.Backend{New: newBus(srv), Stop: srv.Stop, Start: srv.Start, Wait: 60 * time.Second})
 }
 
 func BenchmarkPublish(b *testing.B) {
-	srv := servers.RabbitMQ(b)
+	srv := brokers.RabbitMQ(b)
 	bustest.BenchmarkPublish(b, newBus(srv))
 }

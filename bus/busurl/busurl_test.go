@@ -10,7 +10,7 @@ import (
 	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/bus/busurl"
 	"github.com/tasker-run/tasker/bus/internal/bustest"
-	"github.com/tasker-run/tasker/bus/internal/servers"
+	"github.com/tasker-run/tasker/internal/brokers"
 )
 
 // roundTrip publishes one dead letter and reads it back.
@@ -50,7 +50,7 @@ func TestOpenKafka(t *testing.T) {
 }
 
 func TestOpenRedis(t *testing.T) {
-	srv := servers.Redis(t)
+	srv := brokers.Redis(t)
 	roundTrip(t, open(t, fmt.Sprintf("redis://127.0.0.1:%d/2?stream=ev", srv.Port)))
 }
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/bus/internal/bustest"
-	"github.com/tasker-run/tasker/bus/internal/servers"
 	"github.com/tasker-run/tasker/bus/kafkabus"
+	"github.com/tasker-run/tasker/internal/brokers"
 )
 
 // fakeKafka is a kfake cluster on a fixed port that persists to a directory,
@@ -57,7 +57,7 @@ func (f *fakeKafka) newBus(t testing.TB) bus.Bus {
 }
 
 func start(t testing.TB) *fakeKafka {
-	f := &fakeKafka{dir: t.TempDir(), port: servers.FreePort(t)}
+	f := &fakeKafka{dir: t.TempDir(), port: brokers.FreePort(t)}
 	f.Start(t)
 	t.Cleanup(func() { f.Stop(t) })
 	return f

@@ -1,8 +1,8 @@
-// Package servers starts real message brokers from the machine's binaries
+// Package brokers starts real message brokers from the machine's binaries
 // (Debian's redis-server and rabbitmq-server) on free loopback ports in a
 // test's temporary directory, and can stop and restart them on the same port
 // and data for outage tests.
-package servers
+package brokers
 
 import (
 	"bytes"
