@@ -162,7 +162,7 @@ func (d *doc) step(i int) {
 		}
 		d.f("Codes the app may report: %s. ", strings.Join(codes, ", "))
 	}
-	d.f("Tasker itself reports %s when an attempt outlives its timeout, and %s when a result breaks its contract (never retried).\n\n", code(workflow.CodeTimeout), code(workflow.CodeContractViolation))
+	d.f("Tasker itself reports %s when an attempt outlives its timeout, and %s when a result or an error breaks its contract (never retried).\n\n", code(workflow.CodeTimeout), code(workflow.CodeContractViolation))
 	if st.Error == nil || st.Error.Doc() == true {
 		d.f("No `error_schema`: the app may report any error.\n\n")
 		return
