@@ -48,6 +48,9 @@ type Agent struct {
 	push    *http.Client
 	gossip  *gossip.Gossip
 	fwd     *forwarder
+	// keyring holds the gossip encryption keys (keyring.go); nil when
+	// gossip is not encrypted.
+	keyring *gossip.Keyring
 	// breakers guard dispatches per agent/capability (dispatch.go).
 	breakers *breaker.Set
 	// tel holds the tracer and meter (telemetry.go); metrics the

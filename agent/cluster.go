@@ -16,15 +16,12 @@ func (a *Agent) startGossip(ctx context.Context, advertise string) error {
 	if a.cfg.Server {
 		role = gossip.RoleServer
 	}
-	var key []byte
-	if a.cfg.Encrypt != "" {
-		k, err := gossip.DecodeKey(a.cfg.Encrypt)
-		if err != nil {
-			return fmt.Errorf("encrypt: %w", err)
-		}
-		key = k
+	kr, err := a.openKeyring()
+	if err != nil {
+		return err
 	}
-	g, err := gossip.New(gossip.Config{
+	a.keyring = kr
+	g, err := gossip.NewWithKeyring(gossip.Config{
 		Name:          a.cfg.NodeName,
 		BindAddr:      a.cfg.BindAddr,
 		BindPort:      a.cfg.GossipPort,
@@ -33,10 +30,9 @@ func (a *Agent) startGossip(ctx context.Context, advertise string) error {
 		RPCAddr:       a.rpcAdvertise,
 		Version:       version,
 		System:        a.cfg.System,
-		EncryptKey:    key,
 		Logger:        a.log.With("component", "gossip"),
 		Fast:          a.cfg.Dev || a.cfg.DevTiming,
-	})
+	}, kr)
 	if err != nil {
 		return fmt.Errorf("gossip-port: %w", err)
 	}

@@ -63,6 +63,7 @@ func commands() []command {
 		leaveCommand(),
 		forceLeaveCommand(),
 		keygenCommand(),
+		keyringCommand(),
 		versionCommand(),
 		helpCommand(),
 	}

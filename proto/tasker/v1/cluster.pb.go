@@ -22,6 +22,66 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// KeyringOp is a gossip keyring operation.
+type KeyringOp int32
+
+const (
+	KeyringOp_KEYRING_OP_UNSPECIFIED KeyringOp = 0
+	// Every key each member holds, and its primary key.
+	KeyringOp_KEYRING_OP_LIST KeyringOp = 1
+	// Add a key (not primary yet): members decrypt with it.
+	KeyringOp_KEYRING_OP_INSTALL KeyringOp = 2
+	// Make an installed key primary: members encrypt with it.
+	KeyringOp_KEYRING_OP_USE KeyringOp = 3
+	// Remove a key that is not primary.
+	KeyringOp_KEYRING_OP_REMOVE KeyringOp = 4
+)
+
+// Enum value maps for KeyringOp.
+var (
+	KeyringOp_name = map[int32]string{
+		0: "KEYRING_OP_UNSPECIFIED",
+		1: "KEYRING_OP_LIST",
+		2: "KEYRING_OP_INSTALL",
+		3: "KEYRING_OP_USE",
+		4: "KEYRING_OP_REMOVE",
+	}
+	KeyringOp_value = map[string]int32{
+		"KEYRING_OP_UNSPECIFIED": 0,
+		"KEYRING_OP_LIST":        1,
+		"KEYRING_OP_INSTALL":     2,
+		"KEYRING_OP_USE":         3,
+		"KEYRING_OP_REMOVE":      4,
+	}
+)
+
+func (x KeyringOp) Enum() *KeyringOp {
+	p := new(KeyringOp)
+	*p = x
+	return p
+}
+
+func (x KeyringOp) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyringOp) Descriptor() protoreflect.EnumDescriptor {
+	return file_tasker_v1_cluster_proto_enumTypes[0].Descriptor()
+}
+
+func (KeyringOp) Type() protoreflect.EnumType {
+	return &file_tasker_v1_cluster_proto_enumTypes[0]
+}
+
+func (x KeyringOp) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyringOp.Descriptor instead.
+func (KeyringOp) EnumDescriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
 // MembersRequest asks for the members.
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1254,6 +1314,301 @@ func (x *BreakersResponse) GetLeader() string {
 	return ""
 }
 
+// KeyringRequest is one keyring operation for the whole cluster.
+type KeyringRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    KeyringOp              `protobuf:"varint,1,opt,name=op,proto3,enum=tasker.v1.KeyringOp" json:"op,omitempty"`
+	// The key, base64 of 16, 24 or 32 bytes (tasker keygen); empty for LIST.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringRequest) Reset() {
+	*x = KeyringRequest{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringRequest) ProtoMessage() {}
+
+func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringRequest.ProtoReflect.Descriptor instead.
+func (*KeyringRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *KeyringRequest) GetOp() KeyringOp {
+	if x != nil {
+		return x.Op
+	}
+	return KeyringOp_KEYRING_OP_UNSPECIFIED
+}
+
+func (x *KeyringRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// KeyringNode is one member's answer.
+type KeyringNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// The operation succeeded there; otherwise error says why.
+	Ok    bool   `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Error string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// The member's keys after the operation (when it answered), base64.
+	Keys          []string `protobuf:"bytes,4,rep,name=keys,proto3" json:"keys,omitempty"`
+	Primary       string   `protobuf:"bytes,5,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringNode) Reset() {
+	*x = KeyringNode{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringNode) ProtoMessage() {}
+
+func (x *KeyringNode) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringNode.ProtoReflect.Descriptor instead.
+func (*KeyringNode) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *KeyringNode) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *KeyringNode) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *KeyringNode) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *KeyringNode) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *KeyringNode) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+// KeyringKey is one key and how many members hold it.
+type KeyringKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// Members that hold the key.
+	Members int32 `protobuf:"varint,2,opt,name=members,proto3" json:"members,omitempty"`
+	// Members that use it as their primary key.
+	Primary       int32 `protobuf:"varint,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringKey) Reset() {
+	*x = KeyringKey{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringKey) ProtoMessage() {}
+
+func (x *KeyringKey) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringKey.ProtoReflect.Descriptor instead.
+func (*KeyringKey) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *KeyringKey) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *KeyringKey) GetMembers() int32 {
+	if x != nil {
+		return x.Members
+	}
+	return 0
+}
+
+func (x *KeyringKey) GetPrimary() int32 {
+	if x != nil {
+		return x.Primary
+	}
+	return 0
+}
+
+// KeyringResponse is every alive member's answer.
+type KeyringResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    KeyringOp              `protobuf:"varint,1,opt,name=op,proto3,enum=tasker.v1.KeyringOp" json:"op,omitempty"`
+	// One per alive member, sorted by node.
+	Nodes []*KeyringNode `protobuf:"bytes,2,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// Members asked, and those that failed or did not answer.
+	Total  int32 `protobuf:"varint,3,opt,name=total,proto3" json:"total,omitempty"`
+	Failed int32 `protobuf:"varint,4,opt,name=failed,proto3" json:"failed,omitempty"`
+	// Every key the members that answered hold, sorted by key.
+	Keys []*KeyringKey `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	// Members gossip knows but that are not alive (dead or left), as
+	// "name (status)": not asked; they need the new key when they come back.
+	NotAsked []string `protobuf:"bytes,6,rep,name=not_asked,json=notAsked,proto3" json:"not_asked,omitempty"`
+	// The agent that asked them.
+	Agent         string `protobuf:"bytes,7,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringResponse) Reset() {
+	*x = KeyringResponse{}
+	mi := &file_tasker_v1_cluster_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringResponse) ProtoMessage() {}
+
+func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_cluster_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringResponse.ProtoReflect.Descriptor instead.
+func (*KeyringResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_cluster_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *KeyringResponse) GetOp() KeyringOp {
+	if x != nil {
+		return x.Op
+	}
+	return KeyringOp_KEYRING_OP_UNSPECIFIED
+}
+
+func (x *KeyringResponse) GetNodes() []*KeyringNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *KeyringResponse) GetTotal() int32 {
+	if x != nil {
+		return x.Total
+	}
+	return 0
+}
+
+func (x *KeyringResponse) GetFailed() int32 {
+	if x != nil {
+		return x.Failed
+	}
+	return 0
+}
+
+func (x *KeyringResponse) GetKeys() []*KeyringKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *KeyringResponse) GetNotAsked() []string {
+	if x != nil {
+		return x.NotAsked
+	}
+	return nil
+}
+
+func (x *KeyringResponse) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
 var File_tasker_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_cluster_proto_rawDesc = "" +
@@ -1329,7 +1684,35 @@ const file_tasker_v1_cluster_proto_rawDesc = "" +
 	"\tin_flight\x18\t \x01(\x05R\binFlight\"Z\n" +
 	"\x10BreakersResponse\x12.\n" +
 	"\bbreakers\x18\x01 \x03(\v2\x12.tasker.v1.BreakerR\bbreakers\x12\x16\n" +
-	"\x06leader\x18\x02 \x01(\tR\x06leader2\xc5\x05\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\"H\n" +
+	"\x0eKeyringRequest\x12$\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x14.tasker.v1.KeyringOpR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"u\n" +
+	"\vKeyringNode\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\x12\x12\n" +
+	"\x04keys\x18\x04 \x03(\tR\x04keys\x12\x18\n" +
+	"\aprimary\x18\x05 \x01(\tR\aprimary\"R\n" +
+	"\n" +
+	"KeyringKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x18\n" +
+	"\amembers\x18\x02 \x01(\x05R\amembers\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\x05R\aprimary\"\xf1\x01\n" +
+	"\x0fKeyringResponse\x12$\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x14.tasker.v1.KeyringOpR\x02op\x12,\n" +
+	"\x05nodes\x18\x02 \x03(\v2\x16.tasker.v1.KeyringNodeR\x05nodes\x12\x14\n" +
+	"\x05total\x18\x03 \x01(\x05R\x05total\x12\x16\n" +
+	"\x06failed\x18\x04 \x01(\x05R\x06failed\x12)\n" +
+	"\x04keys\x18\x05 \x03(\v2\x15.tasker.v1.KeyringKeyR\x04keys\x12\x1b\n" +
+	"\tnot_asked\x18\x06 \x03(\tR\bnotAsked\x12\x14\n" +
+	"\x05agent\x18\a \x01(\tR\x05agent*\x7f\n" +
+	"\tKeyringOp\x12\x1a\n" +
+	"\x16KEYRING_OP_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fKEYRING_OP_LIST\x10\x01\x12\x16\n" +
+	"\x12KEYRING_OP_INSTALL\x10\x02\x12\x12\n" +
+	"\x0eKEYRING_OP_USE\x10\x03\x12\x15\n" +
+	"\x11KEYRING_OP_REMOVE\x10\x042\x87\x06\n" +
 	"\x0eClusterService\x12E\n" +
 	"\aMembers\x12\x19.tasker.v1.MembersRequest\x1a\x1a.tasker.v1.MembersResponse\"\x03\x90\x02\x01\x12K\n" +
 	"\tRaftPeers\x12\x1b.tasker.v1.RaftPeersRequest\x1a\x1c.tasker.v1.RaftPeersResponse\"\x03\x90\x02\x01\x12Q\n" +
@@ -1341,7 +1724,8 @@ const file_tasker_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"ForceLeave\x12\x1c.tasker.v1.ForceLeaveRequest\x1a\x1d.tasker.v1.ForceLeaveResponse\x12T\n" +
 	"\fCapabilities\x12\x1e.tasker.v1.CapabilitiesRequest\x1a\x1f.tasker.v1.CapabilitiesResponse\"\x03\x90\x02\x01\x12H\n" +
-	"\bBreakers\x12\x1a.tasker.v1.BreakersRequest\x1a\x1b.tasker.v1.BreakersResponse\"\x03\x90\x02\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
+	"\bBreakers\x12\x1a.tasker.v1.BreakersRequest\x1a\x1b.tasker.v1.BreakersResponse\"\x03\x90\x02\x01\x12@\n" +
+	"\aKeyring\x12\x19.tasker.v1.KeyringRequest\x1a\x1a.tasker.v1.KeyringResponseB7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
 
 var (
 	file_tasker_v1_cluster_proto_rawDescOnce sync.Once
@@ -1355,64 +1739,76 @@ func file_tasker_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_tasker_v1_cluster_proto_rawDescData
 }
 
-var file_tasker_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_tasker_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_tasker_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_tasker_v1_cluster_proto_goTypes = []any{
-	(*MembersRequest)(nil),          // 0: tasker.v1.MembersRequest
-	(*Member)(nil),                  // 1: tasker.v1.Member
-	(*MembersResponse)(nil),         // 2: tasker.v1.MembersResponse
-	(*RaftPeersRequest)(nil),        // 3: tasker.v1.RaftPeersRequest
-	(*RaftPeer)(nil),                // 4: tasker.v1.RaftPeer
-	(*RaftPeersResponse)(nil),       // 5: tasker.v1.RaftPeersResponse
-	(*SnapshotSaveRequest)(nil),     // 6: tasker.v1.SnapshotSaveRequest
-	(*SnapshotSaveResponse)(nil),    // 7: tasker.v1.SnapshotSaveResponse
-	(*SnapshotRestoreRequest)(nil),  // 8: tasker.v1.SnapshotRestoreRequest
-	(*SnapshotRestoreResponse)(nil), // 9: tasker.v1.SnapshotRestoreResponse
-	(*RemovePeerRequest)(nil),       // 10: tasker.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),      // 11: tasker.v1.RemovePeerResponse
-	(*LeaveRequest)(nil),            // 12: tasker.v1.LeaveRequest
-	(*LeaveResponse)(nil),           // 13: tasker.v1.LeaveResponse
-	(*ForceLeaveRequest)(nil),       // 14: tasker.v1.ForceLeaveRequest
-	(*ForceLeaveResponse)(nil),      // 15: tasker.v1.ForceLeaveResponse
-	(*CapabilitiesRequest)(nil),     // 16: tasker.v1.CapabilitiesRequest
-	(*CapabilityProviders)(nil),     // 17: tasker.v1.CapabilityProviders
-	(*CapabilityProvider)(nil),      // 18: tasker.v1.CapabilityProvider
-	(*CapabilitiesResponse)(nil),    // 19: tasker.v1.CapabilitiesResponse
-	(*BreakersRequest)(nil),         // 20: tasker.v1.BreakersRequest
-	(*Breaker)(nil),                 // 21: tasker.v1.Breaker
-	(*BreakersResponse)(nil),        // 22: tasker.v1.BreakersResponse
-	(*timestamppb.Timestamp)(nil),   // 23: google.protobuf.Timestamp
+	(KeyringOp)(0),                  // 0: tasker.v1.KeyringOp
+	(*MembersRequest)(nil),          // 1: tasker.v1.MembersRequest
+	(*Member)(nil),                  // 2: tasker.v1.Member
+	(*MembersResponse)(nil),         // 3: tasker.v1.MembersResponse
+	(*RaftPeersRequest)(nil),        // 4: tasker.v1.RaftPeersRequest
+	(*RaftPeer)(nil),                // 5: tasker.v1.RaftPeer
+	(*RaftPeersResponse)(nil),       // 6: tasker.v1.RaftPeersResponse
+	(*SnapshotSaveRequest)(nil),     // 7: tasker.v1.SnapshotSaveRequest
+	(*SnapshotSaveResponse)(nil),    // 8: tasker.v1.SnapshotSaveResponse
+	(*SnapshotRestoreRequest)(nil),  // 9: tasker.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil), // 10: tasker.v1.SnapshotRestoreResponse
+	(*RemovePeerRequest)(nil),       // 11: tasker.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),      // 12: tasker.v1.RemovePeerResponse
+	(*LeaveRequest)(nil),            // 13: tasker.v1.LeaveRequest
+	(*LeaveResponse)(nil),           // 14: tasker.v1.LeaveResponse
+	(*ForceLeaveRequest)(nil),       // 15: tasker.v1.ForceLeaveRequest
+	(*ForceLeaveResponse)(nil),      // 16: tasker.v1.ForceLeaveResponse
+	(*CapabilitiesRequest)(nil),     // 17: tasker.v1.CapabilitiesRequest
+	(*CapabilityProviders)(nil),     // 18: tasker.v1.CapabilityProviders
+	(*CapabilityProvider)(nil),      // 19: tasker.v1.CapabilityProvider
+	(*CapabilitiesResponse)(nil),    // 20: tasker.v1.CapabilitiesResponse
+	(*BreakersRequest)(nil),         // 21: tasker.v1.BreakersRequest
+	(*Breaker)(nil),                 // 22: tasker.v1.Breaker
+	(*BreakersResponse)(nil),        // 23: tasker.v1.BreakersResponse
+	(*KeyringRequest)(nil),          // 24: tasker.v1.KeyringRequest
+	(*KeyringNode)(nil),             // 25: tasker.v1.KeyringNode
+	(*KeyringKey)(nil),              // 26: tasker.v1.KeyringKey
+	(*KeyringResponse)(nil),         // 27: tasker.v1.KeyringResponse
+	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
 }
 var file_tasker_v1_cluster_proto_depIdxs = []int32{
-	1,  // 0: tasker.v1.MembersResponse.members:type_name -> tasker.v1.Member
-	4,  // 1: tasker.v1.RaftPeersResponse.peers:type_name -> tasker.v1.RaftPeer
-	18, // 2: tasker.v1.CapabilityProviders.providers:type_name -> tasker.v1.CapabilityProvider
-	17, // 3: tasker.v1.CapabilitiesResponse.capabilities:type_name -> tasker.v1.CapabilityProviders
-	23, // 4: tasker.v1.Breaker.since:type_name -> google.protobuf.Timestamp
-	23, // 5: tasker.v1.Breaker.open_until:type_name -> google.protobuf.Timestamp
-	21, // 6: tasker.v1.BreakersResponse.breakers:type_name -> tasker.v1.Breaker
-	0,  // 7: tasker.v1.ClusterService.Members:input_type -> tasker.v1.MembersRequest
-	3,  // 8: tasker.v1.ClusterService.RaftPeers:input_type -> tasker.v1.RaftPeersRequest
-	6,  // 9: tasker.v1.ClusterService.SnapshotSave:input_type -> tasker.v1.SnapshotSaveRequest
-	8,  // 10: tasker.v1.ClusterService.SnapshotRestore:input_type -> tasker.v1.SnapshotRestoreRequest
-	10, // 11: tasker.v1.ClusterService.RemovePeer:input_type -> tasker.v1.RemovePeerRequest
-	12, // 12: tasker.v1.ClusterService.Leave:input_type -> tasker.v1.LeaveRequest
-	14, // 13: tasker.v1.ClusterService.ForceLeave:input_type -> tasker.v1.ForceLeaveRequest
-	16, // 14: tasker.v1.ClusterService.Capabilities:input_type -> tasker.v1.CapabilitiesRequest
-	20, // 15: tasker.v1.ClusterService.Breakers:input_type -> tasker.v1.BreakersRequest
-	2,  // 16: tasker.v1.ClusterService.Members:output_type -> tasker.v1.MembersResponse
-	5,  // 17: tasker.v1.ClusterService.RaftPeers:output_type -> tasker.v1.RaftPeersResponse
-	7,  // 18: tasker.v1.ClusterService.SnapshotSave:output_type -> tasker.v1.SnapshotSaveResponse
-	9,  // 19: tasker.v1.ClusterService.SnapshotRestore:output_type -> tasker.v1.SnapshotRestoreResponse
-	11, // 20: tasker.v1.ClusterService.RemovePeer:output_type -> tasker.v1.RemovePeerResponse
-	13, // 21: tasker.v1.ClusterService.Leave:output_type -> tasker.v1.LeaveResponse
-	15, // 22: tasker.v1.ClusterService.ForceLeave:output_type -> tasker.v1.ForceLeaveResponse
-	19, // 23: tasker.v1.ClusterService.Capabilities:output_type -> tasker.v1.CapabilitiesResponse
-	22, // 24: tasker.v1.ClusterService.Breakers:output_type -> tasker.v1.BreakersResponse
-	16, // [16:25] is the sub-list for method output_type
-	7,  // [7:16] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	2,  // 0: tasker.v1.MembersResponse.members:type_name -> tasker.v1.Member
+	5,  // 1: tasker.v1.RaftPeersResponse.peers:type_name -> tasker.v1.RaftPeer
+	19, // 2: tasker.v1.CapabilityProviders.providers:type_name -> tasker.v1.CapabilityProvider
+	18, // 3: tasker.v1.CapabilitiesResponse.capabilities:type_name -> tasker.v1.CapabilityProviders
+	28, // 4: tasker.v1.Breaker.since:type_name -> google.protobuf.Timestamp
+	28, // 5: tasker.v1.Breaker.open_until:type_name -> google.protobuf.Timestamp
+	22, // 6: tasker.v1.BreakersResponse.breakers:type_name -> tasker.v1.Breaker
+	0,  // 7: tasker.v1.KeyringRequest.op:type_name -> tasker.v1.KeyringOp
+	0,  // 8: tasker.v1.KeyringResponse.op:type_name -> tasker.v1.KeyringOp
+	25, // 9: tasker.v1.KeyringResponse.nodes:type_name -> tasker.v1.KeyringNode
+	26, // 10: tasker.v1.KeyringResponse.keys:type_name -> tasker.v1.KeyringKey
+	1,  // 11: tasker.v1.ClusterService.Members:input_type -> tasker.v1.MembersRequest
+	4,  // 12: tasker.v1.ClusterService.RaftPeers:input_type -> tasker.v1.RaftPeersRequest
+	7,  // 13: tasker.v1.ClusterService.SnapshotSave:input_type -> tasker.v1.SnapshotSaveRequest
+	9,  // 14: tasker.v1.ClusterService.SnapshotRestore:input_type -> tasker.v1.SnapshotRestoreRequest
+	11, // 15: tasker.v1.ClusterService.RemovePeer:input_type -> tasker.v1.RemovePeerRequest
+	13, // 16: tasker.v1.ClusterService.Leave:input_type -> tasker.v1.LeaveRequest
+	15, // 17: tasker.v1.ClusterService.ForceLeave:input_type -> tasker.v1.ForceLeaveRequest
+	17, // 18: tasker.v1.ClusterService.Capabilities:input_type -> tasker.v1.CapabilitiesRequest
+	21, // 19: tasker.v1.ClusterService.Breakers:input_type -> tasker.v1.BreakersRequest
+	24, // 20: tasker.v1.ClusterService.Keyring:input_type -> tasker.v1.KeyringRequest
+	3,  // 21: tasker.v1.ClusterService.Members:output_type -> tasker.v1.MembersResponse
+	6,  // 22: tasker.v1.ClusterService.RaftPeers:output_type -> tasker.v1.RaftPeersResponse
+	8,  // 23: tasker.v1.ClusterService.SnapshotSave:output_type -> tasker.v1.SnapshotSaveResponse
+	10, // 24: tasker.v1.ClusterService.SnapshotRestore:output_type -> tasker.v1.SnapshotRestoreResponse
+	12, // 25: tasker.v1.ClusterService.RemovePeer:output_type -> tasker.v1.RemovePeerResponse
+	14, // 26: tasker.v1.ClusterService.Leave:output_type -> tasker.v1.LeaveResponse
+	16, // 27: tasker.v1.ClusterService.ForceLeave:output_type -> tasker.v1.ForceLeaveResponse
+	20, // 28: tasker.v1.ClusterService.Capabilities:output_type -> tasker.v1.CapabilitiesResponse
+	23, // 29: tasker.v1.ClusterService.Breakers:output_type -> tasker.v1.BreakersResponse
+	27, // 30: tasker.v1.ClusterService.Keyring:output_type -> tasker.v1.KeyringResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_tasker_v1_cluster_proto_init() }
@@ -1425,13 +1821,14 @@ func file_tasker_v1_cluster_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_v1_cluster_proto_rawDesc), len(file_tasker_v1_cluster_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   23,
+			NumEnums:      1,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_tasker_v1_cluster_proto_goTypes,
 		DependencyIndexes: file_tasker_v1_cluster_proto_depIdxs,
+		EnumInfos:         file_tasker_v1_cluster_proto_enumTypes,
 		MessageInfos:      file_tasker_v1_cluster_proto_msgTypes,
 	}.Build()
 	File_tasker_v1_cluster_proto = out.File

@@ -566,11 +566,127 @@ func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
 	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
+// KeyringRequest is one keyring operation on this agent.
+type KeyringRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    v1.KeyringOp           `protobuf:"varint,1,opt,name=op,proto3,enum=tasker.v1.KeyringOp" json:"op,omitempty"`
+	// base64; empty for LIST.
+	Key           string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringRequest) Reset() {
+	*x = KeyringRequest{}
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringRequest) ProtoMessage() {}
+
+func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringRequest.ProtoReflect.Descriptor instead.
+func (*KeyringRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *KeyringRequest) GetOp() v1.KeyringOp {
+	if x != nil {
+		return x.Op
+	}
+	return v1.KeyringOp(0)
+}
+
+func (x *KeyringRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+// KeyringResponse is this agent's keyring after the operation.
+type KeyringResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Node  string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	// Every key, the primary first, base64.
+	Keys          []string `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	Primary       string   `protobuf:"bytes,3,opt,name=primary,proto3" json:"primary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyringResponse) Reset() {
+	*x = KeyringResponse{}
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyringResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyringResponse) ProtoMessage() {}
+
+func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyringResponse.ProtoReflect.Descriptor instead.
+func (*KeyringResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *KeyringResponse) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *KeyringResponse) GetKeys() []string {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *KeyringResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
 var File_tasker_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1btasker/agent/v1/agent.proto\x12\x0ftasker.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16tasker/v1/worker.proto\"(\n" +
+	"\x1btasker/agent/v1/agent.proto\x12\x0ftasker.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tasker/v1/cluster.proto\x1a\x16tasker/v1/worker.proto\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"@\n" +
 	"\rApplyResponse\x12/\n" +
@@ -610,13 +726,21 @@ const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"cluster_id\x18\v \x01(\tR\tclusterId\"#\n" +
 	"\x11RemovePeerRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x14\n" +
-	"\x12RemovePeerResponse2\xcb\x02\n" +
+	"\x12RemovePeerResponse\"H\n" +
+	"\x0eKeyringRequest\x12$\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x14.tasker.v1.KeyringOpR\x02op\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\"S\n" +
+	"\x0fKeyringResponse\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
+	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x18\n" +
+	"\aprimary\x18\x03 \x01(\tR\aprimary2\x99\x03\n" +
 	"\fAgentService\x12F\n" +
 	"\x05Apply\x12\x1d.tasker.agent.v1.ApplyRequest\x1a\x1e.tasker.agent.v1.ApplyResponse\x12L\n" +
 	"\aDeliver\x12\x1f.tasker.agent.v1.DeliverRequest\x1a .tasker.agent.v1.DeliverResponse\x12N\n" +
 	"\x06Status\x12\x1e.tasker.agent.v1.StatusRequest\x1a\x1f.tasker.agent.v1.StatusResponse\"\x03\x90\x02\x01\x12U\n" +
 	"\n" +
-	"RemovePeer\x12\".tasker.agent.v1.RemovePeerRequest\x1a#.tasker.agent.v1.RemovePeerResponseB<Z:github.com/tasker-run/tasker/proto/tasker/agent/v1;agentv1b\x06proto3"
+	"RemovePeer\x12\".tasker.agent.v1.RemovePeerRequest\x1a#.tasker.agent.v1.RemovePeerResponse\x12L\n" +
+	"\aKeyring\x12\x1f.tasker.agent.v1.KeyringRequest\x1a .tasker.agent.v1.KeyringResponseB<Z:github.com/tasker-run/tasker/proto/tasker/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_tasker_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -630,7 +754,7 @@ func file_tasker_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_tasker_agent_v1_agent_proto_rawDescData
 }
 
-var file_tasker_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_tasker_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_tasker_agent_v1_agent_proto_goTypes = []any{
 	(*ApplyRequest)(nil),          // 0: tasker.agent.v1.ApplyRequest
 	(*ApplyResponse)(nil),         // 1: tasker.agent.v1.ApplyResponse
@@ -641,27 +765,33 @@ var file_tasker_agent_v1_agent_proto_goTypes = []any{
 	(*StatusResponse)(nil),        // 6: tasker.agent.v1.StatusResponse
 	(*RemovePeerRequest)(nil),     // 7: tasker.agent.v1.RemovePeerRequest
 	(*RemovePeerResponse)(nil),    // 8: tasker.agent.v1.RemovePeerResponse
-	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
-	(*v1.StepAssignment)(nil),     // 10: tasker.v1.StepAssignment
+	(*KeyringRequest)(nil),        // 9: tasker.agent.v1.KeyringRequest
+	(*KeyringResponse)(nil),       // 10: tasker.agent.v1.KeyringResponse
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*v1.StepAssignment)(nil),     // 12: tasker.v1.StepAssignment
+	(v1.KeyringOp)(0),             // 13: tasker.v1.KeyringOp
 }
 var file_tasker_agent_v1_agent_proto_depIdxs = []int32{
 	2,  // 0: tasker.agent.v1.ApplyResponse.result:type_name -> tasker.agent.v1.Result
-	9,  // 1: tasker.agent.v1.Result.retry_at:type_name -> google.protobuf.Timestamp
+	11, // 1: tasker.agent.v1.Result.retry_at:type_name -> google.protobuf.Timestamp
 	2,  // 2: tasker.agent.v1.Result.batch:type_name -> tasker.agent.v1.Result
-	10, // 3: tasker.agent.v1.DeliverRequest.assignment:type_name -> tasker.v1.StepAssignment
-	0,  // 4: tasker.agent.v1.AgentService.Apply:input_type -> tasker.agent.v1.ApplyRequest
-	3,  // 5: tasker.agent.v1.AgentService.Deliver:input_type -> tasker.agent.v1.DeliverRequest
-	5,  // 6: tasker.agent.v1.AgentService.Status:input_type -> tasker.agent.v1.StatusRequest
-	7,  // 7: tasker.agent.v1.AgentService.RemovePeer:input_type -> tasker.agent.v1.RemovePeerRequest
-	1,  // 8: tasker.agent.v1.AgentService.Apply:output_type -> tasker.agent.v1.ApplyResponse
-	4,  // 9: tasker.agent.v1.AgentService.Deliver:output_type -> tasker.agent.v1.DeliverResponse
-	6,  // 10: tasker.agent.v1.AgentService.Status:output_type -> tasker.agent.v1.StatusResponse
-	8,  // 11: tasker.agent.v1.AgentService.RemovePeer:output_type -> tasker.agent.v1.RemovePeerResponse
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	12, // 3: tasker.agent.v1.DeliverRequest.assignment:type_name -> tasker.v1.StepAssignment
+	13, // 4: tasker.agent.v1.KeyringRequest.op:type_name -> tasker.v1.KeyringOp
+	0,  // 5: tasker.agent.v1.AgentService.Apply:input_type -> tasker.agent.v1.ApplyRequest
+	3,  // 6: tasker.agent.v1.AgentService.Deliver:input_type -> tasker.agent.v1.DeliverRequest
+	5,  // 7: tasker.agent.v1.AgentService.Status:input_type -> tasker.agent.v1.StatusRequest
+	7,  // 8: tasker.agent.v1.AgentService.RemovePeer:input_type -> tasker.agent.v1.RemovePeerRequest
+	9,  // 9: tasker.agent.v1.AgentService.Keyring:input_type -> tasker.agent.v1.KeyringRequest
+	1,  // 10: tasker.agent.v1.AgentService.Apply:output_type -> tasker.agent.v1.ApplyResponse
+	4,  // 11: tasker.agent.v1.AgentService.Deliver:output_type -> tasker.agent.v1.DeliverResponse
+	6,  // 12: tasker.agent.v1.AgentService.Status:output_type -> tasker.agent.v1.StatusResponse
+	8,  // 13: tasker.agent.v1.AgentService.RemovePeer:output_type -> tasker.agent.v1.RemovePeerResponse
+	10, // 14: tasker.agent.v1.AgentService.Keyring:output_type -> tasker.agent.v1.KeyringResponse
+	10, // [10:15] is the sub-list for method output_type
+	5,  // [5:10] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_tasker_agent_v1_agent_proto_init() }
@@ -675,7 +805,7 @@ func file_tasker_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_agent_v1_agent_proto_rawDesc), len(file_tasker_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

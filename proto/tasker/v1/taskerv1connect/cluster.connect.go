@@ -57,6 +57,8 @@ const (
 	ClusterServiceCapabilitiesProcedure = "/tasker.v1.ClusterService/Capabilities"
 	// ClusterServiceBreakersProcedure is the fully-qualified name of the ClusterService's Breakers RPC.
 	ClusterServiceBreakersProcedure = "/tasker.v1.ClusterService/Breakers"
+	// ClusterServiceKeyringProcedure is the fully-qualified name of the ClusterService's Keyring RPC.
+	ClusterServiceKeyringProcedure = "/tasker.v1.ClusterService/Keyring"
 )
 
 // ClusterServiceClient is a client for the tasker.v1.ClusterService service.
@@ -85,6 +87,10 @@ type ClusterServiceClient interface {
 	// Breakers lists the leader's circuit breakers, one per agent and
 	// capability it dispatched to.
 	Breakers(context.Context, *connect.Request[v1.BreakersRequest]) (*connect.Response[v1.BreakersResponse], error)
+	// Keyring lists or rotates the gossip encryption keys of every alive
+	// member: the agent that receives it asks each one over
+	// AgentService.Keyring and reports each member's answer. Operators only.
+	Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the tasker.v1.ClusterService service. By default,
@@ -156,6 +162,12 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		keyring: connect.NewClient[v1.KeyringRequest, v1.KeyringResponse](
+			httpClient,
+			baseURL+ClusterServiceKeyringProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Keyring")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -170,6 +182,7 @@ type clusterServiceClient struct {
 	forceLeave      *connect.Client[v1.ForceLeaveRequest, v1.ForceLeaveResponse]
 	capabilities    *connect.Client[v1.CapabilitiesRequest, v1.CapabilitiesResponse]
 	breakers        *connect.Client[v1.BreakersRequest, v1.BreakersResponse]
+	keyring         *connect.Client[v1.KeyringRequest, v1.KeyringResponse]
 }
 
 // Members calls tasker.v1.ClusterService.Members.
@@ -217,6 +230,11 @@ func (c *clusterServiceClient) Breakers(ctx context.Context, req *connect.Reques
 	return c.breakers.CallUnary(ctx, req)
 }
 
+// Keyring calls tasker.v1.ClusterService.Keyring.
+func (c *clusterServiceClient) Keyring(ctx context.Context, req *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error) {
+	return c.keyring.CallUnary(ctx, req)
+}
+
 // ClusterServiceHandler is an implementation of the tasker.v1.ClusterService service.
 type ClusterServiceHandler interface {
 	// Members lists the agents this agent knows.
@@ -243,6 +261,10 @@ type ClusterServiceHandler interface {
 	// Breakers lists the leader's circuit breakers, one per agent and
 	// capability it dispatched to.
 	Breakers(context.Context, *connect.Request[v1.BreakersRequest]) (*connect.Response[v1.BreakersResponse], error)
+	// Keyring lists or rotates the gossip encryption keys of every alive
+	// member: the agent that receives it asks each one over
+	// AgentService.Keyring and reports each member's answer. Operators only.
+	Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -310,6 +332,12 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceKeyringHandler := connect.NewUnaryHandler(
+		ClusterServiceKeyringProcedure,
+		svc.Keyring,
+		connect.WithSchema(clusterServiceMethods.ByName("Keyring")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceMembersProcedure:
@@ -330,6 +358,8 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 			clusterServiceCapabilitiesHandler.ServeHTTP(w, r)
 		case ClusterServiceBreakersProcedure:
 			clusterServiceBreakersHandler.ServeHTTP(w, r)
+		case ClusterServiceKeyringProcedure:
+			clusterServiceKeyringHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -373,4 +403,8 @@ func (UnimplementedClusterServiceHandler) Capabilities(context.Context, *connect
 
 func (UnimplementedClusterServiceHandler) Breakers(context.Context, *connect.Request[v1.BreakersRequest]) (*connect.Response[v1.BreakersResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.Breakers is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.ClusterService.Keyring is not implemented"))
 }

@@ -41,6 +41,8 @@ const (
 	AgentServiceStatusProcedure = "/tasker.agent.v1.AgentService/Status"
 	// AgentServiceRemovePeerProcedure is the fully-qualified name of the AgentService's RemovePeer RPC.
 	AgentServiceRemovePeerProcedure = "/tasker.agent.v1.AgentService/RemovePeer"
+	// AgentServiceKeyringProcedure is the fully-qualified name of the AgentService's Keyring RPC.
+	AgentServiceKeyringProcedure = "/tasker.agent.v1.AgentService/Keyring"
 )
 
 // AgentServiceClient is a client for the tasker.agent.v1.AgentService service.
@@ -56,6 +58,11 @@ type AgentServiceClient interface {
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 	// RemovePeer, on the leader, removes a server from the Raft configuration.
 	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
+	// Keyring lists or changes this agent's gossip encryption keys, for the
+	// agent that fans an operator's ClusterService.Keyring out. INVALID_ARGUMENT
+	// for a bad key; FAILED_PRECONDITION when gossip is not encrypted here,
+	// for USE of a key not installed, and for REMOVE of the primary key.
+	Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the tasker.agent.v1.AgentService service. By
@@ -94,6 +101,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("RemovePeer")),
 			connect.WithClientOptions(opts...),
 		),
+		keyring: connect.NewClient[v1.KeyringRequest, v1.KeyringResponse](
+			httpClient,
+			baseURL+AgentServiceKeyringProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Keyring")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -103,6 +116,7 @@ type agentServiceClient struct {
 	deliver    *connect.Client[v1.DeliverRequest, v1.DeliverResponse]
 	status     *connect.Client[v1.StatusRequest, v1.StatusResponse]
 	removePeer *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
+	keyring    *connect.Client[v1.KeyringRequest, v1.KeyringResponse]
 }
 
 // Apply calls tasker.agent.v1.AgentService.Apply.
@@ -125,6 +139,11 @@ func (c *agentServiceClient) RemovePeer(ctx context.Context, req *connect.Reques
 	return c.removePeer.CallUnary(ctx, req)
 }
 
+// Keyring calls tasker.agent.v1.AgentService.Keyring.
+func (c *agentServiceClient) Keyring(ctx context.Context, req *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error) {
+	return c.keyring.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the tasker.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// Apply commits an encoded tasker.fsm.v1.Command on the leader. A
@@ -138,6 +157,11 @@ type AgentServiceHandler interface {
 	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 	// RemovePeer, on the leader, removes a server from the Raft configuration.
 	RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error)
+	// Keyring lists or changes this agent's gossip encryption keys, for the
+	// agent that fans an operator's ClusterService.Keyring out. INVALID_ARGUMENT
+	// for a bad key; FAILED_PRECONDITION when gossip is not encrypted here,
+	// for USE of a key not installed, and for REMOVE of the primary key.
+	Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -172,6 +196,12 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("RemovePeer")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceKeyringHandler := connect.NewUnaryHandler(
+		AgentServiceKeyringProcedure,
+		svc.Keyring,
+		connect.WithSchema(agentServiceMethods.ByName("Keyring")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceApplyProcedure:
@@ -182,6 +212,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceStatusHandler.ServeHTTP(w, r)
 		case AgentServiceRemovePeerProcedure:
 			agentServiceRemovePeerHandler.ServeHTTP(w, r)
+		case AgentServiceKeyringProcedure:
+			agentServiceKeyringHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -205,4 +237,8 @@ func (UnimplementedAgentServiceHandler) Status(context.Context, *connect.Request
 
 func (UnimplementedAgentServiceHandler) RemovePeer(context.Context, *connect.Request[v1.RemovePeerRequest]) (*connect.Response[v1.RemovePeerResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.agent.v1.AgentService.RemovePeer is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.agent.v1.AgentService.Keyring is not implemented"))
 }
