@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,11 @@ type Config struct {
 	NakDelay time.Duration
 	Logger   *slog.Logger
 }
+
+// streamDuplicates is the stream's de-duplication window: publishes of
+// one ID inside it are dropped by the server, which absorbs most outbox
+// retries.
+const streamDuplicates = 2 * time.Minute
 
 // idHeader carries Message.ID.
 const idHeader = "Tasker-Id"
@@ -157,19 +163,26 @@ func New(ctx context.Context, cfg Config) (*Bus, error) {
 	// client connecting must not cut off the steps published to them.
 	subjects := []string{"tasker.>"}
 	if old, err := js.Stream(ctx, cfg.Stream); err == nil {
-		for _, s := range old.CachedInfo().Config.Subjects {
+		oc := old.CachedInfo().Config
+		if slices.Contains(oc.Subjects, subjects[0]) && oc.Storage == jetstream.FileStorage && oc.Duplicates == streamDuplicates {
+			// Already as wanted. Updating it anyway would race the
+			// consumers others create meanwhile: nats-server 2.15 reads
+			// the store's config unlocked while an update writes it (the
+			// race detector caught it in e2e).
+			b.stream = old
+			return b, nil
+		}
+		for _, s := range oc.Subjects {
 			if s != subjects[0] {
 				subjects = append(subjects, s)
 			}
 		}
 	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:     cfg.Stream,
-		Subjects: subjects,
-		Storage:  jetstream.FileStorage,
-		// Duplicate publishes of one ID inside this window are dropped by
-		// the server, which absorbs most outbox retries.
-		Duplicates: 2 * time.Minute,
+		Name:       cfg.Stream,
+		Subjects:   subjects,
+		Storage:    jetstream.FileStorage,
+		Duplicates: streamDuplicates,
 	})
 	if err != nil {
 		b.Close()
