@@ -92,9 +92,11 @@ func TestForwardedStartTaskIsIdempotent(t *testing.T) {
 	if err != nil || !first.GetCreated() || first.GetTask().GetId() != "tsk_0123456789abcdefghjk" {
 		t.Fatalf("first start = %v, %v", first, err)
 	}
+	// The same call (same task id) answered as the first time: it did
+	// create the task.
 	again, err := send(orderInput)
-	if err != nil || again.GetCreated() || again.GetTask().GetId() != first.GetTask().GetId() {
-		t.Fatalf("re-sent start = %v, %v; want the same task, not created", again, err)
+	if err != nil || !again.GetCreated() || again.GetTask().GetId() != first.GetTask().GetId() {
+		t.Fatalf("re-sent start = %v, %v; want the same task, created", again, err)
 	}
 	if _, n := srv.state.Counts(); n != 1 {
 		t.Fatalf("%d tasks after a re-sent start, want 1", n)

@@ -285,8 +285,11 @@ func TestFSMCancelReleasesInFlight(t *testing.T) {
 	if last.Type != EventTaskCancelled || last.Message != "customer changed their mind" {
 		t.Fatalf("last event %+v", last)
 	}
-	if r := h.do(&fsmv1.Command{Kind: &fsmv1.Command_CancelTask{CancelTask: &fsmv1.CancelTask{TaskId: "t1"}}}); !errors.Is(r.Err, ErrTaskEnded) {
-		t.Fatalf("cancelling twice: %v", r.Err)
+	// Cancelling again is acknowledged and changes nothing: a retried
+	// CancelTask must not be told it failed.
+	n := len(h.fx)
+	if r := h.do(&fsmv1.Command{Kind: &fsmv1.Command_CancelTask{CancelTask: &fsmv1.CancelTask{TaskId: "t1"}}}); r.Err != nil || len(h.fx) != n {
+		t.Fatalf("cancelling twice: %v, %d new effects; want nil and none", r.Err, len(h.fx)-n)
 	}
 }
 
@@ -447,8 +450,9 @@ func TestFSMOnlyTheHolderReports(t *testing.T) {
 
 // TestFSMResentCreateIsAcknowledged: a forwarded StartTask retried after a
 // leader change applies the same CreateTask twice; the second application
-// acknowledges the task instead of failing or creating another, while a
-// different task under the same id is still refused.
+// answers as the first did (created, the same task) without creating
+// another, while a different task under the same id is still refused, and
+// another call with the same idempotency key learns it did not create it.
 func TestFSMResentCreateIsAcknowledged(t *testing.T) {
 	h := newHarness(t)
 	h.ok(put(manifest(t)))
@@ -457,14 +461,23 @@ func TestFSMResentCreateIsAcknowledged(t *testing.T) {
 		t.Fatal("first CreateTask did not create")
 	}
 	again := h.do(create("t1", "", orderInput))
-	if again.Err != nil || again.Created || again.TaskID != "t1" {
-		t.Fatalf("re-sent CreateTask = %+v, want acknowledged t1 without creating", again)
+	if again.Err != nil || !again.Created || again.TaskID != "t1" {
+		t.Fatalf("re-sent CreateTask = %+v, want t1, created (the first apply's answer)", again)
 	}
 	if _, n := h.fsm.State().Counts(); n != 1 {
 		t.Fatalf("tasks after re-sent create = %d, want 1", n)
 	}
 	if r := h.do(create("t1", "", `{"other":true}`)); !errors.Is(r.Err, ErrInvalid) {
 		t.Fatalf("a different task under a taken id: %v, want ErrInvalid", r.Err)
+	}
+	// With an idempotency key: the same call again is told it created the
+	// task; another call (another id) with the key is told it did not.
+	h.ok(create("t2", "k", orderInput))
+	if r := h.do(create("t2", "k", orderInput)); r.Err != nil || !r.Created || r.TaskID != "t2" {
+		t.Fatalf("re-sent keyed CreateTask = %+v, want t2, created", r)
+	}
+	if r := h.do(create("t3", "k", orderInput)); r.Err != nil || r.Created || r.TaskID != "t2" {
+		t.Fatalf("another call with the key = %+v, want t2, not created", r)
 	}
 }
 
@@ -556,4 +569,30 @@ func TestFSMStartNamesTheWorker(t *testing.T) {
 	mine := complete("t1", "validate", 1, results["validate"])
 	mine.GetCompleteStep().Worker = "w-7"
 	h.ok(mine)
+}
+
+// A result that completed an attempt before its start was recorded (no
+// worker held yet) is acknowledged when its worker sends it again: results
+// are idempotent per attempt whatever the order the commits landed in.
+func TestFSMResentResultBeforeStartIsAcknowledged(t *testing.T) {
+	h := newHarness(t)
+	h.ok(put(manifest(t)))
+	h.ok(create("t1", "", orderInput))
+	// Dispatched to another agent: its worker is recorded by StartStep,
+	// which has not landed yet.
+	d := dispatch("t1", "validate", 1)
+	d.GetDispatchStep().Worker = ""
+	h.ok(d)
+	first := complete("t1", "validate", 1, results["validate"])
+	first.GetCompleteStep().Worker = "w1"
+	h.ok(first)
+	again := complete("t1", "validate", 1, results["validate"])
+	again.GetCompleteStep().Worker = "w1"
+	if r := h.do(again); r.Err != nil {
+		t.Fatalf("re-sent result from its worker: %v, want acknowledged", r.Err)
+	}
+	other := complete("t1", "validate", 1, `{"valid":false,"risk_score":0.9}`)
+	if r := h.do(other); r.Err == nil {
+		t.Fatal("a different result for a completed attempt was accepted")
+	}
 }

@@ -181,17 +181,21 @@ func (s *State) planRef(p *workflow.Plan) workflow.PlanRef {
 // createTask starts a task, or finds the one its idempotency key started.
 func (s *State) createTask(id, ns, name, version, input, key string, now time.Time, fx *Effects) *Result {
 	ns = nsOr(ns)
+	// Task ids are chosen once per StartTask call (D19), so finding this id
+	// means this call's command was applied before: a forwarded StartTask
+	// retried after a leader change left its outcome unknown. It gets the
+	// answer of the apply that created the task, created = true; answering
+	// false would tell the one caller that created it that someone else
+	// did (found by the linearizability test).
 	if key != "" {
 		if t, ok := s.idem[idemKey{ns, key}]; ok {
-			return &Result{TaskID: t.id, Created: false}
+			return &Result{TaskID: t.id, Created: t.id == id}
 		}
 	}
 	if t, dup := s.tasks[id]; dup {
-		// The same command applied again (a forwarded StartTask retried
-		// after a leader change left its outcome unknown) is acknowledged;
-		// another task under that id is refused.
+		// Another task under that id is refused.
 		if t.ns == ns && t.ver.wf.key.name == name && (version == "" || t.ver.version == version) && t.input == orJSON(input) && t.idem == key {
-			return &Result{TaskID: id, Created: false}
+			return &Result{TaskID: id, Created: true}
 		}
 		return &Result{Err: fmt.Errorf("%w: task id %q is taken", ErrInvalid, id)}
 	}
@@ -400,7 +404,10 @@ func (s *State) alreadyCompleted(id, step string, attempt int, result, worker st
 	if result == "" {
 		result = "{}"
 	}
-	return st.state == workflow.StepComplete && st.attempts == attempt && st.result == result && (worker == "" || worker == st.worker)
+	// The worker rule is current()'s: an attempt completed before its start
+	// was recorded holds no worker, and its worker's re-sent result must
+	// be acknowledged like the first (found by the linearizability test).
+	return st.state == workflow.StepComplete && st.attempts == attempt && st.result == result && (worker == "" || st.worker == "" || worker == st.worker)
 }
 
 // checkResult decodes a result and checks it against the step's contract.
@@ -541,6 +548,11 @@ func (s *State) cancel(id, reason string, now time.Time, fx *Effects) *Result {
 		return &Result{Err: notFound("task %s", id)}
 	}
 	if !t.active {
+		if t.state == workflow.TaskCancelled {
+			// Cancelling is idempotent: a retried CancelTask (its first
+			// answer lost with a leader) must not be told it failed.
+			return &Result{TaskID: id}
+		}
 		return &Result{Err: fmt.Errorf("%w: task %s is %s", ErrTaskEnded, id, t.state)}
 	}
 	inflight, err := s.runs.Cancel(t.ref, nil)

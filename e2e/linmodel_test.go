@@ -151,7 +151,11 @@ func linStep(s linState, in linInput, out linOutput, bugs linBugs) []linState {
 		cancelled := s
 		cancelled.Phase = phaseCancelled
 		switch {
-		case s.Phase != phaseRunning && out.Outcome != outOK:
+		// Cancelling a cancelled task is acknowledged (idempotent); a
+		// task that completed refuses it.
+		case s.Phase == phaseCancelled && (out.Outcome != outRefused || bugs&bugCancelRefused != 0):
+			return []linState{s}
+		case s.Phase == phaseComplete && out.Outcome != outOK:
 			return []linState{s}
 		case s.Phase != phaseRunning:
 		case out.Outcome == outUnknown:
@@ -183,10 +187,11 @@ func linStep(s linState, in linInput, out linOutput, bugs linBugs) []linState {
 	return nil
 }
 
-// linBugs are ways the cluster is known to break the contract: the test
-// reports them but fails only on others (TASKER_LIN_STRICT=1 fails on them
-// too). Each is a write that took effect, answered as if another call had
-// done it first.
+// linBugs are the ways the cluster broke the contract when this test was
+// written. Each was a write that took effect, answered as if another call
+// had done it first. The fixes in consensus/state.go removed the cancel
+// and complete ones and most StartTask ones; a rare StartTask case remains
+// (docs/guarantees.md), which the test tolerates unless TASKER_LIN_STRICT=1.
 type linBugs int
 
 const (
@@ -256,6 +261,9 @@ var (
 	linModel = newLinModel(0)
 	// linModelKnownBugs also accepts the known bugs.
 	linModelKnownBugs = newLinModel(allLinBugs)
+	// linModelResidual accepts only the StartTask bug that remains in
+	// rare runs after the fix (docs/guarantees.md).
+	linModelResidual = newLinModel(bugStartNotCreated)
 )
 
 // linModelBase holds the partition and descriptions of the models.
