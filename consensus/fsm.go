@@ -329,6 +329,9 @@ func (s *State) restoreTask(pt *fsmv1.Task) error {
 	if err != nil {
 		return err
 	}
+	if _, dup := s.tasks[pt.GetId()]; dup {
+		return fmt.Errorf("a second task with this id")
+	}
 	if len(pt.GetSteps()) != v.plan.Len() {
 		return fmt.Errorf("%d steps recorded for a workflow of %d", len(pt.GetSteps()), v.plan.Len())
 	}
@@ -349,7 +352,13 @@ func (s *State) restoreTask(pt *fsmv1.Task) error {
 		}
 		recs[i] = workflow.StepRecord{State: st.state, Attempts: st.attempts, RetryAt: st.retryAt, Blocked: st.blocked}
 	}
-	for _, e := range pt.GetEvents() {
+	for i, e := range pt.GetEvents() {
+		// Dead letters are looked up by an event's sequence number and, by
+		// halves, by its log index (deadletters.go): a history that is not
+		// gap-free and in log order was not written by this FSM.
+		if e.GetSeq() != uint64(i+1) || i > 0 && e.GetIndex() < pt.GetEvents()[i-1].GetIndex() {
+			return fmt.Errorf("event %d of %d is out of order (sequence %d, index %d)", i+1, len(pt.GetEvents()), e.GetSeq(), e.GetIndex())
+		}
 		t.events = append(t.events, Event{
 			Seq: e.GetSeq(), Type: e.GetType(), TaskID: t.id, Step: e.GetStep(), Attempt: int(e.GetAttempt()), At: fromTS(e.GetAt()), Message: e.GetMessage(),
 			Index: e.GetIndex(), Position: int(e.GetPosition()), Code: e.GetCode(),

@@ -536,3 +536,75 @@ func FuzzSnapshotRestore(f *testing.F) {
 		checkReads(t, fresh1.State())
 	})
 }
+
+// TestRestoreRefusesCorruptHistories: snapshots no FSM writes, found by
+// FuzzSnapshotRestore, are refused rather than restored into a state whose
+// reads disagree: a task id twice (one task by id, two by number, both
+// scheduled), and a history out of order (a dead letter listed that
+// GetDeadLetter cannot find; testdata/fuzz/FuzzSnapshotRestore).
+func TestRestoreRefusesCorruptHistories(t *testing.T) {
+	f := fuzzPrelude(t)
+	for i, c := range fuzzSeeds()[2] {
+		c.Now = timestamppb.New(t0.Add(time.Duration(i+1) * time.Second))
+		b, err := Encode(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Apply(&raft.Log{Type: raft.LogCommand, Index: uint64(10 + i), Data: b})
+	}
+	tests := []struct {
+		name   string
+		mutate func(hdr *fsmv1.SnapshotHeader, tasks []*fsmv1.Task) []*fsmv1.Task
+		want   string
+	}{
+		{"task id twice", func(hdr *fsmv1.SnapshotHeader, tasks []*fsmv1.Task) []*fsmv1.Task {
+			dup := proto.Clone(tasks[0]).(*fsmv1.Task)
+			dup.Number = 2
+			hdr.Tasks = 2
+			return append(tasks, dup)
+		}, "a second task with this id"},
+		{"sequence gap", func(_ *fsmv1.SnapshotHeader, tasks []*fsmv1.Task) []*fsmv1.Task {
+			tasks[0].Events[5].Seq = 1777629601
+			return tasks
+		}, "event 6 of"},
+		{"index out of log order", func(_ *fsmv1.SnapshotHeader, tasks []*fsmv1.Task) []*fsmv1.Task {
+			tasks[0].Events[2].Index = 99
+			return tasks
+		}, "event 4 of"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			recs := snapshotRecords(t, mustEncode(t, f))
+			hdr := recs[0].(*fsmv1.SnapshotHeader)
+			var versions []proto.Message
+			var tasks []*fsmv1.Task
+			for _, r := range recs[1:] {
+				if task := r.(*fsmv1.SnapshotRecord).GetTask(); task != nil {
+					tasks = append(tasks, task)
+				} else {
+					versions = append(versions, r)
+				}
+			}
+			tasks = tt.mutate(hdr, tasks)
+			var b bytes.Buffer
+			for _, m := range append([]proto.Message{hdr}, versions...) {
+				if _, err := protodelim.MarshalTo(&b, m); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, task := range tasks {
+				if _, err := protodelim.MarshalTo(&b, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Task{Task: task}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := mustEncode(t, f)
+			err := f.Restore(io.NopCloser(&b))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("restore = %v, want an error saying %q", err, tt.want)
+			}
+			if !bytes.Equal(before, mustEncode(t, f)) {
+				t.Fatal("a refused snapshot changed the state")
+			}
+		})
+	}
+}
