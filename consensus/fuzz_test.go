@@ -537,11 +537,12 @@ func FuzzSnapshotRestore(f *testing.F) {
 	})
 }
 
-// TestRestoreRefusesCorruptHistories: snapshots no FSM writes, found by
-// FuzzSnapshotRestore, are refused rather than restored into a state whose
-// reads disagree: a task id twice (one task by id, two by number, both
-// scheduled), and a history out of order (a dead letter listed that
-// GetDeadLetter cannot find; testdata/fuzz/FuzzSnapshotRestore).
+// TestRestoreRefusesCorruptHistories: snapshots no FSM writes are refused
+// rather than restored into a state whose reads disagree: a history out of
+// order (found by FuzzSnapshotRestore, testdata/fuzz/FuzzSnapshotRestore:
+// a dead letter listed that GetDeadLetter cannot find), and a task id
+// twice (what checkReads looks for: one task by id, two by number, both
+// scheduled).
 func TestRestoreRefusesCorruptHistories(t *testing.T) {
 	f := fuzzPrelude(t)
 	for i, c := range fuzzSeeds()[2] {
