@@ -265,6 +265,9 @@ func (w *workerAPI) FailStep(ctx context.Context, req *connect.Request[taskerv1.
 			return nil, invalid("retry_after", "must be a non-negative duration")
 		}
 		after = ra.AsDuration()
+		if after > workflow.MaxRetryDelay {
+			return nil, invalid("retry_after", "%v is over the limit of %v; fail the attempt without retrying (retryable false) or ask for less", after, workflow.MaxRetryDelay)
+		}
 	}
 	res, err := w.a.fail(ctx, leaseKey{r.GetTaskId(), r.GetStep(), int(r.GetAttempt())}, failReport{
 		code: r.GetCode(), message: r.GetMessage(), retryable: r.GetRetryable(), retryAfter: after, details: r.GetDetailsJson(),
@@ -296,6 +299,9 @@ func (a *Agent) fail(ctx context.Context, k leaseKey, f failReport) (*consensus.
 	if f.code == "" {
 		f.code = "error"
 	}
+	// A push endpoint's Retry-After or a bus reply's retry_after_ms is the
+	// app's word too; bounded like FailStep's (MaxRetryDelay says why).
+	f.retryAfter = min(f.retryAfter, workflow.MaxRetryDelay)
 	if !a.isLeader() {
 		var res *consensus.Result
 		err := a.fwd.do(ctx, func(ctx context.Context, base string) error {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
@@ -80,5 +82,35 @@ func TestErrorContract(t *testing.T) {
 				waitTask(t, ta, id, taskerv1.TaskState_TASK_STATE_COMPLETE)
 			}
 		})
+	}
+}
+
+// An app cannot park a retry weeks away: retry_after is bounded like a
+// manifest's backoff, and the refusal says so and changes nothing.
+func TestRetryAfterIsBounded(t *testing.T) {
+	ta := startAgent(t, t.TempDir())
+	if _, err := ta.wf.ApplyWorkflow(context.Background(), connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: charging})); err != nil {
+		t.Fatal(err)
+	}
+	p := newPoller(t, ta, "w1", "test.charge")
+	r, err := ta.wf.StartTask(context.Background(), connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "charging"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := r.Msg.GetTask().GetId()
+	a := p.next()
+	_, err = ta.wk.FailStep(context.Background(), connect.NewRequest(&taskerv1.FailStepRequest{
+		TaskId: id, Step: a.GetStep(), Attempt: a.GetAttempt(), Code: "gateway_down", Retryable: true,
+		RetryAfter: durationpb.New(60 * 24 * time.Hour),
+	}))
+	if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "retry_after: 1440h0m0s is over the limit of 24h0m0s") {
+		t.Fatalf("FailStep with a 60-day retry_after = %v, want invalid_argument naming the limit", err)
+	}
+	task, err := ta.wf.GetTask(context.Background(), connect.NewRequest(&taskerv1.GetTaskRequest{Id: id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := task.Msg.GetTask().GetSteps()[0]; st.GetState() != taskerv1.StepState_STEP_STATE_IN_PROGRESS && st.GetState() != taskerv1.StepState_STEP_STATE_ENQUEUED {
+		t.Fatalf("the refused failure changed the step: %s", st.GetState())
 	}
 }

@@ -30,10 +30,16 @@ const SystemNameRule = "1-63 lowercase letters, digits, '-' or '_', starting wit
 // so that it can equal a step's owner.
 func ValidSystemName(name string) bool { return systemNameRE.MatchString(name) }
 
+// MaxRetryDelay bounds every wait before a retry: a manifest's backoff and
+// an app's retry_after. The scheduling state keeps a task's times as
+// offsets from one base, and a delay of weeks would drag the base, and
+// with it the task's other pending retries.
+const MaxRetryDelay = 24 * time.Hour
+
 // Limits on single settings.
 const (
 	maxTimeout    = 7 * 24 * time.Hour
-	maxBackoff    = 24 * time.Hour
+	maxBackoff    = MaxRetryDelay
 	maxMultiplier = 100
 )
 
