@@ -78,5 +78,9 @@
 //
 // With Config.EncryptKey set, memberlist encrypts and authenticates every
 // packet and stream (AES-GCM, a keyring holding the key); an agent with a
-// different key or none cannot join. GenerateKey makes a key.
+// different key or none cannot join. GenerateKey makes a key. Keys rotate
+// without downtime (keyring.go; tasker keyring install, use, remove): every
+// member first holds the new key beside the old, then makes it primary,
+// then drops the old one. Each agent keeps its keyring in its data dir,
+// so a restart comes back with the rotated keys.
 package gossip
