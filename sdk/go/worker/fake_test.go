@@ -49,6 +49,7 @@ type fakeAgent struct {
 	assignedID  string        // worker id to hand out when the worker sends none
 	registerErr error         // returned by RegisterCapabilities
 	completeErr error         // returned by CompleteStep
+	failErr     error         // returned by FailStep
 	extendErr   error         // returned by ExtendLease
 	leaseFor    time.Duration // new lease on ExtendLease
 }
@@ -167,6 +168,9 @@ func (f *fakeAgent) FailStep(_ context.Context, req *connect.Request[taskerv1.Fa
 	defer f.mu.Unlock()
 	f.events = append(f.events, "fail "+req.Msg.GetTaskId()+"/"+req.Msg.GetStep())
 	f.failed = append(f.failed, req.Msg)
+	if f.failErr != nil {
+		return nil, f.failErr
+	}
 	f.report(fmt.Sprintf("failed %s/%s attempt %d: %s (retryable: %v): %s", req.Msg.GetTaskId(), req.Msg.GetStep(),
 		req.Msg.GetAttempt(), req.Msg.GetCode(), req.Msg.GetRetryable(), req.Msg.GetMessage()))
 	res := &taskerv1.FailStepResponse{WillRetry: req.Msg.GetRetryable()}

@@ -584,6 +584,11 @@ func (r *run) fail(a *taskerv1.StepAssignment, f *Error, log *slog.Logger) {
 		log.Warn("step failed", attrs...)
 	case connect.CodeOf(err) == connect.CodeFailedPrecondition:
 		log.Warn("step failure discarded: this attempt is no longer current", "code", f.Code, "error", err)
+	case connect.CodeOf(err) == connect.CodeInvalidArgument && connect.IsWireError(err):
+		// Checked against the step's error_schema, like a result: the
+		// attempt failed for good as contract_violation.
+		log.Error("step error REJECTED: it breaks the step's error contract, so the attempt failed with contract_violation and will not be retried; report one of the codes the workflow's error_schema lists",
+			"code", f.Code, "error", err, "violations", violations(err))
 	default:
 		log.Error("cannot report the step failure", "code", f.Code, "message", f.Message, "error", err)
 	}

@@ -625,6 +625,36 @@ func TestContractViolationIsLoggedClearly(t *testing.T) {
 	}
 }
 
+// An error the agent refuses for breaking the step's error contract is
+// logged as what it is, not as a failure to report.
+func TestErrorContractViolationIsLoggedClearly(t *testing.T) {
+	fa := newFakeAgent()
+	cerr := connect.NewError(connect.CodeInvalidArgument, errors.New("error of step charge breaks its contract"))
+	detail, err := connect.NewErrorDetail(&taskerv1.ContractFailure{
+		Contract:   "error of step charge",
+		Violations: []*taskerv1.Violation{{Pointer: "/code", Message: "value must be one of 'declined'"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cerr.AddDetail(detail)
+	fa.failErr = cerr
+	srv := fa.start(t)
+	log, logs := testLogger(t)
+	w := newWorker(t, srv.URL, worker.Options{Logger: log})
+	w.Handle("payments.charge", func(context.Context, *worker.Step) (any, error) {
+		return nil, worker.Permanent("oops", "not a listed code")
+	})
+	run(t, w)
+	fa.assign <- step("t1", "charge", "payments.charge", `{}`)
+	waitFor(t, "the error contract violation to be logged", func() bool {
+		return strings.Contains(logs.String(), "error contract")
+	})
+	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "/code: value must be one of") || strings.Contains(l, "cannot report the step failure") {
+		t.Errorf("log does not show the error contract violation as such:\n%s", l)
+	}
+}
+
 func TestRegistrationRefusedEndsRun(t *testing.T) {
 	fa := newFakeAgent()
 	fa.registerErr = connect.NewError(connect.CodeInvalidArgument, errors.New("capabilities[0].input_schema_json: not a JSON Schema"))
