@@ -231,16 +231,26 @@ func (w *workflowAPI) ResolveStep(ctx context.Context, req *connect.Request[task
 	return connect.NewResponse(&taskerv1.ResolveStepResponse{Task: pbTask(t)}), nil
 }
 
-// checkResult validates a result against its step's contract, returning
-// InvalidArgument with every violation.
-func (a *Agent) checkResult(taskID, step, result string) error {
+// planStep is the compiled step of a task's workflow version, as a Connect
+// error when the task or step is unknown.
+func (a *Agent) planStep(taskID, step string) (*workflow.PlanStep, error) {
 	plan, err := a.state.PlanOf(taskID)
 	if err != nil {
-		return toConnect(err)
+		return nil, toConnect(err)
 	}
 	i, ok := plan.StepIndex(step)
 	if !ok {
-		return toConnect(fmt.Errorf("%w: step %q in task %s", consensus.ErrNotFound, step, taskID))
+		return nil, toConnect(fmt.Errorf("%w: step %q in task %s", consensus.ErrNotFound, step, taskID))
+	}
+	return &plan.Steps[i], nil
+}
+
+// checkResult validates a result against its step's contract, returning
+// InvalidArgument with every violation.
+func (a *Agent) checkResult(taskID, step, result string) error {
+	ps, err := a.planStep(taskID, step)
+	if err != nil {
+		return err
 	}
 	if result == "" {
 		result = "{}"
@@ -249,7 +259,7 @@ func (a *Agent) checkResult(taskID, step, result string) error {
 	if err != nil {
 		return invalid("result_json", "%v", err)
 	}
-	if err := plan.Steps[i].Result.Check("result of step "+step, val); err != nil {
+	if err := ps.Result.Check("result of step "+step, val); err != nil {
 		return toConnect(err)
 	}
 	return nil
@@ -262,15 +272,11 @@ func (a *Agent) checkError(taskID, step string, f failReport) error {
 	if f.code == workflow.CodeTimeout || f.code == workflow.CodeContractViolation {
 		return nil
 	}
-	plan, err := a.state.PlanOf(taskID)
+	ps, err := a.planStep(taskID, step)
 	if err != nil {
-		return toConnect(err)
+		return err
 	}
-	i, ok := plan.StepIndex(step)
-	if !ok {
-		return toConnect(fmt.Errorf("%w: step %q in task %s", consensus.ErrNotFound, step, taskID))
-	}
-	ct := plan.Steps[i].Error
+	ct := ps.Error
 	if ct == nil {
 		return nil
 	}

@@ -101,9 +101,14 @@ func TestEventsReachTheBus(t *testing.T) {
 	checkEventsAndDeadLetter(t, ta, in)
 }
 
-// The same on every other backend, with a consumer on its own connection.
-func TestEventsOnEveryBackend(t *testing.T) {
-	tests := []struct {
+// otherBackends are the buses besides NATS, each a real broker started for
+// the test that asks for its URL: missing brokers skip the test, or fail it
+// with TASKER_REQUIRE_BROKERS set (internal/brokers).
+func otherBackends() []struct {
+	name string
+	url  func(t *testing.T) string
+} {
+	return []struct {
 		name string
 		url  func(t *testing.T) string
 	}{
@@ -120,7 +125,11 @@ func TestEventsOnEveryBackend(t *testing.T) {
 			return "kafka://" + c.ListenAddrs()[0]
 		}},
 	}
-	for _, tt := range tests {
+}
+
+// The same on every other backend, with a consumer on its own connection.
+func TestEventsOnEveryBackend(t *testing.T) {
+	for _, tt := range otherBackends() {
 		t.Run(tt.name, func(t *testing.T) {
 			url := tt.url(t)
 			cb, err := busurl.Open(context.Background(), url, t.TempDir(), nil)

@@ -15,7 +15,6 @@ import (
 	"connectrpc.com/connect"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/bus/busurl"
@@ -413,24 +412,7 @@ steps:
 // Brokers the machine lacks are skipped, as in the bus adapter tests
 // (failed with TASKER_REQUIRE_BROKERS set).
 func TestBusStepBackends(t *testing.T) {
-	tests := []struct {
-		name string
-		url  func(t *testing.T) string
-	}{
-		{"redis", func(t *testing.T) string { return fmt.Sprintf("redis://127.0.0.1:%d", brokers.Redis(t).Port) }},
-		{"rabbitmq", func(t *testing.T) string {
-			return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", brokers.RabbitMQ(t).Port)
-		}},
-		{"kafka", func(t *testing.T) string {
-			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation())
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(c.Close)
-			return "kafka://" + c.ListenAddrs()[0]
-		}},
-	}
-	for _, tt := range tests {
+	for _, tt := range otherBackends() {
 		t.Run(tt.name, func(t *testing.T) {
 			url := tt.url(t)
 			ta := startAgent(t, t.TempDir(), func(c *Config) { c.Bus = url })
