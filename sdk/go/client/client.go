@@ -9,6 +9,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/tasker-run/tasker/internal/sleep"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
 	"github.com/tasker-run/tasker/sdk/go/internal/jsontext"
@@ -234,7 +235,7 @@ func (c *Client) Wait(ctx context.Context, id string) (*taskerv1.Task, error) {
 		if last != nil {
 			b.Reset()
 		}
-		if !transport.Sleep(ctx, b.Next()) {
+		if !sleep.For(ctx, b.Next()) {
 			return nil, fmt.Errorf("wait for task %s: %w", id, ctx.Err())
 		}
 	}

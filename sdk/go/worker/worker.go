@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/tasker-run/tasker/internal/sleep"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
 	"github.com/tasker-run/tasker/sdk/go/internal/jsontext"
 	"github.com/tasker-run/tasker/sdk/go/internal/transport"
@@ -326,7 +327,7 @@ func (r *run) poll(ctx, streamCtx context.Context) error {
 			}
 			d := b.Next()
 			log.Warn("cannot register with the sidecar; retrying", "error", err, "retry_in", d)
-			transport.Sleep(ctx, d)
+			sleep.For(ctx, d)
 			continue
 		}
 		if id := res.Msg.GetWorkerId(); id != "" {
@@ -345,7 +346,7 @@ func (r *run) poll(ctx, streamCtx context.Context) error {
 		}
 		d := b.Next()
 		log.Warn("step stream ended; registering again", "error", err, "retry_in", d)
-		transport.Sleep(ctx, d)
+		sleep.For(ctx, d)
 	}
 	return nil
 }
@@ -477,7 +478,7 @@ func (r *run) heartbeat(l *lease, a *taskerv1.StepAssignment, log *slog.Logger) 
 	granted := time.Now()
 	for {
 		wait := max(time.Until(deadline)-deadline.Sub(granted)/3, minHeartbeat)
-		if !transport.Sleep(l.ctx, wait) {
+		if !sleep.For(l.ctx, wait) {
 			return
 		}
 		cctx, cancel := context.WithTimeout(l.ctx, callTimeout)
@@ -605,7 +606,7 @@ func (r *run) retry(ctx context.Context, fn func(context.Context) error) error {
 		if err == nil || !transport.Transient(err) || ctx.Err() != nil {
 			return err
 		}
-		if !transport.Sleep(ctx, b.Next()) {
+		if !sleep.For(ctx, b.Next()) {
 			return err
 		}
 	}

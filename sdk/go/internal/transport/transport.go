@@ -6,7 +6,6 @@
 package transport
 
 import (
-	"context"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -124,16 +123,3 @@ func (b *Backoff) Next() time.Duration {
 
 // Reset starts the delays from Min again.
 func (b *Backoff) Reset() { b.next = 0 }
-
-// Sleep waits for d or until ctx is done, and reports whether the full
-// delay elapsed.
-func Sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
-}

@@ -91,14 +91,3 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("after Reset: %v, want at most Min", d)
 	}
 }
-
-func TestSleep(t *testing.T) {
-	if !Sleep(context.Background(), time.Millisecond) {
-		t.Error("Sleep did not report a full delay")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if Sleep(ctx, time.Hour) {
-		t.Error("Sleep ignored its context")
-	}
-}
