@@ -105,6 +105,19 @@ func ValidSubject(s string) error {
 	return nil
 }
 
+// ValidSubscription checks Subscribe's arguments, the same for every
+// adapter: a valid pattern and a group (groups are what make a
+// subscription durable and shared).
+func ValidSubscription(pattern, group string) error {
+	if err := ValidPattern(pattern); err != nil {
+		return err
+	}
+	if group == "" {
+		return errors.New("bus: subscribe needs a group: name the consumers that share these messages")
+	}
+	return nil
+}
+
 // ValidPattern checks a subscription pattern.
 func ValidPattern(p string) error {
 	if p == "" {

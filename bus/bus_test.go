@@ -1,6 +1,9 @@
 package bus
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMatch(t *testing.T) {
 	cases := []struct {
@@ -39,5 +42,21 @@ func TestValidate(t *testing.T) {
 	}
 	if err := ValidPattern("tasker.*.>"); err != nil {
 		t.Error(err)
+	}
+}
+
+func TestValidSubscription(t *testing.T) {
+	tests := []struct {
+		pattern, group, want string
+	}{
+		{"tasker.events.>", "audit", ""},
+		{"tasker.>.x", "audit", "'>' must be the last token"},
+		{"tasker.events.>", "", "subscribe needs a group"},
+	}
+	for _, tt := range tests {
+		err := ValidSubscription(tt.pattern, tt.group)
+		if (tt.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("ValidSubscription(%q, %q) = %v, want %q", tt.pattern, tt.group, err, tt.want)
+		}
 	}
 }

@@ -179,11 +179,8 @@ func (b *Bus) Publish(ctx context.Context, m bus.Message) error {
 // consumes it on a connection of its own. It returns once the queue is bound,
 // so what is published after it returns is kept for the group.
 func (b *Bus) Subscribe(ctx context.Context, pattern, group string, h bus.Handler) error {
-	if err := bus.ValidPattern(pattern); err != nil {
+	if err := bus.ValidSubscription(pattern, group); err != nil {
 		return err
-	}
-	if group == "" {
-		return errors.New("amqpbus: subscribe needs a group")
 	}
 	if b.ctx.Err() != nil {
 		return bus.ErrClosed

@@ -138,11 +138,8 @@ func (b *Bus) Publish(ctx context.Context, m bus.Message) error {
 // Subscribe joins consumer group group (from the start of the topic if it
 // has no committed offset) with a client of its own.
 func (b *Bus) Subscribe(ctx context.Context, pattern, group string, h bus.Handler) error {
-	if err := bus.ValidPattern(pattern); err != nil {
+	if err := bus.ValidSubscription(pattern, group); err != nil {
 		return err
-	}
-	if group == "" {
-		return errors.New("kafkabus: subscribe needs a group")
 	}
 	if b.ctx.Err() != nil {
 		return bus.ErrClosed

@@ -259,11 +259,8 @@ func (b *Bus) Publish(ctx context.Context, m bus.Message) error {
 
 // Subscribe consumes through a durable pull consumer named after group.
 func (b *Bus) Subscribe(ctx context.Context, pattern, group string, h bus.Handler) error {
-	if err := bus.ValidPattern(pattern); err != nil {
+	if err := bus.ValidSubscription(pattern, group); err != nil {
 		return err
-	}
-	if group == "" {
-		return errors.New("natsbus: subscribe needs a group")
 	}
 	if b.isClosed() {
 		return bus.ErrClosed

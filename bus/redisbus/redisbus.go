@@ -117,11 +117,8 @@ func (b *Bus) Publish(ctx context.Context, m bus.Message) error {
 // Subscribe joins consumer group group (created from the start of the
 // stream if new) and delivers the messages matching pattern to h.
 func (b *Bus) Subscribe(ctx context.Context, pattern, group string, h bus.Handler) error {
-	if err := bus.ValidPattern(pattern); err != nil {
+	if err := bus.ValidSubscription(pattern, group); err != nil {
 		return err
-	}
-	if group == "" {
-		return errors.New("redisbus: subscribe needs a group")
 	}
 	if b.ctx.Err() != nil {
 		return bus.ErrClosed
