@@ -240,14 +240,14 @@ func (p *publisher) flush() error {
 	p.queue, p.trimTo = nil, 0
 	p.mu.Unlock()
 	if len(evs) > 0 {
-		cursor := p.a.state.BusCursor()
+		cursor, cluster := p.a.state.BusCursor(), p.a.state.ClusterID()
 		ms := make([]bus.KeyedMessage, 0, len(evs))
 		for i := range evs {
 			e := &evs[i]
 			if e.index != 0 && e.index <= cursor {
 				continue // replayed after a restart, and already on the bus
 			}
-			ms = append(ms, p.messages(e)...)
+			ms = append(ms, p.messages(e, cluster)...)
 		}
 		if err := p.ob.AppendKeyed(context.Background(), ms); err != nil {
 			// Full: Dropped counts them (tasker.bus.dropped). Anything else
@@ -288,14 +288,14 @@ type envelope struct {
 
 // messages are the bus messages of one event: itself, and for a dead
 // letter a copy on tasker.dlq.
-func (p *publisher) messages(e *ringEvent) []bus.KeyedMessage {
+func (p *publisher) messages(e *ringEvent, cluster string) []bus.KeyedMessage {
 	key := bus.MakeKey(e.index, uint64(e.pos))
 	if e.index == 0 {
 		key = bus.MakeKey(p.a.node.AppliedIndex(), posLocal+p.localSeq.Add(1))
 	}
 	body, err := json.Marshal(envelope{
 		ID: e.id, Type: e.typ, Time: e.at, CorrelationID: e.task, TraceID: e.trace,
-		Cluster: p.a.state.ClusterID(), Payload: e.payload,
+		Cluster: cluster, Payload: e.payload,
 	})
 	if err != nil {
 		p.log.Error("event not encodable; not published", "event", e.id, "type", e.typ, "err", err)
