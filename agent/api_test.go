@@ -438,6 +438,7 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 		{[]string{"-dev", "-bus", "mqtt://broker:1883"}, nil, `bus: unknown scheme "mqtt"`},
 		{[]string{"-dev", "-bus", "redis://"}, nil, `bus: "redis://" names no host: write redis://host:port`},
 		{[]string{"-dev", "-bus-outbox-max", "0"}, nil, "bus-outbox-max: 0 must be at least 1"},
+		{[]string{"-data-dir", "/tmp/x", "-join", "127.0.0.1:7422", "-bus", "nats://127.0.0.1:4222"}, nil, "bus: only servers publish events"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.want, func(t *testing.T) {

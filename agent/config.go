@@ -334,6 +334,8 @@ func (c *Config) Validate() error {
 	}
 	if err := busurl.Check(c.Bus); err != nil {
 		bad("bus", "%v", err)
+	} else if !c.Server && c.Bus != "" && c.Bus != "off" {
+		bad("bus", "only servers publish events and run bus steps; drop -bus on this client agent (or add -server)")
 	}
 	if c.BusOutboxMax < 1 {
 		bad("bus-outbox-max", "%d must be at least 1 (default 100000)", c.BusOutboxMax)
