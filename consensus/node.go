@@ -273,6 +273,9 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("check for existing state: %w", err))
 	}
+	if err := recoverFromPeersFile(cfg.DataDir, rc, fsm, logs, store, snaps, trans, has, logger); err != nil {
+		return fail(err)
+	}
 	if cfg.Bootstrap {
 		if has {
 			logger.Info("raft state found; not bootstrapping", "node_id", cfg.NodeID, "data_dir", cfg.DataDir)
