@@ -84,9 +84,17 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 	if len(r.GetIdempotencyKey()) > 256 {
 		return nil, invalid("idempotency_key", "is %d characters, over the limit of 256", len(r.GetIdempotencyKey()))
 	}
+	// The agent that forwarded the call chose the task id, so that sending
+	// it again after a leader change cannot start a second task.
+	fid := ""
+	if req.Header().Get(hdrForwarded) != "" {
+		fid = req.Header().Get(hdrTaskID)
+	}
 	if key := r.GetIdempotencyKey(); key != "" {
 		if t, ok := w.a.state.TaskByKey(r.GetNamespace(), key); ok {
-			return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: false}), nil
+			// A task with the forwarded id is this very call's, committed
+			// by a leader that died before answering: it created the task.
+			return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: fid != "" && t.ID == fid}), nil
 		}
 	}
 	v, err := w.a.state.Workflow(r.GetNamespace(), r.GetWorkflow(), r.GetVersion())
@@ -105,9 +113,7 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 		return nil, toConnect(err)
 	}
 	id := w.a.newTaskID()
-	if fid := req.Header().Get(hdrTaskID); fid != "" && req.Header().Get(hdrForwarded) != "" {
-		// The agent that forwarded the call chose the id, so that sending
-		// it again after a leader change cannot start a second task.
+	if fid != "" {
 		if !validTaskID(fid) {
 			return nil, invalid(hdrTaskID, "%q is not a task id (tsk_ followed by up to 40 letters and digits)", fid)
 		}
