@@ -289,6 +289,10 @@ func (a *Agent) openRaft(dataDir, advertise string) error {
 		AdvertiseAddr: net.JoinHostPort(advertise, strconv.Itoa(port)),
 		Bootstrap:     a.cfg.BootstrapExpect == 1,
 		Logger:        a.log.With("component", "raft"),
+
+		SnapshotThreshold: uint64(a.cfg.RaftSnapshotThreshold),
+		SnapshotInterval:  a.cfg.RaftSnapshotInterval,
+		TrailingLogs:      uint64(a.cfg.RaftTrailingLogs),
 	}
 	if a.cfg.Dev || a.cfg.DevTiming {
 		ncfg.HeartbeatTimeout, ncfg.ElectionTimeout, ncfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
