@@ -303,14 +303,20 @@ func snapshotSent(t *testing.T, leader *clusterAgent, peer string) int64 {
 	return size
 }
 
-// appliedIndex is server s's own applied index.
-func appliedIndex(t *testing.T, s *clusterAgent) uint64 {
+// lastIndex is the last Raft log index server s holds, by its own view.
+func lastIndex(t *testing.T, s *clusterAgent) uint64 {
 	t.Helper()
 	res, err := s.cluster().RaftPeers(callCtx(t), connect.NewRequest(&taskerv1.RaftPeersRequest{}))
 	if err != nil {
 		t.Fatalf("RaftPeers on %s: %v", s.name, err)
 	}
-	return res.Msg.GetAppliedIndex()
+	last := res.Msg.GetAppliedIndex()
+	for _, p := range res.Msg.GetPeers() {
+		if p.GetId() == s.name {
+			last = max(last, p.GetLastIndex())
+		}
+	}
+	return last
 }
 
 // TestFaultsLaggingFollowerRestart kills a follower, runs enough tasks
@@ -330,9 +336,9 @@ func TestFaultsLaggingFollowerRestart(t *testing.T) {
 
 	leader := c.servers[c.leaderIndex(t)]
 	follower := c.others(leader)[0]
-	last := appliedIndex(t, follower)
+	last := lastIndex(t, follower)
 	follower.kill()
-	t.Logf("killed the follower %s at applied index %d", follower.name, last)
+	t.Logf("killed the follower %s at log index %d", follower.name, last)
 
 	missed := startBatch(t, cl, "lm", 20)
 	missed.waitComplete(t, 90*time.Second)
@@ -341,20 +347,21 @@ func TestFaultsLaggingFollowerRestart(t *testing.T) {
 	t.Logf("%s compacted its log up to index %d, past %s's %d", leader.name, compacted, follower.name, last)
 	installedBefore := len(follower.logLines(t, "Installed remote snapshot"))
 
-	follower.start()
 	restartedAt := time.Now()
+	follower.start()
 	ids := batchIDs(first, missed)
-	catchUp := waitFor(t, 60*time.Second, follower.name+" reads what the leader reads", func(ctx context.Context) (bool, string, error) {
+	waitFor(t, 60*time.Second, follower.name+" reads what the leader reads", func(ctx context.Context) (bool, string, error) {
 		ok, diff := sameAsLeader(ctx, cl, follower, ids)
 		return ok, diff, nil
 	})
+	catchUp := time.Since(restartedAt)
 	if got := len(follower.logLines(t, "Installed remote snapshot")); got <= installedBefore {
 		t.Errorf("%s caught up without installing a snapshot (its log has %d \"Installed remote snapshot\" lines, %d before the restart): the log it missed was not compacted away",
 			follower.name, got, installedBefore)
 	}
 	leader = c.servers[c.waitLeader(t, 15*time.Second)]
-	t.Logf("%s restarted and caught up in %s by a snapshot of %d bytes", follower.name, catchUp.Round(time.Millisecond), snapshotSent(t, leader, follower.name))
-	_ = restartedAt
+	t.Logf("%s restarted and caught up (its stale reads equal the leader's) %s after its start, by a snapshot of %d bytes",
+		follower.name, catchUp.Round(time.Millisecond), snapshotSent(t, leader, follower.name))
 
 	// It is a voter again and takes part: new tasks complete and it reads
 	// them too.
@@ -489,7 +496,6 @@ func TestFaultsDiskFull(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	freedAt := time.Now()
 	ids := batchIDs(batches...)
 	catchUp := waitFor(t, 60*time.Second, full.name+" reads what the leader reads once space is freed", func(ctx context.Context) (bool, string, error) {
 		if full.proc.exited() {
@@ -499,7 +505,6 @@ func TestFaultsDiskFull(t *testing.T) {
 		return ok, diff, nil
 	})
 	t.Logf("%s caught up %s after space was freed", full.name, catchUp.Round(time.Millisecond))
-	_ = freedAt
 
 	// The leader's disk fills up. Calls keep coming, through the sidecar
 	// and to the full leader itself.
