@@ -39,7 +39,7 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
+	res, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -124,7 +124,7 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 	if w.a.tel.Tracing {
 		traceParent = w.a.tel.TraceParent(ctx)
 	}
-	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{
+	res, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{
 		TaskId: id, Namespace: v.Namespace, Workflow: v.Name, Version: v.Version, InputJson: input, IdempotencyKey: r.GetIdempotencyKey(),
 		TraceParent: traceParent,
 	}}})
@@ -190,7 +190,7 @@ func (w *workflowAPI) CancelTask(ctx context.Context, req *connect.Request[taske
 	if err := required("id", req.Msg.GetId()); err != nil {
 		return nil, err
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CancelTask{CancelTask: &fsmv1.CancelTask{TaskId: req.Msg.GetId(), Reason: req.Msg.GetReason()}}}); err != nil {
+	if _, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CancelTask{CancelTask: &fsmv1.CancelTask{TaskId: req.Msg.GetId(), Reason: req.Msg.GetReason()}}}); err != nil {
 		return nil, toConnect(err)
 	}
 	t, err := w.a.state.Task(req.Msg.GetId())
@@ -204,7 +204,7 @@ func (w *workflowAPI) RetryStep(ctx context.Context, req *connect.Request[tasker
 	if err := required("task_id", req.Msg.GetTaskId(), "step", req.Msg.GetStep()); err != nil {
 		return nil, err
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: req.Msg.GetTaskId(), Step: req.Msg.GetStep(), Reason: req.Msg.GetReason()}}}); err != nil {
+	if _, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: req.Msg.GetTaskId(), Step: req.Msg.GetStep(), Reason: req.Msg.GetReason()}}}); err != nil {
 		return nil, toConnect(err)
 	}
 	t, err := w.a.state.Task(req.Msg.GetTaskId())
@@ -225,7 +225,7 @@ func (w *workflowAPI) ResolveStep(ctx context.Context, req *connect.Request[task
 	if err := w.a.checkResult(r.GetTaskId(), r.GetStep(), r.GetResultJson()); err != nil {
 		return nil, err
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ResolveStep{ResolveStep: &fsmv1.ResolveStep{
+	if _, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ResolveStep{ResolveStep: &fsmv1.ResolveStep{
 		TaskId: r.GetTaskId(), Step: r.GetStep(), ResultJson: r.GetResultJson(), Reason: r.GetReason(),
 	}}}); err != nil {
 		return nil, toConnect(err)
