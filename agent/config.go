@@ -111,6 +111,20 @@ type Config struct {
 	// machine (tests, demos): failover in about a second. Not for real
 	// networks.
 	DevTiming bool `yaml:"dev_timing"`
+	// ACLEnabled makes every API call carry a token whose policy covers
+	// it (docs/acl.md). Off by default.
+	ACLEnabled bool `yaml:"acl_enabled"`
+	// ACLInitialManagementToken is a management token set in
+	// configuration, to create the first stored tokens with; set it on
+	// the servers (docs/acl.md, bootstrap).
+	ACLInitialManagementToken string `yaml:"acl_initial_management_token"`
+	// ACLAgentToken is the token this agent sends other agents. Every
+	// agent accepts its own as the agent policy, so one shared secret on
+	// every agent works without any stored token.
+	ACLAgentToken string `yaml:"acl_agent_token"`
+	// ACLTokenTTL is how long a client agent trusts what a server said
+	// about a token: a deleted token works at most this long there.
+	ACLTokenTTL time.Duration `yaml:"acl_token_ttl"`
 	// Dev runs a whole one-server cluster on loopback with a temporary
 	// data dir and fast Raft timeouts: for development only.
 	Dev bool `yaml:"-"`
@@ -137,6 +151,7 @@ func Defaults() Config {
 		LogFormat:       "text",
 		ShutdownTimeout: 30 * time.Second,
 		ReclaimGrace:    5 * time.Second,
+		ACLTokenTTL:     30 * time.Second,
 	}
 }
 
@@ -200,6 +215,9 @@ func settings() []setting {
 		list("join", "gossip address host:port to join at start (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.Join }),
 		list("retry-join", "gossip address to keep trying until it answers (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.RetryJoin }),
 		str("encrypt", "gossip encryption key, base64 (tasker keygen)", func(c *Config) *string { return &c.Encrypt }),
+		boolean("acl", "require an ACL token on every API call (docs/acl.md)", func(c *Config) *bool { return &c.ACLEnabled }),
+		str("acl-initial-management-token", "management token from configuration, to bootstrap ACLs (servers)", func(c *Config) *string { return &c.ACLInitialManagementToken }),
+		str("acl-agent-token", "token agents send each other when ACLs are on; the same on every agent, or an agent-policy token", func(c *Config) *string { return &c.ACLAgentToken }),
 		boolean("dev-timing", "short Raft and gossip timeouts, for a cluster on one machine (tests, demos)", func(c *Config) *bool { return &c.DevTiming }),
 		str("breakers", "circuit-breaker and retry policy file (YAML or JSON)", func(c *Config) *string { return &c.BreakersFile }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
@@ -411,6 +429,7 @@ func (c *Config) Validate() error {
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
 	}
+	c.validateACL(bad)
 	if c.ReclaimGrace <= 0 || c.ReclaimGrace > 10*time.Minute {
 		bad("reclaim_grace", "%v is out of range: use a positive duration up to 10m", c.ReclaimGrace)
 	}
