@@ -543,6 +543,9 @@ func (c *Config) validateACL(bad func(setting, format string, args ...any)) {
 	if c.ACLInitialManagementToken != "" && c.ACLInitialManagementToken == c.ACLAgentToken {
 		bad("acl-agent-token", "is the management token: give agents their own secret, so a leaked agent token is not the keys to everything")
 	}
+	if c.ACLEnabled && c.Dev && c.ACLInitialManagementToken == "" {
+		bad("acl-initial-management-token", "is required with -dev -acl: without it no one can create a token")
+	}
 	if c.ACLEnabled && c.ACLAgentToken == "" && !c.Dev {
 		bad("acl-agent-token", "is required with -acl: agents present it to each other (set the same secret on every agent, docs/acl.md)")
 	}

@@ -230,6 +230,7 @@ func TestACLConfig(t *testing.T) {
 	}{
 		{"acl without an agent token", []string{"-acl"}, "acl-agent-token: is required with -acl"},
 		{"short management token", []string{"-acl-initial-management-token", "short"}, "acl-initial-management-token: is 5 characters"},
+		{"dev without a management token", []string{"-dev", "-acl"}, "acl-initial-management-token: is required with -dev -acl"},
 		{"same secret twice", []string{"-acl-initial-management-token", testMgmtToken, "-acl-agent-token", testMgmtToken}, "acl-agent-token: is the management token"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
