@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -306,6 +307,12 @@ func (a *Agent) allow(tok *acl.Token, procedure string, msg any) error {
 	return nil
 }
 
+// chain is the interceptors of every Connect handler and client of the
+// agent: tracing first, so a refused call is traced too, then ACLs.
+func (a *Agent) chain() []connect.Interceptor {
+	return append(slices.Clip(a.interceptors), aclInterceptor{a})
+}
+
 // aclInterceptor checks the calls this agent serves and signs the calls
 // it makes.
 type aclInterceptor struct{ a *Agent }
@@ -478,7 +485,7 @@ func (s *aclAPI) ListTokens(ctx context.Context, req *connect.Request[taskerv1.L
 		// caller's token again.
 		var out *taskerv1.ListTokensResponse
 		err := a.fwd.do(ctx, func(ctx context.Context, base string) error {
-			cl := taskerv1connect.NewAclServiceClient(a.fwd.client, base, connect.WithGRPC(), connect.WithInterceptors(a.interceptors...))
+			cl := taskerv1connect.NewAclServiceClient(a.fwd.client, base, connect.WithGRPC(), connect.WithInterceptors(a.chain()...))
 			resp, err := cl.ListTokens(ctx, connect.NewRequest(req.Msg))
 			if err == nil {
 				out = resp.Msg

@@ -140,10 +140,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.tel.Tracing {
 		a.log = slog.New(telemetry.LogHandler(a.log.Handler()))
 	}
-	// After tracing, so a refused call is traced too; on calls this agent
-	// makes, it sets the token (acl.go).
 	a.acl = newACLResolver(a)
-	a.interceptors = append(a.interceptors, aclInterceptor{a})
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
 	a.left = make(chan struct{})

@@ -24,7 +24,7 @@ import (
 func (a *Agent) rpcServer() *http.Server {
 	limit := connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)
 	compress := connect.WithCompressMinBytes(64 << 10)
-	traced := connect.WithInterceptors(a.interceptors...)
+	traced := connect.WithInterceptors(a.chain()...)
 	guarded := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
 	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit, compress, traced))

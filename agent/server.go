@@ -25,7 +25,7 @@ func (a *Agent) server() *http.Server {
 	// nothing, so only large payloads are compressed.
 	compress := connect.WithCompressMinBytes(64 << 10)
 	// Tracing first, so the span covers the wait for a leader too.
-	traced := connect.WithInterceptors(a.interceptors...)
+	traced := connect.WithInterceptors(a.chain()...)
 	opts := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.tel.Metrics)
