@@ -62,6 +62,10 @@ type aclResolver struct {
 
 	mu    sync.Mutex
 	cache map[[32]byte]aclCached // client agents only: servers read the state
+	// owners maps the worker ids registered here to the accessor id of the
+	// token that registered them: another app's token may not take over a
+	// worker id (and with it the stream of that worker's steps).
+	owners map[string]string
 }
 
 type aclCached struct {
@@ -70,7 +74,7 @@ type aclCached struct {
 }
 
 func newACLResolver(a *Agent) *aclResolver {
-	r := &aclResolver{a: a, cache: map[[32]byte]aclCached{}}
+	r := &aclResolver{a: a, cache: map[[32]byte]aclCached{}, owners: map[string]string{}}
 	if s := a.cfg.ACLInitialManagementToken; s != "" {
 		r.mgmt, r.hasMgmt = acl.Hash(s), true
 	}
@@ -159,6 +163,33 @@ func (r *aclResolver) remember(h [32]byte, c aclCached) {
 		}
 	}
 	r.cache[h] = c
+}
+
+// checkOwner refuses a token acting on a worker id another token
+// registered. Management may act on any.
+func (r *aclResolver) checkOwner(workerID string, tok *acl.Token) error {
+	if workerID == "" || tok.Policy == acl.Management {
+		return nil
+	}
+	r.mu.Lock()
+	owner, ok := r.owners[workerID]
+	r.mu.Unlock()
+	if ok && owner != tok.AccessorID {
+		return connect.NewError(connect.CodePermissionDenied, fmt.Errorf(
+			"worker %q was registered with another token (%s); token %s may not act for it: use a worker id of your own", workerID, owner, tok.AccessorID))
+	}
+	return nil
+}
+
+func (r *aclResolver) own(workerID string, tok *acl.Token) {
+	if workerID == "" || tok.Policy == acl.Management {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.owners[workerID]; !ok {
+		r.owners[workerID] = tok.AccessorID
+	}
 }
 
 // callerKey carries the secret of the caller a handler acts for, so that
@@ -343,7 +374,21 @@ func (i aclInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if err != nil {
 			return nil, err
 		}
-		return next(ctx, req)
+		reg, isReg := req.Any().(*taskerv1.RegisterCapabilitiesRequest)
+		if !isReg {
+			return next(ctx, req)
+		}
+		tok := callerOf(ctx).tok
+		if err := i.a.acl.checkOwner(reg.GetWorkerId(), tok); err != nil {
+			return nil, err
+		}
+		resp, err := next(ctx, req)
+		if err == nil {
+			if out, ok := resp.Any().(*taskerv1.RegisterCapabilitiesResponse); ok {
+				i.a.acl.own(out.GetWorkerId(), tok)
+			}
+		}
+		return resp, err
 	}
 }
 
@@ -379,6 +424,11 @@ type aclConn struct {
 func (c *aclConn) Receive(msg any) error {
 	if err := c.StreamingHandlerConn.Receive(msg); err != nil {
 		return err
+	}
+	if p, ok := msg.(*taskerv1.PollStepsRequest); ok {
+		if err := c.a.acl.checkOwner(p.GetWorkerId(), c.tok); err != nil {
+			return err
+		}
 	}
 	return c.a.allow(c.tok, c.Spec().Procedure, msg)
 }

@@ -119,6 +119,12 @@ func TestACLOneServer(t *testing.T) {
 	wantCode(t, "register another capability", err, connect.CodePermissionDenied, `"test.second"`)
 
 	p := newPoller(t, app, "w-first", "test.first")
+	// Another app may not take over the worker id (and its stream of
+	// steps), even re-registered with capabilities of its own.
+	_, err = as(srv, second).wk.RegisterCapabilities(ctx, connect.NewRequest(&taskerv1.RegisterCapabilitiesRequest{
+		WorkerId: "w-first", Capabilities: []*taskerv1.Capability{{Name: "test.second"}},
+	}))
+	wantCode(t, "register over another app's worker id", err, connect.CodePermissionDenied, "another token")
 	_, err = as(srv, second).wk.PollSteps(ctx, connect.NewRequest(&taskerv1.PollStepsRequest{WorkerId: "w-first"}))
 	if err == nil {
 		// Server streams report errors on the first Receive.
@@ -126,7 +132,7 @@ func TestACLOneServer(t *testing.T) {
 		s.Receive()
 		err = s.Err()
 	}
-	wantCode(t, "poll another app's worker", err, connect.CodePermissionDenied, `"test.first"`)
+	wantCode(t, "poll another app's worker", err, connect.CodePermissionDenied, "another token")
 
 	startQuick(t, app, "k1")
 	asg := p.next()
