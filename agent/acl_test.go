@@ -262,3 +262,17 @@ func TestACLOffByDefault(t *testing.T) {
 	_, err := aclClient(srv, "").WhoAmI(context.Background(), connect.NewRequest(&taskerv1.WhoAmIRequest{}))
 	wantCode(t, "whoami with ACLs off", err, connect.CodeFailedPrecondition, "not enabled")
 }
+
+// TestACLCacheIsBounded: a caller sending ever new tokens cannot grow a
+// client agent's memory past the cache bound.
+func TestACLCacheIsBounded(t *testing.T) {
+	r := &aclResolver{cache: map[[32]byte]aclCached{}}
+	for i := range aclCacheMax + 100 {
+		var h [32]byte
+		h[0], h[1], h[2] = byte(i), byte(i>>8), byte(i>>16)
+		r.remember(h, aclCached{expires: time.Now().Add(time.Minute)})
+	}
+	if n := len(r.cache); n > aclCacheMax {
+		t.Fatalf("%d cached tokens, bound %d", n, aclCacheMax)
+	}
+}
