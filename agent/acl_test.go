@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -274,5 +276,30 @@ func TestACLCacheIsBounded(t *testing.T) {
 	}
 	if n := len(r.cache); n > aclCacheMax {
 		t.Fatalf("%d cached tokens, bound %d", n, aclCacheMax)
+	}
+}
+
+// TestACLWarnsWhenExposed: a local API on a non-loopback address without
+// ACLs is announced at WARN; on loopback, or with ACLs, it is not.
+func TestACLWarnsWhenExposed(t *testing.T) {
+	for _, tc := range []struct {
+		client string
+		acl    bool
+		warn   bool
+	}{{"0.0.0.0", false, true}, {"127.0.0.1", false, false}, {"0.0.0.0", true, false}} {
+		var buf bytes.Buffer
+		cfg := Defaults()
+		cfg.Dev, cfg.Server, cfg.BootstrapExpect, cfg.ClientAddr = true, true, 1, tc.client
+		if tc.acl {
+			withACL(&cfg)
+		}
+		a, err := New(cfg, slog.New(slog.NewTextHandler(&buf, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.warnExposed()
+		if got := strings.Contains(buf.String(), "level=WARN") && strings.Contains(buf.String(), "-acl"); got != tc.warn {
+			t.Errorf("-client %s, acl %v: warned %v, want %v (%q)", tc.client, tc.acl, got, tc.warn, buf.String())
+		}
 	}
 }
