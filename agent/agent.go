@@ -62,6 +62,8 @@ type Agent struct {
 	// asgTraces carries the traceparent of attempts given to apps here,
 	// from delivery to the app (see telemetry.go).
 	asgTraces asgTraces
+	// acl resolves the tokens calls carry (acl.go).
+	acl *aclResolver
 
 	ln           net.Listener
 	srv          *http.Server
@@ -138,6 +140,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if a.tel.Tracing {
 		a.log = slog.New(telemetry.LogHandler(a.log.Handler()))
 	}
+	a.acl = newACLResolver(a)
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
 	a.left = make(chan struct{})
@@ -216,6 +219,7 @@ func (a *Agent) start(ctx context.Context) error {
 		return fmt.Errorf("http-port: listen on %s:%d: %w", a.cfg.ClientAddr, a.cfg.HTTPPort, err)
 	}
 	a.ln = ln
+	a.warnExposed()
 	if err := a.startGossip(ctx, advertise); err != nil {
 		return err
 	}

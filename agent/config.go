@@ -129,6 +129,20 @@ type Config struct {
 	RaftSnapshotThreshold int           `yaml:"raft_snapshot_threshold"`
 	RaftSnapshotInterval  time.Duration `yaml:"raft_snapshot_interval"`
 	RaftTrailingLogs      int           `yaml:"raft_trailing_logs"`
+	// ACLEnabled makes every API call carry a token whose policy covers
+	// it (docs/acl.md). Off by default.
+	ACLEnabled bool `yaml:"acl_enabled"`
+	// ACLInitialManagementToken is a management token set in
+	// configuration, to create the first stored tokens with; set it on
+	// the servers (docs/acl.md, bootstrap).
+	ACLInitialManagementToken string `yaml:"acl_initial_management_token"`
+	// ACLAgentToken is the token this agent sends other agents. Every
+	// agent accepts its own as the agent policy, so one shared secret on
+	// every agent works without any stored token.
+	ACLAgentToken string `yaml:"acl_agent_token"`
+	// ACLTokenTTL is how long a client agent trusts what a server said
+	// about a token: a deleted token works at most this long there.
+	ACLTokenTTL time.Duration `yaml:"acl_token_ttl"`
 	// Dev runs a whole one-server cluster on loopback with a temporary
 	// data dir and fast Raft timeouts: for development only.
 	Dev bool `yaml:"-"`
@@ -159,6 +173,7 @@ func Defaults() Config {
 		RaftSnapshotThreshold: 16384,
 		RaftSnapshotInterval:  30 * time.Second,
 		RaftTrailingLogs:      10240,
+		ACLTokenTTL:           30 * time.Second,
 	}
 }
 
@@ -232,6 +247,9 @@ func settings() []setting {
 		list("join", "gossip address host:port to join at start (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.Join }),
 		list("retry-join", "gossip address to keep trying until it answers (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.RetryJoin }),
 		str("encrypt", "gossip encryption key, base64 (tasker keygen)", func(c *Config) *string { return &c.Encrypt }),
+		boolean("acl", "require an ACL token on every API call (docs/acl.md)", func(c *Config) *bool { return &c.ACLEnabled }),
+		str("acl-initial-management-token", "management token from configuration, to bootstrap ACLs (servers)", func(c *Config) *string { return &c.ACLInitialManagementToken }),
+		str("acl-agent-token", "token agents send each other when ACLs are on; the same on every agent, or an agent-policy token", func(c *Config) *string { return &c.ACLAgentToken }),
 		boolean("dev-timing", "short Raft and gossip timeouts, for a cluster on one machine (tests, demos)", func(c *Config) *bool { return &c.DevTiming }),
 		num("raft-snapshot-threshold", "new Raft log entries that make a server snapshot and compact its log (servers)", func(c *Config) *int { return &c.RaftSnapshotThreshold }),
 		duration("raft-snapshot-interval", "how often a server checks whether to snapshot, such as 30s (servers)", func(c *Config) *time.Duration { return &c.RaftSnapshotInterval }),
@@ -458,6 +476,7 @@ func (c *Config) Validate() error {
 	if c.RaftSnapshotInterval < minSnapshotInterval || c.RaftSnapshotInterval > 24*time.Hour {
 		bad("raft-snapshot-interval", "%v is out of range: use %v to 24h (default 30s)", c.RaftSnapshotInterval, minSnapshotInterval)
 	}
+	c.validateACL(bad)
 	if c.ReclaimGrace <= 0 || c.ReclaimGrace > 10*time.Minute {
 		bad("reclaim_grace", "%v is out of range: use a positive duration up to 10m", c.ReclaimGrace)
 	}

@@ -84,7 +84,7 @@ func (f *forwarder) agentClient(base string) agentv1connect.AgentServiceClient {
 	defer f.mu.Unlock()
 	c := f.agents[base]
 	if c == nil {
-		c = agentv1connect.NewAgentServiceClient(f.client, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10), connect.WithInterceptors(f.a.interceptors...))
+		c = agentv1connect.NewAgentServiceClient(f.client, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10), connect.WithInterceptors(f.a.chain()...))
 		f.agents[base] = c
 	}
 	return c
@@ -96,7 +96,7 @@ func (f *forwarder) workerClient(base string) taskerv1connect.WorkerServiceClien
 	defer f.mu.Unlock()
 	c := f.workers[base]
 	if c == nil {
-		c = taskerv1connect.NewWorkerServiceClient(f.client, base, connect.WithGRPC(), connect.WithInterceptors(f.a.interceptors...))
+		c = taskerv1connect.NewWorkerServiceClient(f.client, base, connect.WithGRPC(), connect.WithInterceptors(f.a.chain()...))
 		f.workers[base] = c
 	}
 	return c

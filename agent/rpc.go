@@ -24,7 +24,7 @@ import (
 func (a *Agent) rpcServer() *http.Server {
 	limit := connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)
 	compress := connect.WithCompressMinBytes(64 << 10)
-	traced := connect.WithInterceptors(a.interceptors...)
+	traced := connect.WithInterceptors(a.chain()...)
 	guarded := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
 	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit, compress, traced))
@@ -33,6 +33,7 @@ func (a *Agent) rpcServer() *http.Server {
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, guarded...))
 	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, traced, connect.WithInterceptors(leaderGuard{a}))
 	mux.Handle(path, a.route(h))
+	mux.Handle(taskerv1connect.NewAclServiceHandler(&aclAPI{a}, limit, compress, traced))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)

@@ -25,7 +25,7 @@ func (a *Agent) server() *http.Server {
 	// nothing, so only large payloads are compressed.
 	compress := connect.WithCompressMinBytes(64 << 10)
 	// Tracing first, so the span covers the wait for a leader too.
-	traced := connect.WithInterceptors(a.interceptors...)
+	traced := connect.WithInterceptors(a.chain()...)
 	opts := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.tel.Metrics)
@@ -37,7 +37,8 @@ func (a *Agent) server() *http.Server {
 	// Operators must reach the cluster service even with no leader.
 	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, traced, connect.WithInterceptors(leaderGuard{a}))
 	mux.Handle(path, a.route(h))
-	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName}
+	mux.Handle(taskerv1connect.NewAclServiceHandler(&aclAPI{a}, limit, compress, traced))
+	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName, taskerv1connect.AclServiceName}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

@@ -815,7 +815,7 @@ func (a *Agent) leaveRaft(ctx context.Context) {
 func (a *Agent) leaderLists(ctx context.Context, id string) (bool, error) {
 	var listed bool
 	err := a.fwd.do(ctx, func(ctx context.Context, base string) error {
-		cl := taskerv1connect.NewClusterServiceClient(a.fwd.client, base, connect.WithGRPC(), connect.WithInterceptors(a.interceptors...))
+		cl := taskerv1connect.NewClusterServiceClient(a.fwd.client, base, connect.WithGRPC(), connect.WithInterceptors(a.chain()...))
 		resp, err := cl.RaftPeers(ctx, connect.NewRequest(&taskerv1.RaftPeersRequest{}))
 		if err != nil {
 			return err

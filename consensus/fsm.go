@@ -131,6 +131,10 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.initCluster(k.InitCluster.GetClusterId())
 	case *fsmv1.Command_BusCursor:
 		return s.advanceBusCursor(k.BusCursor.GetIndex(), fx)
+	case *fsmv1.Command_PutAclToken:
+		return s.putACLToken(k.PutAclToken.GetToken())
+	case *fsmv1.Command_DeleteAclToken:
+		return s.deleteACLToken(k.DeleteAclToken.GetAccessorId())
 	case *fsmv1.Command_Batch:
 		res := &Result{}
 		for _, sub := range k.Batch.GetCommands() {
@@ -194,6 +198,7 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 		s.clusterID = fresh.clusterID
 	}
 	s.busCursor = max(s.busCursor, fresh.busCursor)
+	s.acl = fresh.acl
 	f.state.mu.Unlock()
 	return nil
 }
@@ -213,8 +218,15 @@ func (s *State) encode() ([]byte, error) {
 	// gives a stable order, and versions of one workflow keep theirs.
 	sortVersions(versions)
 	hdr := &fsmv1.SnapshotHeader{Format: snapshotFormat, WorkflowVersions: uint64(len(versions)), Tasks: uint64(len(s.byNumber)), ClusterId: s.clusterID, BusCursor: s.busCursor}
+	tokens := s.sortedACLTokens()
+	hdr.AclTokens = uint64(len(tokens))
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return nil, err
+	}
+	for _, t := range tokens {
+		if _, err := protodelim.MarshalTo(w, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_AclToken{AclToken: t}}); err != nil {
+			return nil, err
+		}
 	}
 	for _, v := range versions {
 		rec := &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_WorkflowVersion{WorkflowVersion: &fsmv1.WorkflowVersion{
@@ -292,7 +304,7 @@ func (s *State) decode(r *bufio.Reader) error {
 	}
 	s.clusterID = hdr.GetClusterId()
 	s.busCursor = hdr.GetBusCursor()
-	var nv, nt uint64
+	var nv, nt, na uint64
 	for {
 		var rec fsmv1.SnapshotRecord
 		err := protodelim.UnmarshalFrom(r, &rec)
@@ -300,7 +312,7 @@ func (s *State) decode(r *bufio.Reader) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("record %d: %w", nv+nt+1, err)
+			return fmt.Errorf("record %d: %w", nv+nt+na+1, err)
 		}
 		switch x := rec.Record.(type) {
 		case *fsmv1.SnapshotRecord_WorkflowVersion:
@@ -314,12 +326,18 @@ func (s *State) decode(r *bufio.Reader) error {
 				return fmt.Errorf("task %s: %w", x.Task.GetId(), err)
 			}
 			nt++
+		case *fsmv1.SnapshotRecord_AclToken:
+			if res := s.putACLToken(x.AclToken); res.Err != nil {
+				return fmt.Errorf("acl token %d: %w", na+1, res.Err)
+			}
+			na++
 		default:
-			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+1)
+			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+na+1)
 		}
 	}
-	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() {
-		return fmt.Errorf("snapshot is incomplete: %d workflow versions and %d tasks, header says %d and %d", nv, nt, hdr.GetWorkflowVersions(), hdr.GetTasks())
+	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() || na != hdr.GetAclTokens() {
+		return fmt.Errorf("snapshot is incomplete: %d workflow versions, %d tasks and %d acl tokens, header says %d, %d and %d",
+			nv, nt, na, hdr.GetWorkflowVersions(), hdr.GetTasks(), hdr.GetAclTokens())
 	}
 	return nil
 }

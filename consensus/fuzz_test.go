@@ -232,7 +232,24 @@ func fuzzSeeds() [][]*fsmv1.Command {
 			put(fuzzMini), put(strings.Replace(fuzzMini, "1.0.0", "1.1.0", 1)), mini("m3", "", `{"n":"x"}`), mini("m3", "", ""),
 			mini("m3", "", `{"n":4}`), {Kind: &fsmv1.Command_InitCluster{InitCluster: &fsmv1.InitCluster{ClusterId: "c-2"}}},
 		},
+		{
+			putToken("acc_1", 1, "app", "payments.*"), putToken("acc_1", 1, "app", "payments.*"), putToken("acc_1", 2, "app", "payments.*"),
+			putToken("acc_2", 1, "reader"), putToken("acc_3", 3, "management"), putToken("acc_4", 4, "app"), putToken("acc_5", 5, "root"),
+			deleteToken("acc_3"), deleteToken("acc_3"), putToken("acc_3", 3, "writer"),
+			batch(putToken("acc_6", 6, "agent"), deleteToken("acc_2")),
+		},
 	}
+}
+
+// putToken stores a token whose secret hash is 32 copies of b.
+func putToken(id string, b byte, policy string, caps ...string) *fsmv1.Command {
+	return &fsmv1.Command{Kind: &fsmv1.Command_PutAclToken{PutAclToken: &fsmv1.PutAclToken{Token: &fsmv1.AclToken{
+		AccessorId: id, SecretHash: bytes.Repeat([]byte{b}, 32), Policy: policy, Capabilities: caps, CreatedAt: timestamppb.New(t0),
+	}}}}
+}
+
+func deleteToken(id string) *fsmv1.Command {
+	return &fsmv1.Command{Kind: &fsmv1.Command_DeleteAclToken{DeleteAclToken: &fsmv1.DeleteAclToken{AccessorId: id}}}
 }
 
 // FuzzFSMApply applies a sequence of log entries to three FSMs: A checks

@@ -27,8 +27,9 @@ type State struct {
 	idem      map[idemKey]*taskRec
 	runs      *workflow.Runs
 	plans     map[*workflow.Plan]workflow.PlanRef
-	clusterID string // set once by InitCluster
-	busCursor uint64 // BusCursor: events up to this index are on the bus
+	clusterID string    // set once by InitCluster
+	busCursor uint64    // BusCursor: events up to this index are on the bus
+	acl       aclTokens // ACL tokens (acl.go)
 }
 
 // ClusterID is the id the cluster's first leader gave it; empty until then.
@@ -133,6 +134,7 @@ func NewState(limits workflow.Limits) *State {
 		idem:      map[idemKey]*taskRec{},
 		runs:      workflow.NewRuns(),
 		plans:     map[*workflow.Plan]workflow.PlanRef{},
+		acl:       newACLTokens(),
 	}
 }
 

@@ -42,6 +42,7 @@ const callTimeout = 30 * time.Second
 // commands' -stale and -consistent.
 type apiFlags struct {
 	addr   *string
+	token  *string // the ACL token (acl.go); "" means $TASKER_TOKEN
 	format *outputFormat
 	// stale and consistent are nil for a command that does not read
 	// workflow state.
@@ -71,9 +72,10 @@ from a leader that has just been replaced. They do not combine.
 // addAPIFlags adds --addr and -o (table or json) to fs.
 func addAPIFlags(fs *flag.FlagSet) apiFlags {
 	addr := fs.String("addr", "", "agent `URL`; default $"+addrEnv+", else "+defaultAddr)
+	token := fs.String("token", "", "ACL `token` when the agent has ACLs on; default $"+tokenEnv)
 	f := formatTable
 	fs.Var(&tableOrJSON{&f}, "o", "output `format`: table for people, json for scripts")
-	return apiFlags{addr: addr, format: &f}
+	return apiFlags{addr: addr, token: token, format: &f}
 }
 
 // addReadFlags adds the API flags and -stale and -consistent to fs, for a
@@ -175,6 +177,7 @@ type conn struct {
 	stdout, stderr io.Writer
 	workflows      taskerv1connect.WorkflowServiceClient
 	cluster        taskerv1connect.ClusterServiceClient
+	acl            taskerv1connect.AclServiceClient
 }
 
 // connect makes the clients. It returns an exit code when the address is
@@ -208,10 +211,14 @@ func (f apiFlags) connect(c command, stdout, stderr io.Writer) (*conn, int, bool
 	if consistency != "" {
 		opts = append(opts, connect.WithInterceptors(consistencyInterceptor(consistency)))
 	}
+	if t := f.tokenValue(); t != "" {
+		opts = append(opts, connect.WithInterceptors(tokenInterceptor(t)))
+	}
 	return &conn{
 		cmd: c, addr: addr, format: *f.format, stdout: stdout, stderr: stderr,
 		workflows: taskerv1connect.NewWorkflowServiceClient(hc, addr, opts...),
 		cluster:   taskerv1connect.NewClusterServiceClient(hc, addr, opts...),
+		acl:       taskerv1connect.NewAclServiceClient(hc, addr, opts...),
 	}, exitOK, true
 }
 

@@ -64,6 +64,7 @@ func commands() []command {
 		forceLeaveCommand(),
 		keygenCommand(),
 		keyringCommand(),
+		aclCommand(),
 		versionCommand(),
 		helpCommand(),
 	}

@@ -14,6 +14,7 @@ import (
 const apiFlagsHelp = `
 -addr defaults to $TASKER_ADDR, else http://127.0.0.1:7420. -o json
 prints the agent's response as JSON (the .proto field names) for scripts.
+-token (default $TASKER_TOKEN) is the ACL token, when the agent has ACLs on.
 `
 
 // apiExit describes the exit status of the operator commands.

@@ -22,6 +22,10 @@ type Options struct {
 	// Empty means the TASKER_ADDR environment variable, else
 	// http://127.0.0.1:7420.
 	Addr string
+	// Token is the ACL token sent to the sidecar as "Authorization:
+	// Bearer", when the cluster runs with ACLs (docs/acl.md). Empty means
+	// the TASKER_TOKEN environment variable, else none.
+	Token string
 	// HTTPClient carries the calls. nil means the SDK's shared client,
 	// which speaks HTTP/2 without TLS (h2c); a replacement must too, for
 	// Watch and Wait to work.
@@ -43,7 +47,7 @@ func New(opts Options) *Client {
 		hc = transport.HTTPClient()
 	}
 	return &Client{
-		api:      taskerv1connect.NewWorkflowServiceClient(hc, transport.BaseURL(opts.Addr), transport.ClientOptions()...),
+		api:      taskerv1connect.NewWorkflowServiceClient(hc, transport.BaseURL(opts.Addr), transport.ClientOptions(opts.Token)...),
 		retryMin: 100 * time.Millisecond,
 		retryMax: 5 * time.Second,
 	}

@@ -56,6 +56,10 @@ type Options struct {
 	// context is cancelled, before it cancels their contexts. Zero means
 	// [DefaultDrainTimeout].
 	DrainTimeout time.Duration
+	// Token is the ACL token sent to the sidecar as "Authorization:
+	// Bearer", when the cluster runs with ACLs (docs/acl.md). Empty means
+	// the TASKER_TOKEN environment variable, else none.
+	Token string
 	// HTTPClient carries the calls to the sidecar. nil means the SDK's
 	// shared client, which speaks HTTP/2 without TLS (h2c); a replacement
 	// must too, for the stream of assignments to work.
@@ -108,7 +112,7 @@ func New(opts Options) *Worker {
 		drain = DefaultDrainTimeout
 	}
 	return &Worker{
-		api:          taskerv1connect.NewWorkerServiceClient(hc, transport.BaseURL(opts.Addr), transport.ClientOptions()...),
+		api:          taskerv1connect.NewWorkerServiceClient(hc, transport.BaseURL(opts.Addr), transport.ClientOptions(opts.Token)...),
 		log:          log,
 		workerID:     opts.WorkerID,
 		drainTimeout: drain,

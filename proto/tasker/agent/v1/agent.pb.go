@@ -23,6 +23,97 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ResolveTokenRequest names a token by its secret's hash: the secret
+// itself never leaves the agent the caller sent it to.
+type ResolveTokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SecretHash    []byte                 `protobuf:"bytes,1,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveTokenRequest) Reset() {
+	*x = ResolveTokenRequest{}
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveTokenRequest) ProtoMessage() {}
+
+func (x *ResolveTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveTokenRequest.ProtoReflect.Descriptor instead.
+func (*ResolveTokenRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *ResolveTokenRequest) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+// ResolveTokenResponse is the token's grant.
+type ResolveTokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *v1.AclToken           `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveTokenResponse) Reset() {
+	*x = ResolveTokenResponse{}
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveTokenResponse) ProtoMessage() {}
+
+func (x *ResolveTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveTokenResponse.ProtoReflect.Descriptor instead.
+func (*ResolveTokenResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ResolveTokenResponse) GetToken() *v1.AclToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
 // ApplyRequest carries one encoded command.
 type ApplyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -33,7 +124,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +136,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[0]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +149,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ApplyRequest) GetCommand() []byte {
@@ -78,7 +169,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -90,7 +181,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[1]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -103,7 +194,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{1}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ApplyResponse) GetResult() *Result {
@@ -132,7 +223,7 @@ type Result struct {
 
 func (x *Result) Reset() {
 	*x = Result{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +235,7 @@ func (x *Result) String() string {
 func (*Result) ProtoMessage() {}
 
 func (x *Result) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[2]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +248,7 @@ func (x *Result) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Result.ProtoReflect.Descriptor instead.
 func (*Result) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{2}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Result) GetErrorKind() string {
@@ -228,7 +319,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -240,7 +331,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[3]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -253,7 +344,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{3}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DeliverRequest) GetAssignment() *v1.StepAssignment {
@@ -280,7 +371,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -292,7 +383,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[4]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -305,7 +396,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{4}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeliverResponse) GetWorkerId() string {
@@ -324,7 +415,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +427,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[5]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +440,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{7}
 }
 
 // StatusResponse is an agent's Raft state.
@@ -379,7 +470,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -391,7 +482,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[6]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -404,7 +495,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *StatusResponse) GetNode() string {
@@ -494,7 +585,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +597,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[7]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +610,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemovePeerRequest) GetId() string {
@@ -538,7 +629,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +641,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[8]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +654,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{8}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 // KeyringRequest is one keyring operation on this agent.
@@ -578,7 +669,7 @@ type KeyringRequest struct {
 
 func (x *KeyringRequest) Reset() {
 	*x = KeyringRequest{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +681,7 @@ func (x *KeyringRequest) String() string {
 func (*KeyringRequest) ProtoMessage() {}
 
 func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +694,7 @@ func (x *KeyringRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringRequest.ProtoReflect.Descriptor instead.
 func (*KeyringRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *KeyringRequest) GetOp() v1.KeyringOp {
@@ -633,7 +724,7 @@ type KeyringResponse struct {
 
 func (x *KeyringResponse) Reset() {
 	*x = KeyringResponse{}
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +736,7 @@ func (x *KeyringResponse) String() string {
 func (*KeyringResponse) ProtoMessage() {}
 
 func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_tasker_agent_v1_agent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +749,7 @@ func (x *KeyringResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyringResponse.ProtoReflect.Descriptor instead.
 func (*KeyringResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_tasker_agent_v1_agent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *KeyringResponse) GetNode() string {
@@ -686,7 +777,12 @@ var File_tasker_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
-	"\x1btasker/agent/v1/agent.proto\x12\x0ftasker.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17tasker/v1/cluster.proto\x1a\x16tasker/v1/worker.proto\"(\n" +
+	"\x1btasker/agent/v1/agent.proto\x12\x0ftasker.agent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13tasker/v1/acl.proto\x1a\x17tasker/v1/cluster.proto\x1a\x16tasker/v1/worker.proto\"6\n" +
+	"\x13ResolveTokenRequest\x12\x1f\n" +
+	"\vsecret_hash\x18\x01 \x01(\fR\n" +
+	"secretHash\"A\n" +
+	"\x14ResolveTokenResponse\x12)\n" +
+	"\x05token\x18\x01 \x01(\v2\x13.tasker.v1.AclTokenR\x05token\"(\n" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"@\n" +
 	"\rApplyResponse\x12/\n" +
@@ -733,14 +829,15 @@ const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"\x0fKeyringResponse\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x12\n" +
 	"\x04keys\x18\x02 \x03(\tR\x04keys\x12\x18\n" +
-	"\aprimary\x18\x03 \x01(\tR\aprimary2\x99\x03\n" +
+	"\aprimary\x18\x03 \x01(\tR\aprimary2\xfb\x03\n" +
 	"\fAgentService\x12F\n" +
 	"\x05Apply\x12\x1d.tasker.agent.v1.ApplyRequest\x1a\x1e.tasker.agent.v1.ApplyResponse\x12L\n" +
 	"\aDeliver\x12\x1f.tasker.agent.v1.DeliverRequest\x1a .tasker.agent.v1.DeliverResponse\x12N\n" +
 	"\x06Status\x12\x1e.tasker.agent.v1.StatusRequest\x1a\x1f.tasker.agent.v1.StatusResponse\"\x03\x90\x02\x01\x12U\n" +
 	"\n" +
 	"RemovePeer\x12\".tasker.agent.v1.RemovePeerRequest\x1a#.tasker.agent.v1.RemovePeerResponse\x12L\n" +
-	"\aKeyring\x12\x1f.tasker.agent.v1.KeyringRequest\x1a .tasker.agent.v1.KeyringResponseB<Z:github.com/tasker-run/tasker/proto/tasker/agent/v1;agentv1b\x06proto3"
+	"\aKeyring\x12\x1f.tasker.agent.v1.KeyringRequest\x1a .tasker.agent.v1.KeyringResponse\x12`\n" +
+	"\fResolveToken\x12$.tasker.agent.v1.ResolveTokenRequest\x1a%.tasker.agent.v1.ResolveTokenResponse\"\x03\x90\x02\x01B<Z:github.com/tasker-run/tasker/proto/tasker/agent/v1;agentv1b\x06proto3"
 
 var (
 	file_tasker_agent_v1_agent_proto_rawDescOnce sync.Once
@@ -754,44 +851,50 @@ func file_tasker_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_tasker_agent_v1_agent_proto_rawDescData
 }
 
-var file_tasker_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_tasker_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_tasker_agent_v1_agent_proto_goTypes = []any{
-	(*ApplyRequest)(nil),          // 0: tasker.agent.v1.ApplyRequest
-	(*ApplyResponse)(nil),         // 1: tasker.agent.v1.ApplyResponse
-	(*Result)(nil),                // 2: tasker.agent.v1.Result
-	(*DeliverRequest)(nil),        // 3: tasker.agent.v1.DeliverRequest
-	(*DeliverResponse)(nil),       // 4: tasker.agent.v1.DeliverResponse
-	(*StatusRequest)(nil),         // 5: tasker.agent.v1.StatusRequest
-	(*StatusResponse)(nil),        // 6: tasker.agent.v1.StatusResponse
-	(*RemovePeerRequest)(nil),     // 7: tasker.agent.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),    // 8: tasker.agent.v1.RemovePeerResponse
-	(*KeyringRequest)(nil),        // 9: tasker.agent.v1.KeyringRequest
-	(*KeyringResponse)(nil),       // 10: tasker.agent.v1.KeyringResponse
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*v1.StepAssignment)(nil),     // 12: tasker.v1.StepAssignment
-	(v1.KeyringOp)(0),             // 13: tasker.v1.KeyringOp
+	(*ResolveTokenRequest)(nil),   // 0: tasker.agent.v1.ResolveTokenRequest
+	(*ResolveTokenResponse)(nil),  // 1: tasker.agent.v1.ResolveTokenResponse
+	(*ApplyRequest)(nil),          // 2: tasker.agent.v1.ApplyRequest
+	(*ApplyResponse)(nil),         // 3: tasker.agent.v1.ApplyResponse
+	(*Result)(nil),                // 4: tasker.agent.v1.Result
+	(*DeliverRequest)(nil),        // 5: tasker.agent.v1.DeliverRequest
+	(*DeliverResponse)(nil),       // 6: tasker.agent.v1.DeliverResponse
+	(*StatusRequest)(nil),         // 7: tasker.agent.v1.StatusRequest
+	(*StatusResponse)(nil),        // 8: tasker.agent.v1.StatusResponse
+	(*RemovePeerRequest)(nil),     // 9: tasker.agent.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),    // 10: tasker.agent.v1.RemovePeerResponse
+	(*KeyringRequest)(nil),        // 11: tasker.agent.v1.KeyringRequest
+	(*KeyringResponse)(nil),       // 12: tasker.agent.v1.KeyringResponse
+	(*v1.AclToken)(nil),           // 13: tasker.v1.AclToken
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*v1.StepAssignment)(nil),     // 15: tasker.v1.StepAssignment
+	(v1.KeyringOp)(0),             // 16: tasker.v1.KeyringOp
 }
 var file_tasker_agent_v1_agent_proto_depIdxs = []int32{
-	2,  // 0: tasker.agent.v1.ApplyResponse.result:type_name -> tasker.agent.v1.Result
-	11, // 1: tasker.agent.v1.Result.retry_at:type_name -> google.protobuf.Timestamp
-	2,  // 2: tasker.agent.v1.Result.batch:type_name -> tasker.agent.v1.Result
-	12, // 3: tasker.agent.v1.DeliverRequest.assignment:type_name -> tasker.v1.StepAssignment
-	13, // 4: tasker.agent.v1.KeyringRequest.op:type_name -> tasker.v1.KeyringOp
-	0,  // 5: tasker.agent.v1.AgentService.Apply:input_type -> tasker.agent.v1.ApplyRequest
-	3,  // 6: tasker.agent.v1.AgentService.Deliver:input_type -> tasker.agent.v1.DeliverRequest
-	5,  // 7: tasker.agent.v1.AgentService.Status:input_type -> tasker.agent.v1.StatusRequest
-	7,  // 8: tasker.agent.v1.AgentService.RemovePeer:input_type -> tasker.agent.v1.RemovePeerRequest
-	9,  // 9: tasker.agent.v1.AgentService.Keyring:input_type -> tasker.agent.v1.KeyringRequest
-	1,  // 10: tasker.agent.v1.AgentService.Apply:output_type -> tasker.agent.v1.ApplyResponse
-	4,  // 11: tasker.agent.v1.AgentService.Deliver:output_type -> tasker.agent.v1.DeliverResponse
-	6,  // 12: tasker.agent.v1.AgentService.Status:output_type -> tasker.agent.v1.StatusResponse
-	8,  // 13: tasker.agent.v1.AgentService.RemovePeer:output_type -> tasker.agent.v1.RemovePeerResponse
-	10, // 14: tasker.agent.v1.AgentService.Keyring:output_type -> tasker.agent.v1.KeyringResponse
-	10, // [10:15] is the sub-list for method output_type
-	5,  // [5:10] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	13, // 0: tasker.agent.v1.ResolveTokenResponse.token:type_name -> tasker.v1.AclToken
+	4,  // 1: tasker.agent.v1.ApplyResponse.result:type_name -> tasker.agent.v1.Result
+	14, // 2: tasker.agent.v1.Result.retry_at:type_name -> google.protobuf.Timestamp
+	4,  // 3: tasker.agent.v1.Result.batch:type_name -> tasker.agent.v1.Result
+	15, // 4: tasker.agent.v1.DeliverRequest.assignment:type_name -> tasker.v1.StepAssignment
+	16, // 5: tasker.agent.v1.KeyringRequest.op:type_name -> tasker.v1.KeyringOp
+	2,  // 6: tasker.agent.v1.AgentService.Apply:input_type -> tasker.agent.v1.ApplyRequest
+	5,  // 7: tasker.agent.v1.AgentService.Deliver:input_type -> tasker.agent.v1.DeliverRequest
+	7,  // 8: tasker.agent.v1.AgentService.Status:input_type -> tasker.agent.v1.StatusRequest
+	9,  // 9: tasker.agent.v1.AgentService.RemovePeer:input_type -> tasker.agent.v1.RemovePeerRequest
+	11, // 10: tasker.agent.v1.AgentService.Keyring:input_type -> tasker.agent.v1.KeyringRequest
+	0,  // 11: tasker.agent.v1.AgentService.ResolveToken:input_type -> tasker.agent.v1.ResolveTokenRequest
+	3,  // 12: tasker.agent.v1.AgentService.Apply:output_type -> tasker.agent.v1.ApplyResponse
+	6,  // 13: tasker.agent.v1.AgentService.Deliver:output_type -> tasker.agent.v1.DeliverResponse
+	8,  // 14: tasker.agent.v1.AgentService.Status:output_type -> tasker.agent.v1.StatusResponse
+	10, // 15: tasker.agent.v1.AgentService.RemovePeer:output_type -> tasker.agent.v1.RemovePeerResponse
+	12, // 16: tasker.agent.v1.AgentService.Keyring:output_type -> tasker.agent.v1.KeyringResponse
+	1,  // 17: tasker.agent.v1.AgentService.ResolveToken:output_type -> tasker.agent.v1.ResolveTokenResponse
+	12, // [12:18] is the sub-list for method output_type
+	6,  // [6:12] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_tasker_agent_v1_agent_proto_init() }
@@ -805,7 +908,7 @@ func file_tasker_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_agent_v1_agent_proto_rawDesc), len(file_tasker_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

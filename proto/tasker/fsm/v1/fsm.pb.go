@@ -50,6 +50,8 @@ type Command struct {
 	//	*Command_Batch
 	//	*Command_InitCluster
 	//	*Command_BusCursor
+	//	*Command_PutAclToken
+	//	*Command_DeleteAclToken
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -225,6 +227,24 @@ func (x *Command) GetBusCursor() *BusCursor {
 	return nil
 }
 
+func (x *Command) GetPutAclToken() *PutAclToken {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_PutAclToken); ok {
+			return x.PutAclToken
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDeleteAclToken() *DeleteAclToken {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DeleteAclToken); ok {
+			return x.DeleteAclToken
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -285,6 +305,14 @@ type Command_BusCursor struct {
 	BusCursor *BusCursor `protobuf:"bytes,23,opt,name=bus_cursor,json=busCursor,proto3,oneof"`
 }
 
+type Command_PutAclToken struct {
+	PutAclToken *PutAclToken `protobuf:"bytes,24,opt,name=put_acl_token,json=putAclToken,proto3,oneof"`
+}
+
+type Command_DeleteAclToken struct {
+	DeleteAclToken *DeleteAclToken `protobuf:"bytes,25,opt,name=delete_acl_token,json=deleteAclToken,proto3,oneof"`
+}
+
 func (*Command_PutWorkflow) isCommand_Kind() {}
 
 func (*Command_CreateTask) isCommand_Kind() {}
@@ -313,6 +341,200 @@ func (*Command_InitCluster) isCommand_Kind() {}
 
 func (*Command_BusCursor) isCommand_Kind() {}
 
+func (*Command_PutAclToken) isCommand_Kind() {}
+
+func (*Command_DeleteAclToken) isCommand_Kind() {}
+
+// PutAclToken stores an ACL token (docs/acl.md). Only the SHA-256 hash of
+// its secret is in the log and in snapshots: the secret itself is shown
+// once, to whoever created the token.
+type PutAclToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Token         *AclToken              `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutAclToken) Reset() {
+	*x = PutAclToken{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutAclToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutAclToken) ProtoMessage() {}
+
+func (x *PutAclToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutAclToken.ProtoReflect.Descriptor instead.
+func (*PutAclToken) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PutAclToken) GetToken() *AclToken {
+	if x != nil {
+		return x.Token
+	}
+	return nil
+}
+
+// DeleteAclToken removes the ACL token with this accessor id.
+type DeleteAclToken struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AccessorId    string                 `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteAclToken) Reset() {
+	*x = DeleteAclToken{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteAclToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteAclToken) ProtoMessage() {}
+
+func (x *DeleteAclToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteAclToken.ProtoReflect.Descriptor instead.
+func (*DeleteAclToken) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeleteAclToken) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+// AclToken is a stored ACL token.
+type AclToken struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The public id operators name the token by (list, delete).
+	AccessorId string `protobuf:"bytes,1,opt,name=accessor_id,json=accessorId,proto3" json:"accessor_id,omitempty"`
+	// SHA-256 of the secret callers send; 32 bytes.
+	SecretHash []byte `protobuf:"bytes,2,opt,name=secret_hash,json=secretHash,proto3" json:"secret_hash,omitempty"`
+	// management, writer, reader, app or agent.
+	Policy string `protobuf:"bytes,3,opt,name=policy,proto3" json:"policy,omitempty"`
+	// For app tokens: the capability patterns (payments.*) it may serve.
+	Capabilities []string `protobuf:"bytes,4,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
+	// For app tokens: the workflow patterns (namespace/name) it may start.
+	Workflows     []string               `protobuf:"bytes,5,rep,name=workflows,proto3" json:"workflows,omitempty"`
+	Description   string                 `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AclToken) Reset() {
+	*x = AclToken{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AclToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AclToken) ProtoMessage() {}
+
+func (x *AclToken) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AclToken.ProtoReflect.Descriptor instead.
+func (*AclToken) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AclToken) GetAccessorId() string {
+	if x != nil {
+		return x.AccessorId
+	}
+	return ""
+}
+
+func (x *AclToken) GetSecretHash() []byte {
+	if x != nil {
+		return x.SecretHash
+	}
+	return nil
+}
+
+func (x *AclToken) GetPolicy() string {
+	if x != nil {
+		return x.Policy
+	}
+	return ""
+}
+
+func (x *AclToken) GetCapabilities() []string {
+	if x != nil {
+		return x.Capabilities
+	}
+	return nil
+}
+
+func (x *AclToken) GetWorkflows() []string {
+	if x != nil {
+		return x.Workflows
+	}
+	return nil
+}
+
+func (x *AclToken) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *AclToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
 // BusCursor records that the leader's bus has confirmed every lifecycle
 // event of the log up to index: each server drops those events from its
 // outbox, and a new leader resumes publishing after them.
@@ -325,7 +547,7 @@ type BusCursor struct {
 
 func (x *BusCursor) Reset() {
 	*x = BusCursor{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +559,7 @@ func (x *BusCursor) String() string {
 func (*BusCursor) ProtoMessage() {}
 
 func (x *BusCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[1]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +572,7 @@ func (x *BusCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BusCursor.ProtoReflect.Descriptor instead.
 func (*BusCursor) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{1}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *BusCursor) GetIndex() uint64 {
@@ -372,7 +594,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -384,7 +606,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[2]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -397,7 +619,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{2}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *InitCluster) GetClusterId() string {
@@ -418,7 +640,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -430,7 +652,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[3]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -443,7 +665,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{3}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Batch) GetCommands() []*Command {
@@ -463,7 +685,7 @@ type PutWorkflow struct {
 
 func (x *PutWorkflow) Reset() {
 	*x = PutWorkflow{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -475,7 +697,7 @@ func (x *PutWorkflow) String() string {
 func (*PutWorkflow) ProtoMessage() {}
 
 func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[4]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -488,7 +710,7 @@ func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWorkflow.ProtoReflect.Descriptor instead.
 func (*PutWorkflow) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{4}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PutWorkflow) GetManifest() string {
@@ -519,7 +741,7 @@ type CreateTask struct {
 
 func (x *CreateTask) Reset() {
 	*x = CreateTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +753,7 @@ func (x *CreateTask) String() string {
 func (*CreateTask) ProtoMessage() {}
 
 func (x *CreateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[5]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +766,7 @@ func (x *CreateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTask.ProtoReflect.Descriptor instead.
 func (*CreateTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{5}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CreateTask) GetTaskId() string {
@@ -613,7 +835,7 @@ type DispatchStep struct {
 
 func (x *DispatchStep) Reset() {
 	*x = DispatchStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +847,7 @@ func (x *DispatchStep) String() string {
 func (*DispatchStep) ProtoMessage() {}
 
 func (x *DispatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[6]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +860,7 @@ func (x *DispatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchStep.ProtoReflect.Descriptor instead.
 func (*DispatchStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{6}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DispatchStep) GetTaskId() string {
@@ -699,7 +921,7 @@ type StartStep struct {
 
 func (x *StartStep) Reset() {
 	*x = StartStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -711,7 +933,7 @@ func (x *StartStep) String() string {
 func (*StartStep) ProtoMessage() {}
 
 func (x *StartStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -724,7 +946,7 @@ func (x *StartStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
 func (*StartStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StartStep) GetTaskId() string {
@@ -771,7 +993,7 @@ type CompleteStep struct {
 
 func (x *CompleteStep) Reset() {
 	*x = CompleteStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +1005,7 @@ func (x *CompleteStep) String() string {
 func (*CompleteStep) ProtoMessage() {}
 
 func (x *CompleteStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1018,7 @@ func (x *CompleteStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteStep.ProtoReflect.Descriptor instead.
 func (*CompleteStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CompleteStep) GetTaskId() string {
@@ -856,7 +1078,7 @@ type FailStep struct {
 
 func (x *FailStep) Reset() {
 	*x = FailStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -868,7 +1090,7 @@ func (x *FailStep) String() string {
 func (*FailStep) ProtoMessage() {}
 
 func (x *FailStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -881,7 +1103,7 @@ func (x *FailStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailStep.ProtoReflect.Descriptor instead.
 func (*FailStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *FailStep) GetTaskId() string {
@@ -967,7 +1189,7 @@ type ReleaseStep struct {
 
 func (x *ReleaseStep) Reset() {
 	*x = ReleaseStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1201,7 @@ func (x *ReleaseStep) String() string {
 func (*ReleaseStep) ProtoMessage() {}
 
 func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1214,7 @@ func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseStep.ProtoReflect.Descriptor instead.
 func (*ReleaseStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReleaseStep) GetTaskId() string {
@@ -1035,7 +1257,7 @@ type RetryStep struct {
 
 func (x *RetryStep) Reset() {
 	*x = RetryStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1047,7 +1269,7 @@ func (x *RetryStep) String() string {
 func (*RetryStep) ProtoMessage() {}
 
 func (x *RetryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1060,7 +1282,7 @@ func (x *RetryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryStep.ProtoReflect.Descriptor instead.
 func (*RetryStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RetryStep) GetTaskId() string {
@@ -1097,7 +1319,7 @@ type ResolveStep struct {
 
 func (x *ResolveStep) Reset() {
 	*x = ResolveStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1331,7 @@ func (x *ResolveStep) String() string {
 func (*ResolveStep) ProtoMessage() {}
 
 func (x *ResolveStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1344,7 @@ func (x *ResolveStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStep.ProtoReflect.Descriptor instead.
 func (*ResolveStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ResolveStep) GetTaskId() string {
@@ -1164,7 +1386,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1176,7 +1398,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1189,7 +1411,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1221,7 +1443,7 @@ type ExtendLease struct {
 
 func (x *ExtendLease) Reset() {
 	*x = ExtendLease{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1455,7 @@ func (x *ExtendLease) String() string {
 func (*ExtendLease) ProtoMessage() {}
 
 func (x *ExtendLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1468,7 @@ func (x *ExtendLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLease.ProtoReflect.Descriptor instead.
 func (*ExtendLease) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExtendLease) GetTaskId() string {
@@ -1294,14 +1516,16 @@ type SnapshotHeader struct {
 	// The cluster's id (InitCluster); empty before it was named.
 	ClusterId string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	// The last BusCursor index.
-	BusCursor     uint64 `protobuf:"varint,5,opt,name=bus_cursor,json=busCursor,proto3" json:"bus_cursor,omitempty"`
+	BusCursor uint64 `protobuf:"varint,5,opt,name=bus_cursor,json=busCursor,proto3" json:"bus_cursor,omitempty"`
+	// How many AclToken records follow.
+	AclTokens     uint64 `protobuf:"varint,6,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1313,7 +1537,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1326,7 +1550,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1364,6 +1588,13 @@ func (x *SnapshotHeader) GetBusCursor() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetAclTokens() uint64 {
+	if x != nil {
+		return x.AclTokens
+	}
+	return 0
+}
+
 // SnapshotRecord is one stored object.
 type SnapshotRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1371,6 +1602,7 @@ type SnapshotRecord struct {
 	//
 	//	*SnapshotRecord_WorkflowVersion
 	//	*SnapshotRecord_Task
+	//	*SnapshotRecord_AclToken
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1378,7 +1610,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1390,7 +1622,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1403,7 +1635,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1431,6 +1663,15 @@ func (x *SnapshotRecord) GetTask() *Task {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAclToken() *AclToken {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_AclToken); ok {
+			return x.AclToken
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1443,9 +1684,15 @@ type SnapshotRecord_Task struct {
 	Task *Task `protobuf:"bytes,2,opt,name=task,proto3,oneof"`
 }
 
+type SnapshotRecord_AclToken struct {
+	AclToken *AclToken `protobuf:"bytes,3,opt,name=acl_token,json=aclToken,proto3,oneof"`
+}
+
 func (*SnapshotRecord_WorkflowVersion) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Task) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_AclToken) isSnapshotRecord_Record() {}
 
 // WorkflowVersion is a stored workflow version, in apply order.
 type WorkflowVersion struct {
@@ -1458,7 +1705,7 @@ type WorkflowVersion struct {
 
 func (x *WorkflowVersion) Reset() {
 	*x = WorkflowVersion{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1717,7 @@ func (x *WorkflowVersion) String() string {
 func (*WorkflowVersion) ProtoMessage() {}
 
 func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1730,7 @@ func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowVersion.ProtoReflect.Descriptor instead.
 func (*WorkflowVersion) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WorkflowVersion) GetManifest() string {
@@ -1525,7 +1772,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1784,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1797,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Task) GetId() string {
@@ -1667,7 +1914,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1679,7 +1926,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1692,7 +1939,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Step) GetState() int32 {
@@ -1801,7 +2048,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1813,7 +2060,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1826,7 +2073,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *StepError) GetCode() string {
@@ -1894,7 +2141,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1906,7 +2153,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1919,7 +2166,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -1989,7 +2236,7 @@ var File_tasker_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\a\n" +
+	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\b\n" +
 	"\aCommand\x12,\n" +
 	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12?\n" +
 	"\fput_workflow\x18\n" +
@@ -2011,8 +2258,26 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x05batch\x18\x15 \x01(\v2\x14.tasker.fsm.v1.BatchH\x00R\x05batch\x12?\n" +
 	"\finit_cluster\x18\x16 \x01(\v2\x1a.tasker.fsm.v1.InitClusterH\x00R\vinitCluster\x129\n" +
 	"\n" +
-	"bus_cursor\x18\x17 \x01(\v2\x18.tasker.fsm.v1.BusCursorH\x00R\tbusCursorB\x06\n" +
-	"\x04kind\"!\n" +
+	"bus_cursor\x18\x17 \x01(\v2\x18.tasker.fsm.v1.BusCursorH\x00R\tbusCursor\x12@\n" +
+	"\rput_acl_token\x18\x18 \x01(\v2\x1a.tasker.fsm.v1.PutAclTokenH\x00R\vputAclToken\x12I\n" +
+	"\x10delete_acl_token\x18\x19 \x01(\v2\x1d.tasker.fsm.v1.DeleteAclTokenH\x00R\x0edeleteAclTokenB\x06\n" +
+	"\x04kind\"<\n" +
+	"\vPutAclToken\x12-\n" +
+	"\x05token\x18\x01 \x01(\v2\x17.tasker.fsm.v1.AclTokenR\x05token\"1\n" +
+	"\x0eDeleteAclToken\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\"\x83\x02\n" +
+	"\bAclToken\x12\x1f\n" +
+	"\vaccessor_id\x18\x01 \x01(\tR\n" +
+	"accessorId\x12\x1f\n" +
+	"\vsecret_hash\x18\x02 \x01(\fR\n" +
+	"secretHash\x12\x16\n" +
+	"\x06policy\x18\x03 \x01(\tR\x06policy\x12\"\n" +
+	"\fcapabilities\x18\x04 \x03(\tR\fcapabilities\x12\x1c\n" +
+	"\tworkflows\x18\x05 \x03(\tR\tworkflows\x12 \n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\x129\n" +
+	"\n" +
+	"created_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"!\n" +
 	"\tBusCursor\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\",\n" +
 	"\vInitCluster\x12\x1d\n" +
@@ -2087,7 +2352,7 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x16\n" +
-	"\x06worker\x18\x05 \x01(\tR\x06worker\"\xa9\x01\n" +
+	"\x06worker\x18\x05 \x01(\tR\x06worker\"\xc8\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12+\n" +
 	"\x11workflow_versions\x18\x02 \x01(\x04R\x10workflowVersions\x12\x14\n" +
@@ -2095,10 +2360,13 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"cluster_id\x18\x04 \x01(\tR\tclusterId\x12\x1d\n" +
 	"\n" +
-	"bus_cursor\x18\x05 \x01(\x04R\tbusCursor\"\x92\x01\n" +
+	"bus_cursor\x18\x05 \x01(\x04R\tbusCursor\x12\x1d\n" +
+	"\n" +
+	"acl_tokens\x18\x06 \x01(\x04R\taclTokens\"\xca\x01\n" +
 	"\x0eSnapshotRecord\x12K\n" +
 	"\x10workflow_version\x18\x01 \x01(\v2\x1e.tasker.fsm.v1.WorkflowVersionH\x00R\x0fworkflowVersion\x12)\n" +
-	"\x04task\x18\x02 \x01(\v2\x13.tasker.fsm.v1.TaskH\x00R\x04taskB\b\n" +
+	"\x04task\x18\x02 \x01(\v2\x13.tasker.fsm.v1.TaskH\x00R\x04task\x126\n" +
+	"\tacl_token\x18\x03 \x01(\v2\x17.tasker.fsm.v1.AclTokenH\x00R\baclTokenB\b\n" +
 	"\x06record\"h\n" +
 	"\x0fWorkflowVersion\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\tR\bmanifest\x129\n" +
@@ -2169,72 +2437,80 @@ func file_tasker_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_tasker_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_tasker_fsm_v1_fsm_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tasker.fsm.v1.Command
-	(*BusCursor)(nil),             // 1: tasker.fsm.v1.BusCursor
-	(*InitCluster)(nil),           // 2: tasker.fsm.v1.InitCluster
-	(*Batch)(nil),                 // 3: tasker.fsm.v1.Batch
-	(*PutWorkflow)(nil),           // 4: tasker.fsm.v1.PutWorkflow
-	(*CreateTask)(nil),            // 5: tasker.fsm.v1.CreateTask
-	(*DispatchStep)(nil),          // 6: tasker.fsm.v1.DispatchStep
-	(*StartStep)(nil),             // 7: tasker.fsm.v1.StartStep
-	(*CompleteStep)(nil),          // 8: tasker.fsm.v1.CompleteStep
-	(*FailStep)(nil),              // 9: tasker.fsm.v1.FailStep
-	(*ReleaseStep)(nil),           // 10: tasker.fsm.v1.ReleaseStep
-	(*RetryStep)(nil),             // 11: tasker.fsm.v1.RetryStep
-	(*ResolveStep)(nil),           // 12: tasker.fsm.v1.ResolveStep
-	(*CancelTask)(nil),            // 13: tasker.fsm.v1.CancelTask
-	(*ExtendLease)(nil),           // 14: tasker.fsm.v1.ExtendLease
-	(*SnapshotHeader)(nil),        // 15: tasker.fsm.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),        // 16: tasker.fsm.v1.SnapshotRecord
-	(*WorkflowVersion)(nil),       // 17: tasker.fsm.v1.WorkflowVersion
-	(*Task)(nil),                  // 18: tasker.fsm.v1.Task
-	(*Step)(nil),                  // 19: tasker.fsm.v1.Step
-	(*StepError)(nil),             // 20: tasker.fsm.v1.StepError
-	(*Event)(nil),                 // 21: tasker.fsm.v1.Event
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*PutAclToken)(nil),           // 1: tasker.fsm.v1.PutAclToken
+	(*DeleteAclToken)(nil),        // 2: tasker.fsm.v1.DeleteAclToken
+	(*AclToken)(nil),              // 3: tasker.fsm.v1.AclToken
+	(*BusCursor)(nil),             // 4: tasker.fsm.v1.BusCursor
+	(*InitCluster)(nil),           // 5: tasker.fsm.v1.InitCluster
+	(*Batch)(nil),                 // 6: tasker.fsm.v1.Batch
+	(*PutWorkflow)(nil),           // 7: tasker.fsm.v1.PutWorkflow
+	(*CreateTask)(nil),            // 8: tasker.fsm.v1.CreateTask
+	(*DispatchStep)(nil),          // 9: tasker.fsm.v1.DispatchStep
+	(*StartStep)(nil),             // 10: tasker.fsm.v1.StartStep
+	(*CompleteStep)(nil),          // 11: tasker.fsm.v1.CompleteStep
+	(*FailStep)(nil),              // 12: tasker.fsm.v1.FailStep
+	(*ReleaseStep)(nil),           // 13: tasker.fsm.v1.ReleaseStep
+	(*RetryStep)(nil),             // 14: tasker.fsm.v1.RetryStep
+	(*ResolveStep)(nil),           // 15: tasker.fsm.v1.ResolveStep
+	(*CancelTask)(nil),            // 16: tasker.fsm.v1.CancelTask
+	(*ExtendLease)(nil),           // 17: tasker.fsm.v1.ExtendLease
+	(*SnapshotHeader)(nil),        // 18: tasker.fsm.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),        // 19: tasker.fsm.v1.SnapshotRecord
+	(*WorkflowVersion)(nil),       // 20: tasker.fsm.v1.WorkflowVersion
+	(*Task)(nil),                  // 21: tasker.fsm.v1.Task
+	(*Step)(nil),                  // 22: tasker.fsm.v1.Step
+	(*StepError)(nil),             // 23: tasker.fsm.v1.StepError
+	(*Event)(nil),                 // 24: tasker.fsm.v1.Event
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_tasker_fsm_v1_fsm_proto_depIdxs = []int32{
-	22, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
-	4,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
-	5,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
-	6,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
-	7,  // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
-	8,  // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
-	9,  // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
-	10, // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
-	11, // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
-	12, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
-	13, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
-	14, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
-	3,  // 12: tasker.fsm.v1.Command.batch:type_name -> tasker.fsm.v1.Batch
-	2,  // 13: tasker.fsm.v1.Command.init_cluster:type_name -> tasker.fsm.v1.InitCluster
-	1,  // 14: tasker.fsm.v1.Command.bus_cursor:type_name -> tasker.fsm.v1.BusCursor
-	0,  // 15: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
-	22, // 16: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
-	22, // 17: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
-	17, // 18: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
-	18, // 19: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
-	22, // 20: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
-	22, // 21: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	22, // 22: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	19, // 23: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
-	21, // 24: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
-	22, // 25: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
-	20, // 26: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
-	22, // 27: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	22, // 28: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	22, // 29: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	22, // 30: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	22, // 31: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
-	22, // 32: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
-	22, // 33: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
-	34, // [34:34] is the sub-list for method output_type
-	34, // [34:34] is the sub-list for method input_type
-	34, // [34:34] is the sub-list for extension type_name
-	34, // [34:34] is the sub-list for extension extendee
-	0,  // [0:34] is the sub-list for field type_name
+	25, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
+	7,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
+	8,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
+	9,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
+	10, // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
+	11, // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
+	12, // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
+	13, // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
+	14, // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
+	15, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
+	16, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
+	17, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
+	6,  // 12: tasker.fsm.v1.Command.batch:type_name -> tasker.fsm.v1.Batch
+	5,  // 13: tasker.fsm.v1.Command.init_cluster:type_name -> tasker.fsm.v1.InitCluster
+	4,  // 14: tasker.fsm.v1.Command.bus_cursor:type_name -> tasker.fsm.v1.BusCursor
+	1,  // 15: tasker.fsm.v1.Command.put_acl_token:type_name -> tasker.fsm.v1.PutAclToken
+	2,  // 16: tasker.fsm.v1.Command.delete_acl_token:type_name -> tasker.fsm.v1.DeleteAclToken
+	3,  // 17: tasker.fsm.v1.PutAclToken.token:type_name -> tasker.fsm.v1.AclToken
+	25, // 18: tasker.fsm.v1.AclToken.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 19: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
+	25, // 20: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
+	25, // 21: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
+	20, // 22: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
+	21, // 23: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
+	3,  // 24: tasker.fsm.v1.SnapshotRecord.acl_token:type_name -> tasker.fsm.v1.AclToken
+	25, // 25: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
+	25, // 26: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	25, // 27: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	22, // 28: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
+	24, // 29: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
+	25, // 30: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
+	23, // 31: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
+	25, // 32: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	25, // 33: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	25, // 34: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	25, // 35: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	25, // 36: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
+	25, // 37: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	25, // 38: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
+	39, // [39:39] is the sub-list for method output_type
+	39, // [39:39] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_tasker_fsm_v1_fsm_proto_init() }
@@ -2257,10 +2533,13 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 		(*Command_Batch)(nil),
 		(*Command_InitCluster)(nil),
 		(*Command_BusCursor)(nil),
+		(*Command_PutAclToken)(nil),
+		(*Command_DeleteAclToken)(nil),
 	}
-	file_tasker_fsm_v1_fsm_proto_msgTypes[16].OneofWrappers = []any{
+	file_tasker_fsm_v1_fsm_proto_msgTypes[19].OneofWrappers = []any{
 		(*SnapshotRecord_WorkflowVersion)(nil),
 		(*SnapshotRecord_Task)(nil),
+		(*SnapshotRecord_AclToken)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2268,7 +2547,7 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_fsm_v1_fsm_proto_rawDesc), len(file_tasker_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -73,10 +73,14 @@ func NewTransport() *http.Transport {
 // ClientOptions are the Connect options of every generated client: the
 // Connect protocol with binary Protobuf (connect-go's default), and no
 // gzip, which costs CPU and saves nothing on a loopback connection.
-func ClientOptions() []connect.ClientOption {
-	return []connect.ClientOption{
+func ClientOptions(token string) []connect.ClientOption {
+	opts := []connect.ClientOption{
 		connect.WithAcceptCompression("gzip", nil, nil),
 	}
+	if token = Token(token); token != "" {
+		opts = append(opts, connect.WithInterceptors(bearer(token)))
+	}
+	return opts
 }
 
 // Transient reports whether a failed call may succeed when repeated: the

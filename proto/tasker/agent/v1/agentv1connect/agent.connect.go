@@ -43,6 +43,9 @@ const (
 	AgentServiceRemovePeerProcedure = "/tasker.agent.v1.AgentService/RemovePeer"
 	// AgentServiceKeyringProcedure is the fully-qualified name of the AgentService's Keyring RPC.
 	AgentServiceKeyringProcedure = "/tasker.agent.v1.AgentService/Keyring"
+	// AgentServiceResolveTokenProcedure is the fully-qualified name of the AgentService's ResolveToken
+	// RPC.
+	AgentServiceResolveTokenProcedure = "/tasker.agent.v1.AgentService/ResolveToken"
 )
 
 // AgentServiceClient is a client for the tasker.agent.v1.AgentService service.
@@ -63,6 +66,10 @@ type AgentServiceClient interface {
 	// for a bad key; FAILED_PRECONDITION when gossip is not encrypted here,
 	// for USE of a key not installed, and for REMOVE of the primary key.
 	Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error)
+	// ResolveToken looks up an ACL token by the SHA-256 hash of its secret,
+	// for a client agent (which holds no state) checking a caller's token.
+	// NOT_FOUND for an unknown token.
+	ResolveToken(context.Context, *connect.Request[v1.ResolveTokenRequest]) (*connect.Response[v1.ResolveTokenResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the tasker.agent.v1.AgentService service. By
@@ -107,16 +114,24 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("Keyring")),
 			connect.WithClientOptions(opts...),
 		),
+		resolveToken: connect.NewClient[v1.ResolveTokenRequest, v1.ResolveTokenResponse](
+			httpClient,
+			baseURL+AgentServiceResolveTokenProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ResolveToken")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	apply      *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
-	deliver    *connect.Client[v1.DeliverRequest, v1.DeliverResponse]
-	status     *connect.Client[v1.StatusRequest, v1.StatusResponse]
-	removePeer *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
-	keyring    *connect.Client[v1.KeyringRequest, v1.KeyringResponse]
+	apply        *connect.Client[v1.ApplyRequest, v1.ApplyResponse]
+	deliver      *connect.Client[v1.DeliverRequest, v1.DeliverResponse]
+	status       *connect.Client[v1.StatusRequest, v1.StatusResponse]
+	removePeer   *connect.Client[v1.RemovePeerRequest, v1.RemovePeerResponse]
+	keyring      *connect.Client[v1.KeyringRequest, v1.KeyringResponse]
+	resolveToken *connect.Client[v1.ResolveTokenRequest, v1.ResolveTokenResponse]
 }
 
 // Apply calls tasker.agent.v1.AgentService.Apply.
@@ -144,6 +159,11 @@ func (c *agentServiceClient) Keyring(ctx context.Context, req *connect.Request[v
 	return c.keyring.CallUnary(ctx, req)
 }
 
+// ResolveToken calls tasker.agent.v1.AgentService.ResolveToken.
+func (c *agentServiceClient) ResolveToken(ctx context.Context, req *connect.Request[v1.ResolveTokenRequest]) (*connect.Response[v1.ResolveTokenResponse], error) {
+	return c.resolveToken.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the tasker.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	// Apply commits an encoded tasker.fsm.v1.Command on the leader. A
@@ -162,6 +182,10 @@ type AgentServiceHandler interface {
 	// for a bad key; FAILED_PRECONDITION when gossip is not encrypted here,
 	// for USE of a key not installed, and for REMOVE of the primary key.
 	Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error)
+	// ResolveToken looks up an ACL token by the SHA-256 hash of its secret,
+	// for a client agent (which holds no state) checking a caller's token.
+	// NOT_FOUND for an unknown token.
+	ResolveToken(context.Context, *connect.Request[v1.ResolveTokenRequest]) (*connect.Response[v1.ResolveTokenResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -202,6 +226,13 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("Keyring")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceResolveTokenHandler := connect.NewUnaryHandler(
+		AgentServiceResolveTokenProcedure,
+		svc.ResolveToken,
+		connect.WithSchema(agentServiceMethods.ByName("ResolveToken")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceApplyProcedure:
@@ -214,6 +245,8 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceRemovePeerHandler.ServeHTTP(w, r)
 		case AgentServiceKeyringProcedure:
 			agentServiceKeyringHandler.ServeHTTP(w, r)
+		case AgentServiceResolveTokenProcedure:
+			agentServiceResolveTokenHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -241,4 +274,8 @@ func (UnimplementedAgentServiceHandler) RemovePeer(context.Context, *connect.Req
 
 func (UnimplementedAgentServiceHandler) Keyring(context.Context, *connect.Request[v1.KeyringRequest]) (*connect.Response[v1.KeyringResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.agent.v1.AgentService.Keyring is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ResolveToken(context.Context, *connect.Request[v1.ResolveTokenRequest]) (*connect.Response[v1.ResolveTokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.agent.v1.AgentService.ResolveToken is not implemented"))
 }
