@@ -197,6 +197,10 @@ func fuzzSeeds() [][]*fsmv1.Command {
 		c.GetFailStep().DetailsJson = `{"why":"busy"}`
 		return c
 	}
+	capped := func(c *fsmv1.Command, max uint32) *fsmv1.Command {
+		c.GetCreateTask().MaxTasksInFlight = max
+		return c
+	}
 	later := func(c *fsmv1.Command) *fsmv1.Command {
 		c.Now = timestamppb.New(t0.Add(time.Hour))
 		return c
@@ -231,6 +235,12 @@ func fuzzSeeds() [][]*fsmv1.Command {
 			{Kind: &fsmv1.Command_BusCursor{BusCursor: &fsmv1.BusCursor{Index: 7}}},
 			put(fuzzMini), put(strings.Replace(fuzzMini, "1.0.0", "1.1.0", 1)), mini("m3", "", `{"n":"x"}`), mini("m3", "", ""),
 			mini("m3", "", `{"n":4}`), {Kind: &fsmv1.Command_InitCluster{InitCluster: &fsmv1.InitCluster{ClusterId: "c-2"}}},
+		},
+		{
+			// The cap on tasks in flight: refused at it, a retry answered at
+			// it, room again once a task is cancelled.
+			capped(mini("m5", "k5", `{}`), 1), capped(mini("m6", "k6", `{}`), 1), capped(mini("m7", "k5", `{}`), 1),
+			capped(mini("m5", "k5", `{}`), 1), cancel("m5"), capped(mini("m6", "k6", `{}`), 1),
 		},
 	}
 }
