@@ -21,8 +21,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	"github.com/tasker-run/tasker/proto/tasker/agent/v1/agentv1connect"
+	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	"github.com/tasker-run/tasker/workflow"
 )
 
