@@ -235,7 +235,7 @@ func (c *Client) Wait(ctx context.Context, id string) (*taskerv1.Task, error) {
 		if last != nil {
 			b.Reset()
 		}
-		if !sleep.For(ctx, b.Next()) {
+		if !sleep.For(ctx, b.After(err)) {
 			return nil, fmt.Errorf("wait for task %s: %w", id, ctx.Err())
 		}
 	}
