@@ -41,6 +41,10 @@ type Limits struct {
 	// MaxWatchers caps the WatchTask and WatchEvents streams one agent
 	// serves at once.
 	MaxWatchers int `yaml:"max_watchers"`
+	// MaxWorkers caps the app registrations (worker ids) one agent keeps.
+	// At the cap, registrations that can receive nothing (no stream, no
+	// push URL, no attempts held, not renewed for reclaim_grace) make room.
+	MaxWorkers int `yaml:"max_workers"`
 	// RateLimit is the requests per second one client (an API token, or
 	// else a remote IP) may send to this agent; 0 turns rate limiting off.
 	RateLimit float64 `yaml:"rate_limit"`
@@ -65,6 +69,7 @@ func defaultLimits() Limits {
 		MaxTasksInFlight: 100000,
 		MaxWorkflowSteps: workflow.DefaultLimits().MaxSteps,
 		MaxWatchers:      10000,
+		MaxWorkers:       10000,
 	}
 }
 
@@ -84,6 +89,7 @@ func limitSettings() []setting {
 		num("max-tasks-in-flight", "tasks not yet ended the cluster accepts; StartTask beyond it is refused (the leader's setting applies)", func(c *Config) *int { return &c.MaxTasksInFlight }),
 		num("max-workflow-steps", "steps one workflow version may have (the leader's setting applies)", func(c *Config) *int { return &c.MaxWorkflowSteps }),
 		num("max-watchers", "WatchTask and WatchEvents streams this agent serves at once", func(c *Config) *int { return &c.MaxWatchers }),
+		num("max-workers", "app registrations (worker ids) this agent keeps", func(c *Config) *int { return &c.MaxWorkers }),
 		{name: "rate-limit", usage: "requests per second one client (API token, or else IP) may send this agent; 0 is off", apply: func(c *Config, v string) error {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
@@ -106,6 +112,9 @@ func (l Limits) validate(bad func(setting, format string, args ...any)) {
 	}
 	if l.MaxWatchers < 1 || l.MaxWatchers > maxWatchersCeiling {
 		bad("max-watchers", "%d is out of range: use 1 to %d (default 10000)", l.MaxWatchers, maxWatchersCeiling)
+	}
+	if l.MaxWorkers < 1 || l.MaxWorkers > maxWatchersCeiling {
+		bad("max-workers", "%d is out of range: use 1 to %d (default 10000)", l.MaxWorkers, maxWatchersCeiling)
 	}
 	if math.IsNaN(l.RateLimit) || l.RateLimit < 0 || l.RateLimit > maxRateCeiling {
 		bad("rate-limit", "%v is out of range: use 0 (off) to %d requests per second", l.RateLimit, maxRateCeiling)
@@ -133,6 +142,7 @@ const (
 	limitSteps       = "workflow_steps"
 	limitInFlight    = "tasks_in_flight"
 	limitWatchers    = "watchers"
+	limitWorkers     = "workers"
 	limitRate        = "rate"
 	limitCommandSize = "command_payload"
 )
@@ -168,7 +178,7 @@ func newLimits(a *Agent) (*limits, error) {
 	l := &limits{a: a, errw: connect.NewErrorWriter()}
 	var err error
 	l.rejections, err = a.tel.Meter.Int64Counter("tasker.limit.rejections", metric.WithUnit("{request}"),
-		metric.WithDescription("Requests refused by a limit (payload, workflow_steps, tasks_in_flight, watchers, rate, command_payload)."))
+		metric.WithDescription("Requests refused by a limit (payload, workflow_steps, tasks_in_flight, watchers, workers, rate, command_payload)."))
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
@@ -202,6 +212,28 @@ func (l *limits) watch() (release func(), err error) {
 			l.mu.Unlock()
 		})
 	}, nil
+}
+
+// admit makes room for the registration of worker id, at most max of
+// them: a known id re-registers freely; at the cap, registrations that
+// can receive nothing and were not renewed within grace are forgotten
+// (an app that comes back registers again); if none can go, the new one
+// is refused. Concurrent registrations may pass the cap by their number.
+func (ws *workers) admit(id, node string, max int, grace time.Duration, now time.Time) error {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if ws.byID[id] != nil || len(ws.byID) < max {
+		return nil
+	}
+	for wid, w := range ws.byID {
+		if w.stream == nil && w.pushURL == "" && len(w.inflight) == 0 && now.Sub(w.seen) > grace {
+			delete(ws.byID, wid)
+		}
+	}
+	if n := len(ws.byID); n >= max {
+		return exhausted(limitWorkers, fmt.Errorf("%d workers registered on %s, at the limit of %d (max_workers); reuse worker ids across restarts, or raise the limit", n, node, max))
+	}
+	return nil
 }
 
 // checkWorkflow applies the leader's configured limits to a compiled

@@ -35,6 +35,7 @@ func TestLimitSettings(t *testing.T) {
 		{[]string{"-dev"}, map[string]string{"TASKER_MAX_TASKS_IN_FLIGHT": "many"}, `TASKER_MAX_TASKS_IN_FLIGHT: "many" is not a whole number`},
 		{[]string{"-dev", "-max-workflow-steps", "70000"}, nil, "max-workflow-steps: 70000 is out of range: use 1 to 65535"},
 		{[]string{"-dev", "-max-watchers", "-1"}, nil, "max-watchers: -1 is out of range"},
+		{[]string{"-dev", "-max-workers", "0"}, nil, "max-workers: 0 is out of range: use 1 to 1000000"},
 		{[]string{"-dev", "-rate-limit", "-5"}, nil, "rate-limit: -5 is out of range: use 0 (off)"},
 		{[]string{"-dev", "-rate-limit", "NaN"}, nil, "rate-limit: NaN is out of range"},
 		{[]string{"-dev", "-rate-limit", "fast"}, nil, `-rate-limit: "fast" is not a number`},
@@ -54,7 +55,7 @@ func TestLimitSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.MaxTasksInFlight != 100000 || cfg.MaxWorkflowSteps != 10000 || cfg.MaxWatchers != 10000 || cfg.RateLimit != 0 {
+	if cfg.MaxTasksInFlight != 100000 || cfg.MaxWorkflowSteps != 10000 || cfg.MaxWatchers != 10000 || cfg.MaxWorkers != 10000 || cfg.RateLimit != 0 {
 		t.Fatalf("defaults: %+v; want 100000 tasks in flight, 10000 steps, 10000 watchers, no rate limit", cfg.Limits)
 	}
 
@@ -68,7 +69,7 @@ func TestLimitSettings(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Limits{MaxTasksInFlight: 8, MaxWorkflowSteps: 9, MaxWatchers: 3, RateLimit: 2.5, RateBurst: 6}
+	want := Limits{MaxTasksInFlight: 8, MaxWorkflowSteps: 9, MaxWatchers: 3, MaxWorkers: 10000, RateLimit: 2.5, RateBurst: 6}
 	if cfg.Limits != want {
 		t.Fatalf("file, env and flags: %+v, want %+v (flags beat env beat file)", cfg.Limits, want)
 	}
@@ -386,4 +387,35 @@ func TestRateLimitPerClient(t *testing.T) {
 			t.Fatalf("forwarded call limited on the leader: %v", err)
 		}
 	}
+}
+
+// TestWorkersLimit: an agent keeps at most max_workers registrations. At
+// the cap a new worker is refused naming the setting, unless a
+// registration that can receive nothing has gone unrenewed past
+// reclaim_grace, which makes room; a polling worker is never evicted.
+func TestWorkersLimit(t *testing.T) {
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.MaxWorkers, c.ReclaimGrace = 1, 300 * time.Millisecond })
+	ctx := context.Background()
+	register := func(id string) error {
+		_, err := srv.wk.RegisterCapabilities(ctx, connect.NewRequest(&taskerv1.RegisterCapabilitiesRequest{
+			WorkerId: id, Capabilities: []*taskerv1.Capability{{Name: "test.first"}},
+		}))
+		return err
+	}
+	if err := register("w1"); err != nil {
+		t.Fatal(err)
+	}
+	wantExhausted(t, register("w2"), "max_workers")
+	if err := register("w1"); err != nil {
+		t.Fatalf("re-registering a known worker at the cap: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if err := register("w2"); err != nil {
+		t.Fatalf("w1 (never polled, not renewed) did not make room: %v", err)
+	}
+	// w2 polls: it stays, however long.
+	newPoller(t, srv, "w2", "test.first")
+	time.Sleep(400 * time.Millisecond)
+	wantExhausted(t, register("w3"), "max_workers")
+	assertRejections(t, srv, "workers")
 }
