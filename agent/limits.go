@@ -136,6 +136,9 @@ func fsmLimits() workflow.Limits {
 	return workflow.Limits{MaxManifestBytes: maxPayloadCeiling, MaxSteps: maxWorkflowStepsCeiling}
 }
 
+// attrLimit labels tasker.limit.rejections with the limit that refused.
+const attrLimit = attribute.Key("tasker.limit")
+
 // Names of the limits, as the rejections metric labels them.
 const (
 	limitPayload     = "payload"
@@ -182,6 +185,10 @@ func newLimits(a *Agent) (*limits, error) {
 	if err != nil {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
+	// Every series from 0, so rate() and alerts work before the first refusal.
+	for _, name := range []string{limitPayload, limitSteps, limitInFlight, limitWatchers, limitWorkers, limitRate, limitCommandSize} {
+		l.rejections.Add(context.Background(), 0, metric.WithAttributes(attrLimit.String(name)))
+	}
 	if a.cfg.RateLimit > 0 {
 		l.rate = newRateLimiter(a.cfg.RateLimit, a.cfg.RateBurst, rateClients, time.Now)
 	}
@@ -192,7 +199,7 @@ func newLimits(a *Agent) (*limits, error) {
 func (l *limits) count(ctx context.Context, err error) {
 	var le *limitError
 	if errors.As(err, &le) {
-		l.rejections.Add(ctx, 1, metric.WithAttributes(attribute.String("limit", le.limit)))
+		l.rejections.Add(ctx, 1, metric.WithAttributes(attrLimit.String(le.limit)))
 	}
 }
 

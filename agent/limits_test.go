@@ -227,11 +227,11 @@ func assertRejections(t *testing.T, ta *testAgent, limit string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "tasker_limit_rejections_total{") && strings.Contains(line, `limit="`+limit+`"`) {
+		if strings.HasPrefix(line, "tasker_limit_rejections_total{") && strings.Contains(line, `tasker_limit="`+limit+`"`) && !strings.HasSuffix(line, " 0") {
 			return
 		}
 	}
-	t.Fatalf("no tasker_limit_rejections_total{limit=%q} in /metrics", limit)
+	t.Fatalf("no tasker_limit_rejections_total{tasker_limit=%q} above 0 in /metrics", limit)
 }
 
 // TestPayloadAndStepsLimits: oversize payloads and workflows with too many
@@ -394,7 +394,7 @@ func TestRateLimitPerClient(t *testing.T) {
 // registration that can receive nothing has gone unrenewed past
 // reclaim_grace, which makes room; a polling worker is never evicted.
 func TestWorkersLimit(t *testing.T) {
-	srv := startAgent(t, t.TempDir(), func(c *Config) { c.MaxWorkers, c.ReclaimGrace = 1, 300 * time.Millisecond })
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.MaxWorkers, c.ReclaimGrace = 1, 300*time.Millisecond })
 	ctx := context.Background()
 	register := func(id string) error {
 		_, err := srv.wk.RegisterCapabilities(ctx, connect.NewRequest(&taskerv1.RegisterCapabilitiesRequest{
