@@ -343,10 +343,15 @@ func (i limitsInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFun
 // limitRate wraps an API port's handler with the per-client rate limit
 // (nothing when it is off). Only RPCs are limited: health checks,
 // reflection and /metrics are not. On the RPC port (rpcPort), calls
-// another agent makes for its own clients (agent-to-agent calls, and
-// forwarded ones) are not limited again: their clients were limited where
-// they called in, and limiting the forwarding agent as one client would
-// throttle all of them together.
+// another agent makes (AgentService, and calls it forwards for its
+// clients) are not limited again: their clients were limited where they
+// called in, and limiting the forwarding agent as one client would
+// throttle all of them together, the leader's dispatches too. The header
+// is not proof of an agent, but whoever reaches the RPC port can already
+// commit any command through AgentService.Apply: what protects that port
+// is the network (and mutual TLS), not a rate limit. Matching the caller's
+// IP against gossip members instead would throttle agents whose traffic
+// leaves from another address than the one they advertise.
 func (a *Agent) limitRate(next http.Handler, rpcPort bool) http.Handler {
 	rl := a.lim.rate
 	if rl == nil {
@@ -357,12 +362,11 @@ func (a *Agent) limitRate(next http.Handler, rpcPort bool) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		ip := remoteIP(r)
-		if rpcPort && (r.Header.Get(hdrForwarded) != "" || strings.HasPrefix(r.URL.Path, "/"+agentv1connect.AgentServiceName+"/")) && a.isMemberIP(ip) {
+		if rpcPort && (r.Header.Get(hdrForwarded) != "" || strings.HasPrefix(r.URL.Path, "/"+agentv1connect.AgentServiceName+"/")) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		key, who := clientKey(r, ip)
+		key, who := clientKey(r, remoteIP(r))
 		if ok, wait := rl.allow(key); !ok {
 			err := rateError(a.cfg.RateLimit, rl.burst, who, wait)
 			a.lim.count(r.Context(), err)
@@ -404,22 +408,6 @@ func remoteIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
-}
-
-// isMemberIP reports whether ip is the address of an alive member of the
-// cluster, as gossip knows it.
-func (a *Agent) isMemberIP(ip string) bool {
-	if a.gossip == nil {
-		return false
-	}
-	for _, m := range a.gossip.Members() {
-		for _, addr := range []string{m.RPCAddr, m.Addr} {
-			if host, _, err := net.SplitHostPort(addr); err == nil && host == ip {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // rateLimiter keeps a token bucket per client, at most max of them. A

@@ -367,6 +367,22 @@ func TestRateLimitPerClient(t *testing.T) {
 	resp.Body.Close()
 	assertRejections(t, srv, "rate")
 
+	// The RPC port limits direct callers the same way, but not calls
+	// another agent forwards for its own (already limited) clients.
+	rpcWF := taskerv1connect.NewWorkflowServiceClient(h2c(), "http://"+srv.RPCAddr(), connect.WithGRPC())
+	for range 2 {
+		if _, err := rpcWF.ListWorkflows(ctx, as("carol")); err != nil {
+			t.Fatalf("carol on the RPC port within the burst: %v", err)
+		}
+	}
+	_, err = rpcWF.ListWorkflows(ctx, as("carol"))
+	wantExhausted(t, err, "rate_limit")
+	fwd := as("carol")
+	fwd.Header().Set(hdrForwarded, "c0")
+	if _, err := rpcWF.ListWorkflows(ctx, fwd); err != nil {
+		t.Fatalf("a forwarded call limited again on the leader: %v", err)
+	}
+
 	// An app behind a client agent: its calls are limited there (generous
 	// here), and not again, as the client agent's, on the leader.
 	client := startClientAgent(t, "c1", srv, func(c *Config) { c.RateLimit, c.RateBurst = 1000, 1000 })
