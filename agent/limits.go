@@ -358,7 +358,7 @@ func (a *Agent) limitRate(next http.Handler, rpcPort bool) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !strings.HasPrefix(r.URL.Path, "/tasker.") || strings.HasPrefix(r.URL.Path, "/grpc.") {
+		if !strings.HasPrefix(r.URL.Path, "/tasker.") {
 			next.ServeHTTP(w, r)
 			return
 		}
