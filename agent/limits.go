@@ -203,6 +203,13 @@ func (l *limits) count(ctx context.Context, err error) {
 	}
 }
 
+// refuse answers a request outside the Connect handlers (before routing)
+// with a limit's refusal, in the request's protocol, and counts it.
+func (l *limits) refuse(w http.ResponseWriter, r *http.Request, err *connect.Error) {
+	l.count(r.Context(), err)
+	_ = l.errw.Write(w, r, err)
+}
+
 // watch takes one of the agent's watcher slots; release gives it back.
 func (l *limits) watch() (release func(), err error) {
 	l.mu.Lock()
@@ -368,9 +375,7 @@ func (a *Agent) limitRate(next http.Handler, rpcPort bool) http.Handler {
 		}
 		key, who := clientKey(r, remoteIP(r))
 		if ok, wait := rl.allow(key); !ok {
-			err := rateError(a.cfg.RateLimit, rl.burst, who, wait)
-			a.lim.count(r.Context(), err)
-			_ = a.lim.errw.Write(w, r, err)
+			a.lim.refuse(w, r, rateError(a.cfg.RateLimit, rl.burst, who, wait))
 			return
 		}
 		next.ServeHTTP(w, r)

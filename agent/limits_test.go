@@ -270,6 +270,13 @@ func TestPayloadAndStepsLimits(t *testing.T) {
 	_, err = client.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "one", InputJson: `{"s":"` + big + `"}`}))
 	wantExhausted(t, err, "max_payload_bytes")
 
+	// A client agent with a smaller limit refuses before forwarding, with
+	// the same code, even when the body is too large to buffer.
+	small := startClientAgent(t, "c2", srv, func(c *Config) { c.MaxPayloadBytes = 1024 })
+	_, err = small.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "one", InputJson: `{"s":"` + strings.Repeat("x", 200<<10) + `"}`}))
+	wantExhausted(t, err, "max_payload_bytes")
+	assertRejections(t, small, "payload")
+
 	// A command another agent forwards is held to the leader's limit too.
 	r, err := srv.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "one"}))
 	if err != nil {
