@@ -442,3 +442,35 @@ func TestWorkersLimit(t *testing.T) {
 	wantExhausted(t, register("w3"), "max_workers")
 	assertRejections(t, srv, "workers")
 }
+
+// TestTasksInFlightCapAcrossLeaderChange: the count of tasks in flight is
+// replicated state, so a new leader refuses at the cap as the old one did,
+// and still answers a retry with the task it started.
+func TestTasksInFlightCapAcrossLeaderChange(t *testing.T) {
+	f := newFleet(t)
+	capTwo := func(c *Config) { c.MaxTasksInFlight = 2 }
+	s1 := f.start("s1", 3, nil, nil, capTwo)
+	ss := []*testServer{s1, f.start("s2", 3, s1, nil, capTwo), f.start("s3", 3, s1, nil, capTwo)}
+	old := waitCluster(t, ss, "s1", "s2", "s3")
+	applyQuick(t, old.testAgent)
+	first := startQuick(t, old.testAgent, "k1")
+	startQuick(t, old.testAgent, "k2")
+
+	crash(old)
+	rest := others(ss, old)
+	var leader *testServer
+	waitFor(t, 20*time.Second, "a new leader", func() bool { leader = leaderOf(rest); return leader != nil })
+	var err error
+	waitFor(t, 20*time.Second, "the new leader to answer StartTask", func() bool {
+		_, err = leader.wf.StartTask(context.Background(), connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "quick", InputJson: `{"n": 1}`, IdempotencyKey: "k3"}))
+		return connect.CodeOf(err) != connect.CodeUnavailable
+	})
+	wantExhausted(t, err, "2 tasks in flight, at the limit of 2 (max_tasks_in_flight)")
+	r, err := leader.wf.StartTask(context.Background(), connect.NewRequest(&taskerv1.StartTaskRequest{Workflow: "quick", InputJson: `{"n": 1}`, IdempotencyKey: "k1"}))
+	if err != nil || r.Msg.GetTask().GetId() != first {
+		t.Fatalf("retry of k1 on the new leader at the cap: %v %v, want task %s", r, err, first)
+	}
+	if n := leader.state.TasksInFlight(); n != 2 {
+		t.Fatalf("new leader counts %d tasks in flight, want 2", n)
+	}
+}
