@@ -427,9 +427,10 @@ type rateLimiter struct {
 	idle  time.Duration // time to refill a bucket
 	now   func() time.Time
 
-	mu       sync.Mutex
-	clients  map[string]*rateClient
-	overflow *rate.Limiter
+	mu        sync.Mutex
+	clients   map[string]*rateClient
+	overflow  *rate.Limiter
+	lastSweep time.Time
 }
 
 type rateClient struct {
@@ -481,8 +482,14 @@ func (rl *rateLimiter) allow(key string) (bool, time.Duration) {
 }
 
 // sweep drops the buckets idle long enough to be full; it reports whether
-// there is room now. Called with mu held.
+// there is room now. It walks the map at most once per refill time, so a
+// flood of new clients costs one walk, not one per request. Called with mu
+// held.
 func (rl *rateLimiter) sweep(now time.Time) bool {
+	if now.Sub(rl.lastSweep) < rl.idle {
+		return false
+	}
+	rl.lastSweep = now
 	for k, c := range rl.clients {
 		if now.Sub(c.seen) >= rl.idle {
 			delete(rl.clients, k)
