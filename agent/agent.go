@@ -31,7 +31,6 @@ import (
 	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
 	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	"github.com/tasker-run/tasker/telemetry"
-	"github.com/tasker-run/tasker/workflow"
 )
 
 // Agent is one running Tasker agent.
@@ -59,6 +58,8 @@ type Agent struct {
 	// interceptors trace Connect calls: none when tracing is off.
 	interceptors []connect.Interceptor
 	metrics      *instruments
+	// lim enforces the limits that need runtime state (limits.go).
+	lim *limits
 	// asgTraces carries the traceparent of attempts given to apps here,
 	// from delivery to the app (see telemetry.go).
 	asgTraces asgTraces
@@ -141,6 +142,11 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		a.log = slog.New(telemetry.LogHandler(a.log.Handler()))
 	}
 	a.acl = newACLResolver(a)
+	lim, err := newLimits(a)
+	if err != nil {
+		return nil, err
+	}
+	a.lim = lim
 	a.streams, a.endAll = context.WithCancel(context.Background())
 	a.caughtUp = make(chan struct{})
 	a.left = make(chan struct{})
@@ -153,7 +159,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.breakers = breakers
 	a.fwd = newForwarder(a)
-	a.state = consensus.NewState(workflow.Limits{MaxManifestBytes: cfg.MaxPayloadBytes})
+	// The FSM's manifest limits are the same on every server (fsmLimits);
+	// the leader applies this agent's settings before proposing.
+	a.state = consensus.NewState(fsmLimits())
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)
 	return a, nil
 }
@@ -465,6 +473,7 @@ func (a *Agent) proposeLocal(ctx context.Context, c *fsmv1.Command) (*consensus.
 		return nil, consensus.ErrNotLeader
 	}
 	c.Now = timestamppb.New(a.now())
+	a.stampLimits(c)
 	b, err := consensus.Encode(c)
 	if err != nil {
 		return nil, err

@@ -71,6 +71,9 @@ func (w *workerAPI) RegisterCapabilities(_ context.Context, req *connect.Request
 	if id == "" {
 		id = "w-" + w.a.newTaskID()[4:]
 	}
+	if err := w.a.workers.admit(id, w.a.cfg.NodeName, w.a.cfg.MaxWorkers, w.a.grace, w.a.now()); err != nil {
+		return nil, err
+	}
 	w.a.workers.register(id, r.GetPushUrl(), r.GetHealthUrl(), caps, w.a.now())
 	w.a.log.Info("worker registered", "worker", id, "capabilities", len(caps), "push", r.GetPushUrl() != "")
 	return connect.NewResponse(&taskerv1.RegisterCapabilitiesResponse{WorkerId: id}), nil

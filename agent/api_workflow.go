@@ -29,9 +29,12 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	}
 	// Validate here for a precise error without a Raft round trip; the
 	// FSM validates again, identically, on every server.
-	plan, err := workflow.Load([]byte(m), workflow.Limits{MaxManifestBytes: w.a.cfg.MaxPayloadBytes})
+	plan, err := workflow.Load([]byte(m), fsmLimits())
 	if err != nil {
 		return nil, toConnect(err)
+	}
+	if err := w.a.checkWorkflow(plan); err != nil {
+		return nil, err
 	}
 	// Against the capabilities the cluster offers now: a step no agent
 	// can serve as advertised is refused before anything is stored.
@@ -118,6 +121,9 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 			return nil, invalid(hdrTaskID, "%q is not a task id (tsk_ followed by up to 40 letters and digits)", fid)
 		}
 		id = fid
+	}
+	if err := w.a.checkInFlight(id); err != nil {
+		return nil, err
 	}
 	// The steps' spans join this call's trace, on whichever server leads.
 	traceParent := ""
@@ -314,6 +320,11 @@ func (w *workflowAPI) WatchTask(ctx context.Context, req *connect.Request[tasker
 	if err := required("id", id); err != nil {
 		return err
 	}
+	release, err := w.a.lim.watch()
+	if err != nil {
+		return err
+	}
+	defer release()
 	wake, unsubscribe := w.a.hub.subscribe(id)
 	defer unsubscribe()
 	history, err := w.a.state.Events(id, 0)

@@ -148,6 +148,9 @@ type Config struct {
 	Dev bool `yaml:"-"`
 	// ConfigFile is where the file settings came from.
 	ConfigFile string `yaml:"-"`
+	// Limits protect the cluster (limits.go); their keys sit at the top
+	// level of the config file.
+	Limits `yaml:",inline"`
 }
 
 // Defaults returns the configuration of an agent nobody configured.
@@ -174,6 +177,7 @@ func Defaults() Config {
 		RaftSnapshotInterval:  30 * time.Second,
 		RaftTrailingLogs:      10240,
 		ACLTokenTTL:           30 * time.Second,
+		Limits:                defaultLimits(),
 	}
 }
 
@@ -231,7 +235,7 @@ func settings() []setting {
 			return nil
 		}}
 	}
-	return []setting{
+	return append([]setting{
 		str("node", "node name (default: the host name)", func(c *Config) *string { return &c.NodeName }),
 		str("system", "system label: the manifest system whose apps this agent serves; steps owned by another system never run here", func(c *Config) *string { return &c.System }),
 		str("data-dir", "data directory for Raft's log and snapshots", func(c *Config) *string { return &c.DataDir }),
@@ -263,7 +267,7 @@ func settings() []setting {
 		str("bus-listen", "client address of the embedded NATS server (host:port; default 127.0.0.1 and a free port)", func(c *Config) *string { return &c.BusListen }),
 		num("bus-outbox-max", "events a server keeps for the bus while it is unreachable; more are dropped and counted", func(c *Config) *int { return &c.BusOutboxMax }),
 		str("otlp-endpoint", "OTLP collector URL for traces (http://host:4318; host:4317 with OTEL_EXPORTER_OTLP_PROTOCOL=grpc); turns tracing on", func(c *Config) *string { return &c.OTLPEndpoint }),
-	}
+	}, limitSettings()...)
 }
 
 // flagValue records a flag's text so it can be applied after the file and
@@ -449,7 +453,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.MaxPayloadBytes < 1024 || c.MaxPayloadBytes > 64<<20 {
-		bad("max-payload", "%d is out of range: use 1024 to %d bytes", c.MaxPayloadBytes, 64<<20)
+		bad("max-payload", "%d is out of range: use 1024 to %d bytes", c.MaxPayloadBytes, maxPayloadCeiling)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
@@ -480,5 +484,6 @@ func (c *Config) Validate() error {
 	if c.ReclaimGrace <= 0 || c.ReclaimGrace > 10*time.Minute {
 		bad("reclaim_grace", "%v is out of range: use a positive duration up to 10m", c.ReclaimGrace)
 	}
+	c.Limits.validate(bad)
 	return errors.Join(errs...)
 }

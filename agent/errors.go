@@ -63,6 +63,8 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeUnavailable, err)
 	case errors.Is(err, errTooLarge):
 		return connect.NewError(connect.CodeResourceExhausted, err)
+	case errors.Is(err, consensus.ErrLimit):
+		return exhausted(limitInFlight, err)
 	}
 	return connect.NewError(connect.CodeInternal, err)
 }
@@ -80,7 +82,7 @@ func invalid(field, format string, args ...any) error {
 // checkSize enforces the payload limit on a JSON field.
 func checkSize(field, v string, limit int) error {
 	if len(v) > limit {
-		return connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%w: %s is %d bytes, over the limit of %d; keep large data elsewhere and pass a reference", errTooLarge, field, len(v), limit))
+		return exhausted(limitPayload, fmt.Errorf("%w: %s is %d bytes, over the limit of %d (max_payload_bytes); keep large data elsewhere and pass a reference, or raise the limit", errTooLarge, field, len(v), limit))
 	}
 	return nil
 }

@@ -349,6 +349,11 @@ func (w *workflowAPI) WatchEvents(ctx context.Context, req *connect.Request[task
 	if err != nil {
 		return err
 	}
+	release, err := w.a.lim.watch()
+	if err != nil {
+		return err
+	}
+	defer release()
 	ring := w.a.events
 	// Where to start, and whether the watcher's resume point is gone.
 	var after uint64

@@ -321,6 +321,10 @@ func (a *Agent) route(local http.Handler) http.Handler {
 		if r.URL.Path != taskerv1connect.ClusterServiceSnapshotRestoreProcedure && r.Body != nil {
 			body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, int64(a.cfg.MaxPayloadBytes)+128<<10))
 			if err != nil {
+				if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+					a.lim.refuse(w, r, exhausted(limitPayload, fmt.Errorf("%w: the request is over %d bytes, the limit of max_payload_bytes (%d) plus room for the message; keep large data elsewhere and pass a reference, or raise the limit", errTooLarge, tooLarge.Limit, a.cfg.MaxPayloadBytes)))
+					return
+				}
 				writeUnavailable(w, r, fmt.Errorf("read request: %w", err))
 				return
 			}

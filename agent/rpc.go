@@ -25,9 +25,9 @@ func (a *Agent) rpcServer() *http.Server {
 	limit := connect.WithReadMaxBytes(a.cfg.MaxPayloadBytes + 64<<10)
 	compress := connect.WithCompressMinBytes(64 << 10)
 	traced := connect.WithInterceptors(a.chain()...)
-	guarded := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
+	guarded := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a}, limitsInterceptor{a.lim})}
 	mux := http.NewServeMux()
-	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit, compress, traced))
+	mux.Handle(agentv1connect.NewAgentServiceHandler(&agentRPC{a}, limit, compress, traced, connect.WithInterceptors(limitsInterceptor{a.lim})))
 	path, h := taskerv1connect.NewWorkflowServiceHandler(&workflowAPI{a}, guarded...)
 	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, guarded...))
@@ -38,7 +38,7 @@ func (a *Agent) rpcServer() *http.Server {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           mux,
+		Handler:           a.limitRate(mux, true),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
@@ -58,6 +58,9 @@ func (s *agentRPC) Apply(ctx context.Context, req *connect.Request[agentv1.Apply
 	var c fsmv1.Command
 	if err := proto.Unmarshal(req.Msg.GetCommand(), &c); err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("command: %w", err))
+	}
+	if err := s.a.checkCommandSize(&c); err != nil {
+		return nil, err
 	}
 	res, err := s.a.proposeLocal(ctx, &c)
 	if res == nil && err != nil {
@@ -152,6 +155,7 @@ var resultKinds = []struct {
 	{"task_ended", consensus.ErrTaskEnded},
 	{"invalid", consensus.ErrInvalid},
 	{"unknown_command", consensus.ErrUnknownCommand},
+	{"limit", consensus.ErrLimit},
 }
 
 func encodeResult(r *consensus.Result) *agentv1.Result {

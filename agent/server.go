@@ -26,7 +26,7 @@ func (a *Agent) server() *http.Server {
 	compress := connect.WithCompressMinBytes(64 << 10)
 	// Tracing first, so the span covers the wait for a leader too.
 	traced := connect.WithInterceptors(a.chain()...)
-	opts := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a})}
+	opts := []connect.HandlerOption{limit, compress, traced, connect.WithInterceptors(leaderGuard{a}, readiness{a}, limitsInterceptor{a.lim})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.tel.Metrics)
 	// Calls only the leader can answer are proxied to it from any other
@@ -47,7 +47,7 @@ func (a *Agent) server() *http.Server {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{
-		Handler:           mux,
+		Handler:           a.limitRate(mux, false),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 	}

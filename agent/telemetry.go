@@ -258,6 +258,9 @@ func commandName(c *fsmv1.Command) string {
 // from delivery (by the leader's scheduler, or AgentService.Deliver) to
 // the moment it is sent to the app (PollSteps, push). Entries exist only
 // while tracing.
+// maxAsgTraces bounds asgTraces.
+const maxAsgTraces = 10000
+
 type asgTraces struct {
 	mu sync.Mutex
 	m  map[*consensus.Assignment]string
@@ -268,6 +271,11 @@ func (t *asgTraces) put(asg *consensus.Assignment, traceParent string) {
 	defer t.mu.Unlock()
 	if t.m == nil {
 		t.m = map[*consensus.Assignment]string{}
+	}
+	if len(t.m) >= maxAsgTraces {
+		// Assignments whose app never took them leave entries behind;
+		// forgetting them all costs only the trace links of a few steps.
+		clear(t.m)
 	}
 	t.m[asg] = traceParent
 }

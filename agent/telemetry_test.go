@@ -395,6 +395,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		"tasker_raft_leader_changes_total":    dto.MetricType_COUNTER,
 		"tasker_raft_applied_index":           dto.MetricType_GAUGE,
 		"tasker_gossip_members":               dto.MetricType_GAUGE,
+		"tasker_limit_rejections_total":       dto.MetricType_COUNTER,
 	}
 	for name, typ := range want {
 		f, ok := fams[name]

@@ -94,7 +94,7 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.putWorkflow(k.PutWorkflow.GetManifest(), now, fx)
 	case *fsmv1.Command_CreateTask:
 		x := k.CreateTask
-		res := s.createTask(x.GetTaskId(), x.GetNamespace(), x.GetWorkflow(), x.GetVersion(), x.GetInputJson(), x.GetIdempotencyKey(), now, fx)
+		res := s.createTask(x.GetTaskId(), x.GetNamespace(), x.GetWorkflow(), x.GetVersion(), x.GetInputJson(), x.GetIdempotencyKey(), int(x.GetMaxTasksInFlight()), now, fx)
 		if res.Created && x.GetTraceParent() != "" {
 			s.tasks[res.TaskID].traceParent = x.GetTraceParent()
 		}

@@ -197,6 +197,10 @@ func fuzzSeeds() [][]*fsmv1.Command {
 		c.GetFailStep().DetailsJson = `{"why":"busy"}`
 		return c
 	}
+	capped := func(c *fsmv1.Command, max uint32) *fsmv1.Command {
+		c.GetCreateTask().MaxTasksInFlight = max
+		return c
+	}
 	later := func(c *fsmv1.Command) *fsmv1.Command {
 		c.Now = timestamppb.New(t0.Add(time.Hour))
 		return c
@@ -237,6 +241,10 @@ func fuzzSeeds() [][]*fsmv1.Command {
 			putToken("acc_2", 1, "reader"), putToken("acc_3", 3, "management"), putToken("acc_4", 4, "app"), putToken("acc_5", 5, "root"),
 			deleteToken("acc_3"), deleteToken("acc_3"), putToken("acc_3", 3, "writer"),
 			batch(putToken("acc_6", 6, "agent"), deleteToken("acc_2")),
+			// The cap on tasks in flight: refused at it, a retry answered at
+			// it, room again once a task is cancelled.
+			capped(mini("m5", "k5", `{}`), 1), capped(mini("m6", "k6", `{}`), 1), capped(mini("m7", "k5", `{}`), 1),
+			capped(mini("m5", "k5", `{}`), 1), cancel("m5"), capped(mini("m6", "k6", `{}`), 1),
 		},
 	}
 }

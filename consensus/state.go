@@ -181,7 +181,9 @@ func (s *State) planRef(p *workflow.Plan) workflow.PlanRef {
 }
 
 // createTask starts a task, or finds the one its idempotency key started.
-func (s *State) createTask(id, ns, name, version, input, key string, now time.Time, fx *Effects) *Result {
+// maxInFlight caps the tasks in flight (0: no cap); the retry of a task
+// already created is answered even at the cap.
+func (s *State) createTask(id, ns, name, version, input, key string, maxInFlight int, now time.Time, fx *Effects) *Result {
 	ns = nsOr(ns)
 	// Task ids are chosen once per StartTask call (D19), so finding this id
 	// means this call's command was applied before: a forwarded StartTask
@@ -203,6 +205,9 @@ func (s *State) createTask(id, ns, name, version, input, key string, now time.Ti
 	}
 	if id == "" {
 		return &Result{Err: fmt.Errorf("%w: task id is empty", ErrInvalid)}
+	}
+	if err := s.checkInFlight(maxInFlight); err != nil {
+		return &Result{Err: err}
 	}
 	v, err := s.version(ns, name, version)
 	if err != nil {

@@ -98,7 +98,12 @@ func IdempotencyKey(key string) StartOption {
 // StartTask starts a run of workflow with input, which is encoded as JSON
 // (a json.RawMessage is sent as is; nil as {}). created is false when the
 // idempotency key had already started the returned task. An input that
-// breaks the workflow's input_schema returns a *[ContractError].
+// breaks the workflow's input_schema returns a *[ContractError]. At the
+// cluster's cap on tasks in flight (max_tasks_in_flight), or over the
+// sidecar's rate limit, it returns a Connect error with code
+// ResourceExhausted, which StartTask does not retry: the caller decides
+// whether to wait ([RetryAfter] says how long a rate limit asked for) or
+// shed the work. A retry with the same [IdempotencyKey] is safe.
 func (c *Client) StartTask(ctx context.Context, workflow string, input any, opts ...StartOption) (task *taskerv1.Task, created bool, err error) {
 	in, err := jsontext.Encode(input)
 	if err != nil {
@@ -239,7 +244,7 @@ func (c *Client) Wait(ctx context.Context, id string) (*taskerv1.Task, error) {
 		if last != nil {
 			b.Reset()
 		}
-		if !sleep.For(ctx, b.Next()) {
+		if !sleep.For(ctx, b.After(err)) {
 			return nil, fmt.Errorf("wait for task %s: %w", id, ctx.Err())
 		}
 	}

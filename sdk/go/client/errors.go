@@ -5,11 +5,18 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
+	"github.com/tasker-run/tasker/sdk/go/internal/transport"
 )
+
+// RetryAfter is how long a refused call was asked to wait before it is
+// sent again: the sidecar attaches a hint when its rate limit refuses a
+// call (code ResourceExhausted). It is 0 when err carries none.
+func RetryAfter(err error) time.Duration { return transport.RetryAfter(err) }
 
 // ErrStreamEnded is returned (wrapped) by [Client.Watch] when the sidecar
 // closed the watch before the task ended, for example because it is

@@ -329,7 +329,7 @@ func (r *run) poll(ctx, streamCtx context.Context) error {
 			if refused(err) {
 				return fmt.Errorf("worker: register capabilities: %w", err)
 			}
-			d := b.Next()
+			d := b.After(err)
 			log.Warn("cannot register with the sidecar; retrying", "error", err, "retry_in", d)
 			sleep.For(ctx, d)
 			continue
@@ -610,7 +610,7 @@ func (r *run) retry(ctx context.Context, fn func(context.Context) error) error {
 		if err == nil || !transport.Transient(err) || ctx.Err() != nil {
 			return err
 		}
-		if !sleep.For(ctx, b.Next()) {
+		if !sleep.For(ctx, b.After(err)) {
 			return err
 		}
 	}

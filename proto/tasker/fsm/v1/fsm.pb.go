@@ -734,9 +734,15 @@ type CreateTask struct {
 	// The W3C traceparent of the call that started the task, when the
 	// cluster traces: the spans of the task's step attempts join its trace,
 	// whichever server leads when they run.
-	TraceParent   string `protobuf:"bytes,7,opt,name=trace_parent,json=traceParent,proto3" json:"trace_parent,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	TraceParent string `protobuf:"bytes,7,opt,name=trace_parent,json=traceParent,proto3" json:"trace_parent,omitempty"`
+	// The cluster's cap on tasks in flight (not yet complete, cancelled or
+	// resolved), as configured on the leader that proposed the command
+	// (max_tasks_in_flight). Carried in the command so that every server
+	// refuses or accepts the task alike, whatever its own setting; 0 means
+	// no cap (commands written before the cap existed).
+	MaxTasksInFlight uint32 `protobuf:"varint,8,opt,name=max_tasks_in_flight,json=maxTasksInFlight,proto3" json:"max_tasks_in_flight,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateTask) Reset() {
@@ -816,6 +822,13 @@ func (x *CreateTask) GetTraceParent() string {
 		return x.TraceParent
 	}
 	return ""
+}
+
+func (x *CreateTask) GetMaxTasksInFlight() uint32 {
+	if x != nil {
+		return x.MaxTasksInFlight
+	}
+	return 0
 }
 
 // DispatchStep begins an attempt on a worker.
@@ -2286,7 +2299,7 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x05Batch\x122\n" +
 	"\bcommands\x18\x01 \x03(\v2\x16.tasker.fsm.v1.CommandR\bcommands\")\n" +
 	"\vPutWorkflow\x12\x1a\n" +
-	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"\xe4\x01\n" +
+	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"\x93\x02\n" +
 	"\n" +
 	"CreateTask\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x1c\n" +
@@ -2296,7 +2309,8 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"input_json\x18\x05 \x01(\tR\tinputJson\x12'\n" +
 	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12!\n" +
-	"\ftrace_parent\x18\a \x01(\tR\vtraceParent\"\xbb\x01\n" +
+	"\ftrace_parent\x18\a \x01(\tR\vtraceParent\x12-\n" +
+	"\x13max_tasks_in_flight\x18\b \x01(\rR\x10maxTasksInFlight\"\xbb\x01\n" +
 	"\fDispatchStep\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +

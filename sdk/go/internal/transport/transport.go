@@ -6,15 +6,18 @@
 package transport
 
 import (
+	"errors"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 )
 
 // DefaultAddr is the sidecar's local API when neither an explicit address
@@ -123,6 +126,38 @@ func (b *Backoff) Next() time.Duration {
 		return d
 	}
 	return half + rand.N(d-half+1)
+}
+
+// After returns the delay before retrying a call that failed with err:
+// the next backoff delay, or the wait the sidecar asked for (RetryAfter)
+// when that is longer, so that a throttled app slows down to the rate it
+// is allowed instead of spending its retries inside the refusal window.
+func (b *Backoff) After(err error) time.Duration {
+	return max(b.Next(), RetryAfter(err))
+}
+
+// maxRetryAfter bounds the wait a refusal can impose on a retry loop.
+const maxRetryAfter = 5 * time.Minute
+
+// RetryAfter is the wait a refusal asks for: the google.rpc.RetryInfo
+// detail a sidecar attaches when a rate limit refuses a call (exact), else
+// its Retry-After header (whole seconds); 0 when it names none. It is
+// bounded by five minutes.
+func RetryAfter(err error) time.Duration {
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return 0
+	}
+	for _, d := range ce.Details() {
+		v, verr := d.Value()
+		if ri, ok := v.(*errdetails.RetryInfo); verr == nil && ok && ri.GetRetryDelay().IsValid() {
+			return min(max(ri.GetRetryDelay().AsDuration(), 0), maxRetryAfter)
+		}
+	}
+	if s, perr := strconv.Atoi(ce.Meta().Get("Retry-After")); perr == nil && s > 0 {
+		return min(time.Duration(s)*time.Second, maxRetryAfter)
+	}
+	return 0
 }
 
 // Reset starts the delays from Min again.

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 func TestBaseURL(t *testing.T) {
@@ -89,5 +91,49 @@ func TestBackoff(t *testing.T) {
 	b.Reset()
 	if d := b.Next(); d > 100*time.Millisecond {
 		t.Errorf("after Reset: %v, want at most Min", d)
+	}
+}
+
+// TestRetryAfter: a retry loop waits at least as long as a throttled call
+// was told to, from the RetryInfo detail or else the Retry-After header.
+func TestRetryAfter(t *testing.T) {
+	withInfo := func(d time.Duration) error {
+		e := connect.NewError(connect.CodeResourceExhausted, errors.New("slow down"))
+		detail, err := connect.NewErrorDetail(&errdetails.RetryInfo{RetryDelay: durationpb.New(d)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.AddDetail(detail)
+		e.Meta().Set("Retry-After", "9") // the detail is exact and wins
+		return e
+	}
+	withHeader := func(v string) error {
+		e := connect.NewError(connect.CodeResourceExhausted, errors.New("slow down"))
+		e.Meta().Set("Retry-After", v)
+		return e
+	}
+	tests := []struct {
+		name string
+		err  error
+		want time.Duration
+	}{
+		{"RetryInfo detail", withInfo(1500 * time.Millisecond), 1500 * time.Millisecond},
+		{"wrapped", fmt.Errorf("start task: %w", withInfo(40*time.Millisecond)), 40 * time.Millisecond},
+		{"Retry-After header", withHeader("2"), 2 * time.Second},
+		{"bad header", withHeader("soon"), 0},
+		{"bounded", withInfo(time.Hour), 5 * time.Minute},
+		{"no hint", connect.NewError(connect.CodeUnavailable, errors.New("down")), 0},
+		{"not a Connect error", errors.New("boom"), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := RetryAfter(tt.err); got != tt.want {
+				t.Fatalf("RetryAfter = %v, want %v", got, tt.want)
+			}
+			b := Backoff{Min: time.Millisecond, Max: 10 * time.Millisecond}
+			if got := b.After(tt.err); got < tt.want || got > max(tt.want, 10*time.Millisecond) {
+				t.Fatalf("After = %v, want the hint %v or the backoff, whichever is longer", got, tt.want)
+			}
+		})
 	}
 }
