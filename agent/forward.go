@@ -49,9 +49,9 @@ const (
 // errNoServer is returned when no server is known to forward to.
 var errNoServer = errors.New("no Tasker server is known yet: is -join or -retry-join set, and are the servers up?")
 
-// errNoPeer is errNoServer on a server: it knew its peers, and gossip
-// says none is alive now.
-var errNoPeer = errors.New("gossip sees no other server alive: this server is cut off from them (a network partition) or they are down")
+// errNoPeer is errNoServer on an agent that knew servers: gossip declared
+// every one dead.
+var errNoPeer = errors.New("gossip sees no server alive: this agent is cut off from them (a network partition) or they are down")
 
 // forwarder sends calls that only the leader can answer to the leader,
 // over the agent-to-agent Connect API, and retries them across a leader
@@ -146,7 +146,7 @@ func (f *forwarder) target() (name, base string, err error) {
 	}
 	servers := a.aliveServers()
 	if len(servers) == 0 {
-		if a.node != nil {
+		if a.node != nil || a.knewServers() {
 			return "", "", errNoPeer
 		}
 		return "", "", errNoServer
@@ -262,9 +262,11 @@ func (f *forwarder) stillTarget(name string) bool {
 	return a.rpcAddrOf(name) != ""
 }
 
-// errSilent is the last error of a forward whose target did not answer
-// within the hold timeout: gone, or cut off by a partition.
-var errSilent = errors.New("no answer (down, or cut off by a network partition)")
+// errSilent is the last error of a forward whose target did not answer:
+// gone, or cut off by a partition. What was sent may still arrive (a
+// partition delays packets, the kernel resends them after the heal), so
+// the outcome of a write is unknown, and the message says so.
+var errSilent = errors.New("no answer (down, or cut off by a network partition); a write sent to it may still be applied, so retry it as it is (with the same idempotency key)")
 
 // why says, for an agent that gave up waiting for a leader, what it sees:
 // a server that knows no leader is cut off from a quorum of servers, or
@@ -326,6 +328,19 @@ func (a *Agent) rpcAddrOf(name string) string {
 		return m.RPCAddr
 	}
 	return ""
+}
+
+// knewServers reports whether gossip knows servers it declared dead.
+func (a *Agent) knewServers() bool {
+	if a.gossip == nil {
+		return false
+	}
+	for _, m := range a.gossip.Members() {
+		if m.Role == gossip.RoleServer && m.Status == gossip.StatusDead && m.Name != a.cfg.NodeName {
+			return true
+		}
+	}
+	return false
 }
 
 // aliveServers lists the servers gossip says are alive, this one excluded.

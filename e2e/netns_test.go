@@ -18,35 +18,37 @@ import (
 	"github.com/tasker-run/tasker/sdk/go/client"
 )
 
-// startLabCluster starts three servers and one client agent with every
-// order service, each on its own host of a new network lab, and applies
-// the order workflow (5 s step timeouts, for leases lost to a partition).
-func startLabCluster(t *testing.T) (*netLab, *cluster, *client.Client) {
+// startLabCluster starts three servers and the client agents of specs,
+// each with its services, each agent on its own host of a new network
+// lab, and applies the order workflow with every step timeout set to
+// stepTimeout (the lease a partition makes an attempt lose).
+func startLabCluster(t *testing.T, stepTimeout string, specs ...clientSpec) (*netLab, *cluster) {
 	t.Helper()
 	lab := newNetLab(t)
-	c := startClusterWith(t, clusterOptions{servers: 3, lab: lab, clients: []clientSpec{
-		{name: "client-a", only: "orders,inventory,payments,shipping,notifications", flags: []string{"-delay", "20ms-60ms"}},
-	}})
+	c := startClusterWith(t, clusterOptions{servers: 3, lab: lab, clients: specs})
 	for _, s := range c.servers {
 		if !strings.HasPrefix(s.raft, s.host.ip.String()+":") {
 			t.Fatalf("%s's Raft address is %s, not on its lab host %s", s.name, s.raft, s.host.ip)
 		}
 	}
-	cl := newClient(c.client("client-a").api)
-	if _, err := cl.ApplyWorkflow(callCtx(t), fastWorkflow(t, "5s")); err != nil {
+	if _, err := newClient(c.clients[0].api).ApplyWorkflow(callCtx(t), fastWorkflow(t, stepTimeout)); err != nil {
 		t.Fatal(err)
 	}
-	return lab, c, cl
+	return lab, c
 }
+
+// allServices is one client agent running every order service, quickly.
+var allServices = clientSpec{name: "client-a", only: "orders,inventory,payments,shipping,notifications", flags: []string{"-delay", "20ms-60ms"}}
 
 // TestPartitionLeaderIsolated cuts the leader off from every other host:
 // it steps down and refuses writes with an error naming the lost quorum,
 // the other two servers elect a leader and keep starting and completing
-// tasks, and after the heal the old leader follows and every server holds
-// the same log and the same tasks. No task accepted on either side is
-// lost.
+// tasks meanwhile, and after the heal the old leader follows and every
+// server holds the same log and the same tasks. No task accepted on
+// either side is lost.
 func TestPartitionLeaderIsolated(t *testing.T) {
-	lab, c, cl := startLabCluster(t)
+	lab, c := startLabCluster(t, "5s", allServices)
+	cl := newClient(c.client("client-a").api)
 	before := startBatch(t, cl, "plbefore", 5)
 
 	old := c.servers[c.leaderIndex(t)]
@@ -59,22 +61,22 @@ func TestPartitionLeaderIsolated(t *testing.T) {
 	waitStepDown(t, old, 20*time.Second)
 	t.Logf("the isolated %s no longer leads %s after the cut", old.name, time.Since(cutAt).Round(time.Millisecond))
 
-	checkRefusesWrites(t, old)
-
+	refused := tryWrite(old)
 	during := startBatch(t, cl, "plduring", 5)
 	before.waitComplete(t, 60*time.Second)
 	during.waitComplete(t, 60*time.Second)
 	t.Logf("every task accepted before and during the partition complete %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+	checkRefused(t, old, <-refused)
 
 	healAt := time.Now()
 	lab.heal()
-	c.waitConverged(t, 30*time.Second, append(slices.Clone(before.idList()), during.idList()...))
+	c.waitConverged(t, 30*time.Second, append(before.idList(), during.idList()...))
 	t.Logf("converged %s after the heal", time.Since(healAt).Round(time.Millisecond))
 	// Every key names the task it started, whichever side of the cut it
-	// was accepted on, and there is no task beyond them (the refused
-	// write started none).
+	// was accepted on, and there is no task beyond them.
 	all := &batch{c: cl, ids: maps.Clone(before.ids)}
 	maps.Copy(all.ids, during.ids)
+	retryRefused(t, old, all)
 	all.checkKeys(t)
 }
 
@@ -82,49 +84,164 @@ func TestPartitionLeaderIsolated(t *testing.T) {
 // other follower go on, writes sent to the isolated follower fail with a
 // clear error within the hold timeout, and after the heal it catches up.
 func TestPartitionFollowerIsolated(t *testing.T) {
-	lab, c, cl := startLabCluster(t)
+	lab, c := startLabCluster(t, "5s", allServices)
+	cl := newClient(c.client("client-a").api)
 	leader := c.servers[c.leaderIndex(t)]
 	lone := c.servers[(slices.Index(c.servers, leader)+1)%len(c.servers)]
 	majority := slices.DeleteFunc(slices.Clone(c.servers), func(s *clusterAgent) bool { return s == lone })
 	cutAt := time.Now()
 	lab.isolate(lone.host)
 
-	checkRefusesWrites(t, lone)
+	refused := tryWrite(lone)
 	b := startBatch(t, cl, "pf", 5)
 	b.waitComplete(t, 60*time.Second)
+	t.Logf("the majority completed %d tasks %s after the cut", len(b.ids), time.Since(cutAt).Round(time.Millisecond))
+	checkRefused(t, lone, <-refused)
 	if now := c.waitLeaderAmong(t, 10*time.Second, majority, lone.name); now != leader {
 		t.Logf("leadership moved from %s to %s while a follower was cut off", leader.name, now.name)
 	}
-	t.Logf("the majority completed %d tasks %s after the cut", len(b.ids), time.Since(cutAt).Round(time.Millisecond))
 
 	healAt := time.Now()
 	lab.heal()
 	c.waitConverged(t, 30*time.Second, b.idList())
 	t.Logf("%s caught up %s after the heal", lone.name, time.Since(healAt).Round(time.Millisecond))
+	retryRefused(t, lone, b)
+	b.checkKeys(t)
 }
 
-// checkRefusesWrites checks that a StartTask sent to a server cut off from
-// the quorum fails with Unavailable, within the hold timeout and a
-// margin, with a message that says why.
-func checkRefusesWrites(t *testing.T, s *clusterAgent) {
+// TestPartitionClientAgentIsolated cuts off a client agent (and its app,
+// on the same host) while it holds steps: its local API refuses writes
+// with an error naming the cut, the leader takes the held steps back when
+// their leases lapse and runs them as later attempts on the other agent
+// offering the capability, and after the heal the agent is a provider
+// again, its app's late results for the old attempts changing nothing.
+func TestPartitionClientAgentIsolated(t *testing.T) {
+	lab, c := startLabCluster(t, "3s",
+		clientSpec{name: "client-main", only: "orders,payments,shipping,notifications"},
+		clientSpec{name: "client-inv-slow", only: "inventory", flags: []string{"-delay", "1500ms"}},
+		clientSpec{name: "client-inv-fast", only: "inventory"},
+	)
+	cl := newClient(c.client("client-main").api)
+	b := startBatch(t, cl, "pc", 8)
+	held := map[string]int32{} // task → the reserve attempt client-inv-slow holds
+	waitFor(t, 30*time.Second, "client-inv-slow holds reserve steps", func(ctx context.Context) (bool, string, error) {
+		tasks, err := b.tasks(ctx)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		clear(held)
+		for _, task := range tasks {
+			if st := stepOf(t, task, "reserve"); st.GetState() == taskerv1.StepState_STEP_STATE_IN_PROGRESS && st.GetAgent() == "client-inv-slow" {
+				held[task.GetId()] = st.GetAttempts()
+			}
+		}
+		return len(held) > 0, fmt.Sprintf("%d held", len(held)), nil
+	})
+	slow := c.client("client-inv-slow")
+	cutAt := time.Now()
+	lab.isolate(slow.host)
+	t.Logf("cut client-inv-slow off holding %d reserve steps", len(held))
+
+	refused := tryWrite(slow)
+	final := b.waitComplete(t, 60*time.Second)
+	t.Logf("every task complete %s after the cut", time.Since(cutAt).Round(time.Millisecond))
+	checkRefused(t, slow, <-refused)
+	for _, task := range final {
+		attempt, ok := held[task.GetId()]
+		if !ok {
+			continue
+		}
+		if st := stepOf(t, task, "reserve"); st.GetAgent() != "client-inv-fast" || st.GetAttempts() <= attempt {
+			t.Errorf("%s/reserve: held as attempt %d by client-inv-slow at the cut; completed as attempt %d on %q, want a later attempt on client-inv-fast",
+				task.GetId(), attempt, st.GetAttempts(), st.GetAgent())
+		}
+	}
+
+	healAt := time.Now()
+	lab.heal()
+	c.waitCapabilities(t, 30*time.Second, c.expectedProviders())
+	t.Logf("client-inv-slow offers inventory again %s after the heal", time.Since(healAt).Round(time.Millisecond))
+	after := startBatch(t, cl, "pcafter", 4)
+	after.waitComplete(t, 60*time.Second)
+	// The results client-inv-slow's app sent for the attempts it lost
+	// reached the leader late, or not at all: the tasks still hold the
+	// results of their final attempts, and no attempt ran twice.
+	final, err := b.tasks(callCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	execs := readJournal(t, c.journal)
+	checkRuns(t, final, execs, nil)
+	checkNoDoubleWork(t, execs)
+	for _, task := range final {
+		checkOrderResults(t, task)
+	}
+	maps.Copy(b.ids, after.ids)
+	retryRefused(t, slow, b)
+	b.checkKeys(t)
+}
+
+// retryRefused sends the write tryWrite sent to s again, with the same
+// idempotency key, through s once the partition healed, and adds it to b.
+// It must succeed now. The first try may have been applied after all: a
+// forward in flight to the leader when the cut came sits in the TCP send
+// queue and is delivered after the heal, so its refusal is an unknown
+// outcome, as after any connection lost mid-call. The key makes the retry
+// safe: checkKeys then finds exactly one task for it.
+func retryRefused(t *testing.T, s *clusterAgent, b *batch) {
 	t.Helper()
-	cl := newClient(s.api)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	began := time.Now()
-	_, _, err := cl.StartTask(ctx, "order-fulfilment", orderInput("ord_minority", "tok_visa", "TEE-M"),
+	task, created, err := newClient(s.api).StartTask(callCtx(t), "order-fulfilment", orderInput("ord_minority", "tok_visa", "TEE-M"),
 		client.Namespace("shop"), client.IdempotencyKey("ord_minority"))
-	took := time.Since(began)
-	if err == nil {
+	if err != nil {
+		t.Fatalf("StartTask refused during the partition, sent again through %s after the heal: %v", s.name, err)
+	}
+	t.Logf("the refused StartTask sent again after the heal: created %v (false: the first try was applied late)", created)
+	b.ids["ord_minority"] = task.GetId()
+}
+
+// tryWrite sends, in the background, a StartTask to s, which the test cut
+// off from the quorum, and delivers what it answered and how long that
+// took.
+func tryWrite(s *clusterAgent) <-chan refusal {
+	out := make(chan refusal, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		began := time.Now()
+		_, _, err := newClient(s.api).StartTask(ctx, "order-fulfilment", orderInput("ord_minority", "tok_visa", "TEE-M"),
+			client.Namespace("shop"), client.IdempotencyKey("ord_minority"))
+		out <- refusal{err: err, took: time.Since(began)}
+	}()
+	return out
+}
+
+// refusal is what a write sent to the minority side got.
+type refusal struct {
+	err  error
+	took time.Duration
+}
+
+// checkRefused checks that a write sent to s, cut off from the quorum,
+// failed with Unavailable within the hold timeout and a margin, with a
+// message that says why: what a user's app must see to retry elsewhere or
+// later.
+func checkRefused(t *testing.T, s *clusterAgent, r refusal) {
+	t.Helper()
+	if r.err == nil {
 		t.Fatalf("StartTask on %s, cut off from the quorum, succeeded", s.name)
 	}
-	t.Logf("StartTask on the isolated %s failed after %s: %v", s.name, took.Round(time.Millisecond), err)
-	if code := connect.CodeOf(err); code != connect.CodeUnavailable {
+	t.Logf("StartTask on the isolated %s failed after %s: %v", s.name, r.took.Round(time.Millisecond), r.err)
+	if code := connect.CodeOf(r.err); code != connect.CodeUnavailable {
 		t.Errorf("StartTask on %s: code %s, want unavailable", s.name, code)
 	}
+	// A server knows it has no quorum; a client agent that the servers
+	// are all dead (to it).
+	if msg := r.err.Error(); !strings.Contains(msg, "quorum") && !strings.Contains(msg, "cut off") {
+		t.Errorf("StartTask on %s: %q does not say that the agent is cut off from the quorum", s.name, msg)
+	}
 	// 7 s is the default rpc_hold_timeout; the rest is for a loaded machine.
-	if took > 12*time.Second {
-		t.Errorf("StartTask on %s took %s to fail, want about the hold timeout (7s)", s.name, took.Round(time.Millisecond))
+	if r.took > 12*time.Second {
+		t.Errorf("StartTask on %s took %s to fail, want about the hold timeout (7s)", s.name, r.took.Round(time.Millisecond))
 	}
 }
 
@@ -162,8 +279,8 @@ func (c *cluster) waitLeaderAmong(t *testing.T, timeout time.Duration, servers [
 	return leader
 }
 
-// waitConverged waits until every server agrees on the leader, has applied
-// the same log index, and answers, from its own state (stale reads), the
+// waitConverged waits until every server agrees on the leader and sees
+// every server as a voter, has applied the same log index, and answers, from its own state (stale reads), the
 // same state for every task of ids, each complete.
 func (c *cluster) waitConverged(t *testing.T, timeout time.Duration, ids []string) {
 	t.Helper()
@@ -171,6 +288,17 @@ func (c *cluster) waitConverged(t *testing.T, timeout time.Duration, ids []strin
 		views, errs := c.raftViewsErr(ctx, c.servers)
 		if agreedLeader(views) == "" || len(views) != len(c.servers) {
 			return false, describeViews(views) + " " + errs, nil
+		}
+		for _, v := range views {
+			voters := 0
+			for _, p := range v.GetPeers() {
+				if p.GetVoter() {
+					voters++
+				}
+			}
+			if voters != len(c.servers) {
+				return false, "not every server is a voter again: " + describeViews(views), nil
+			}
 		}
 		applied := map[uint64][]string{}
 		for name, v := range views {
