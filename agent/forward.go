@@ -181,7 +181,13 @@ func (f *forwarder) forward(ctx context.Context, procedure string, root bool, ca
 	defer func() { end(attempts, err) }()
 	deadline := time.Now().Add(f.a.cfg.RPCHoldTimeout)
 	wait := 10 * time.Millisecond
-	var last error
+	var (
+		last error
+		// silent names a target that got the call and never answered:
+		// what it was sent may still arrive (the kernel resends it after
+		// a partition heals), so the call's outcome is unknown.
+		silent string
+	)
 	for {
 		name, base, err := f.target()
 		if err == nil {
@@ -198,6 +204,7 @@ func (f *forwarder) forward(ctx context.Context, procedure string, root bool, ca
 					why = "stopped answering and is no longer the leader this agent knows"
 				}
 				err = connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s %s: %w", name, why, errSilent))
+				silent = name
 			}
 			if err == nil || !retryable(err) {
 				return err
@@ -214,7 +221,11 @@ func (f *forwarder) forward(ctx context.Context, procedure string, root bool, ca
 			return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("waiting for a leader: %w", last))
 		}
 		if time.Now().Add(wait).After(deadline) {
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("no leader answered within %v%s: %w", f.a.cfg.RPCHoldTimeout, f.why(), last))
+			unknown := ""
+			if silent != "" {
+				unknown = fmt.Sprintf("; the call sent to %s got no answer and may still be applied: send it again as it was (a StartTask with the same idempotency key)", silent)
+			}
+			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("no leader answered within %v%s: %w%s", f.a.cfg.RPCHoldTimeout, f.why(), last, unknown))
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -262,11 +273,9 @@ func (f *forwarder) stillTarget(name string) bool {
 	return a.rpcAddrOf(name) != ""
 }
 
-// errSilent is the last error of a forward whose target did not answer:
-// gone, or cut off by a partition. What was sent may still arrive (a
-// partition delays packets, the kernel resends them after the heal), so
-// the outcome of a write is unknown, and the message says so.
-var errSilent = errors.New("no answer (down, or cut off by a network partition); a write sent to it may still be applied, so retry it as it is (with the same idempotency key)")
+// errSilent is the error of a forward attempt whose target did not
+// answer: gone, or cut off by a partition.
+var errSilent = errors.New("no answer (down, or cut off by a network partition)")
 
 // why says, for an agent that gave up waiting for a leader, what it sees:
 // a server that knows no leader is cut off from a quorum of servers, or

@@ -66,7 +66,8 @@ func TestPartitionLeaderIsolated(t *testing.T) {
 	before.waitComplete(t, 60*time.Second)
 	during.waitComplete(t, 60*time.Second)
 	t.Logf("every task accepted before and during the partition complete %s after the cut", time.Since(cutAt).Round(time.Millisecond))
-	checkRefused(t, old, <-refused)
+	oldRefusal := <-refused
+	checkRefused(t, old, oldRefusal)
 
 	healAt := time.Now()
 	lab.heal()
@@ -76,7 +77,7 @@ func TestPartitionLeaderIsolated(t *testing.T) {
 	// was accepted on, and there is no task beyond them.
 	all := &batch{c: cl, ids: maps.Clone(before.ids)}
 	maps.Copy(all.ids, during.ids)
-	retryRefused(t, old, all)
+	retryRefused(t, old, oldRefusal, all)
 	all.checkKeys(t)
 }
 
@@ -96,7 +97,8 @@ func TestPartitionFollowerIsolated(t *testing.T) {
 	b := startBatch(t, cl, "pf", 5)
 	b.waitComplete(t, 60*time.Second)
 	t.Logf("the majority completed %d tasks %s after the cut", len(b.ids), time.Since(cutAt).Round(time.Millisecond))
-	checkRefused(t, lone, <-refused)
+	loneRefusal := <-refused
+	checkRefused(t, lone, loneRefusal)
 	if now := c.waitLeaderAmong(t, 10*time.Second, majority, lone.name); now != leader {
 		t.Logf("leadership moved from %s to %s while a follower was cut off", leader.name, now.name)
 	}
@@ -105,7 +107,7 @@ func TestPartitionFollowerIsolated(t *testing.T) {
 	lab.heal()
 	c.waitConverged(t, 30*time.Second, b.idList())
 	t.Logf("%s caught up %s after the heal", lone.name, time.Since(healAt).Round(time.Millisecond))
-	retryRefused(t, lone, b)
+	retryRefused(t, lone, loneRefusal, b)
 	b.checkKeys(t)
 }
 
@@ -145,7 +147,8 @@ func TestPartitionClientAgentIsolated(t *testing.T) {
 	refused := tryWrite(slow)
 	final := b.waitComplete(t, 60*time.Second)
 	t.Logf("every task complete %s after the cut", time.Since(cutAt).Round(time.Millisecond))
-	checkRefused(t, slow, <-refused)
+	slowRefusal := <-refused
+	checkRefused(t, slow, slowRefusal)
 	for _, task := range final {
 		attempt, ok := held[task.GetId()]
 		if !ok {
@@ -177,7 +180,7 @@ func TestPartitionClientAgentIsolated(t *testing.T) {
 		checkOrderResults(t, task)
 	}
 	maps.Copy(b.ids, after.ids)
-	retryRefused(t, slow, b)
+	retryRefused(t, slow, slowRefusal, b)
 	b.checkKeys(t)
 }
 
@@ -186,9 +189,10 @@ func TestPartitionClientAgentIsolated(t *testing.T) {
 // It must succeed now. The first try may have been applied after all: a
 // forward in flight to the leader when the cut came sits in the TCP send
 // queue and is delivered after the heal, so its refusal is an unknown
-// outcome, as after any connection lost mid-call. The key makes the retry
-// safe: checkKeys then finds exactly one task for it.
-func retryRefused(t *testing.T, s *clusterAgent, b *batch) {
+// outcome, as after any connection lost mid-call, and the refusal r must
+// have said so. The key makes the retry safe: checkKeys then finds
+// exactly one task for it.
+func retryRefused(t *testing.T, s *clusterAgent, r refusal, b *batch) {
 	t.Helper()
 	task, created, err := newClient(s.api).StartTask(callCtx(t), "order-fulfilment", orderInput("ord_minority", "tok_visa", "TEE-M"),
 		client.Namespace("shop"), client.IdempotencyKey("ord_minority"))
@@ -196,6 +200,9 @@ func retryRefused(t *testing.T, s *clusterAgent, b *batch) {
 		t.Fatalf("StartTask refused during the partition, sent again through %s after the heal: %v", s.name, err)
 	}
 	t.Logf("the refused StartTask sent again after the heal: created %v (false: the first try was applied late)", created)
+	if !created && !strings.Contains(r.err.Error(), "may still be applied") {
+		t.Errorf("the StartTask refused during the partition was applied after the heal, but its error did not warn that it might be: %v", r.err)
+	}
 	b.ids["ord_minority"] = task.GetId()
 }
 
