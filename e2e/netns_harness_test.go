@@ -246,7 +246,9 @@ func (l *netLab) close() {
 		// (cleanups run last-registered first); this catches the rest.
 		out, _ := ipCmd("netns", "pids", h.ns)
 		for _, f := range strings.Fields(out) {
-			if pid, err := strconv.Atoi(f); err == nil {
+			// The test process itself is listed when the runtime parked its
+			// main thread there after netHost.inside ran on it.
+			if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
 				if p, err := os.FindProcess(pid); err == nil {
 					_ = p.Kill()
 				}

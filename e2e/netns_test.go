@@ -5,8 +5,11 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -364,4 +367,115 @@ func agentNames(as []*clusterAgent) []string {
 		out[i] = a.name
 	}
 	return out
+}
+
+// TestNetLab checks the lab itself, as the partition tests rely on it:
+// hosts reach each other and the test process reaches every host; a
+// partition drops packets both ways in silence (a dial times out rather
+// than failing at once, as across a real partition) while the test
+// process still reaches both sides; heal restores the link; and nothing
+// of the lab is left once its test ends.
+func TestNetLab(t *testing.T) {
+	var lab *netLab
+	t.Run("partition", func(t *testing.T) {
+		lab = newNetLab(t)
+		a, b := lab.host("a"), lab.host("b")
+		addrA, addrB := serveOn(t, a), serveOn(t, b)
+		for _, p := range []struct {
+			from *netHost
+			to   string
+		}{{a, addrB}, {b, addrA}, {nil, addrA}, {nil, addrB}} {
+			if err := dialFrom(p.from, p.to); err != nil {
+				t.Fatalf("before any cut: %v", err)
+			}
+		}
+
+		lab.partition([]*netHost{a}, []*netHost{b})
+		for _, p := range []struct {
+			from *netHost
+			to   string
+		}{{a, addrB}, {b, addrA}} {
+			var ne net.Error
+			if err := dialFrom(p.from, p.to); !errors.As(err, &ne) || !ne.Timeout() {
+				t.Errorf("across the cut: %v, want a timeout (packets dropped in silence)", err)
+			}
+		}
+		for _, to := range []string{addrA, addrB} {
+			if err := dialFrom(nil, to); err != nil {
+				t.Errorf("the test process, during the cut: %v", err)
+			}
+		}
+
+		lab.heal()
+		waitFor(t, 10*time.Second, "a and b reach each other again", func(context.Context) (bool, string, error) {
+			errA, errB := dialFrom(a, addrB), dialFrom(b, addrA)
+			return errA == nil && errB == nil, fmt.Sprintf("a→b: %v, b→a: %v", errA, errB), nil
+		})
+	})
+	if lab == nil {
+		t.Skip("no lab was made")
+	}
+	out, err := ipCmd("netns", "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, "tasker-"+lab.id+"-") {
+		t.Errorf("namespaces of lab %s left behind:\n%s", lab.id, out)
+	}
+	if out, err := ipCmd("-o", "link", "show"); err != nil || strings.Contains(out, lab.bridge) {
+		t.Errorf("links of lab %s left behind (err %v):\n%s", lab.id, err, out)
+	}
+}
+
+// serveOn listens on a free TCP port of host h and answers every
+// connection with "ok"; it returns the address.
+func serveOn(t *testing.T, h *netHost) string {
+	t.Helper()
+	var ln net.Listener
+	if err := h.inside(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(h.ip.String(), "0"))
+		return err
+	}); err != nil {
+		t.Fatalf("listen on %s: %v", h.name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = conn.Write([]byte("ok"))
+			conn.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// dialFrom connects from host h (the test process's namespace when nil)
+// to addr and reads its "ok", within a second.
+func dialFrom(h *netHost, addr string) error {
+	dial := func() error {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+		b := make([]byte, 2)
+		if _, err := io.ReadFull(conn, b); err != nil {
+			return err
+		}
+		if string(b) != "ok" {
+			return fmt.Errorf("%s answered %q", addr, b)
+		}
+		return nil
+	}
+	if h == nil {
+		return dial()
+	}
+	if err := h.inside(dial); err != nil {
+		return fmt.Errorf("from %s to %s: %w", h.name, addr, err)
+	}
+	return nil
 }
