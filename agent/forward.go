@@ -196,7 +196,7 @@ func (f *forwarder) forward(ctx context.Context, procedure string, root bool, ca
 			actx, cancel := context.WithDeadline(ctx, deadline)
 			moved := f.watchTarget(actx, cancel, name)
 			err = call(actx, base)
-			cut := actx.Err() != nil && ctx.Err() == nil
+			cut := err != nil && actx.Err() != nil && ctx.Err() == nil
 			cancel()
 			if cut {
 				why := "did not answer"
@@ -374,6 +374,13 @@ var leaderOnly = map[string]bool{
 	taskerv1connect.ClusterServiceBreakersProcedure:   true,
 }
 
+// slowCalls lists the calls a forward never cuts at the hold timeout:
+// their answer may take longer than it to begin.
+var slowCalls = map[string]bool{
+	taskerv1connect.ClusterServiceSnapshotSaveProcedure:    true,
+	taskerv1connect.ClusterServiceSnapshotRestoreProcedure: true,
+}
+
 // reports are the app reports agents forward to the leader themselves.
 var reports = map[string]bool{
 	taskerv1connect.WorkerServiceCompleteStepProcedure: true,
@@ -518,9 +525,14 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// The forward's context ends with the hold timeout; a stream
 		// (WatchTask) lives past it, so the request runs on its own
 		// context, cut when the forward's ends before the response's
-		// headers arrive, and after them when the body is closed.
+		// headers arrive, and after them when the body is closed. A
+		// snapshot may take longer than the hold timeout to answer at
+		// all: it is never cut.
 		rctx, cancel := context.WithCancel(req.Context())
-		stop := context.AfterFunc(ctx, cancel)
+		stop := func() bool { return true }
+		if !slowCalls[req.URL.Path] {
+			stop = context.AfterFunc(ctx, cancel)
+		}
 		out := req.Clone(rctx)
 		if t.a.tel.Tracing {
 			// The leader's span of the call is the forward span's child.
@@ -534,6 +546,7 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		r, err := f.client.Transport.RoundTrip(out)
 		if !stop() {
 			// The hold timeout ended first: forward reports the silence.
+			cancel()
 			if err == nil {
 				r.Body.Close()
 			}
