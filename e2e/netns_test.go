@@ -40,8 +40,8 @@ func startLabCluster(t *testing.T, stepTimeout string, specs ...clientSpec) (*ne
 	return lab, c
 }
 
-// allServices is one client agent running every order service, quickly.
-var allServices = clientSpec{name: "client-a", only: "orders,inventory,payments,shipping,notifications", flags: []string{"-delay", "20ms-60ms"}}
+// labClient is one client agent running every order service, quickly.
+var labClient = clientSpec{name: "client-a", only: allServices, flags: []string{"-delay", "20ms-60ms"}}
 
 // TestPartitionLeaderIsolated cuts the leader off from every other host:
 // it steps down and refuses writes with an error naming the lost quorum,
@@ -50,16 +50,15 @@ var allServices = clientSpec{name: "client-a", only: "orders,inventory,payments,
 // server holds the same log and the same tasks. No task accepted on
 // either side is lost.
 func TestPartitionLeaderIsolated(t *testing.T) {
-	lab, c := startLabCluster(t, "5s", allServices)
+	lab, c := startLabCluster(t, "5s", labClient)
 	cl := newClient(c.client("client-a").api)
 	before := startBatch(t, cl, "plbefore", 5)
 
 	old := c.servers[c.leaderIndex(t)]
-	majority := slices.DeleteFunc(slices.Clone(c.servers), func(s *clusterAgent) bool { return s == old })
 	cutAt := time.Now()
 	lab.isolate(old.host)
 
-	next := c.waitLeaderAmong(t, 20*time.Second, majority, old.name)
+	next, _ := c.waitLeaderAmong(t, 20*time.Second, c.others(old))
 	t.Logf("failover: %s leads the majority %s after the cut", next.name, time.Since(cutAt).Round(time.Millisecond))
 	waitStepDown(t, old, 20*time.Second)
 	t.Logf("the isolated %s no longer leads %s after the cut", old.name, time.Since(cutAt).Round(time.Millisecond))
@@ -74,7 +73,7 @@ func TestPartitionLeaderIsolated(t *testing.T) {
 
 	healAt := time.Now()
 	lab.heal()
-	c.waitConverged(t, 30*time.Second, append(before.idList(), during.idList()...))
+	c.waitConverged(t, 30*time.Second, batchIDs(before, during))
 	t.Logf("converged %s after the heal", time.Since(healAt).Round(time.Millisecond))
 	// Every key names the task it started, whichever side of the cut it
 	// was accepted on, and there is no task beyond them.
@@ -88,11 +87,10 @@ func TestPartitionLeaderIsolated(t *testing.T) {
 // other follower go on, writes sent to the isolated follower fail with a
 // clear error within the hold timeout, and after the heal it catches up.
 func TestPartitionFollowerIsolated(t *testing.T) {
-	lab, c := startLabCluster(t, "5s", allServices)
+	lab, c := startLabCluster(t, "5s", labClient)
 	cl := newClient(c.client("client-a").api)
 	leader := c.servers[c.leaderIndex(t)]
 	lone := c.servers[(slices.Index(c.servers, leader)+1)%len(c.servers)]
-	majority := slices.DeleteFunc(slices.Clone(c.servers), func(s *clusterAgent) bool { return s == lone })
 	cutAt := time.Now()
 	lab.isolate(lone.host)
 
@@ -102,13 +100,13 @@ func TestPartitionFollowerIsolated(t *testing.T) {
 	t.Logf("the majority completed %d tasks %s after the cut", len(b.ids), time.Since(cutAt).Round(time.Millisecond))
 	loneRefusal := <-refused
 	checkRefused(t, lone, loneRefusal)
-	if now := c.waitLeaderAmong(t, 10*time.Second, majority, lone.name); now != leader {
+	if now, _ := c.waitLeaderAmong(t, 10*time.Second, c.others(lone)); now != leader {
 		t.Logf("leadership moved from %s to %s while a follower was cut off", leader.name, now.name)
 	}
 
 	healAt := time.Now()
 	lab.heal()
-	c.waitConverged(t, 30*time.Second, b.idList())
+	c.waitConverged(t, 30*time.Second, batchIDs(b))
 	t.Logf("%s caught up %s after the heal", lone.name, time.Since(healAt).Round(time.Millisecond))
 	retryRefused(t, lone, loneRefusal, b)
 	b.checkKeys(t)
@@ -267,28 +265,6 @@ func waitStepDown(t *testing.T, s *clusterAgent, timeout time.Duration) {
 	})
 }
 
-// waitLeaderAmong waits until the given servers agree on a leader among
-// them other than not, and returns it. The other servers' views are not
-// asked: they may be on the other side of a partition.
-func (c *cluster) waitLeaderAmong(t *testing.T, timeout time.Duration, servers []*clusterAgent, not string) *clusterAgent {
-	t.Helper()
-	var leader *clusterAgent
-	waitFor(t, timeout, fmt.Sprintf("%v agree on a leader other than %s", agentNames(servers), not), func(ctx context.Context) (bool, string, error) {
-		views, errs := c.raftViewsErr(ctx, servers)
-		name := agreedLeader(views)
-		if name == "" || name == not || len(views) != len(servers) {
-			return false, describeViews(views) + " " + errs, nil
-		}
-		for _, s := range servers {
-			if s.name == name {
-				leader = s
-			}
-		}
-		return leader != nil, describeViews(views), nil
-	})
-	return leader
-}
-
 // waitConverged waits until every server agrees on the leader and sees
 // every server as a voter, has applied the same log index, and answers, from its own state (stale reads), the
 // same state for every task of ids, each complete.
@@ -318,55 +294,25 @@ func (c *cluster) waitConverged(t *testing.T, timeout time.Duration, ids []strin
 			return false, fmt.Sprintf("applied indexes differ: %v", applied), nil
 		}
 		for _, id := range ids {
-			var states []string
-			for _, s := range c.servers {
+			var first string
+			for i, s := range c.servers {
 				res, err := s.staleWorkflows().GetTask(ctx, connect.NewRequest(&taskerv1.GetTaskRequest{Id: id}))
 				if err != nil {
 					return false, fmt.Sprintf("%s: GetTask %s: %v", s.name, id, err), nil
 				}
-				states = append(states, stateOf(res.Msg.GetTask()))
-			}
-			want := stateOf(&taskerv1.Task{State: taskerv1.TaskState_TASK_STATE_COMPLETE})
-			for i, st := range states {
-				if !strings.HasPrefix(st, want) {
-					return false, fmt.Sprintf("%s: %s is %s", c.servers[i].name, id, st), nil
+				if st := res.Msg.GetTask().GetState(); st != taskerv1.TaskState_TASK_STATE_COMPLETE {
+					return false, fmt.Sprintf("%s: %s is %s", s.name, id, st), nil
 				}
-				if st != states[0] {
-					return false, fmt.Sprintf("%s differs: %s on %s, %s on %s", id, states[0], c.servers[0].name, st, c.servers[i].name), nil
+				v := fmt.Sprint(viewOf(res.Msg.GetTask()))
+				if i == 0 {
+					first = v
+				} else if v != first {
+					return false, fmt.Sprintf("%s differs: %s on %s, %s on %s", id, first, c.servers[0].name, v, s.name), nil
 				}
 			}
 		}
 		return true, "", nil
 	})
-}
-
-// stateOf renders a task's state and its steps' states and attempts, to
-// compare servers' copies.
-func stateOf(task *taskerv1.Task) string {
-	var b strings.Builder
-	b.WriteString(strings.TrimPrefix(task.GetState().String(), "TASK_STATE_"))
-	for _, st := range task.GetSteps() {
-		fmt.Fprintf(&b, " %s=%s/%d", st.GetName(), strings.TrimPrefix(st.GetState().String(), "STEP_STATE_"), st.GetAttempts())
-	}
-	return b.String()
-}
-
-// idList lists the batch's task ids, sorted.
-func (b *batch) idList() []string {
-	out := make([]string, 0, len(b.ids))
-	for _, id := range b.ids {
-		out = append(out, id)
-	}
-	slices.Sort(out)
-	return out
-}
-
-func agentNames(as []*clusterAgent) []string {
-	out := make([]string, len(as))
-	for i, a := range as {
-		out[i] = a.name
-	}
-	return out
 }
 
 // TestNetLab checks the lab itself, as the partition tests rely on it:
