@@ -79,7 +79,7 @@ func newNetLab(t *testing.T) *netLab {
 		if os.Getenv(requireNetnsEnv) == "1" {
 			t.Fatalf("%s (%s=1 requires them)", msg, requireNetnsEnv)
 		}
-		t.Skipf("%s; these tests need Linux, root and iproute2", msg)
+		t.Skipf("%s; these tests need Linux, root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2", msg)
 	}
 	if runtime.GOOS != "linux" {
 		unavailable("this is %s, not Linux", runtime.GOOS)
@@ -98,36 +98,56 @@ func newNetLab(t *testing.T) *netLab {
 	// no netns support) from a bug of ours, before anything else is made.
 	probe := "tasker-" + lab.id + "-probe"
 	if out, err := ipCmd("netns", "add", probe); err != nil {
-		unavailable("ip netns add failed: %v: %s", err, out)
+		unavailable("%v: %s", err, out)
 	}
 	_, _ = ipCmd("netns", "del", probe)
 
 	t.Cleanup(lab.close)
 	lab.must("link", "add", lab.bridge, "type", "bridge")
 	lab.must("link", "set", lab.bridge, "up")
-	lab.prefix = lab.freePrefix()
-	lab.must("addr", "add", netip.PrefixFrom(lab.prefix.Addr().Next(), 24).String(), "dev", lab.bridge)
+	lab.claimPrefix()
 	return lab
 }
 
-// freePrefix picks a 10.213.X.0/24 no interface of the root namespace is
-// on, starting from one derived from the pid so that concurrent test
-// binaries rarely even try the same one.
-func (l *netLab) freePrefix() netip.Prefix {
-	out, err := ipCmd("-4", "-o", "addr", "show")
-	if err != nil {
-		l.t.Fatalf("list addresses: %v: %s", err, out)
-	}
+// claimPrefix gives the bridge the .1 of a 10.213.X.0/24 that no other
+// interface of the root namespace is on, trying first an X derived from
+// the pid so that concurrent test binaries rarely even try the same one.
+// Two that took the same one at once both see it after adding theirs; the
+// one whose bridge name sorts later gives it up and takes another.
+func (l *netLab) claimPrefix() {
 	start := os.Getpid() % 250
 	for i := range 250 {
 		x := (start+i)%250 + 1
-		p := netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", x))
-		if !strings.Contains(out, fmt.Sprintf(" 10.213.%d.", x)) {
-			return p
+		if l.prefixUsers(x) != "" {
+			continue
 		}
+		p := netip.MustParsePrefix(fmt.Sprintf("10.213.%d.0/24", x))
+		addr := netip.PrefixFrom(p.Addr().Next(), 24).String()
+		l.must("addr", "add", addr, "dev", l.bridge)
+		if other := l.prefixUsers(x); other == "" || other > l.bridge {
+			l.prefix = p
+			return
+		}
+		l.must("addr", "del", addr, "dev", l.bridge)
 	}
 	l.t.Fatal("every 10.213.X.0/24 is in use in the root namespace")
-	return netip.Prefix{}
+}
+
+// prefixUsers returns the first interface, other than the lab's bridge,
+// with an address in 10.213.x.0/24 ("" for none).
+func (l *netLab) prefixUsers(x int) string {
+	out, err := ipCmd("-4", "-o", "addr", "show")
+	if err != nil {
+		l.t.Fatalf("list addresses: %v", err)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		// "7: tk123-ab    inet 10.213.5.1/24 scope global tk123-ab ..."
+		f := strings.Fields(line)
+		if len(f) >= 4 && f[2] == "inet" && strings.HasPrefix(f[3], fmt.Sprintf("10.213.%d.", x)) && f[1] != l.bridge {
+			return f[1]
+		}
+	}
+	return ""
 }
 
 // host returns the host named name, creating it on first use: a namespace

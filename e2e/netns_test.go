@@ -359,7 +359,7 @@ func TestNetLab(t *testing.T) {
 		})
 	})
 	if lab == nil {
-		t.Skip("no lab was made")
+		t.Skip("network namespaces unavailable (the subtest says why)")
 	}
 	out, err := ipCmd("netns", "list")
 	if err != nil {
