@@ -114,10 +114,11 @@ func TestPartitionFollowerIsolated(t *testing.T) {
 
 // TestPartitionClientAgentIsolated cuts off a client agent (and its app,
 // on the same host) while it holds steps: its local API refuses writes
-// with an error naming the cut, the leader takes the held steps back when
-// their leases lapse and runs them as later attempts on the other agent
-// offering the capability, and after the heal the agent is a provider
-// again, its app's late results for the old attempts changing nothing.
+// with an error naming the cut; the leader fails the held attempts as lost
+// once gossip declares the agent dead (their leases would lapse anyway)
+// and runs them as later attempts on the other agent offering the
+// capability; after the heal the agent is a provider again, and its app's
+// late results for the old attempts change nothing.
 func TestPartitionClientAgentIsolated(t *testing.T) {
 	lab, c := startLabCluster(t, "3s",
 		clientSpec{name: "client-main", only: "orders,payments,shipping,notifications"},
