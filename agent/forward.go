@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"connectrpc.com/connect"
@@ -47,6 +48,10 @@ const (
 
 // errNoServer is returned when no server is known to forward to.
 var errNoServer = errors.New("no Tasker server is known yet: is -join or -retry-join set, and are the servers up?")
+
+// errNoPeer is errNoServer on an agent that knew servers: gossip declared
+// every one dead.
+var errNoPeer = errors.New("gossip sees no server alive: this agent is cut off from them (a network partition) or they are down")
 
 // forwarder sends calls that only the leader can answer to the leader,
 // over the agent-to-agent Connect API, and retries them across a leader
@@ -141,6 +146,9 @@ func (f *forwarder) target() (name, base string, err error) {
 	}
 	servers := a.aliveServers()
 	if len(servers) == 0 {
+		if a.node != nil || a.knewServers() {
+			return "", "", errNoPeer
+		}
 		return "", "", errNoServer
 	}
 	f.mu.Lock()
@@ -154,6 +162,12 @@ func (f *forwarder) target() (name, base string, err error) {
 // leader or the call reached a server that is not (or no longer) the
 // leader, for up to the hold timeout. Calls must be idempotent: a call
 // whose connection broke may have been applied.
+//
+// A server on the far side of a partition drops packets without a word:
+// an attempt sent to it would wait until the caller gives up. So an
+// attempt ends with the hold timeout, and earlier when this agent learns
+// that its target is no longer where to send it (dead in gossip, or
+// another leader known), and the call is sent again there.
 func (f *forwarder) do(ctx context.Context, call func(ctx context.Context, base string) error) error {
 	return f.forward(ctx, "", false, call)
 }
@@ -167,13 +181,31 @@ func (f *forwarder) forward(ctx context.Context, procedure string, root bool, ca
 	defer func() { end(attempts, err) }()
 	deadline := time.Now().Add(f.a.cfg.RPCHoldTimeout)
 	wait := 10 * time.Millisecond
-	var last error
+	var (
+		last error
+		// silent names a target that got the call and never answered:
+		// what it was sent may still arrive (the kernel resends it after
+		// a partition heals), so the call's outcome is unknown.
+		silent string
+	)
 	for {
 		name, base, err := f.target()
 		if err == nil {
 			attempts++
 			note(name)
-			err = call(ctx, base)
+			actx, cancel := context.WithDeadline(ctx, deadline)
+			moved := f.watchTarget(actx, cancel, name)
+			err = call(actx, base)
+			cut := err != nil && actx.Err() != nil && ctx.Err() == nil
+			cancel()
+			if cut {
+				why := "did not answer"
+				if moved.Load() {
+					why = "stopped answering and is no longer the leader this agent knows"
+				}
+				err = connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s %s: %w", name, why, errSilent))
+				silent = name
+			}
 			if err == nil || !retryable(err) {
 				return err
 			}
@@ -189,7 +221,11 @@ func (f *forwarder) forward(ctx context.Context, procedure string, root bool, ca
 			return connect.NewError(connect.CodeDeadlineExceeded, fmt.Errorf("waiting for a leader: %w", last))
 		}
 		if time.Now().Add(wait).After(deadline) {
-			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("no leader answered within %v: %w", f.a.cfg.RPCHoldTimeout, last))
+			unknown := ""
+			if silent != "" {
+				unknown = fmt.Sprintf("; the call sent to %s got no answer and may still be applied: send it again as it was (a StartTask with the same idempotency key)", silent)
+			}
+			return connect.NewError(connect.CodeUnavailable, fmt.Errorf("no leader answered within %v%s: %w%s", f.a.cfg.RPCHoldTimeout, f.why(), last, unknown))
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -201,10 +237,64 @@ func (f *forwarder) forward(ctx context.Context, procedure string, root bool, ca
 	}
 }
 
+// watchTarget cancels an attempt sent to name once name is no longer the
+// agent to send it to, and reports whether it did.
+func (f *forwarder) watchTarget(ctx context.Context, cancel context.CancelFunc, name string) *atomic.Bool {
+	var moved atomic.Bool
+	go func() {
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if !f.stillTarget(name) {
+				moved.Store(true)
+				cancel()
+				return
+			}
+		}
+	}()
+	return &moved
+}
+
+// stillTarget reports whether a call sent to name may still be answered
+// there: name is alive in gossip, and this server (if it is one) knows no
+// other leader.
+func (f *forwarder) stillTarget(name string) bool {
+	a := f.a
+	if a.node != nil {
+		if id, _ := a.node.Leader(); id != "" && id != name {
+			return false
+		}
+	}
+	return a.rpcAddrOf(name) != ""
+}
+
+// errSilent is the error of a forward attempt whose target did not
+// answer: gone, or cut off by a partition.
+var errSilent = errors.New("no answer (down, or cut off by a network partition)")
+
+// why says, for an agent that gave up waiting for a leader, what it sees:
+// a server that knows no leader is cut off from a quorum of servers, or
+// the quorum has no leader; either way the write cannot be taken here.
+func (f *forwarder) why() string {
+	a := f.a
+	if a.node == nil {
+		return ""
+	}
+	if id, _ := a.node.Leader(); id != "" {
+		return " (this server follows " + id + ", which did not answer)"
+	}
+	return " (this server knows no leader: it cannot reach a quorum of servers, or they are electing one; writes need a quorum)"
+}
+
 // retryable reports whether a forwarded call may succeed if sent again
 // (to the leader of the moment).
 func retryable(err error) bool {
-	if errors.Is(err, errNoServer) {
+	if errors.Is(err, errNoServer) || errors.Is(err, errNoPeer) {
 		return true
 	}
 	return connect.CodeOf(err) == connect.CodeUnavailable
@@ -249,6 +339,19 @@ func (a *Agent) rpcAddrOf(name string) string {
 	return ""
 }
 
+// knewServers reports whether gossip knows servers it declared dead.
+func (a *Agent) knewServers() bool {
+	if a.gossip == nil {
+		return false
+	}
+	for _, m := range a.gossip.Members() {
+		if m.Role == gossip.RoleServer && m.Status == gossip.StatusDead && m.Name != a.cfg.NodeName {
+			return true
+		}
+	}
+	return false
+}
+
 // aliveServers lists the servers gossip says are alive, this one excluded.
 func (a *Agent) aliveServers() []gossip.Member {
 	if a.gossip == nil {
@@ -269,6 +372,13 @@ func (a *Agent) aliveServers() []gossip.Member {
 var leaderOnly = map[string]bool{
 	taskerv1connect.ClusterServiceRemovePeerProcedure: true,
 	taskerv1connect.ClusterServiceBreakersProcedure:   true,
+}
+
+// slowCalls lists the calls a forward never cuts at the hold timeout:
+// their answer may take longer than it to begin.
+var slowCalls = map[string]bool{
+	taskerv1connect.ClusterServiceSnapshotSaveProcedure:    true,
+	taskerv1connect.ClusterServiceSnapshotRestoreProcedure: true,
 }
 
 // reports are the app reports agents forward to the leader themselves.
@@ -416,7 +526,18 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ctx = t.a.tel.Propagator.Extract(ctx, propagation.HeaderCarrier(req.Header))
 	}
 	err := f.forward(ctx, strings.TrimPrefix(req.URL.Path, "/"), true, func(ctx context.Context, base string) error {
-		out := req.Clone(req.Context())
+		// The forward's context ends with the hold timeout; a stream
+		// (WatchTask) lives past it, so the request runs on its own
+		// context, cut when the forward's ends before the response's
+		// headers arrive, and after them when the body is closed. A
+		// snapshot may take longer than the hold timeout to answer at
+		// all: it is never cut.
+		rctx, cancel := context.WithCancel(req.Context())
+		stop := func() bool { return true }
+		if !slowCalls[req.URL.Path] {
+			stop = context.AfterFunc(ctx, cancel)
+		}
+		out := req.Clone(rctx)
 		if t.a.tel.Tracing {
 			// The leader's span of the call is the forward span's child.
 			t.a.tel.Propagator.Inject(ctx, propagation.HeaderCarrier(out.Header))
@@ -427,7 +548,16 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			out.Body, _ = req.GetBody()
 		}
 		r, err := f.client.Transport.RoundTrip(out)
+		if !stop() {
+			// The hold timeout ended first: forward reports the silence.
+			cancel()
+			if err == nil {
+				r.Body.Close()
+			}
+			return ctx.Err()
+		}
 		if err != nil {
+			cancel()
 			if req.GetBody == nil {
 				return err // cannot resend: not retried
 			}
@@ -437,11 +567,13 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if (nl == "" && r.StatusCode != http.StatusServiceUnavailable) || req.GetBody == nil {
 			// An answer, or a refusal that cannot be resent: the client gets it.
 			f.learn(r.Header.Get(hdrLeader))
+			r.Body = cancelOnClose{r.Body, cancel}
 			resp = r
 			return nil
 		}
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<10))
 		r.Body.Close()
+		cancel()
 		refused := connect.NewError(connect.CodeUnavailable, errors.New("not the leader"))
 		if nl != "" {
 			refused.Meta().Set(hdrNotLeader, nl)
@@ -454,12 +586,29 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// cancelOnClose ends a proxied request's context when the proxy is done
+// with its response.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
 // writeUnavailable answers a call that could not be forwarded in a way
 // every protocol reads as UNAVAILABLE: HTTP 503 (Connect and gRPC-Web map
 // it so) plus gRPC's status headers for gRPC clients.
 func writeUnavailable(w http.ResponseWriter, r *http.Request, err error) {
 	ct := r.Header.Get("Content-Type")
 	msg := err.Error()
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		msg = ce.Message() // the code is the answer's; not "unavailable: " twice
+	}
 	if strings.HasPrefix(ct, "application/grpc") {
 		w.Header().Set("Content-Type", ct)
 		w.Header().Set("Grpc-Status", "14")

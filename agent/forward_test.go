@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -181,6 +182,67 @@ func TestClientWithoutServersFailsWithinHoldTime(t *testing.T) {
 	var ce *connect.Error
 	if !errors.As(err, &ce) || !strings.Contains(ce.Message(), "leader") {
 		t.Fatalf("error %v does not say what is missing", err)
+	}
+}
+
+// TestForwardToSilentServerEndsWithHoldTime: a server that takes a
+// forwarded call and never answers (a partition drops its packets in
+// silence) holds the call only until the hold time ends, not until the
+// caller gives up, and the refusal says that the call may still be
+// applied, so the caller sends it again rather than assume it failed.
+func TestForwardToSilentServerEndsWithHoldTime(t *testing.T) {
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.NodeName = "s1" })
+	cli := startClientAgent(t, "c1", srv, func(c *Config) { c.RPCHoldTimeout = 600 * time.Millisecond })
+	waitFor(t, 10*time.Second, "the client to see the server", func() bool { return len(cli.aliveServers()) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	err := cli.fwd.do(ctx, func(ctx context.Context, base string) error {
+		<-ctx.Done() // sent, never answered
+		return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+	})
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("a forward to a silent server took %v; the hold time is 600ms", took)
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) || ce.Code() != connect.CodeUnavailable {
+		t.Fatalf("forward to a silent server = %v, want Unavailable", err)
+	}
+	for _, want := range []string{"s1 did not answer", "may still be applied"} {
+		if !strings.Contains(ce.Message(), want) {
+			t.Errorf("refusal %q does not say %q", ce.Message(), want)
+		}
+	}
+}
+
+// TestForwardLeavesAServerThatLeft: an attempt waiting on a server that
+// gossip no longer lists as alive is given up at once, not at the end of
+// the hold time, so the call can go to the next leader while there is
+// still time.
+func TestForwardLeavesAServerThatLeft(t *testing.T) {
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.NodeName = "s1" })
+	cli := startClientAgent(t, "c1", srv, func(c *Config) { c.RPCHoldTimeout = 5 * time.Second })
+	waitFor(t, 10*time.Second, "the client to see the server", func() bool { return len(cli.aliveServers()) == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var (
+		once   sync.Once
+		cutAt  = make(chan time.Time, 1)
+		leftAt time.Time
+	)
+	_ = cli.fwd.do(ctx, func(ctx context.Context, base string) error {
+		once.Do(func() {
+			if err := srv.Shutdown(context.Background()); err != nil {
+				t.Error(err)
+			}
+			leftAt = time.Now()
+		})
+		<-ctx.Done()
+		cutAt <- time.Now()
+		return connect.NewError(connect.CodeDeadlineExceeded, ctx.Err())
+	})
+	if took := (<-cutAt).Sub(leftAt); took > 3*time.Second {
+		t.Errorf("the attempt on the server that left was given up %v after it left; want about a gossip round, under the 5s hold time", took)
 	}
 }
 

@@ -47,6 +47,9 @@ type clusterOptions struct {
 	// serverArgs are more agent flags for every server, such as
 	// -breakers FILE.
 	serverArgs []string
+	// lab, when set, runs every agent and its services on its own host
+	// of the network lab (named as the agent) instead of on loopback.
+	lab *netLab
 }
 
 // cluster is a running test cluster.
@@ -80,6 +83,8 @@ type clusterAgent struct {
 	api, rpc, gossip, raft string
 	proc                   *process
 	starts                 int
+	// host is the agent's host in the network lab; nil on loopback.
+	host *netHost
 }
 
 // agentStarted is the agent's JSON log line that names its addresses.
@@ -136,6 +141,10 @@ func (c *cluster) newAgent(name string, server bool, args ...string) *clusterAge
 	if server {
 		a.args = append(a.args, "-server")
 	}
+	if c.opts.lab != nil {
+		a.host = c.opts.lab.host(name)
+		a.args = append(a.args, a.host.agentArgs()...)
+	}
 	a.args = append(a.args, args...)
 	return a
 }
@@ -181,7 +190,8 @@ func (c *cluster) startService(a *clusterAgent, only string, flags ...string) *p
 	name := fmt.Sprintf("service %s@%s", only, a.name)
 	logPath := filepath.Join(c.dir, fmt.Sprintf("service-%s-%d.log", a.name, n))
 	args := append([]string{"-addr", a.api, "-only", only, "-log", c.journal, "-log-level", "debug"}, flags...)
-	p := startProcess(c.t, name, servicesBin, args, logPath, nil)
+	bin, args := a.host.command(servicesBin, args)
+	p := startProcess(c.t, name, bin, args, logPath, nil)
 	c.services[a.name] = append(c.services[a.name], p)
 	return p
 }
@@ -438,7 +448,8 @@ func (a *clusterAgent) start() {
 	if a.server {
 		args = append(args, "-raft-port", strconv.Itoa(a.raftPort))
 	}
-	a.proc = startProcess(t, fmt.Sprintf("%s (start %d)", a.name, a.starts), taskerBin, args, a.logPath, watch)
+	bin, args := a.host.command(taskerBin, args)
+	a.proc = startProcess(t, fmt.Sprintf("%s (start %d)", a.name, a.starts), bin, args, a.logPath, watch)
 	var s agentStarted
 	select {
 	case s = <-found:
