@@ -659,3 +659,80 @@ func (r *chaosReport) save(t *testing.T) string {
 	t.Logf("chaos: report, tasks with their histories, dead letters and the services' journal saved in %s", dir)
 	return dir
 }
+
+// TestChaosChecks checks the chaos run's history check on small
+// histories: a sound one passes, and each way a history can break what
+// users rely on is caught, so a passing chaos run means something.
+func TestChaosChecks(t *testing.T) {
+	task := func(state taskerv1.TaskState, st taskerv1.StepState, attempts int32) *taskerv1.Task {
+		return &taskerv1.Task{Id: "tsk_a", State: state, Steps: []*taskerv1.Step{{Name: "s", State: st, Attempts: attempts}}}
+	}
+	// history numbers events in log order, one log entry each.
+	history := func(evs ...consensus.Event) []consensus.Event {
+		at := time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+		for i := range evs {
+			evs[i].Seq, evs[i].TaskID, evs[i].Index, evs[i].Position, evs[i].At = uint64(i+1), "tsk_a", uint64(10+i), 1, at.Add(time.Duration(i)*time.Millisecond)
+		}
+		return evs
+	}
+	ev := func(typ, step string, attempt int) consensus.Event {
+		return consensus.Event{Type: typ, Step: step, Attempt: attempt}
+	}
+	created, done, failed := ev(consensus.EventTaskCreated, "", 0), ev(consensus.EventTaskCompleted, "", 0), ev(consensus.EventTaskFailed, "", 0)
+	dispatched := func(a int) consensus.Event { return ev(consensus.EventStepDispatched, "s", a) }
+	started := func(a int) consensus.Event { return ev(consensus.EventStepStarted, "s", a) }
+	completed := func(a int) consensus.Event { return ev(consensus.EventStepCompleted, "s", a) }
+	stepFailed := func(a int) consensus.Event { return ev(consensus.EventStepFailed, "s", a) }
+	retry := func(a int) consensus.Event { return ev(consensus.EventStepRetryScheduled, "s", a) }
+	dead := func(a int) consensus.Event { return ev(consensus.EventStepDeadLettered, "s", a) }
+	complete := task(taskerv1.TaskState_TASK_STATE_COMPLETE, taskerv1.StepState_STEP_STATE_COMPLETE, 2)
+	inError := task(taskerv1.TaskState_TASK_STATE_ERROR, taskerv1.StepState_STEP_STATE_ERROR, 1)
+	swapped := history(created, dispatched(1), started(1), completed(1), done)
+	swapped[2].Index, swapped[3].Index = swapped[3].Index, swapped[2].Index
+
+	for _, tc := range []struct {
+		name string
+		task *taskerv1.Task
+		evs  []consensus.Event
+		ok   bool
+	}{
+		{"a retried step completes", complete, history(created, dispatched(1), started(1), stepFailed(1), retry(1), dispatched(2), started(2), completed(2), done), true},
+		{"a released attempt is dispatched again", complete, history(created, dispatched(2), ev(consensus.EventStepReleased, "s", 2), dispatched(2), completed(2), done), true},
+		{"a step fails for good", inError, history(created, dispatched(1), stepFailed(1), dead(1), failed), true},
+		{"completed twice", complete, history(created, dispatched(1), completed(1), dispatched(2), completed(2), done), false},
+		{"completed without a dispatch", complete, history(created, dispatched(1), stepFailed(1), retry(1), completed(2), done), false},
+		{"ids out of log order", complete, swapped, false},
+		{"no task.created first", complete, history(dispatched(1), stepFailed(1), retry(1), dispatched(2), completed(2), done), false},
+		{"task.completed missing", complete, history(created, dispatched(1), stepFailed(1), retry(1), dispatched(2), completed(2)), false},
+		{"an event after task.completed", complete, history(created, dispatched(1), stepFailed(1), retry(1), dispatched(2), completed(2), done, started(2)), false},
+		{"a dead letter without the failure", inError, history(created, dispatched(1), dead(1), failed), false},
+		{"in error, its failure not dead-lettered", inError, history(created, dispatched(1), stepFailed(1), failed), false},
+		{"dispatched while in flight", complete, history(created, dispatched(1), dispatched(2), completed(2), done), false},
+	} {
+		inv := &chaosInvariant{}
+		checkHistory(inv, tc.task, tc.evs)
+		if ok := len(inv.Violations) == 0; ok != tc.ok {
+			t.Errorf("%s: checkHistory found %q, want ok=%v", tc.name, inv.Violations, tc.ok)
+		}
+	}
+
+	// The journal: an attempt that succeeded twice is caught.
+	r := &chaosReport{tasks: map[string]*taskerv1.Task{"tsk_a": {Id: "tsk_a", State: taskerv1.TaskState_TASK_STATE_COMPLETE,
+		Steps: []*taskerv1.Step{{Name: "s", State: taskerv1.StepState_STEP_STATE_COMPLETE, Attempts: 1, ResultJson: `{"x":1}`}}}}}
+	ok := execution{TaskID: "tsk_a", Step: "s", Attempt: 1, Outcome: "ok", Result: json.RawMessage(`{"x":1}`)}
+	for _, tc := range []struct {
+		name  string
+		execs []execution
+		ok    bool
+	}{
+		{"one execution", []execution{ok}, true},
+		{"the attempt succeeded twice", []execution{ok, ok}, false},
+		{"another result", []execution{{TaskID: "tsk_a", Step: "s", Attempt: 1, Outcome: "ok", Result: json.RawMessage(`{"x":2}`)}}, false},
+	} {
+		r.invariants = nil
+		checkCompletedOnce(r, map[stepKey][]execution{{"tsk_a", "s"}: tc.execs})
+		if got := r.inv(invOnce).Violations; (len(got) == 0) != tc.ok {
+			t.Errorf("%s: checkCompletedOnce found %q, want ok=%v", tc.name, got, tc.ok)
+		}
+	}
+}

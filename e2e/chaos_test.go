@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +49,21 @@ var chaosFaults = []string{faultLeaderKill, faultFollowerKill, faultLeaderPause,
 // capability, so that a client agent down leaves another to do its steps.
 const chaosServices = "orders,inventory,payments,shipping,notifications"
 
+// chaosBreakerPolicy opens a payments target's breaker after ten
+// failures in a row, for two seconds.
+const chaosBreakerPolicy = `policies:
+  circuitBreakers:
+    flaky-gateway:
+      maxRequests: 1
+      interval: 0s
+      timeout: 2s
+      trip: consecutiveFailures > 9
+targets:
+  capabilities:
+    payments.charge:
+      circuitBreaker: flaky-gateway
+`
+
 // TestChaos runs a steady workload of orders against a 3-server cluster
 // and two client agents (each with a service offering every capability,
 // payments failing half of its attempts) while a nemesis, on a seeded
@@ -66,9 +82,20 @@ func TestChaos(t *testing.T) {
 	// -flaky is a function of the order id and the attempt, so the seed of
 	// the services is fixed: the run's seed picks the orders.
 	svcFlags := []string{"-flaky", "0.5", "-seed", "7", "-concurrency", "8"}
-	c := startCluster(t, 3, []clientSpec{
-		{name: "client-a", only: chaosServices, flags: svcFlags},
-		{name: "client-b", only: chaosServices, flags: svcFlags},
+	// The default breaker (open for 30 s after 6 failures in a row) trips
+	// now and then at this failure rate and holds every charge for half a
+	// minute; a short one still trips, and settles the run sooner.
+	policy := filepath.Join(t.TempDir(), "breakers.yaml")
+	if err := os.WriteFile(policy, []byte(chaosBreakerPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := startClusterWith(t, clusterOptions{
+		servers:    3,
+		serverArgs: []string{"-breakers", policy},
+		clients: []clientSpec{
+			{name: "client-a", only: chaosServices, flags: svcFlags},
+			{name: "client-b", only: chaosServices, flags: svcFlags},
+		},
 	})
 	if _, err := newClient(c.client("client-a").api).ApplyWorkflow(callCtx(t), fastWorkflow(t, "5s")); err != nil {
 		t.Fatal(err)
