@@ -40,6 +40,8 @@ type chaosInvariant struct {
 	Name       string   `json:"name"`
 	Checked    int      `json:"checked"`
 	Violations []string `json:"violations,omitempty"`
+	// Notes are oddities that break nothing users rely on.
+	Notes []string `json:"notes,omitempty"`
 }
 
 // chaosReport is what a chaos run found, saved as JSON when it fails (or
@@ -82,6 +84,9 @@ func (r *chaosReport) summary() string {
 		verdict := "ok"
 		if len(i.Violations) > 0 {
 			verdict = fmt.Sprintf("BROKEN %d times", len(i.Violations))
+		}
+		if len(i.Notes) > 0 {
+			verdict += fmt.Sprintf(" (%d notes)", len(i.Notes))
 		}
 		parts = append(parts, fmt.Sprintf("%s (%d checked) %s", i.Name, i.Checked, verdict))
 	}
@@ -156,6 +161,13 @@ func checkChaos(t *testing.T, c *cluster, w *chaosWorkload, final map[string]*ta
 	checkDeadLetters(ctx, r, api, orders)
 
 	for _, i := range r.invariants {
+		for n, note := range i.Notes {
+			if n == 3 {
+				t.Logf("%s: and %d more notes", i.Name, len(i.Notes)-n)
+				break
+			}
+			t.Logf("%s: note: %s", i.Name, note)
+		}
 		for n, v := range i.Violations {
 			if n == 20 {
 				t.Errorf("%s: and %d more", i.Name, len(i.Violations)-n)
@@ -317,8 +329,11 @@ func checkHistory(inv *chaosInvariant, task *taskerv1.Task, evs []consensus.Even
 			if e.Index < p.Index || e.Index == p.Index && e.Position <= p.Position {
 				inv.violate("task %s: event %s (%s) follows %s (%s): ids out of log order", id, e.ID(), e.Type, p.ID(), p.Type)
 			}
+			// An entry's time is stamped when it is proposed, so two reports
+			// proposed at once can commit in the other order: the history's
+			// order is its ids', and times that go back are only noted.
 			if e.At.Before(p.At) {
-				inv.violate("task %s: event %s (%s) at %s is before %s (%s) at %s", id, e.ID(), e.Type, e.At.Format(time.RFC3339Nano), p.ID(), p.Type, p.At.Format(time.RFC3339Nano))
+				inv.Notes = append(inv.Notes, fmt.Sprintf("task %s: event %s (%s) is stamped %s before %s (%s)", id, e.ID(), e.Type, p.At.Sub(e.At), p.ID(), p.Type))
 			}
 		}
 		switch e.Type {
