@@ -157,6 +157,7 @@ func checkChaos(t *testing.T, c *cluster, w *chaosWorkload, final map[string]*ta
 		}
 		checkHistory(r.inv(invEvents), task, r.histories[id])
 	}
+	checkWatched(ctx, r.inv(invEvents), api, final, r.histories, 200)
 	checkCompletedOnce(r, readJournal(t, c.journal))
 	checkDeadLetters(ctx, r, api, orders)
 
@@ -277,6 +278,69 @@ func readSnapshotState(ctx context.Context, a *clusterAgent) (*consensus.State, 
 		}
 		return state, nil
 	}
+}
+
+// checkWatched checks that the history users read (WatchTask, through a
+// client agent) is the replicated one: for up to n complete tasks, the
+// events WatchTask resends after sequence 1 are the snapshot's, in order.
+// WatchTask cannot resend event 1: after_sequence 0 means "only new
+// events".
+func checkWatched(ctx context.Context, inv *chaosInvariant, api *client.Client, tasks map[string]*taskerv1.Task, histories map[string][]consensus.Event, n int) {
+	ids := slices.Sorted(func(yield func(string) bool) {
+		for id, task := range tasks {
+			if task.GetState() == taskerv1.TaskState_TASK_STATE_COMPLETE && !yield(id) {
+				return
+			}
+		}
+	})
+	for _, id := range ids[:min(n, len(ids))] {
+		want := histories[id]
+		if len(want) < 2 {
+			continue
+		}
+		got, err := watchHistory(ctx, api, id)
+		if err != nil {
+			inv.violate("task %s: WatchTask: %v", id, err)
+			continue
+		}
+		var diff []string
+		for i := range max(len(got), len(want)-1) {
+			var g, w string
+			if i < len(got) {
+				e := got[i]
+				g = fmt.Sprintf("%d %s %s %d", e.GetSequence(), e.GetType(), e.GetStep(), e.GetAttempt())
+			}
+			if i+1 < len(want) {
+				e := want[i+1]
+				w = fmt.Sprintf("%d %s %s %d", e.Seq, e.Type, e.Step, e.Attempt)
+			}
+			if g != w {
+				diff = append(diff, fmt.Sprintf("[%q, snapshot %q]", g, w))
+			}
+		}
+		if len(diff) > 0 {
+			inv.violate("task %s: WatchTask's history differs from the replicated one: %s", id, strings.Join(diff[:min(5, len(diff))], " "))
+		}
+	}
+}
+
+// watchHistory reads a complete task's events after the first with
+// WatchTask; the stream ends after task.completed.
+func watchHistory(ctx context.Context, api *client.Client, id string) ([]*taskerv1.TaskEvent, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	stream, err := api.Service().WatchTask(ctx, connect.NewRequest(&taskerv1.WatchTaskRequest{Id: id, AfterSequence: 1}))
+	if err != nil {
+		return nil, err
+	}
+	defer stream.Close()
+	var out []*taskerv1.TaskEvent
+	for stream.Receive() {
+		if e := stream.Msg().GetEvent(); e != nil {
+			out = append(out, e)
+		}
+	}
+	return out, stream.Err()
 }
 
 // Step event types that belong to one attempt's life.
