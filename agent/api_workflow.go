@@ -86,7 +86,11 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 	}
 	if key := r.GetIdempotencyKey(); key != "" {
 		if t, ok := w.a.state.TaskByKey(r.GetNamespace(), key); ok {
-			return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: false}), nil
+			// A forwarder sends a call again, with the id it chose, when a
+			// leader change lost the first send's answer: the task with that
+			// id is this call's, as the FSM answers a re-applied CreateTask.
+			created := req.Header().Get(hdrForwarded) != "" && req.Header().Get(hdrTaskID) == t.ID
+			return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: created}), nil
 		}
 	}
 	v, err := w.a.state.Workflow(r.GetNamespace(), r.GetWorkflow(), r.GetVersion())

@@ -106,6 +106,43 @@ func TestForwardedStartTaskIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestForwardedStartTaskWithKeyIsIdempotent: a StartTask with an
+// idempotency key, sent again by its forwarder with the id it chose after
+// the first send's answer was lost, is answered as the first send would
+// have been (created), though the key is now taken; another call with the
+// key is answered with the same task, not created.
+func TestForwardedStartTaskWithKeyIsIdempotent(t *testing.T) {
+	srv := startAgent(t, t.TempDir())
+	ctx := context.Background()
+	if _, err := srv.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: readExample(t)})); err != nil {
+		t.Fatal(err)
+	}
+	send := func(taskID string) *taskerv1.StartTaskResponse {
+		t.Helper()
+		req := connect.NewRequest(&taskerv1.StartTaskRequest{Namespace: "shop", Workflow: "order-fulfilment", InputJson: orderInput, IdempotencyKey: "order-1"})
+		req.Header().Set(hdrForwarded, "c1")
+		req.Header().Set(hdrTaskID, taskID)
+		resp, err := srv.wf.StartTask(ctx, req)
+		if err != nil {
+			t.Fatalf("start with id %s: %v", taskID, err)
+		}
+		return resp.Msg
+	}
+	const id = "tsk_0123456789abcdefghjk"
+	if first := send(id); !first.GetCreated() || first.GetTask().GetId() != id {
+		t.Fatalf("first start = %v; want task %s, created", first, id)
+	}
+	if again := send(id); !again.GetCreated() || again.GetTask().GetId() != id {
+		t.Fatalf("re-sent start = %v; want task %s, created: the first send created it", again, id)
+	}
+	if other := send("tsk_0123456789abcdefghjm"); other.GetCreated() || other.GetTask().GetId() != id {
+		t.Fatalf("another start with the key = %v; want task %s, not created", other, id)
+	}
+	if _, n := srv.state.Counts(); n != 1 {
+		t.Fatalf("%d tasks, want 1", n)
+	}
+}
+
 // TestStaleAndConsistentReads: a stale read is answered by the server
 // that receives it; a consistent read by a leader that verified it still
 // leads; a client agent forwards both.
