@@ -79,6 +79,11 @@ targets:
 func TestChaos(t *testing.T) {
 	seed, runFor := chaosSettings(t)
 	t.Logf("chaos: seed=%d duration=%s (%s=%d repeats the schedule)", seed, runFor, chaosSeedEnv, seed)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("chaos: failed; %s=%d repeats the schedule", chaosSeedEnv, seed)
+		}
+	})
 	// -flaky is a function of the order id and the attempt, so the seed of
 	// the services is fixed: the run's seed picks the orders.
 	svcFlags := []string{"-flaky", "0.5", "-seed", "7", "-concurrency", "8"}
@@ -123,8 +128,8 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos: schedule done after %s: %s; %d orders sent", time.Since(n.began).Round(time.Millisecond), n.describeCounts(), w.sent())
 
 	// Heal: every process runs (each fault was undone), the servers agree
-	// on a leader and all vote, and every server sees both client agents' capabilities
-	// again, so that nothing waits for a provider.
+	// on a leader and all vote, and every server sees both client agents'
+	// capabilities again, so that nothing waits for a provider.
 	n.checkHealed()
 	c.waitVoters(t, 60*time.Second)
 	c.waitCapabilities(t, 60*time.Second, c.expectedProviders())
