@@ -20,8 +20,12 @@ FUZZMIN  ?= 0s
 # Packages with fuzz targets: manifests, the Raft FSM and its snapshots,
 # the agent's API (docs/testing.md).
 FUZZPKGS := ./workflow ./consensus ./agent
+# How long `make chaos` injects faults, and where it keeps its report and
+# every process's log (make test runs a short chaos run too).
+CHAOS_DURATION  ?= 10m
+CHAOS_ARTIFACTS ?= $(CURDIR)/chaos-artifacts
 
-.PHONY: all build services test unit e2e fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
+.PHONY: all build services test unit e2e chaos fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
 
 all: build
 
@@ -41,6 +45,10 @@ unit: ## unit and scenario tests with the race detector
 
 e2e: ## only the end-to-end tests: real agents and services over loopback (make test runs them too)
 	$(GO) test -race -count=1 ./e2e/
+
+chaos: ## randomized faults (leader/follower kill and pause, client and service kill) against a steady workload for $(CHAOS_DURATION), then the invariants; report in $(CHAOS_ARTIFACTS)
+	TASKER_CHAOS_DURATION=$(CHAOS_DURATION) TASKER_ARTIFACTS=$(CHAOS_ARTIFACTS) TASKER_E2E_LOGS=$(CHAOS_ARTIFACTS)/logs \
+		$(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./e2e/
 
 fuzz-short: ## each fuzz target for $(FUZZTIME) (docs/testing.md lists them)
 	@for pkg in $(FUZZPKGS); do \

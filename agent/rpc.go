@@ -86,6 +86,12 @@ func (s *agentRPC) Status(context.Context, *connect.Request[agentv1.StatusReques
 		out.Term = st.Term
 		out.Leader = leader
 		out.ClusterId = a.state.ClusterID()
+		if out.ClusterId == "" {
+			// Restarted and not yet told what is committed (a leader that
+			// removed it while it was down never will): its log says which
+			// cluster it belongs to, so that the autopilot adds it back.
+			out.ClusterId = a.node.LoggedClusterID()
+		}
 		if peers, err := a.node.Peers(); err == nil {
 			out.Peers = int32(len(peers))
 		}

@@ -144,6 +144,9 @@ type Node struct {
 	trans   *raft.NetworkTransport
 
 	hadState bool // DataDir held Raft state when Open ran; see HadState
+	// loggedCluster is the cluster id in the log DataDir held when Open
+	// ran; see LoggedClusterID.
+	loggedCluster string
 
 	leaderCh      chan bool     // returned by LeadershipChanges; closed after shutdown
 	closed        chan struct{} // closed once raft has stopped
@@ -290,6 +293,11 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		}
 	}
 
+	logged := ""
+	if has {
+		logged = loggedClusterID(store)
+	}
+
 	r, err := raft.NewRaft(rc, fsm, logWrites{logs}, store, snaps, trans)
 	if err != nil {
 		return fail(fmt.Errorf("start raft: %w", err))
@@ -302,6 +310,7 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		store:         store,
 		trans:         trans,
 		hadState:      has,
+		loggedCluster: logged,
 		leaderCh:      make(chan bool, 1),
 		closed:        make(chan struct{}),
 		forwarderDone: make(chan struct{}),

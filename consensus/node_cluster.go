@@ -7,6 +7,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 )
 
 // ErrAlreadyBootstrapped: BootstrapCluster refused because this server
@@ -32,6 +35,47 @@ type Server struct {
 // -bootstrap-expect peers. It does not change after Open, not even when
 // this node bootstraps or joins a cluster later.
 func (n *Node) HadState() bool { return n.hadState }
+
+// LoggedClusterID is the cluster id of the InitCluster entry in the Raft
+// log DataDir held when Open ran, applied or not; "" when its first
+// entries hold none (a log compacted into a snapshot, whose restore gives
+// the state its id, or a cluster never named). A restarted server applies
+// its log only once a leader tells it what is committed, and a leader that
+// removed it while it was down never will: until it is added back, only
+// its log says which cluster it belongs to.
+func (n *Node) LoggedClusterID() string { return n.loggedCluster }
+
+// loggedClusterScan bounds the entries loggedClusterID reads: a cluster's
+// first leader names it at once, so an uncompacted log holds the entry
+// among its first few.
+const loggedClusterScan = 1024
+
+// loggedClusterID finds the InitCluster entry among the first entries of
+// logs; "" if there is none or the log cannot be read.
+func loggedClusterID(logs raft.LogStore) string {
+	first, err := logs.FirstIndex()
+	if err != nil || first == 0 {
+		return ""
+	}
+	last, err := logs.LastIndex()
+	if err != nil {
+		return ""
+	}
+	for i := first; i <= last && i < first+loggedClusterScan; i++ {
+		var l raft.Log
+		if logs.GetLog(i, &l) != nil || l.Type != raft.LogCommand {
+			continue
+		}
+		var c fsmv1.Command
+		if proto.Unmarshal(l.Data, &c) != nil {
+			continue
+		}
+		if ic := c.GetInitCluster(); ic != nil {
+			return ic.GetClusterId()
+		}
+	}
+	return ""
+}
 
 // BootstrapCluster forms a new cluster whose voters are exactly servers.
 // Every server of a -bootstrap-expect group calls it with the identical

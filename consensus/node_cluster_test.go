@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tasker-run/tasker/consensus"
+	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 )
 
 // clusterTimeout bounds each cluster test's raft operations.
@@ -399,5 +400,45 @@ func TestVerifyAndTransferLeadership(t *testing.T) {
 	}
 	if err := nodes[l].BootstrapCluster(ctx, servers); !errors.Is(err, consensus.ErrShutdown) {
 		t.Errorf("BootstrapCluster after Shutdown: err = %v, want ErrShutdown", err)
+	}
+}
+
+// TestLoggedClusterID: a server reopened on its data dir knows its
+// cluster's id from its log before it applies anything, so the autopilot
+// of a leader that removed it while it was down can add it back; a new
+// server has none.
+func TestLoggedClusterID(t *testing.T) {
+	log := testLogger(t)
+	ctx, cancel := context.WithTimeout(t.Context(), clusterTimeout)
+	defer cancel()
+	cfg := testConfig(t, log, "s1")
+	cfg.Bootstrap = true
+	n := openNode(t, cfg, newListFSM())
+	if got := n.LoggedClusterID(); got != "" {
+		t.Fatalf("LoggedClusterID() of a new server = %q, want none", got)
+	}
+	waitLeader(t, n)
+	for _, c := range []*fsmv1.Command{
+		{Kind: &fsmv1.Command_InitCluster{InitCluster: &fsmv1.InitCluster{ClusterId: "c0ffee"}}},
+		{Kind: &fsmv1.Command_BusCursor{BusCursor: &fsmv1.BusCursor{}}},
+	} {
+		b, err := consensus.Encode(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := n.Apply(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopened, not bootstrapped and never elected: nothing is applied.
+	cfg.BindAddr, cfg.Bootstrap = n.Addr(), false
+	cfg.HeartbeatTimeout = time.Hour
+	fsm := newListFSM()
+	n = openNode(t, cfg, fsm)
+	if got := n.LoggedClusterID(); got != "c0ffee" {
+		t.Errorf("LoggedClusterID() after a restart = %q, want c0ffee", got)
 	}
 }

@@ -222,7 +222,7 @@ func batchIDs(bs ...*batch) []string {
 // checkCompletedOnce reads each task's history (WatchTask from its second
 // event) and checks that every step has exactly one step.completed event:
 // a step never completes twice, whatever happened to the leader.
-func checkCompletedOnce(t *testing.T, cl *client.Client, tasks []*taskerv1.Task) {
+func checkOneCompletion(t *testing.T, cl *client.Client, tasks []*taskerv1.Task) {
 	t.Helper()
 	for _, task := range tasks {
 		completed := map[string]int{}

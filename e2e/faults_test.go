@@ -102,7 +102,7 @@ func checkAll(t *testing.T, c *cluster, cl *client.Client, bs ...*batch) []*task
 	execs := readJournal(t, c.journal)
 	checkRuns(t, final, execs, nil)
 	checkNoDoubleWork(t, execs)
-	checkCompletedOnce(t, cl, final)
+	checkOneCompletion(t, cl, final)
 	for _, task := range final {
 		checkOrderResults(t, task)
 	}
