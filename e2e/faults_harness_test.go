@@ -219,7 +219,7 @@ func batchIDs(bs ...*batch) []string {
 	return out
 }
 
-// checkCompletedOnce reads each task's history (WatchTask from its second
+// checkOneCompletion reads each task's history (WatchTask from its second
 // event) and checks that every step has exactly one step.completed event:
 // a step never completes twice, whatever happened to the leader.
 func checkOneCompletion(t *testing.T, cl *client.Client, tasks []*taskerv1.Task) {
