@@ -14,6 +14,7 @@ import (
 	"github.com/tasker-run/tasker/proto/tasker/agent/v1/agentv1connect"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	sdkclient "github.com/tasker-run/tasker/sdk/go/client"
 )
 
 const (
@@ -25,28 +26,6 @@ func withACL(c *Config) {
 	c.ACLEnabled, c.ACLInitialManagementToken, c.ACLAgentToken = true, testMgmtToken, testAgentToken
 }
 
-// bearer sets "Authorization: Bearer <secret>" on every call, as apps do.
-type bearer string
-
-func (b bearer) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(b))
-		return next(ctx, req)
-	}
-}
-
-func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(b))
-		return conn
-	}
-}
-
-func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
-}
-
 // as is ta's API seen by a caller holding secret, at base (the local API
 // unless given).
 func as(ta *testAgent, secret string, base ...string) *testAgent {
@@ -54,7 +33,7 @@ func as(ta *testAgent, secret string, base ...string) *testAgent {
 	if len(base) > 0 {
 		addr = base[0]
 	}
-	c, o := h2c(), connect.WithInterceptors(bearer(secret))
+	c, o := h2c(), connect.WithInterceptors(sdkclient.BearerToken(secret))
 	return &testAgent{Agent: ta.Agent, dir: ta.dir,
 		wf: taskerv1connect.NewWorkflowServiceClient(c, addr, o),
 		wk: taskerv1connect.NewWorkerServiceClient(c, addr, o),
@@ -63,7 +42,7 @@ func as(ta *testAgent, secret string, base ...string) *testAgent {
 }
 
 func aclClient(ta *testAgent, secret string) taskerv1connect.AclServiceClient {
-	return taskerv1connect.NewAclServiceClient(h2c(), ta.Addr(), connect.WithInterceptors(bearer(secret)))
+	return taskerv1connect.NewAclServiceClient(h2c(), ta.Addr(), connect.WithInterceptors(sdkclient.BearerToken(secret)))
 }
 
 func createToken(t *testing.T, ta *testAgent, req *taskerv1.CreateTokenRequest) string {
@@ -202,7 +181,7 @@ func TestACLAcrossAgents(t *testing.T) {
 		TaskId: asg.GetTaskId(), Step: asg.GetStep(), Attempt: asg.GetAttempt(), ResultJson: `{"id":"x"}`,
 	}))
 	wantCode(t, "another app's token through the client agent", err, connect.CodePermissionDenied)
-	_, err = agentv1connect.NewAgentServiceClient(h2c(), rpc, connect.WithGRPC(), connect.WithInterceptors(bearer(secret))).
+	_, err = agentv1connect.NewAgentServiceClient(h2c(), rpc, connect.WithGRPC(), connect.WithInterceptors(sdkclient.BearerToken(secret))).
 		Apply(ctx, connect.NewRequest(&agentv1.ApplyRequest{}))
 	wantCode(t, "AgentService.Apply with an app token", err, connect.CodePermissionDenied, "agent access")
 	_, err = agentv1connect.NewAgentServiceClient(h2c(), rpc, connect.WithGRPC()).Apply(ctx, connect.NewRequest(&agentv1.ApplyRequest{}))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -24,29 +23,6 @@ func (f apiFlags) tokenValue() string {
 		return *f.token
 	}
 	return os.Getenv(tokenEnv)
-}
-
-// tokenInterceptor sends the ACL token as "Authorization: Bearer", on
-// every call, streams included.
-type tokenInterceptor string
-
-func (v tokenInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
-	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-		req.Header().Set("Authorization", "Bearer "+string(v))
-		return next(ctx, req)
-	}
-}
-
-func (v tokenInterceptor) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
-	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
-		conn := next(ctx, spec)
-		conn.RequestHeader().Set("Authorization", "Bearer "+string(v))
-		return conn
-	}
-}
-
-func (v tokenInterceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
-	return next
 }
 
 func aclCommand() command {

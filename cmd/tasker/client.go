@@ -25,6 +25,7 @@ import (
 
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	sdkclient "github.com/tasker-run/tasker/sdk/go/client"
 	"github.com/tasker-run/tasker/workflow"
 )
 
@@ -212,7 +213,7 @@ func (f apiFlags) connect(c command, stdout, stderr io.Writer) (*conn, int, bool
 		opts = append(opts, connect.WithInterceptors(consistencyInterceptor(consistency)))
 	}
 	if t := f.tokenValue(); t != "" {
-		opts = append(opts, connect.WithInterceptors(tokenInterceptor(t)))
+		opts = append(opts, connect.WithInterceptors(sdkclient.BearerToken(t)))
 	}
 	return &conn{
 		cmd: c, addr: addr, format: *f.format, stdout: stdout, stderr: stderr,

@@ -41,3 +41,6 @@ func (b bearer) WrapStreamingClient(next connect.StreamingClientFunc) connect.St
 func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return next
 }
+
+// Bearer is the interceptor that sends token as "Authorization: Bearer".
+func Bearer(token string) connect.Interceptor { return bearer(token) }
