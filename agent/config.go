@@ -74,6 +74,15 @@ type Config struct {
 	RetryInterval time.Duration `yaml:"retry_interval"`
 	// Encrypt is the base64 gossip encryption key (tasker keygen).
 	Encrypt string `yaml:"encrypt"`
+	// TLS of agent-to-agent RPC and Raft (tls.go, docs/security.md): the
+	// CA, this agent's certificate and key ('tasker tls'), and what is
+	// verified. All three files or none.
+	TLSCAFile            string `yaml:"tls_ca_file"`
+	TLSCertFile          string `yaml:"tls_cert_file"`
+	TLSKeyFile           string `yaml:"tls_key_file"`
+	VerifyIncoming       bool   `yaml:"verify_incoming"`
+	VerifyOutgoing       bool   `yaml:"verify_outgoing"`
+	VerifyServerHostname bool   `yaml:"verify_server_hostname"`
 	// BreakersFile holds circuit-breaker and retry policies (YAML or JSON,
 	// Dapr's resiliency vocabulary; see docs/operations.md).
 	BreakersFile string `yaml:"breakers_file"`
@@ -200,6 +209,12 @@ func settings() []setting {
 		list("join", "gossip address host:port to join at start (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.Join }),
 		list("retry-join", "gossip address to keep trying until it answers (repeatable, or comma-separated)", func(c *Config) *[]string { return &c.RetryJoin }),
 		str("encrypt", "gossip encryption key, base64 (tasker keygen)", func(c *Config) *string { return &c.Encrypt }),
+		str("tls-ca-file", "CA certificate (PEM) that signs every agent's certificate (tasker tls ca create)", func(c *Config) *string { return &c.TLSCAFile }),
+		str("tls-cert-file", "this agent's certificate (PEM; tasker tls cert create -server or -client)", func(c *Config) *string { return &c.TLSCertFile }),
+		str("tls-key-file", "this agent's private key (PEM)", func(c *Config) *string { return &c.TLSKeyFile }),
+		boolean("verify-incoming", "require a certificate from the CA of every agent calling the RPC and Raft ports; refuse plaintext", func(c *Config) *bool { return &c.VerifyIncoming }),
+		boolean("verify-outgoing", "call other agents over TLS and check their certificates against the CA", func(c *Config) *bool { return &c.VerifyOutgoing }),
+		boolean("verify-server-hostname", "calls meant for a server (forwarding to the leader) accept only a server.<domain> certificate", func(c *Config) *bool { return &c.VerifyServerHostname }),
 		boolean("dev-timing", "short Raft and gossip timeouts, for a cluster on one machine (tests, demos)", func(c *Config) *bool { return &c.DevTiming }),
 		str("breakers", "circuit-breaker and retry policy file (YAML or JSON)", func(c *Config) *string { return &c.BreakersFile }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
@@ -370,6 +385,7 @@ func (c *Config) Validate() error {
 			bad("encrypt", "%v; generate one with 'tasker keygen'", err)
 		}
 	}
+	c.validateTLS(bad)
 	if c.RetryInterval <= 0 || c.RetryInterval > time.Hour {
 		bad("retry_interval", "%v is out of range: use a positive duration up to 1h", c.RetryInterval)
 	}
