@@ -22,7 +22,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 	case 0:
 		writeOverview(stdout)
 		return exitOK
-	case 1, 2:
+	case 1, 2, 3: // a command, a subcommand, and a sub-subcommand (tls ca create)
 		if args[0] == "-h" || args[0] == "-help" || args[0] == "--help" {
 			fmt.Fprint(stdout, helpUsage[1:])
 			return exitOK
@@ -32,7 +32,7 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "tasker help: unknown command %q; run 'tasker help' for the list\n", args[0])
 			return exitUsage
 		}
-		if len(args) == 2 && c.subcommands == nil {
+		if len(args) >= 2 && c.subcommands == nil {
 			return usageError(stderr, helpCommand(), "%s has no subcommands", c.name)
 		}
 		// Each command describes its own flags; asking it for -h prints
@@ -40,5 +40,5 @@ func runHelp(args []string, stdout, stderr io.Writer) int {
 		return c.run(append(args[1:len(args):len(args)], "-h"), stdout, stderr)
 	}
 	c, _ := lookup("help")
-	return usageError(stderr, c, "expected at most a command and a subcommand, got %d names", len(args))
+	return usageError(stderr, c, "expected at most a command and two subcommands, got %d names", len(args))
 }

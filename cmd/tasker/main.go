@@ -64,6 +64,7 @@ func commands() []command {
 		forceLeaveCommand(),
 		keygenCommand(),
 		keyringCommand(),
+		tlsCommand(),
 		versionCommand(),
 		helpCommand(),
 	}
