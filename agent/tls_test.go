@@ -1,13 +1,17 @@
 package agent
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/tasker-run/tasker/mtls"
+	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
 
 // testPKI writes a CA and certificates to dir: name.pem and name-key.pem.
@@ -112,6 +116,52 @@ func TestTLSSettings(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.err) {
 				t.Fatalf("Load(%v) = %v, want an error containing %q", tt.args, err, tt.err)
+			}
+		})
+	}
+}
+
+// TestTLSForwarding: over TLS with every verify setting on, a client
+// agent with a certificate from the cluster's CA forwards to the server;
+// a plaintext agent and an agent whose certificate comes from another CA
+// are refused, and what they get back says why.
+func TestTLSForwarding(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPKI(t, dir)
+	p.issue("server", mtls.RoleServer, time.Time{}, 10)
+	p.issue("client", mtls.RoleClient, time.Time{}, 10)
+	other := newTestPKI(t, t.TempDir())
+	other.issue("client", mtls.RoleClient, time.Time{}, 10)
+	withTLS := func(p *testPKI, cert string) func(*Config) {
+		return func(c *Config) {
+			c.TLSCAFile = filepath.Join(p.dir, "ca.pem")
+			c.TLSCertFile = filepath.Join(p.dir, cert+".pem")
+			c.TLSKeyFile = filepath.Join(p.dir, cert+"-key.pem")
+			c.VerifyIncoming, c.VerifyOutgoing, c.VerifyServerHostname = true, true, true
+			c.RPCHoldTimeout = 1500 * time.Millisecond
+		}
+	}
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.NodeName = "s1" }, withTLS(p, "server"))
+
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string // in the error; empty: the call succeeds
+	}{
+		{"a client agent of the CA", withTLS(p, "client"), ""},
+		{"a plaintext agent", func(c *Config) { c.RPCHoldTimeout = 1500 * time.Millisecond }, "unavailable"},
+		{"an agent of another CA", withTLS(other, "client"), "certificate signed by unknown authority"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cli := startClientAgent(t, "c-"+strings.ReplaceAll(tc.name, " ", "-"), srv, tc.mutate)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_, err := cli.wf.ListWorkflows(ctx, connect.NewRequest(&taskerv1.ListWorkflowsRequest{}))
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("a call forwarded over TLS: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("a call forwarded by %s = %v, want refused with %q", tc.name, err, tc.want)
 			}
 		})
 	}
