@@ -35,6 +35,12 @@ type Listener struct {
 	plaintext bool
 	log       *slog.Logger
 
+	// refusedAt rate-limits the refusal lines: a misconfigured agent
+	// retries every few hundred milliseconds, and one line per peer and
+	// reason per refusalEvery says as much (with how many were not logged).
+	refusedMu sync.Mutex
+	refusedAt map[string]refusal
+
 	conns     chan net.Conn
 	done      chan struct{}
 	closeOnce sync.Once
@@ -44,7 +50,7 @@ type Listener struct {
 
 // NewListener starts accepting on inner.
 func NewListener(inner net.Listener, cfg *tls.Config, allowPlaintext bool, log *slog.Logger) *Listener {
-	l := &Listener{inner: inner, cfg: cfg, plaintext: allowPlaintext, log: log, conns: make(chan net.Conn), done: make(chan struct{})}
+	l := &Listener{inner: inner, cfg: cfg, plaintext: allowPlaintext, log: log, refusedAt: map[string]refusal{}, conns: make(chan net.Conn), done: make(chan struct{})}
 	go l.acceptLoop()
 	return l
 }
@@ -104,7 +110,37 @@ func (l *Listener) refused(from net.Addr, err error) {
 		l.log.Debug("TLS handshake abandoned", "from", from.String(), "err", err)
 		return
 	}
-	l.log.Warn("refused a connection: TLS handshake failed", "from", from.String(), "err", err, "hint", Hint(err))
+	hint := Hint(err)
+	host := from.String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host += " " + hint // each reason of one peer once
+	now := time.Now()
+	l.refusedMu.Lock()
+	last, seen := l.refusedAt[host]
+	if seen && now.Sub(last.at) < refusalEvery {
+		last.suppressed++
+		l.refusedAt[host] = last
+		l.refusedMu.Unlock()
+		return
+	}
+	if len(l.refusedAt) > 4096 { // many peers: forget them rather than grow
+		clear(l.refusedAt)
+	}
+	l.refusedAt[host] = refusal{at: now}
+	l.refusedMu.Unlock()
+	l.log.Warn("refused a connection: TLS handshake failed", "from", from.String(), "err", err, "hint", hint, "not_logged_since_last", last.suppressed)
+}
+
+// refusalEvery is how often refusals of one peer are logged.
+const refusalEvery = 30 * time.Second
+
+// refusal is when a peer's refusal was last logged, and how many since
+// were not.
+type refusal struct {
+	at         time.Time
+	suppressed int
 }
 
 // Hint says what usually causes a failed handshake, for log lines.
