@@ -166,3 +166,37 @@ func TestTLSForwarding(t *testing.T) {
 		})
 	}
 }
+
+// TestTLSMigration: an agent with the TLS files but neither verify
+// setting (the first step of turning TLS on in a running cluster) answers
+// both agents still calling in plaintext and agents already calling over
+// TLS, so agents can be restarted one at a time.
+func TestTLSMigration(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPKI(t, dir)
+	p.issue("server", mtls.RoleServer, time.Time{}, 10)
+	p.issue("client", mtls.RoleClient, time.Time{}, 10)
+	files := func(cert string) func(*Config) {
+		return func(c *Config) {
+			c.TLSCAFile = filepath.Join(dir, "ca.pem")
+			c.TLSCertFile = filepath.Join(dir, cert+".pem")
+			c.TLSKeyFile = filepath.Join(dir, cert+"-key.pem")
+		}
+	}
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.NodeName = "s1" }, files("server"))
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"plaintext", func(*Config) {}},
+		{"TLS", func(c *Config) { files("client")(c); c.VerifyOutgoing, c.VerifyServerHostname = true, true }},
+	} {
+		cli := startClientAgent(t, "c-"+tc.name, srv, tc.mutate)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := cli.wf.ListWorkflows(ctx, connect.NewRequest(&taskerv1.ListWorkflowsRequest{}))
+		cancel()
+		if err != nil {
+			t.Errorf("a %s client agent calling a server in migration: %v", tc.name, err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"io"
 	"log/slog"
 	"os"
 	"strings"
@@ -131,5 +132,30 @@ func TestRaftTLSAdmitsOnlyServers(t *testing.T) {
 				time.Sleep(10 * time.Millisecond)
 			}
 		})
+	}
+
+	// While a cluster moves to TLS (verify_incoming off), a server's Raft
+	// port lets in a server still dialling plaintext.
+	mixed, err := newTLSStream("127.0.0.1:0", nil, &TLS{Incoming: server.IncomingRaft(), AllowPlaintext: true}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{Stream: mixed, MaxPool: 1, Timeout: 2 * time.Second})
+	defer mt.Close()
+	go func() {
+		for rpc := range mt.Consumer() {
+			rpc.Respond(&raft.RequestVoteResponse{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: 2}, nil)
+		}
+	}()
+	plain, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 2*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var resp raft.RequestVoteResponse
+	if err := plain.RequestVote("s1", raft.ServerAddress(mixed.Addr().String()), &raft.RequestVoteRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("p"), Addr: []byte(plain.LocalAddr())}, Term: 2,
+	}, &resp); err != nil || resp.Term != 2 {
+		t.Fatalf("plaintext Raft while moving to TLS: %v (term %d), want an answer", err, resp.Term)
 	}
 }
