@@ -39,7 +39,7 @@ func (a *Agent) rpcServer() *http.Server {
 	protocols.SetUnencryptedHTTP2(true)
 	protocols.SetHTTP2(true) // over TLS (tls.go), picked by ALPN
 	return &http.Server{
-		Handler:           mux,
+		Handler:           withPeerRole(mux),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slog.NewLogLogger(a.log.With("component", "rpc").Handler(), slog.LevelWarn),
@@ -94,7 +94,10 @@ func (s *agentRPC) Status(context.Context, *connect.Request[agentv1.StatusReques
 
 // Deliver hands an attempt the leader committed to this agent to one of
 // its apps.
-func (s *agentRPC) Deliver(_ context.Context, req *connect.Request[agentv1.DeliverRequest]) (*connect.Response[agentv1.DeliverResponse], error) {
+func (s *agentRPC) Deliver(ctx context.Context, req *connect.Request[agentv1.DeliverRequest]) (*connect.Response[agentv1.DeliverResponse], error) {
+	if err := fromServer(ctx, "Deliver"); err != nil {
+		return nil, err
+	}
 	asg := assignmentFromPB(req.Msg.GetAssignment())
 	if asg == nil || asg.TaskID == "" || asg.Step == "" || asg.Capability == "" || asg.Attempt < 1 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("assignment: task_id, step, capability and attempt are required"))

@@ -1,11 +1,15 @@
 package agent
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/tasker-run/tasker/consensus"
 	"github.com/tasker-run/tasker/mtls"
@@ -132,4 +136,33 @@ func (a *Agent) rpcTransport(toServer bool) *http.Transport {
 		p.SetUnencryptedHTTP2(true)
 	}
 	return tr
+}
+
+// peerRoleKey is the context key of the role of an RPC caller's
+// certificate.
+type peerRoleKey struct{}
+
+// withPeerRole puts the role of the caller's certificate, when it showed
+// one over TLS, in the request's context.
+func withPeerRole(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			if role, _, ok := mtls.RoleOf(r.TLS.PeerCertificates[0]); ok {
+				r = r.WithContext(context.WithValue(r.Context(), peerRoleKey{}, role))
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// fromServer refuses a call only the leader makes when the caller showed
+// a certificate that is not a server's: a client agent of the cluster
+// cannot hand steps to another. A caller without a certificate got here
+// only while verify_incoming is off (plaintext, moving to TLS).
+func fromServer(ctx context.Context, call string) error {
+	role, ok := ctx.Value(peerRoleKey{}).(mtls.Role)
+	if !ok || role == mtls.RoleServer {
+		return nil
+	}
+	return connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s: only servers call it, and the caller's certificate is a %s's", call, role))
 }

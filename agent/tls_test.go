@@ -11,6 +11,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/tasker-run/tasker/mtls"
+	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
 
@@ -197,6 +198,38 @@ func TestTLSMigration(t *testing.T) {
 		cancel()
 		if err != nil {
 			t.Errorf("a %s client agent calling a server in migration: %v", tc.name, err)
+		}
+	}
+}
+
+// TestTLSDeliverOnlyFromServers: over TLS, only a server's certificate
+// may hand a step to an agent (Deliver): another client agent of the
+// cluster is refused with permission_denied.
+func TestTLSDeliverOnlyFromServers(t *testing.T) {
+	dir := t.TempDir()
+	p := newTestPKI(t, dir)
+	p.issue("server", mtls.RoleServer, time.Time{}, 10)
+	p.issue("client", mtls.RoleClient, time.Time{}, 10)
+	withTLS := func(cert string) func(*Config) {
+		return func(c *Config) {
+			c.TLSCAFile = filepath.Join(dir, "ca.pem")
+			c.TLSCertFile = filepath.Join(dir, cert+".pem")
+			c.TLSKeyFile = filepath.Join(dir, cert+"-key.pem")
+			c.VerifyIncoming, c.VerifyOutgoing, c.VerifyServerHostname = true, true, true
+		}
+	}
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.NodeName = "s1" }, withTLS("server"))
+	target := startClientAgent(t, "c1", srv, withTLS("client"))
+	for _, tc := range []struct {
+		caller *Agent
+		want   connect.Code
+	}{
+		{srv.Agent, connect.CodeInvalidArgument}, // admitted: the empty assignment is what is wrong
+		{startClientAgent(t, "c2", srv, withTLS("client")).Agent, connect.CodePermissionDenied},
+	} {
+		_, err := tc.caller.fwd.peerClient(tc.caller.rpcURL(target.RPCAddr())).Deliver(context.Background(), connect.NewRequest(&agentv1.DeliverRequest{}))
+		if connect.CodeOf(err) != tc.want {
+			t.Errorf("Deliver from %s: %v, want %v", tc.caller.cfg.NodeName, err, tc.want)
 		}
 	}
 }
