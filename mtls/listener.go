@@ -56,20 +56,35 @@ func NewListener(inner net.Listener, cfg *tls.Config, allowPlaintext bool, log *
 }
 
 func (l *Listener) acceptLoop() {
+	var wait time.Duration
 	for {
 		c, err := l.inner.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
+		if err == nil {
+			wait = 0
+			go l.handshake(c)
+			continue
+		}
+		select {
+		case <-l.done:
+			return
+		default:
+		}
+		if errors.Is(err, net.ErrClosed) {
 			l.errMu.Lock()
 			l.err = err
 			l.errMu.Unlock()
 			l.Close()
 			return
 		}
-		go l.handshake(c)
+		// Out of file descriptors, say: wait and try again, as
+		// http.Server does, rather than stop serving for good.
+		wait = min(max(2*wait, 5*time.Millisecond), time.Second)
+		l.log.Warn("accept failed; retrying", "err", err, "in", wait)
+		select {
+		case <-l.done:
+			return
+		case <-time.After(wait):
+		}
 	}
 }
 
