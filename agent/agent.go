@@ -299,6 +299,10 @@ func (a *Agent) openRaft(dataDir, advertise string) error {
 		Bootstrap:     a.cfg.BootstrapExpect == 1,
 		Logger:        a.log.With("component", "raft"),
 		TLS:           a.raftTLS(),
+
+		SnapshotThreshold: uint64(a.cfg.RaftSnapshotThreshold),
+		SnapshotInterval:  a.cfg.RaftSnapshotInterval,
+		TrailingLogs:      uint64(a.cfg.RaftTrailingLogs),
 	}
 	if a.cfg.Dev || a.cfg.DevTiming {
 		ncfg.HeartbeatTimeout, ncfg.ElectionTimeout, ncfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
@@ -437,6 +441,27 @@ func (a *Agent) propose(ctx context.Context, c *fsmv1.Command) (*consensus.Resul
 		return nil, err
 	}
 	return res, res.Err
+}
+
+// proposeHere commits a command of an API call that this server answers
+// from its own state afterwards, so it must commit it as the leader. If it
+// is not the leader, or stops being it before the command is written
+// (ErrNotLeader: nothing was written, as when it cannot write its log), the
+// call fails with unavailable, and its caller (the agent that forwarded
+// it, or the app) sends the whole call to the leader again: forwarding only
+// the command, as propose does, would leave this server answering from a
+// state that does not hold it yet (a task "not found" that was created).
+func (a *Agent) proposeHere(ctx context.Context, c *fsmv1.Command) (*consensus.Result, error) {
+	if !a.isLeader() {
+		return nil, a.notLeaderError()
+	}
+	res, err := a.proposeLocal(ctx, c)
+	if errors.Is(err, consensus.ErrNotLeader) {
+		e := connect.NewError(connect.CodeUnavailable, err)
+		e.Meta().Set(hdrNotLeader, a.notLeaderError().Meta().Get(hdrNotLeader))
+		return nil, e
+	}
+	return res, err
 }
 
 // proposeLocal commits a command through this server's Raft node, which

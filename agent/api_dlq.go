@@ -80,7 +80,7 @@ func (w *workflowAPI) ReplayDeadLetter(ctx context.Context, req *connect.Request
 	if r := req.Msg.GetReason(); r != "" {
 		reason += ": " + r
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: d.TaskID, Step: d.Step, Reason: reason}}}); err != nil {
+	if _, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: d.TaskID, Step: d.Step, Reason: reason}}}); err != nil {
 		return nil, toConnect(fmt.Errorf("replay dead letter %s (step %s of task %s): %w", id, d.Step, d.TaskID, err))
 	}
 	w.a.log.InfoContext(ctx, "dead letter replayed", "id", id, "task", d.TaskID, "step", d.Step, "reason", req.Msg.GetReason())

@@ -39,7 +39,7 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
+	res, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
 	if err != nil {
 		return nil, toConnect(err)
 	}
@@ -84,9 +84,17 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 	if len(r.GetIdempotencyKey()) > 256 {
 		return nil, invalid("idempotency_key", "is %d characters, over the limit of 256", len(r.GetIdempotencyKey()))
 	}
+	// The agent that forwarded the call chose the task id, so that sending
+	// it again after a leader change cannot start a second task.
+	fid := ""
+	if req.Header().Get(hdrForwarded) != "" {
+		fid = req.Header().Get(hdrTaskID)
+	}
 	if key := r.GetIdempotencyKey(); key != "" {
 		if t, ok := w.a.state.TaskByKey(r.GetNamespace(), key); ok {
-			return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: false}), nil
+			// A task with the forwarded id is this very call's, committed
+			// by a leader that died before answering: it created the task.
+			return connect.NewResponse(&taskerv1.StartTaskResponse{Task: pbTask(t), Created: fid != "" && t.ID == fid}), nil
 		}
 	}
 	v, err := w.a.state.Workflow(r.GetNamespace(), r.GetWorkflow(), r.GetVersion())
@@ -105,9 +113,7 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 		return nil, toConnect(err)
 	}
 	id := w.a.newTaskID()
-	if fid := req.Header().Get(hdrTaskID); fid != "" && req.Header().Get(hdrForwarded) != "" {
-		// The agent that forwarded the call chose the id, so that sending
-		// it again after a leader change cannot start a second task.
+	if fid != "" {
 		if !validTaskID(fid) {
 			return nil, invalid(hdrTaskID, "%q is not a task id (tsk_ followed by up to 40 letters and digits)", fid)
 		}
@@ -118,7 +124,7 @@ func (w *workflowAPI) StartTask(ctx context.Context, req *connect.Request[tasker
 	if w.a.tel.Tracing {
 		traceParent = w.a.tel.TraceParent(ctx)
 	}
-	res, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{
+	res, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CreateTask{CreateTask: &fsmv1.CreateTask{
 		TaskId: id, Namespace: v.Namespace, Workflow: v.Name, Version: v.Version, InputJson: input, IdempotencyKey: r.GetIdempotencyKey(),
 		TraceParent: traceParent,
 	}}})
@@ -184,7 +190,7 @@ func (w *workflowAPI) CancelTask(ctx context.Context, req *connect.Request[taske
 	if err := required("id", req.Msg.GetId()); err != nil {
 		return nil, err
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CancelTask{CancelTask: &fsmv1.CancelTask{TaskId: req.Msg.GetId(), Reason: req.Msg.GetReason()}}}); err != nil {
+	if _, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_CancelTask{CancelTask: &fsmv1.CancelTask{TaskId: req.Msg.GetId(), Reason: req.Msg.GetReason()}}}); err != nil {
 		return nil, toConnect(err)
 	}
 	t, err := w.a.state.Task(req.Msg.GetId())
@@ -198,7 +204,7 @@ func (w *workflowAPI) RetryStep(ctx context.Context, req *connect.Request[tasker
 	if err := required("task_id", req.Msg.GetTaskId(), "step", req.Msg.GetStep()); err != nil {
 		return nil, err
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: req.Msg.GetTaskId(), Step: req.Msg.GetStep(), Reason: req.Msg.GetReason()}}}); err != nil {
+	if _, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_RetryStep{RetryStep: &fsmv1.RetryStep{TaskId: req.Msg.GetTaskId(), Step: req.Msg.GetStep(), Reason: req.Msg.GetReason()}}}); err != nil {
 		return nil, toConnect(err)
 	}
 	t, err := w.a.state.Task(req.Msg.GetTaskId())
@@ -219,7 +225,7 @@ func (w *workflowAPI) ResolveStep(ctx context.Context, req *connect.Request[task
 	if err := w.a.checkResult(r.GetTaskId(), r.GetStep(), r.GetResultJson()); err != nil {
 		return nil, err
 	}
-	if _, err := w.a.propose(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ResolveStep{ResolveStep: &fsmv1.ResolveStep{
+	if _, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_ResolveStep{ResolveStep: &fsmv1.ResolveStep{
 		TaskId: r.GetTaskId(), Step: r.GetStep(), ResultJson: r.GetResultJson(), Reason: r.GetReason(),
 	}}}); err != nil {
 		return nil, toConnect(err)

@@ -31,6 +31,14 @@ func loadBreakers(path string) (breaker.Config, error) {
 	return cfg, nil
 }
 
+// Limits of the Raft snapshot settings (see Validate).
+const (
+	minSnapshotThreshold = 16
+	minTrailingLogs      = 16
+	maxRaftEntries       = 10_000_000
+	minSnapshotInterval  = 100 * time.Millisecond
+)
+
 // Config is the whole configuration of an agent: defaults, then a config
 // file, then TASKER_* environment variables, then flags, validated once at
 // start with messages that name the setting.
@@ -120,6 +128,16 @@ type Config struct {
 	// machine (tests, demos): failover in about a second. Not for real
 	// networks.
 	DevTiming bool `yaml:"dev_timing"`
+	// RaftSnapshotThreshold is how many new log entries make a server
+	// snapshot its state and compact its log at the next check;
+	// RaftSnapshotInterval is how often it checks (plus up to as much
+	// again of jitter); RaftTrailingLogs is how many entries a compaction
+	// keeps, so that a server a little behind catches up from the log
+	// instead of a whole snapshot. Servers only. The defaults (Consul's)
+	// suit production; lower ones make tests reach a compaction quickly.
+	RaftSnapshotThreshold int           `yaml:"raft_snapshot_threshold"`
+	RaftSnapshotInterval  time.Duration `yaml:"raft_snapshot_interval"`
+	RaftTrailingLogs      int           `yaml:"raft_trailing_logs"`
 	// Dev runs a whole one-server cluster on loopback with a temporary
 	// data dir and fast Raft timeouts: for development only.
 	Dev bool `yaml:"-"`
@@ -146,6 +164,10 @@ func Defaults() Config {
 		LogFormat:       "text",
 		ShutdownTimeout: 30 * time.Second,
 		ReclaimGrace:    5 * time.Second,
+
+		RaftSnapshotThreshold: 16384,
+		RaftSnapshotInterval:  30 * time.Second,
+		RaftTrailingLogs:      10240,
 	}
 }
 
@@ -183,6 +205,16 @@ func settings() []setting {
 			return nil
 		}}
 	}
+	duration := func(name, usage string, field func(*Config) *time.Duration) setting {
+		return setting{name: name, usage: usage, apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("%q is not a duration (such as 500ms or 30s)", v)
+			}
+			*field(c) = d
+			return nil
+		}}
+	}
 	list := func(name, usage string, field func(*Config) *[]string) setting {
 		return setting{name: name, usage: usage, list: true, apply: func(c *Config, v string) error {
 			for _, part := range strings.Split(v, ",") {
@@ -216,6 +248,9 @@ func settings() []setting {
 		boolean("verify-outgoing", "call other agents over TLS and check their certificates against the CA", func(c *Config) *bool { return &c.VerifyOutgoing }),
 		boolean("verify-server-hostname", "calls meant for a server (forwarding to the leader) accept only a server.<domain> certificate", func(c *Config) *bool { return &c.VerifyServerHostname }),
 		boolean("dev-timing", "short Raft and gossip timeouts, for a cluster on one machine (tests, demos)", func(c *Config) *bool { return &c.DevTiming }),
+		num("raft-snapshot-threshold", "new Raft log entries that make a server snapshot and compact its log (servers)", func(c *Config) *int { return &c.RaftSnapshotThreshold }),
+		duration("raft-snapshot-interval", "how often a server checks whether to snapshot, such as 30s (servers)", func(c *Config) *time.Duration { return &c.RaftSnapshotInterval }),
+		num("raft-trailing-logs", "Raft log entries a compaction keeps for servers slightly behind (servers)", func(c *Config) *int { return &c.RaftTrailingLogs }),
 		str("breakers", "circuit-breaker and retry policy file (YAML or JSON)", func(c *Config) *string { return &c.BreakersFile }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
@@ -426,6 +461,18 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		bad("shutdown_timeout", "must be positive")
+	}
+	// The floors keep a server from snapshotting (a full copy of the
+	// state, written to disk) on nearly every write; the ceilings catch a
+	// typo's extra zeros before the log grows without bound.
+	if c.RaftSnapshotThreshold < minSnapshotThreshold || c.RaftSnapshotThreshold > maxRaftEntries {
+		bad("raft-snapshot-threshold", "%d is out of range: use %d to %d entries (default 16384)", c.RaftSnapshotThreshold, minSnapshotThreshold, maxRaftEntries)
+	}
+	if c.RaftTrailingLogs < minTrailingLogs || c.RaftTrailingLogs > maxRaftEntries {
+		bad("raft-trailing-logs", "%d is out of range: use %d to %d entries (default 10240)", c.RaftTrailingLogs, minTrailingLogs, maxRaftEntries)
+	}
+	if c.RaftSnapshotInterval < minSnapshotInterval || c.RaftSnapshotInterval > 24*time.Hour {
+		bad("raft-snapshot-interval", "%v is out of range: use %v to 24h (default 30s)", c.RaftSnapshotInterval, minSnapshotInterval)
 	}
 	if c.ReclaimGrace <= 0 || c.ReclaimGrace > 10*time.Minute {
 		bad("reclaim_grace", "%v is out of range: use a positive duration up to 10m", c.ReclaimGrace)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestSystemSetting: -system (TASKER_SYSTEM, config key system) is empty or
@@ -46,6 +47,67 @@ func TestSystemSetting(t *testing.T) {
 			}
 			if err != nil || cfg.System != tt.want {
 				t.Fatalf("Load(%v) = system %q, %v; want %q", tt.args, cfg.System, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestConfigRaftSnapshot: -raft-snapshot-threshold, -raft-snapshot-interval
+// and -raft-trailing-logs (TASKER_RAFT_*, config keys raft_*) default to
+// the production values and take values within their limits; anything
+// else stops the agent with a message naming the setting and its range.
+func TestConfigRaftSnapshot(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(file, []byte("raft_snapshot_threshold: 500\nraft_snapshot_interval: 2s\nraft_trailing_logs: 100\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		threshold, trailing int
+		interval            time.Duration
+	}
+	defaults := want{16384, 10240, 30 * time.Second}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want want
+		err  string
+	}{
+		{name: "defaults", args: []string{"-dev"}, want: defaults},
+		{name: "flags", args: []string{"-dev", "-raft-snapshot-threshold", "64", "-raft-snapshot-interval", "200ms", "-raft-trailing-logs", "32"},
+			want: want{64, 32, 200 * time.Millisecond}},
+		{name: "env", args: []string{"-dev"}, env: map[string]string{"TASKER_RAFT_SNAPSHOT_THRESHOLD": "1000", "TASKER_RAFT_SNAPSHOT_INTERVAL": "1m", "TASKER_RAFT_TRAILING_LOGS": "16"},
+			want: want{1000, 16, time.Minute}},
+		{name: "config file", args: []string{"-dev", "-config", file}, want: want{500, 100, 2 * time.Second}},
+		{name: "flag beats env and file", args: []string{"-dev", "-config", file, "-raft-trailing-logs", "200"}, env: map[string]string{"TASKER_RAFT_TRAILING_LOGS": "300"},
+			want: want{500, 200, 2 * time.Second}},
+		{name: "smallest", args: []string{"-dev", "-raft-snapshot-threshold", "16", "-raft-snapshot-interval", "100ms", "-raft-trailing-logs", "16"},
+			want: want{16, 16, 100 * time.Millisecond}},
+		{name: "threshold too small", args: []string{"-dev", "-raft-snapshot-threshold", "15"},
+			err: "raft-snapshot-threshold: 15 is out of range: use 16 to 10000000 entries (default 16384)"},
+		{name: "threshold zero", args: []string{"-dev", "-raft-snapshot-threshold", "0"}, err: "raft-snapshot-threshold: 0 is out of range"},
+		{name: "threshold too large", args: []string{"-dev", "-raft-snapshot-threshold", "10000001"}, err: "raft-snapshot-threshold: 10000001 is out of range"},
+		{name: "threshold not a number", args: []string{"-dev", "-raft-snapshot-threshold", "lots"}, err: `-raft-snapshot-threshold: "lots" is not a whole number`},
+		{name: "trailing too small", args: []string{"-dev", "-raft-trailing-logs", "-1"},
+			err: "raft-trailing-logs: -1 is out of range: use 16 to 10000000 entries (default 10240)"},
+		{name: "interval too short", args: []string{"-dev", "-raft-snapshot-interval", "10ms"},
+			err: "raft-snapshot-interval: 10ms is out of range: use 100ms to 24h (default 30s)"},
+		{name: "interval too long", args: []string{"-dev", "-raft-snapshot-interval", "25h"}, err: "raft-snapshot-interval: 25h0m0s is out of range"},
+		{name: "interval without a unit", args: []string{"-dev", "-raft-snapshot-interval", "30"}, err: `-raft-snapshot-interval: "30" is not a duration (such as 500ms or 30s)`},
+		{name: "interval from env", args: []string{"-dev"}, env: map[string]string{"TASKER_RAFT_SNAPSHOT_INTERVAL": "soon"}, err: `TASKER_RAFT_SNAPSHOT_INTERVAL: "soon" is not a duration`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(tt.args, func(k string) string { return tt.env[k] })
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Load(%v) = %v, want an error containing %q", tt.args, err, tt.err)
+				}
+				return
+			}
+			got := want{cfg.RaftSnapshotThreshold, cfg.RaftTrailingLogs, cfg.RaftSnapshotInterval}
+			if err != nil || got != tt.want {
+				t.Fatalf("Load(%v) = %+v, %v; want %+v", tt.args, got, err, tt.want)
 			}
 		})
 	}

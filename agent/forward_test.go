@@ -104,6 +104,33 @@ func TestForwardedStartTaskIsIdempotent(t *testing.T) {
 	if _, err := send(strings.Replace(orderInput, "ord_1", "ord_2", 1)); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("another task under a taken id = %v, want InvalidArgument", err)
 	}
+
+	// With an idempotency key the new leader may find the key taken
+	// before it proposes anything: still the call that created the task
+	// when the task has the id this call carries, and only then.
+	keyed := func(id string) (*taskerv1.StartTaskResponse, error) {
+		req := connect.NewRequest(&taskerv1.StartTaskRequest{Namespace: "shop", Workflow: "order-fulfilment", InputJson: orderInput, IdempotencyKey: "order-9"})
+		req.Header().Set(hdrForwarded, "c1")
+		req.Header().Set(hdrTaskID, id)
+		resp, err := srv.wf.StartTask(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return resp.Msg, nil
+	}
+	for _, tc := range []struct {
+		name, id    string
+		wantCreated bool
+	}{
+		{"first", "tsk_keyed0000000000000001", true},
+		{"re-sent by the forwarder", "tsk_keyed0000000000000001", true},
+		{"another call with the key", "tsk_keyed0000000000000002", false},
+	} {
+		got, err := keyed(tc.id)
+		if err != nil || got.GetCreated() != tc.wantCreated || got.GetTask().GetId() != "tsk_keyed0000000000000001" {
+			t.Fatalf("%s: start = %v, %v; want task tsk_keyed0000000000000001, created %v", tc.name, got, err, tc.wantCreated)
+		}
+	}
 }
 
 // TestStaleAndConsistentReads: a stale read is answered by the server

@@ -287,6 +287,9 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	if err != nil {
 		return fail(fmt.Errorf("check for existing state: %w", err))
 	}
+	if err := recoverFromPeersFile(cfg.DataDir, rc, fsm, logs, store, snaps, trans, has, logger); err != nil {
+		return fail(err)
+	}
 	if cfg.Bootstrap {
 		if has {
 			logger.Info("raft state found; not bootstrapping", "node_id", cfg.NodeID, "data_dir", cfg.DataDir)
@@ -301,7 +304,7 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 		}
 	}
 
-	r, err := raft.NewRaft(rc, fsm, logs, store, snaps, trans)
+	r, err := raft.NewRaft(rc, fsm, logWrites{logs}, store, snaps, trans)
 	if err != nil {
 		return fail(fmt.Errorf("start raft: %w", err))
 	}
@@ -718,6 +721,12 @@ func (n *Node) translate(err error) error {
 		return ErrLeadershipLost
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrShutdown
+	case errors.As(err, new(*logWriteError)):
+		// Only a leader's own write of new entries fails a future this
+		// way: raft steps down at once, before anything was sent to the
+		// followers, so the command was not written anywhere and the
+		// caller can send it to the next leader.
+		return fmt.Errorf("%w (this server could not write to its Raft log and stepped down; the command was not written: %v)", ErrNotLeader, err)
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		// raft gave up handing the operation to its main loop at ctx's
 		// deadline: nothing was written.
@@ -739,3 +748,24 @@ func (n *Node) notLeader(why string) error {
 		return fmt.Errorf("%w (leader is %s at %s)", ErrNotLeader, id, addr)
 	}
 }
+
+// logWrites marks every failure to write the Raft log (a full disk, an I/O
+// error) as a *logWriteError. raft hands a leader's failed write of new
+// entries to their futures as it is, and the log cache below turns the
+// store's error into text, so the mark is how translate tells it apart.
+type logWrites struct{ raft.LogStore }
+
+func (l logWrites) StoreLog(log *raft.Log) error { return l.StoreLogs([]*raft.Log{log}) }
+
+func (l logWrites) StoreLogs(logs []*raft.Log) error {
+	if err := l.LogStore.StoreLogs(logs); err != nil {
+		return &logWriteError{err: err}
+	}
+	return nil
+}
+
+// logWriteError is a failed write of the Raft log.
+type logWriteError struct{ err error }
+
+func (e *logWriteError) Error() string { return e.err.Error() }
+func (e *logWriteError) Unwrap() error { return e.err }

@@ -26,10 +26,6 @@ import (
 // temporary directory when unset.
 const artifactsEnv = "TASKER_ARTIFACTS"
 
-// strictEnv, set to 1, fails TestClusterLinearizability on the residual
-// StartTask case too (linModelResidual).
-const strictEnv = "TASKER_LIN_STRICT"
-
 // linWorkflow has one step, done by the test's own worker: nobody else
 // offers lin.work, and its lease outlives the test, so the attempts the
 // worker receives stay current until a client completes them or the task
@@ -190,22 +186,10 @@ func TestClusterLinearizability(t *testing.T) {
 	res, info := porcupine.CheckOperationsVerbose(linModel, history, 30*time.Second)
 	t.Logf("porcupine: %s in %s", res, time.Since(checkedAt).Round(time.Millisecond))
 	if res != porcupine.Ok {
-		// Only the residual StartTask case? Fail on it too with
-		// TASKER_LIN_STRICT=1.
-		known, knownInfo := porcupine.CheckOperationsVerbose(linModelResidual, history, 30*time.Second)
-		if known == porcupine.Ok && os.Getenv(strictEnv) != "1" {
-			t.Logf("the history breaks the API's contract only in the known residual way (%s to fail on it):", strictEnv+"=1")
-			logIllegalKeys(t, linModel, history, 2)
-		} else {
-			// Show what breaks the model the test failed on.
-			model := linModel
-			if known != porcupine.Ok {
-				model, info = linModelResidual, knownInfo
-			}
-			dir := saveLinHistory(t, model, history, info)
-			logIllegalKeys(t, linModel, history, 3)
-			t.Fatalf("the history is not linearizable (porcupine: %s; with the known bugs allowed: %s); the visualization and the history are in %s", res, known, dir)
-		}
+		dir := saveLinHistory(t, linModel, history, info)
+		logIllegalKeys(t, linModel, history, 3)
+		known, _ := porcupine.CheckOperationsVerbose(linModelKnownBugs, history, 30*time.Second)
+		t.Fatalf("the history is not linearizable (porcupine: %s; with the bugs fixed before allowed: %s); the visualization and the history are in %s", res, known, dir)
 	}
 
 	// The history must have exercised the model: enough calls, leader

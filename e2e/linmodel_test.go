@@ -189,16 +189,16 @@ func linStep(s linState, in linInput, out linOutput, bugs linBugs) []linState {
 
 // linBugs are the ways the cluster broke the contract when this test was
 // written. Each was a write that took effect, answered as if another call
-// had done it first. The fixes in consensus/state.go removed the cancel
-// and complete ones and most StartTask ones; a rare StartTask case remains
-// (docs/guarantees.md), which the test tolerates unless TASKER_LIN_STRICT=1.
+// had done it first, each fixed since (docs/guarantees.md); the model
+// test keeps them to show the checker tells each apart from the contract.
 type linBugs int
 
 const (
 	// bugStartNotCreated: StartTask answers created=false to the call
 	// that created the task. A forwarded StartTask committed by a leader
 	// killed before it answered is sent again, with the same task id, to
-	// the next leader, which finds the key taken.
+	// the next leader, which finds the key taken (in the state, and in the
+	// API's fast path that answers a taken key before proposing).
 	bugStartNotCreated linBugs = 1 << iota
 	// bugCancelRefused: CancelTask answers failed_precondition ("task
 	// is cancelled") to the call that cancelled it, for the same reason.
@@ -261,9 +261,6 @@ var (
 	linModel = newLinModel(0)
 	// linModelKnownBugs also accepts the known bugs.
 	linModelKnownBugs = newLinModel(allLinBugs)
-	// linModelResidual accepts only the StartTask bug that remains in
-	// rare runs after the fix (docs/guarantees.md).
-	linModelResidual = newLinModel(bugStartNotCreated)
 )
 
 // linModelBase holds the partition and descriptions of the models.
