@@ -28,6 +28,7 @@ import (
 	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/consensus"
 	"github.com/tasker-run/tasker/gossip"
+	"github.com/tasker-run/tasker/mtls"
 	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
 	fsmv1 "github.com/tasker-run/tasker/proto/tasker/fsm/v1"
 	"github.com/tasker-run/tasker/telemetry"
@@ -50,6 +51,8 @@ type Agent struct {
 	// keyring holds the gossip encryption keys (keyring.go); nil when
 	// gossip is not encrypted.
 	keyring *gossip.Keyring
+	// tls is agent-to-agent TLS (tls.go); nil when not configured.
+	tls *mtls.Config
 	// breakers guard dispatches per agent/capability (dispatch.go).
 	breakers *breaker.Set
 	// tel holds the tracer and meter (telemetry.go); metrics the
@@ -123,6 +126,10 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if _, err := crand.Read(seed[:]); err != nil {
 		return nil, fmt.Errorf("seed: %w", err)
 	}
+	tlsCfg, err := cfg.loadTLS(time.Now())
+	if err != nil {
+		return nil, err
+	}
 	a := &Agent{
 		cfg:     cfg,
 		log:     log.With("node", cfg.NodeName),
@@ -130,6 +137,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		hub:     newHub(),
 		events:  newEventRing(eventRingSize),
 		push:    &http.Client{},
+		tls:     tlsCfg,
 		now:     func() time.Time { return time.Now().UTC() },
 		rng:     rand.New(rand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:]))),
 	}
@@ -210,6 +218,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("rpc-port: listen on %s:%d: %w", a.cfg.BindAddr, a.cfg.RPCPort, err)
 	}
+	rpcLn = a.rpcListener(rpcLn)
 	a.rpcLn = rpcLn
 	a.rpcAdvertise = net.JoinHostPort(advertise, strconv.Itoa(rpcLn.Addr().(*net.TCPAddr).Port))
 
@@ -301,6 +310,7 @@ func (a *Agent) openRaft(dataDir, advertise string) error {
 		AdvertiseAddr: net.JoinHostPort(advertise, strconv.Itoa(port)),
 		Bootstrap:     a.cfg.BootstrapExpect == 1,
 		Logger:        a.log.With("component", "raft"),
+		TLS:           a.raftTLS(),
 
 		SnapshotThreshold: uint64(a.cfg.RaftSnapshotThreshold),
 		SnapshotInterval:  a.cfg.RaftSnapshotInterval,

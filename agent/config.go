@@ -82,6 +82,15 @@ type Config struct {
 	RetryInterval time.Duration `yaml:"retry_interval"`
 	// Encrypt is the base64 gossip encryption key (tasker keygen).
 	Encrypt string `yaml:"encrypt"`
+	// TLS of agent-to-agent RPC and Raft (tls.go, docs/security.md): the
+	// CA, this agent's certificate and key ('tasker tls'), and what is
+	// verified. All three files or none.
+	TLSCAFile            string `yaml:"tls_ca_file"`
+	TLSCertFile          string `yaml:"tls_cert_file"`
+	TLSKeyFile           string `yaml:"tls_key_file"`
+	VerifyIncoming       bool   `yaml:"verify_incoming"`
+	VerifyOutgoing       bool   `yaml:"verify_outgoing"`
+	VerifyServerHostname bool   `yaml:"verify_server_hostname"`
 	// BreakersFile holds circuit-breaker and retry policies (YAML or JSON,
 	// Dapr's resiliency vocabulary; see docs/operations.md).
 	BreakersFile string `yaml:"breakers_file"`
@@ -254,6 +263,12 @@ func settings() []setting {
 		boolean("acl", "require an ACL token on every API call (docs/acl.md)", func(c *Config) *bool { return &c.ACLEnabled }),
 		str("acl-initial-management-token", "management token from configuration, to bootstrap ACLs (servers)", func(c *Config) *string { return &c.ACLInitialManagementToken }),
 		str("acl-agent-token", "token agents send each other when ACLs are on; the same on every agent, or an agent-policy token", func(c *Config) *string { return &c.ACLAgentToken }),
+		str("tls-ca-file", "CA certificate (PEM) that signs every agent's certificate (tasker tls ca create)", func(c *Config) *string { return &c.TLSCAFile }),
+		str("tls-cert-file", "this agent's certificate (PEM; tasker tls cert create -server or -client)", func(c *Config) *string { return &c.TLSCertFile }),
+		str("tls-key-file", "this agent's private key (PEM)", func(c *Config) *string { return &c.TLSKeyFile }),
+		boolean("verify-incoming", "require a certificate from the CA of every agent calling the RPC and Raft ports; refuse plaintext", func(c *Config) *bool { return &c.VerifyIncoming }),
+		boolean("verify-outgoing", "call other agents over TLS and check their certificates against the CA", func(c *Config) *bool { return &c.VerifyOutgoing }),
+		boolean("verify-server-hostname", "calls meant for a server (forwarding to the leader) accept only a server.<domain> certificate", func(c *Config) *bool { return &c.VerifyServerHostname }),
 		boolean("dev-timing", "short Raft and gossip timeouts, for a cluster on one machine (tests, demos)", func(c *Config) *bool { return &c.DevTiming }),
 		num("raft-snapshot-threshold", "new Raft log entries that make a server snapshot and compact its log (servers)", func(c *Config) *int { return &c.RaftSnapshotThreshold }),
 		duration("raft-snapshot-interval", "how often a server checks whether to snapshot, such as 30s (servers)", func(c *Config) *time.Duration { return &c.RaftSnapshotInterval }),
@@ -427,6 +442,7 @@ func (c *Config) Validate() error {
 			bad("encrypt", "%v; generate one with 'tasker keygen'", err)
 		}
 	}
+	c.validateTLS(bad)
 	if c.RetryInterval <= 0 || c.RetryInterval > time.Hour {
 		bad("retry_interval", "%v is out of range: use a positive duration up to 1h", c.RetryInterval)
 	}

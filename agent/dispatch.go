@@ -387,7 +387,7 @@ func (b *dispatchBatch) candidates(w want) []candidate {
 			addLocal()
 		}
 		t := breaker.Target(p.Agent, capName)
-		cs = append(cs, candidate{agent: p.Agent, target: t, base: "http://" + p.RPCAddr, max: p.MaxConcurrency, coolUntil: s.cool[t]})
+		cs = append(cs, candidate{agent: p.Agent, target: t, base: s.a.rpcURL(p.RPCAddr), max: p.MaxConcurrency, coolUntil: s.cool[t]})
 	}
 	if local {
 		addLocal()
@@ -496,7 +496,7 @@ func (s *scheduler) attemptTrace(k leaseKey) (context.Context, string) {
 // elsewhere: unreachable, or no answer in time, is a breaker failure; no
 // app there with room is not counted (it answered: full, not sick).
 func (s *scheduler) deliverRemote(tctx context.Context, traceParent string, asg *consensus.Assignment, c choice, k leaseKey, seq uint64) {
-	client := s.a.fwd.agentClient(c.base)
+	client := s.a.fwd.peerClient(c.base)
 	req := &agentv1.DeliverRequest{Assignment: pbAssignment(asg), Leader: s.a.cfg.NodeName}
 	req.Assignment.TraceParent = traceParent
 	timeout := deliverTimeout

@@ -58,32 +58,49 @@ var errNoPeer = errors.New("gossip sees no server alive: this agent is cut off f
 // change until the hold timeout ends.
 type forwarder struct {
 	a      *Agent
-	client *http.Client // h2c: one connection per server, multiplexed
+	client *http.Client // HTTP/2 (h2c or TLS): one connection per server, multiplexed
+	// peers calls any agent, not only servers (dispatch, keyring): with
+	// verify_server_hostname, client checks for a server's certificate.
+	peers *http.Client
 
 	mu      sync.Mutex
 	hint    string // the leader's name, as last learned
 	next    int    // round robin over servers when no leader is known
 	agents  map[string]agentv1connect.AgentServiceClient
 	workers map[string]taskerv1connect.WorkerServiceClient
+	anyPeer map[string]agentv1connect.AgentServiceClient
 }
 
 func newForwarder(a *Agent) *forwarder {
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: &p, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second}
 	return &forwarder{
 		a:       a,
-		client:  &http.Client{Transport: tr},
+		client:  &http.Client{Transport: a.rpcTransport(true)},
+		peers:   &http.Client{Transport: a.rpcTransport(false)},
 		agents:  map[string]agentv1connect.AgentServiceClient{},
 		workers: map[string]taskerv1connect.WorkerServiceClient{},
+		anyPeer: map[string]agentv1connect.AgentServiceClient{},
 	}
 }
 
 func (f *forwarder) close() {
 	f.client.CloseIdleConnections()
+	f.peers.CloseIdleConnections()
 }
 
-// agentClient is the AgentService client of the agent at base.
+// peerClient is the AgentService client of the agent at base, which may
+// be a client agent (dispatch, keyring).
+func (f *forwarder) peerClient(base string) agentv1connect.AgentServiceClient {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.anyPeer[base]
+	if c == nil {
+		c = agentv1connect.NewAgentServiceClient(f.peers, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10), connect.WithInterceptors(f.a.interceptors...))
+		f.anyPeer[base] = c
+	}
+	return c
+}
+
+// agentClient is the AgentService client of the server at base.
 func (f *forwarder) agentClient(base string) agentv1connect.AgentServiceClient {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -132,7 +149,7 @@ func (f *forwarder) target() (name, base string, err error) {
 	if a.node != nil {
 		if id, _ := a.node.Leader(); id != "" && id != a.cfg.NodeName {
 			if addr := a.rpcAddrOf(id); addr != "" {
-				return id, "http://" + addr, nil
+				return id, a.rpcURL(addr), nil
 			}
 		}
 	}
@@ -141,7 +158,7 @@ func (f *forwarder) target() (name, base string, err error) {
 	f.mu.Unlock()
 	if hint != "" && hint != a.cfg.NodeName {
 		if addr := a.rpcAddrOf(hint); addr != "" {
-			return hint, "http://" + addr, nil
+			return hint, a.rpcURL(addr), nil
 		}
 	}
 	servers := a.aliveServers()
@@ -155,7 +172,7 @@ func (f *forwarder) target() (name, base string, err error) {
 	f.next++
 	m := servers[f.next%len(servers)]
 	f.mu.Unlock()
-	return m.Name, "http://" + m.RPCAddr, nil
+	return m.Name, a.rpcURL(m.RPCAddr), nil
 }
 
 // do runs call against the leader, retrying while the cluster has no
@@ -526,6 +543,10 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ctx = t.a.tel.Propagator.Extract(ctx, propagation.HeaderCarrier(req.Header))
 	}
 	err := f.forward(ctx, strings.TrimPrefix(req.URL.Path, "/"), true, func(ctx context.Context, base string) error {
+		u, err := url.Parse(base)
+		if err != nil {
+			return err
+		}
 		// The forward's context ends with the hold timeout; a stream
 		// (WatchTask) lives past it, so the request runs on its own
 		// context, cut when the forward's ends before the response's
@@ -542,7 +563,7 @@ func (t *leaderTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			// The leader's span of the call is the forward span's child.
 			t.a.tel.Propagator.Inject(ctx, propagation.HeaderCarrier(out.Header))
 		}
-		out.URL.Scheme, out.URL.Host = "http", strings.TrimPrefix(base, "http://")
+		out.URL.Scheme, out.URL.Host = u.Scheme, u.Host
 		out.Host = out.URL.Host
 		if req.GetBody != nil {
 			out.Body, _ = req.GetBody()

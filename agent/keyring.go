@@ -157,7 +157,7 @@ func (a *Agent) keyringOn(ctx context.Context, ms []gossip.Member, op taskerv1.K
 				resp, err = (&agentRPC{a}).Keyring(ctx, req)
 			} else {
 				cctx, cancel := context.WithTimeout(ctx, keyringCallTimeout)
-				resp, err = a.fwd.agentClient("http://"+m.RPCAddr).Keyring(cctx, req)
+				resp, err = a.fwd.peerClient(a.rpcURL(m.RPCAddr)).Keyring(cctx, req)
 				cancel()
 			}
 			out[i] = keyringAnswer{node: m.Name, err: err}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -37,10 +38,12 @@ func (a *Agent) rpcServer() *http.Server {
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
+	protocols.SetHTTP2(true) // over TLS (tls.go), picked by ALPN
 	return &http.Server{
-		Handler:           a.limitRate(mux, true),
+		Handler:           withPeerRole(a.limitRate(mux, true)),
 		Protocols:         &protocols,
 		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(a.log.With("component", "rpc").Handler(), slog.LevelWarn),
 	}
 }
 
@@ -101,7 +104,10 @@ func (s *agentRPC) Status(context.Context, *connect.Request[agentv1.StatusReques
 
 // Deliver hands an attempt the leader committed to this agent to one of
 // its apps.
-func (s *agentRPC) Deliver(_ context.Context, req *connect.Request[agentv1.DeliverRequest]) (*connect.Response[agentv1.DeliverResponse], error) {
+func (s *agentRPC) Deliver(ctx context.Context, req *connect.Request[agentv1.DeliverRequest]) (*connect.Response[agentv1.DeliverResponse], error) {
+	if err := fromServer(ctx, "Deliver"); err != nil {
+		return nil, err
+	}
 	asg := assignmentFromPB(req.Msg.GetAssignment())
 	if asg == nil || asg.TaskID == "" || asg.Step == "" || asg.Capability == "" || asg.Attempt < 1 {
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("assignment: task_id, step, capability and attempt are required"))

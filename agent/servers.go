@@ -157,7 +157,7 @@ func (a *Agent) statusOf(ctx context.Context, m gossip.Member) (*agentv1.StatusR
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.timings().status)
 	defer cancel()
-	resp, err := a.fwd.agentClient("http://"+m.RPCAddr).Status(ctx, connect.NewRequest(&agentv1.StatusRequest{}))
+	resp, err := a.fwd.agentClient(a.rpcURL(m.RPCAddr)).Status(ctx, connect.NewRequest(&agentv1.StatusRequest{}))
 	if err != nil {
 		return nil, fmt.Errorf("status of %s at %s: %w", m.Name, m.RPCAddr, err)
 	}

@@ -131,6 +131,9 @@ type Config struct {
 	// follower slightly behind can catch up from the log rather than a full
 	// snapshot. Default 10240.
 	TrailingLogs uint64
+	// TLS, when set, makes the transport speak mutual TLS (tls.go); nil is
+	// plaintext TCP.
+	TLS *TLS
 }
 
 // Node is one server of Tasker's Raft group. Its methods are safe for
@@ -241,7 +244,18 @@ func Open(cfg Config, fsm raft.FSM) (*Node, error) {
 	if advertise != nil {
 		adv = advertise
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, adv, transportMaxPool, transportTimeout, hcl.Named("net"))
+	var trans *raft.NetworkTransport
+	if cfg.TLS != nil {
+		var stream *tlsStream
+		stream, err = newTLSStream(cfg.BindAddr, adv, cfg.TLS, logger.With("component", "raft-tls"))
+		if err == nil {
+			trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+				Stream: stream, MaxPool: transportMaxPool, Timeout: transportTimeout, Logger: hcl.Named("net"),
+			})
+		}
+	} else {
+		trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, adv, transportMaxPool, transportTimeout, hcl.Named("net"))
+	}
 	if err != nil {
 		return fail(fmt.Errorf("raft transport on BindAddr %s: %w", cfg.BindAddr, err))
 	}

@@ -65,6 +65,7 @@ func commands() []command {
 		keygenCommand(),
 		keyringCommand(),
 		aclCommand(),
+		tlsCommand(),
 		versionCommand(),
 		helpCommand(),
 	}

@@ -1372,7 +1372,8 @@ func TestSubcommandHelp(t *testing.T) {
 		{[]string{"help", "raft"}, 0, "  peers        list the Raft servers and the leader\n  remove-peer  remove a server from the Raft configuration\n", ""},
 		{[]string{"task", "frob"}, 2, "", "tasker task: unknown subcommand \"frob\"; run 'tasker help task' for the list\n"},
 		{[]string{"help", "docs", "x"}, 2, "", "tasker help: docs has no subcommands"},
-		{[]string{"help", "task", "get", "x"}, 2, "", "expected at most a command and a subcommand, got 3 names"},
+		{[]string{"help", "task", "get", "x"}, 2, "", "tasker help: task get has no subcommands"},
+		{[]string{"help", "tls", "ca", "create", "x"}, 2, "", "expected at most a command and two subcommands, got 4 names"},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := runBounded(t, nil, tt.args...)
