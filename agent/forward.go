@@ -94,7 +94,7 @@ func (f *forwarder) peerClient(base string) agentv1connect.AgentServiceClient {
 	defer f.mu.Unlock()
 	c := f.anyPeer[base]
 	if c == nil {
-		c = agentv1connect.NewAgentServiceClient(f.peers, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10), connect.WithInterceptors(f.a.interceptors...))
+		c = agentv1connect.NewAgentServiceClient(f.peers, base, connect.WithGRPC(), connect.WithSendMaxBytes(f.a.cfg.MaxPayloadBytes+64<<10), connect.WithInterceptors(f.a.chain()...))
 		f.anyPeer[base] = c
 	}
 	return c
