@@ -241,7 +241,7 @@ type chaosWorkload struct {
 	orders []*chaosOrder
 	ids    map[string]string   // key → the task id of its first answer
 	others map[string][]string // key → other task ids answered later: a broken idempotency key
-	calls  struct{ ok, created, unknown int }
+	calls  struct{ ok, created, unknown, mayApply int }
 	// failedCalls counts, by key, the calls that got no answer; notCreated
 	// lists the keys whose first call was answered created: false: the
 	// known residual bug of docs/guarantees.md (logged, not failed).
@@ -314,6 +314,12 @@ func (w *chaosWorkload) start(ctx context.Context, c *client.Client, o *chaosOrd
 	defer w.mu.Unlock()
 	if err != nil {
 		w.calls.unknown++
+		// A forward cut off by a partition fails at the hold timeout
+		// saying so: the caller (run, acceptAll) sends it again with the
+		// same key, as the message asks, which is safe either way.
+		if strings.Contains(err.Error(), "may still be applied") {
+			w.calls.mayApply++
+		}
 		w.failedCalls[o.key]++
 		return err
 	}
