@@ -46,7 +46,7 @@ unit: ## unit and scenario tests with the race detector
 e2e: ## only the end-to-end tests: real agents and services over loopback (make test runs them too)
 	$(GO) test -race -count=1 ./e2e/
 
-chaos: ## randomized faults (leader/follower kill and pause, client and service kill) against a steady workload for $(CHAOS_DURATION), then the invariants; report in $(CHAOS_ARTIFACTS)
+chaos: ## randomized faults (leader/follower kill, pause and partition, client and service kill, client partition; partitions need root) against a steady workload for $(CHAOS_DURATION), then the invariants; report in $(CHAOS_ARTIFACTS)
 	TASKER_CHAOS_DURATION=$(CHAOS_DURATION) TASKER_ARTIFACTS=$(CHAOS_ARTIFACTS) TASKER_E2E_LOGS=$(CHAOS_ARTIFACTS)/logs \
 		$(GO) test -count=1 -v -timeout 0 -run '^TestChaos$$' ./e2e/
 

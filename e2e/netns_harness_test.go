@@ -73,40 +73,46 @@ type cutLink struct{ from, to *netHost }
 // naming what is missing, where namespaces cannot be made.
 func newNetLab(t *testing.T) *netLab {
 	t.Helper()
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		msg := "network namespaces unavailable: " + fmt.Sprintf(format, args...)
+	if why := netnsUnavailable(); why != "" {
+		msg := "network namespaces unavailable: " + why
 		if os.Getenv(requireNetnsEnv) == "1" {
 			t.Fatalf("%s (%s=1 requires them)", msg, requireNetnsEnv)
 		}
 		t.Skipf("%s; these tests need Linux, root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2", msg)
 	}
-	if runtime.GOOS != "linux" {
-		unavailable("this is %s, not Linux", runtime.GOOS)
-	}
-	if os.Geteuid() != 0 {
-		unavailable("not root (euid %d)", os.Geteuid())
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		unavailable("the ip command (iproute2) is missing: %v", err)
-	}
 	var r [1]byte
 	_, _ = rand.Read(r[:])
 	lab := &netLab{t: t, id: fmt.Sprintf("%d-%02x", os.Getpid(), r[0])}
 	lab.bridge = "tk" + lab.id
-	// A probe namespace tells "cannot" (a container without CAP_SYS_ADMIN,
-	// no netns support) from a bug of ours, before anything else is made.
-	probe := "tasker-" + lab.id + "-probe"
-	if out, err := ipCmd("netns", "add", probe); err != nil {
-		unavailable("%v: %s", err, out)
-	}
-	_, _ = ipCmd("netns", "del", probe)
-
 	t.Cleanup(lab.close)
 	lab.must("link", "add", lab.bridge, "type", "bridge")
 	lab.must("link", "set", lab.bridge, "up")
 	lab.claimPrefix()
 	return lab
+}
+
+// netnsUnavailable says why this process cannot make a network lab, or
+// returns "" when it can. A probe namespace tells "cannot" (a container
+// without CAP_SYS_ADMIN, no netns support) from a bug of ours, before
+// anything else is made.
+func netnsUnavailable() string {
+	if runtime.GOOS != "linux" {
+		return fmt.Sprintf("this is %s, not Linux", runtime.GOOS)
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Sprintf("not root (euid %d)", os.Geteuid())
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return fmt.Sprintf("the ip command (iproute2) is missing: %v", err)
+	}
+	var r [2]byte
+	_, _ = rand.Read(r[:])
+	probe := fmt.Sprintf("tasker-%d-%02x%02x-probe", os.Getpid(), r[0], r[1])
+	if out, err := ipCmd("netns", "add", probe); err != nil {
+		return fmt.Sprintf("%v: %s", err, out)
+	}
+	_, _ = ipCmd("netns", "del", probe)
+	return ""
 }
 
 // claimPrefix gives the bridge the .1 of a 10.213.X.0/24 that no other
