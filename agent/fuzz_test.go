@@ -43,14 +43,14 @@ var fuzzSkipped = map[string]string{
 }
 
 // unaryProcedures lists every unary procedure of WorkflowService,
-// WorkerService and ClusterService from their descriptors, so that a new
+// WorkerService, ClusterService and AclService from their descriptors, so that a new
 // call is fuzzed without touching this file. Streaming calls (WatchTask,
 // WatchEvents, PollSteps, SnapshotSave, SnapshotRestore) are not: a
 // Connect streaming body is enveloped, and their request decoding is the
 // same code as the unary calls'.
 func unaryProcedures(tb testing.TB) []fuzzProcedure {
 	var out []fuzzProcedure
-	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto} {
+	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto, taskerv1.File_tasker_v1_acl_proto} {
 		for i := range fd.Services().Len() {
 			sd := fd.Services().Get(i)
 			for j := range sd.Methods().Len() {
@@ -126,6 +126,11 @@ func fuzzRequests(manifest, deadLetter string) map[string][]proto.Message {
 			&taskerv1.ApplyWorkflowRequest{Manifest: manifest},
 			&taskerv1.ApplyWorkflowRequest{Manifest: "name: tiny\nversion: 1.0.0\nsteps:\n- {name: a, capability: tiny.a}\n- {name: b, capability: tiny.b, depends_on: [a], input: {x: $.steps.a.result.x}}\n"},
 		},
+		"CreateToken": {
+			&taskerv1.CreateTokenRequest{Policy: "app", Capabilities: []string{"payments.*"}, Workflows: []string{"shop/*"}, Description: "fuzz"},
+			&taskerv1.CreateTokenRequest{Policy: "writer"},
+		},
+		"DeleteToken":   {&taskerv1.DeleteTokenRequest{AccessorId: "acc_0123456789abcdef01234567"}},
 		"GetWorkflow":   {&taskerv1.GetWorkflowRequest{Namespace: "shop", Name: "order-fulfilment", Version: "1.0.0"}},
 		"ListWorkflows": {&taskerv1.ListWorkflowsRequest{Namespace: "shop"}},
 		"StartTask": {
