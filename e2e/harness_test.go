@@ -401,11 +401,24 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx 
 	}
 }
 
-// h2cClient speaks HTTP/2 without TLS, as the agent's API does.
+// h2cClient speaks HTTP/2 without TLS, as the agent's API does. A test
+// that turns ACLs on sets TASKER_TOKEN, which the CLI, the SDK and the
+// example services read; the harness's own calls send it too.
 func h2cClient() *http.Client {
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: &p}}
+	return &http.Client{Transport: envToken{&http.Transport{Protocols: &p}}}
+}
+
+// envToken sends $TASKER_TOKEN, when set, as the call's ACL token.
+type envToken struct{ next http.RoundTripper }
+
+func (e envToken) RoundTrip(r *http.Request) (*http.Response, error) {
+	if tok := os.Getenv("TASKER_TOKEN"); tok != "" && r.Header.Get("Authorization") == "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Authorization", "Bearer "+tok)
+	}
+	return e.next.RoundTrip(r)
 }
 
 // newClient returns an SDK client of the agent at addr, with its own

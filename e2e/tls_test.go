@@ -18,7 +18,8 @@ import (
 )
 
 // TestClusterTLS: a cluster whose agents talk mutual TLS (every verify
-// setting on, certificates made with 'tasker tls') runs tasks end to end:
+// setting on, certificates made with 'tasker tls') and require ACL tokens
+// runs tasks end to end:
 // servers bootstrap and replicate over TLS, a client agent forwards to the
 // leader and the leader dispatches to it. An agent speaking plaintext, and
 // one whose certificate comes from another CA, cannot use the cluster; a
@@ -55,10 +56,18 @@ func TestClusterTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// ACLs are on too, as in production: every agent-to-agent call then
+	// carries the agent token over the TLS connection, and the CLI, the
+	// services and the harness send the management token.
+	const mgmt, agentToken = "e2e-tls-management-0123456789", "e2e-tls-agent-token-0123456789"
+	t.Setenv("TASKER_TOKEN", mgmt)
+	aclArgs := []string{"-acl", "-acl-agent-token", agentToken}
+
 	spec := clientSpec{name: "client-tls", only: "orders,inventory,payments,shipping,notifications"}
 	c := newCluster(t, clusterOptions{servers: 3, clients: []clientSpec{spec}})
 	for i := range 3 {
-		c.addServer(fmt.Sprintf("server-%d", i), append([]string{"-bootstrap-expect", "3"}, tlsArgs(pki, fmt.Sprintf("tasker-server-%d", i))...)...)
+		args := slices.Concat([]string{"-bootstrap-expect", "3", "-acl-initial-management-token", mgmt}, aclArgs, tlsArgs(pki, fmt.Sprintf("tasker-server-%d", i)))
+		c.addServer(fmt.Sprintf("server-%d", i), args...)
 	}
 	c.waitLeader(t, 30*time.Second)
 	var joins []string
@@ -67,7 +76,7 @@ func TestClusterTLS(t *testing.T) {
 		joins = append(joins, s.gossip)
 	}
 	join := strings.Join(joins, ",")
-	client := c.newAgent(spec.name, false, append([]string{"-join", join}, tlsArgs(pki, "tasker-client-0")...)...)
+	client := c.newAgent(spec.name, false, slices.Concat([]string{"-join", join}, aclArgs, tlsArgs(pki, "tasker-client-0"))...)
 	client.start()
 	client.waitServing(30 * time.Second)
 	c.clients = append(c.clients, client)
