@@ -447,6 +447,12 @@ func TestBusStepAcrossLeaderChange(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = svcBus.Close() })
 	release := make(chan struct{})
+	var once sync.Once
+	free := func() { once.Do(func() { close(release) }) }
+	// Runs before the bus's Close (cleanups run last first): a failed wait
+	// below must not leave the handler blocking Close until the package
+	// times out.
+	t.Cleanup(free)
 	runBusService(t, svcBus, func(req busRequest) any {
 		if req.Step == "invoice" {
 			<-release // the reply waits for the new leader
@@ -474,7 +480,7 @@ func TestBusStepAcrossLeaderChange(t *testing.T) {
 		leader = leaderOf(ss)
 		return leader != nil && leader != old && leader.bsteps.replyTo.Load() != nil
 	})
-	close(release)
+	free()
 	task := waitTask(t, leader.testAgent, id, taskerv1.TaskState_TASK_STATE_COMPLETE)
 	if inv := busStepOf(task, "invoice"); inv.GetAttempts() != 1 || inv.GetResultJson() != `{"invoice_id":"inv-1"}` {
 		t.Errorf("invoice: %d attempts, result %s; want the old leader's attempt 1 completed by its reply", inv.GetAttempts(), inv.GetResultJson())
