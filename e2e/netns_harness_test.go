@@ -73,22 +73,39 @@ type cutLink struct{ from, to *netHost }
 // naming what is missing, where namespaces cannot be made.
 func newNetLab(t *testing.T) *netLab {
 	t.Helper()
+	lab, why := tryNetLab(t)
+	if lab == nil {
+		t.Skipf("%s; these tests need Linux, root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2", why)
+	}
+	return lab
+}
+
+// tryNetLab is newNetLab for a test that can run without the lab: where
+// namespaces cannot be made it returns nil and why (and fails the test
+// with TASKER_REQUIRE_NETNS=1).
+func tryNetLab(t *testing.T) (*netLab, string) {
+	t.Helper()
+	why := ""
 	unavailable := func(format string, args ...any) {
 		t.Helper()
-		msg := "network namespaces unavailable: " + fmt.Sprintf(format, args...)
+		why = "network namespaces unavailable: " + fmt.Sprintf(format, args...)
 		if os.Getenv(requireNetnsEnv) == "1" {
-			t.Fatalf("%s (%s=1 requires them)", msg, requireNetnsEnv)
+			t.Fatalf("%s (%s=1 requires them)", why, requireNetnsEnv)
 		}
-		t.Skipf("%s; these tests need Linux, root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2", msg)
 	}
-	if runtime.GOOS != "linux" {
+	switch {
+	case runtime.GOOS != "linux":
 		unavailable("this is %s, not Linux", runtime.GOOS)
-	}
-	if os.Geteuid() != 0 {
+	case os.Geteuid() != 0:
 		unavailable("not root (euid %d)", os.Geteuid())
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		unavailable("the ip command (iproute2) is missing: %v", err)
+	if why == "" {
+		if _, err := exec.LookPath("ip"); err != nil {
+			unavailable("the ip command (iproute2) is missing: %v", err)
+		}
+	}
+	if why != "" {
+		return nil, why
 	}
 	var r [1]byte
 	_, _ = rand.Read(r[:])
@@ -99,6 +116,7 @@ func newNetLab(t *testing.T) *netLab {
 	probe := "tasker-" + lab.id + "-probe"
 	if out, err := ipCmd("netns", "add", probe); err != nil {
 		unavailable("%v: %s", err, out)
+		return nil, why
 	}
 	_, _ = ipCmd("netns", "del", probe)
 
@@ -106,7 +124,7 @@ func newNetLab(t *testing.T) *netLab {
 	lab.must("link", "add", lab.bridge, "type", "bridge")
 	lab.must("link", "set", lab.bridge, "up")
 	lab.claimPrefix()
-	return lab
+	return lab, ""
 }
 
 // claimPrefix gives the bridge the .1 of a 10.213.X.0/24 that no other
