@@ -110,15 +110,11 @@ func TestClusterLinearizability(t *testing.T) {
 	// killed) and the client agent.
 	agents := append(slices.Clone(c.servers), client)
 	down := make([]atomic.Bool, len(agents))
-	type api struct {
-		wf taskerv1connect.WorkflowServiceClient
-		wk taskerv1connect.WorkerServiceClient
-	}
-	apis := make([]api, len(agents))
+	apis := make([]linAgent, len(agents))
 	for i, a := range agents {
-		apis[i] = api{taskerv1connect.NewWorkflowServiceClient(h2cClient(), a.api), taskerv1connect.NewWorkerServiceClient(h2cClient(), a.api)}
+		apis[i] = linAgent{a.name, taskerv1connect.NewWorkflowServiceClient(h2cClient(), a.api), taskerv1connect.NewWorkerServiceClient(h2cClient(), a.api)}
 	}
-	pick := func(rnd *rand.Rand) api {
+	pick := func(rnd *rand.Rand) linAgent {
 		for {
 			if i := rnd.IntN(len(agents)); !down[i].Load() {
 				return apis[i]
@@ -139,7 +135,7 @@ func TestClusterLinearizability(t *testing.T) {
 			for n := 0; runCtx.Err() == nil; n++ {
 				a := pick(rnd)
 				callCtx, cancel := context.WithTimeout(ctx, callTime)
-				r.randomCall(callCtx, rnd, a.wf, a.wk, fmt.Sprintf("k%d-%d", g, n))
+				r.randomCall(callCtx, rnd, a, fmt.Sprintf("k%d-%d", g, n))
 				cancel()
 			}
 		}()
@@ -166,7 +162,7 @@ func TestClusterLinearizability(t *testing.T) {
 	nem.waitWhole(t)
 	finalCtx, cancelFinal := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelFinal()
-	r.finalReads(finalCtx, apis[len(apis)-1].wf)
+	r.finalReads(finalCtx, apis[len(apis)-1])
 	stop()
 
 	history := r.history()
@@ -189,9 +185,14 @@ func TestClusterLinearizability(t *testing.T) {
 		t.Errorf("%d leader kills, want at least 2", kills)
 	}
 	if lab != nil {
+		cutCalls := nem.cutCalls(history)
 		for _, k := range linPartitionKinds {
+			t.Logf("calls to the cut-off side during partitions %s: %s", k, cutCalls[k])
 			if nem.cuts[k] < 1 {
 				t.Errorf("no partition %s, want at least one of each kind (%s)", k, nem)
+			}
+			if cutCalls[k].calls < 1 {
+				t.Errorf("no call reached the cut-off side of a partition %s, want some", k)
 			}
 		}
 	}
@@ -210,6 +211,13 @@ func TestClusterLinearizability(t *testing.T) {
 			t.Errorf("%s: %d, want at least 5 (%s)", want.what, want.n, st)
 		}
 	}
+}
+
+// linAgent is an agent the clients call, by its local API.
+type linAgent struct {
+	name string
+	wf   taskerv1connect.WorkflowServiceClient
+	wk   taskerv1connect.WorkerServiceClient
 }
 
 // linRecorder records the history and what the clients know: the task of
@@ -349,7 +357,7 @@ func (r *linRecorder) poll(ctx context.Context, worker taskerv1connect.WorkerSer
 
 // randomCall makes one call: a StartTask with a new key or a recent one,
 // or a GetTask, CancelTask or CompleteStep of a recent task.
-func (r *linRecorder) randomCall(ctx context.Context, rnd *rand.Rand, wf taskerv1connect.WorkflowServiceClient, wk taskerv1connect.WorkerServiceClient, newKey string) {
+func (r *linRecorder) randomCall(ctx context.Context, rnd *rand.Rand, a linAgent, newKey string) {
 	r.mu.Lock()
 	// Recent keys and tasks, so that calls on one key overlap.
 	recentKeys := r.keys[max(0, len(r.keys)-8):]
@@ -371,32 +379,32 @@ func (r *linRecorder) randomCall(ctx context.Context, rnd *rand.Rand, wf taskerv
 	r.mu.Unlock()
 	switch {
 	case task == "":
-		r.start(ctx, wf, key)
+		r.start(ctx, a, key)
 	case p < 50:
-		r.get(ctx, wf, key, task)
+		r.get(ctx, a, key, task)
 	case p < 65:
-		r.cancel(ctx, wf, key, task)
+		r.cancel(ctx, a, key, task)
 	case attempt > 0:
-		r.complete(ctx, wk, key, task, attempt)
+		r.complete(ctx, a, key, task, attempt)
 	default:
-		r.get(ctx, wf, key, task)
+		r.get(ctx, a, key, task)
 	}
 }
 
 // finalReads sends, once the cluster is whole and the clients are done, a
 // StartTask with every key and a GetTask of every task.
-func (r *linRecorder) finalReads(ctx context.Context, wf taskerv1connect.WorkflowServiceClient) {
+func (r *linRecorder) finalReads(ctx context.Context, a linAgent) {
 	r.mu.Lock()
 	keys := slices.Clone(r.keys)
 	r.mu.Unlock()
 	for _, k := range keys {
-		r.start(ctx, wf, k)
+		r.start(ctx, a, k)
 	}
 	r.mu.Lock()
 	tasks := slices.Clone(r.taskKey)
 	r.mu.Unlock()
 	for _, kt := range tasks {
-		r.get(ctx, wf, kt.key, kt.task)
+		r.get(ctx, a, kt.key, kt.task)
 	}
 }
 
@@ -423,9 +431,9 @@ func (r *linRecorder) call(in linInput, fn func() (linOutput, error)) linOutput 
 	return out
 }
 
-func (r *linRecorder) start(ctx context.Context, wf taskerv1connect.WorkflowServiceClient, key string) {
-	out := r.call(linInput{Op: opStart, Key: key}, func() (linOutput, error) {
-		res, err := wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Namespace: "lin", Workflow: "lin", IdempotencyKey: key}))
+func (r *linRecorder) start(ctx context.Context, a linAgent, key string) {
+	out := r.call(linInput{Op: opStart, Key: key, Agent: a.name}, func() (linOutput, error) {
+		res, err := a.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Namespace: "lin", Workflow: "lin", IdempotencyKey: key}))
 		if err != nil {
 			return linOutput{}, err
 		}
@@ -442,11 +450,11 @@ func (r *linRecorder) start(ctx context.Context, wf taskerv1connect.WorkflowServ
 	}
 }
 
-func (r *linRecorder) get(ctx context.Context, wf taskerv1connect.WorkflowServiceClient, key, task string) {
-	r.call(linInput{Op: opGet, Key: key, Task: task}, func() (linOutput, error) {
+func (r *linRecorder) get(ctx context.Context, a linAgent, key, task string) {
+	r.call(linInput{Op: opGet, Key: key, Task: task, Agent: a.name}, func() (linOutput, error) {
 		req := connect.NewRequest(&taskerv1.GetTaskRequest{Id: task})
 		req.Header().Set("Tasker-Consistency", "consistent")
-		res, err := wf.GetTask(ctx, req)
+		res, err := a.wf.GetTask(ctx, req)
 		if err != nil {
 			return linOutput{}, err
 		}
@@ -454,16 +462,16 @@ func (r *linRecorder) get(ctx context.Context, wf taskerv1connect.WorkflowServic
 	})
 }
 
-func (r *linRecorder) cancel(ctx context.Context, wf taskerv1connect.WorkflowServiceClient, key, task string) {
-	r.call(linInput{Op: opCancel, Key: key, Task: task}, func() (linOutput, error) {
-		_, err := wf.CancelTask(ctx, connect.NewRequest(&taskerv1.CancelTaskRequest{Id: task, Reason: "linearizability test"}))
+func (r *linRecorder) cancel(ctx context.Context, a linAgent, key, task string) {
+	r.call(linInput{Op: opCancel, Key: key, Task: task, Agent: a.name}, func() (linOutput, error) {
+		_, err := a.wf.CancelTask(ctx, connect.NewRequest(&taskerv1.CancelTaskRequest{Id: task, Reason: "linearizability test"}))
 		return linOutput{}, err
 	})
 }
 
-func (r *linRecorder) complete(ctx context.Context, wk taskerv1connect.WorkerServiceClient, key, task string, attempt int32) {
-	r.call(linInput{Op: opComplete, Key: key, Task: task, Attempt: attempt}, func() (linOutput, error) {
-		_, err := wk.CompleteStep(ctx, connect.NewRequest(&taskerv1.CompleteStepRequest{
+func (r *linRecorder) complete(ctx context.Context, a linAgent, key, task string, attempt int32) {
+	r.call(linInput{Op: opComplete, Key: key, Task: task, Attempt: attempt, Agent: a.name}, func() (linOutput, error) {
+		_, err := a.wk.CompleteStep(ctx, connect.NewRequest(&taskerv1.CompleteStepRequest{
 			TaskId: task, Step: linStepName, Attempt: attempt, ResultJson: linResult, WorkerId: linWorker,
 		}))
 		return linOutput{}, err
@@ -611,6 +619,18 @@ type linNemesis struct {
 
 	kills int
 	cuts  map[linPartition]int
+	// windows are the partitions made, for counting the calls that the
+	// cut-off side had in hand.
+	windows []linWindow
+}
+
+// linWindow is a partition: its kind, the agents it cut off from the
+// quorum (or, for cutClient, from every server), and when it began and
+// was healed, as the recorder counts time.
+type linWindow struct {
+	kind     linPartition
+	agents   []string
+	from, to int64
 }
 
 func (n *linNemesis) String() string {
@@ -681,16 +701,19 @@ func (n *linNemesis) partition(t *testing.T, kind linPartition) {
 	c := n.c
 	leader := c.servers[c.leaderIndex(t)]
 	var what string
+	var cut *clusterAgent
 	cutAt := time.Now()
 	switch kind {
 	case cutLeader:
+		cut = leader
 		n.lab.partition([]*netHost{leader.host}, hostsOf(c.others(leader)))
 		what = leader.name + " (leader) from the other servers"
 	case cutFollower:
-		f := c.others(leader)[n.rnd.IntN(len(c.servers)-1)]
-		n.lab.isolate(f.host)
-		what = f.name + " (follower) from every host"
+		cut = c.others(leader)[n.rnd.IntN(len(c.servers)-1)]
+		n.lab.isolate(cut.host)
+		what = cut.name + " (follower) from every host"
 	case cutClient:
+		cut = n.client
 		n.lab.partition([]*netHost{n.client.host}, hostsOf(c.servers))
 		what = n.client.name + " from the servers"
 	}
@@ -698,6 +721,7 @@ func (n *linNemesis) partition(t *testing.T, kind linPartition) {
 	hold := time.Second + time.Duration(n.rnd.Int64N(int64(2*time.Second)))
 	time.Sleep(hold)
 	n.lab.heal()
+	n.windows = append(n.windows, linWindow{kind, []string{cut.name}, int64(cutAt.Sub(n.began)), int64(time.Since(n.began))})
 	t.Logf("partition %d (%s): cut %s at %s, healed %s later", n.cuts[kind], kind, what,
 		cutAt.Sub(n.began).Round(time.Millisecond), time.Since(cutAt).Round(time.Millisecond))
 }
@@ -733,6 +757,42 @@ func (n *linNemesis) waitWhole(t *testing.T) {
 	if took := time.Since(began); took > time.Second {
 		t.Logf("whole again %s after the fault ended", took.Round(time.Millisecond))
 	}
+}
+
+// linCutCalls counts the calls that an agent on the cut-off side of a
+// partition had in hand while it lasted, by outcome.
+type linCutCalls struct {
+	calls, ok, refused, unknown int
+	// mayStill counts the unknown outcomes whose error says that a
+	// forwarded call got no answer and may still be applied.
+	mayStill int
+}
+
+func (n linCutCalls) String() string {
+	return fmt.Sprintf("%d calls (%d ok, %d refused, %d unknown, %d of them \"may still be applied\")", n.calls, n.ok, n.refused, n.unknown, n.mayStill)
+}
+
+// cutCalls counts, for each kind of partition, the calls of history sent
+// to an agent it cut off, in flight at some time while it lasted.
+func (n *linNemesis) cutCalls(history []porcupine.Operation) map[linPartition]linCutCalls {
+	out := map[linPartition]linCutCalls{}
+	for _, op := range history {
+		in, res := op.Input.(linInput), op.Output.(linOutput)
+		for _, w := range n.windows {
+			if op.Call >= w.to || op.Return <= w.from || !slices.Contains(w.agents, in.Agent) {
+				continue
+			}
+			k := out[w.kind]
+			k.calls++
+			k.ok += b2i(res.Outcome == outOK)
+			k.refused += b2i(res.Outcome == outRefused)
+			k.unknown += b2i(res.Outcome == outUnknown)
+			k.mayStill += b2i(strings.Contains(res.Err, "may still be applied"))
+			out[w.kind] = k
+			break
+		}
+	}
+	return out
 }
 
 func hostsOf(agents []*clusterAgent) []*netHost {
