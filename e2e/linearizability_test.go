@@ -122,7 +122,9 @@ func TestClusterLinearizability(t *testing.T) {
 		}
 	}
 
-	runCtx, endRun := context.WithTimeout(ctx, runFor)
+	// The nemesis ends the run (after runFor, or once it made the faults
+	// every run must have).
+	runCtx, endRun := context.WithCancel(ctx)
 	defer endRun()
 	var clientsWG sync.WaitGroup
 	for g := range clients {
@@ -144,7 +146,7 @@ func TestClusterLinearizability(t *testing.T) {
 	// The nemesis, on the test's goroutine (the harness fails the test from
 	// it), until the run ends.
 	nem := &linNemesis{c: c, lab: lab, client: client, began: r.began, down: down, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
-	nem.run(runCtx, t)
+	nem.run(ctx, t, runFor)
 	endRun()
 	kills := nem.kills
 	t.Logf("nemesis done after %s: %s; waiting for the calls in flight", time.Since(r.began).Round(time.Millisecond), nem)
@@ -641,10 +643,11 @@ func (n *linNemesis) String() string {
 		n.cuts[cutLeader], cutLeader, n.cuts[cutFollower], cutFollower, n.cuts[cutClient], cutClient)
 }
 
-// run makes faults until ctx ends. The first five are two kills and each
-// kind of partition in a random order, so that a short run has them all;
-// after them a kill or a partition at random.
-func (n *linNemesis) run(ctx context.Context, t *testing.T) {
+// run makes faults for runFor, or until ctx ends. The first five are two
+// kills and each kind of partition in a random order, so that a short run
+// has them all, made even if that takes longer than runFor (a loaded
+// machine); after them a kill or a partition at random.
+func (n *linNemesis) run(ctx context.Context, t *testing.T, runFor time.Duration) {
 	t.Helper()
 	n.cuts = map[linPartition]int{}
 	var plan []linPartition // "": a leader kill
@@ -653,12 +656,17 @@ func (n *linNemesis) run(ctx context.Context, t *testing.T) {
 		n.rnd.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
 		plan = []linPartition{"", kinds[0], kinds[1], "", kinds[2]}
 	}
+	start := time.Now()
 	for i := 0; ; i++ {
+		pause := 1500 * time.Millisecond
+		if i >= len(plan) {
+			pause = min(pause, runFor-time.Since(start))
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(1500 * time.Millisecond):
+		case <-time.After(pause):
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || (i >= len(plan) && time.Since(start) >= runFor) {
 			return
 		}
 		var kind linPartition
@@ -766,10 +774,16 @@ type linCutCalls struct {
 	// mayStill counts the unknown outcomes whose error says that a
 	// forwarded call got no answer and may still be applied.
 	mayStill int
+	// errs are the first errors of unknown outcome, for reading.
+	errs []string
 }
 
 func (n linCutCalls) String() string {
-	return fmt.Sprintf("%d calls (%d ok, %d refused, %d unknown, %d of them \"may still be applied\")", n.calls, n.ok, n.refused, n.unknown, n.mayStill)
+	s := fmt.Sprintf("%d calls (%d ok, %d refused, %d unknown, %d of them \"may still be applied\")", n.calls, n.ok, n.refused, n.unknown, n.mayStill)
+	for _, e := range n.errs {
+		s += "\n  unknown: " + e
+	}
+	return s
 }
 
 // cutCalls counts, for each kind of partition, the calls of history sent
@@ -788,6 +802,9 @@ func (n *linNemesis) cutCalls(history []porcupine.Operation) map[linPartition]li
 			k.refused += b2i(res.Outcome == outRefused)
 			k.unknown += b2i(res.Outcome == outUnknown)
 			k.mayStill += b2i(strings.Contains(res.Err, "may still be applied"))
+			if res.Outcome == outUnknown && len(k.errs) < 3 {
+				k.errs = append(k.errs, fmt.Sprintf("%s via %s: %s", in.Op, in.Agent, res.Err))
+			}
 			out[w.kind] = k
 			break
 		}
