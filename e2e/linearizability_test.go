@@ -587,11 +587,13 @@ func describeBugs(b linBugs) string {
 type linPartition string
 
 const (
-	// cutLeader cuts the leader off from the other servers. The client
-	// agent still reaches both sides, so a call it forwards may go to the
-	// deposed leader until it learns better: the leader must not answer
-	// a write or a consistent read it cannot confirm with a quorum.
-	// (TestPartitionLeaderIsolated cuts the leader off from every host.)
+	// cutLeader cuts the leader off from the other servers, and in one
+	// partition in two from the client agent too. When the client agent
+	// still reaches both sides, a call it forwards may go to the deposed
+	// leader until it learns better (gossip's indirect probes through the
+	// client agent may even keep it alive in the servers' view): the
+	// deposed leader must not answer a write or a consistent read it
+	// cannot confirm with a quorum.
 	cutLeader linPartition = "leader"
 	// cutFollower cuts a follower off from every other host.
 	cutFollower linPartition = "follower"
@@ -714,8 +716,13 @@ func (n *linNemesis) partition(t *testing.T, kind linPartition) {
 	switch kind {
 	case cutLeader:
 		cut = leader
-		n.lab.partition([]*netHost{leader.host}, hostsOf(c.others(leader)))
-		what = leader.name + " (leader) from the other servers"
+		if n.rnd.IntN(2) == 0 {
+			n.lab.partition([]*netHost{leader.host}, hostsOf(c.others(leader)))
+			what = leader.name + " (leader) from the other servers, not from " + n.client.name
+		} else {
+			n.lab.isolate(leader.host)
+			what = leader.name + " (leader) from every host"
+		}
 	case cutFollower:
 		cut = c.others(leader)[n.rnd.IntN(len(c.servers)-1)]
 		n.lab.isolate(cut.host)
