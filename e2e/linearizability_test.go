@@ -187,7 +187,7 @@ func TestClusterLinearizability(t *testing.T) {
 		t.Errorf("%d leader kills, want at least 2", kills)
 	}
 	if lab != nil {
-		cutCalls := nem.cutCalls(history)
+		cutCalls := nem.cutCalls(r.calls())
 		for _, k := range linPartitionKinds {
 			t.Logf("calls to the cut-off side during partitions %s: %s", k, cutCalls[k])
 			if nem.cuts[k] < 1 {
@@ -274,6 +274,13 @@ func (r *linRecorder) history() []porcupine.Operation {
 		out[i].ClientId = lane
 	}
 	return out
+}
+
+// calls returns the calls as recorded, each returning when it did.
+func (r *linRecorder) calls() []porcupine.Operation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ops)
 }
 
 // keyCount is how many keys StartTask was called with.
@@ -793,11 +800,14 @@ func (n linCutCalls) String() string {
 	return s
 }
 
-// cutCalls counts, for each kind of partition, the calls of history sent
-// to an agent it cut off, in flight at some time while it lasted.
-func (n *linNemesis) cutCalls(history []porcupine.Operation) map[linPartition]linCutCalls {
+// cutCalls counts, for each kind of partition, the calls sent to an agent
+// it cut off, in flight at some time while it lasted. ops are the calls
+// as recorded (linRecorder.calls): in the history, a call of unknown
+// outcome returns after every other, so it would seem to overlap every
+// later partition.
+func (n *linNemesis) cutCalls(ops []porcupine.Operation) map[linPartition]linCutCalls {
 	out := map[linPartition]linCutCalls{}
-	for _, op := range history {
+	for _, op := range ops {
 		in, res := op.Input.(linInput), op.Output.(linOutput)
 		for _, w := range n.windows {
 			if op.Call >= w.to || op.Return <= w.from || !slices.Contains(w.agents, in.Agent) {
