@@ -144,10 +144,16 @@ func (f *forwarder) forget(name string) {
 
 // target returns the agent to send a leader-only call to: the leader if
 // this agent knows it, else some server, which will name the leader.
+//
+// That may be this server itself: a call is forwarded because this server
+// did not lead when it arrived, but it may win an election while the
+// forward waits for a leader, and then only it can answer (the others
+// name it as the leader). It sends the call to its own RPC port, where it
+// is answered as any forwarded call, or refused if leadership moved again.
 func (f *forwarder) target() (name, base string, err error) {
 	a := f.a
 	if a.node != nil {
-		if id, _ := a.node.Leader(); id != "" && id != a.cfg.NodeName {
+		if id, _ := a.node.Leader(); id != "" {
 			if addr := a.rpcAddrOf(id); addr != "" {
 				return id, a.rpcURL(addr), nil
 			}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -273,5 +274,42 @@ func TestNotLeaderRefusalNamesLeader(t *testing.T) {
 	}
 	if got := ce.Meta().Get(hdrNotLeader); got == "" {
 		t.Fatalf("refusal carries no %s header", hdrNotLeader)
+	}
+}
+
+// TestForwardGoesToItselfOnceLeader: a call a server forwards because it
+// did not lead when the call arrived goes to the server itself once it
+// leads (it may win an election while the forward waits for a leader),
+// rather than to the other servers, which would only name it, until the
+// hold time ends. The self-forward is answered as any forwarded call.
+func TestForwardGoesToItselfOnceLeader(t *testing.T) {
+	srv := startAgent(t, t.TempDir(), func(c *Config) { c.NodeName = "s1"; c.RPCHoldTimeout = 3 * time.Second })
+	waitFor(t, 10*time.Second, "s1 to lead", srv.isLeader)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	var sentTo string
+	if err := srv.fwd.do(ctx, func(ctx context.Context, base string) error {
+		sentTo = base
+		return nil
+	}); err != nil {
+		t.Fatalf("forward on the leader = %v, want it sent to the leader itself", err)
+	}
+	if want := srv.rpcURL(srv.RPCAddr()); sentTo != want {
+		t.Fatalf("forward on the leader sent to %q, want its own RPC address %q", sentTo, want)
+	}
+
+	// What route does with a call that arrived before the election: the
+	// proxy's transport, which sends it through the forwarder.
+	wf := taskerv1connect.NewWorkflowServiceClient(&http.Client{Transport: &leaderTransport{a: srv.Agent}}, "http://proxied.invalid")
+	req := connect.NewRequest(&taskerv1.ListWorkflowsRequest{})
+	req.Header().Set(hdrForwarded, "s1")
+	start := time.Now()
+	resp, err := wf.ListWorkflows(ctx, req)
+	if err != nil {
+		t.Fatalf("a proxied call on the leader = %v after %v, want it answered by the leader itself", err, time.Since(start))
+	}
+	if got := resp.Header().Get(hdrLeader); got != "s1" {
+		t.Errorf("the proxied call was answered by %q, want s1", got)
 	}
 }

@@ -29,7 +29,10 @@ const artifactsEnv = "TASKER_ARTIFACTS"
 // linWorkflow has one step, done by the test's own worker: nobody else
 // offers lin.work, and its lease outlives the test, so the attempts the
 // worker receives stay current until a client completes them or the task
-// is cancelled.
+// is cancelled, or the client agent is cut off from the servers: the
+// leader then fails the attempts it holds as lost and runs them again once
+// it is back. Many attempts, soon retried, so that no task ends in error
+// (which the model has no place for) however often that happens.
 const linWorkflow = `name: lin
 namespace: lin
 version: 1.0.0
@@ -37,6 +40,7 @@ steps:
   - name: work
     capability: lin.work
     timeout: 10m
+    retry: {max_attempts: 50, backoff: {initial: 100ms, max: 1s}}
 `
 
 const (
@@ -51,10 +55,12 @@ const (
 // (with idempotency keys), GetTask (consistent reads), CancelTask and
 // CompleteStep against a 3-server cluster and a client agent while a
 // nemesis kills the leader with SIGKILL every few seconds and restarts it
-// on its data dir and ports, then checks the history with porcupine
-// against the model in linmodel_test.go. Calls whose outcome is unknown
-// (timed out, unavailable, connection lost) may have taken effect at any
-// time after they were made. A history the model rejects is saved, with
+// on its data dir and ports, and, where network namespaces are available,
+// runs every agent on its own host of a network lab and also cuts the
+// network (linNemesis), then checks the history with porcupine against
+// the model in linmodel_test.go. Calls whose outcome is unknown (timed
+// out, unavailable, connection lost) may have taken effect at any time
+// after they were made. A history the model rejects is saved, with
 // porcupine's visualization, under $TASKER_ARTIFACTS (or a new temporary
 // directory) and the test fails naming it.
 func TestClusterLinearizability(t *testing.T) {
@@ -63,7 +69,12 @@ func TestClusterLinearizability(t *testing.T) {
 		runFor   = 18 * time.Second
 		callTime = 8 * time.Second // over the agents' 7 s hold while there is no leader
 	)
-	c := startCluster(t, 3, []clientSpec{{name: "client-0"}})
+	// Without namespaces the test still checks what leader kills do.
+	lab, whyNot := tryNetLab(t)
+	if lab == nil {
+		t.Logf("partitions skipped, leader kills only: %s (%s=1 makes this a failure)", whyNot, requireNetnsEnv)
+	}
+	c := startClusterWith(t, clusterOptions{servers: 3, lab: lab, clients: []clientSpec{{name: "client-0"}}})
 	client := c.client("client-0")
 	wf := taskerv1connect.NewWorkflowServiceClient(h2cClient(), client.api)
 	if _, err := wf.ApplyWorkflow(callCtx(t), connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: linWorkflow})); err != nil {
@@ -99,15 +110,11 @@ func TestClusterLinearizability(t *testing.T) {
 	// killed) and the client agent.
 	agents := append(slices.Clone(c.servers), client)
 	down := make([]atomic.Bool, len(agents))
-	type api struct {
-		wf taskerv1connect.WorkflowServiceClient
-		wk taskerv1connect.WorkerServiceClient
-	}
-	apis := make([]api, len(agents))
+	apis := make([]linAgent, len(agents))
 	for i, a := range agents {
-		apis[i] = api{taskerv1connect.NewWorkflowServiceClient(h2cClient(), a.api), taskerv1connect.NewWorkerServiceClient(h2cClient(), a.api)}
+		apis[i] = linAgent{a.name, taskerv1connect.NewWorkflowServiceClient(h2cClient(), a.api), taskerv1connect.NewWorkerServiceClient(h2cClient(), a.api)}
 	}
-	pick := func(rnd *rand.Rand) api {
+	pick := func(rnd *rand.Rand) linAgent {
 		for {
 			if i := rnd.IntN(len(agents)); !down[i].Load() {
 				return apis[i]
@@ -115,7 +122,9 @@ func TestClusterLinearizability(t *testing.T) {
 		}
 	}
 
-	runCtx, endRun := context.WithTimeout(ctx, runFor)
+	// The nemesis ends the run (after runFor, or once it made the faults
+	// every run must have).
+	runCtx, endRun := context.WithCancel(ctx)
 	defer endRun()
 	var clientsWG sync.WaitGroup
 	for g := range clients {
@@ -128,39 +137,19 @@ func TestClusterLinearizability(t *testing.T) {
 			for n := 0; runCtx.Err() == nil; n++ {
 				a := pick(rnd)
 				callCtx, cancel := context.WithTimeout(ctx, callTime)
-				r.randomCall(callCtx, rnd, a.wf, a.wk, fmt.Sprintf("k%d-%d", g, n))
+				r.randomCall(callCtx, rnd, a, fmt.Sprintf("k%d-%d", g, n))
 				cancel()
 			}
 		}()
 	}
 
 	// The nemesis, on the test's goroutine (the harness fails the test from
-	// it): let the clients run, kill the leader, wait for another, restart
-	// the old one, until the run ends.
-	kills := 0
-	for {
-		select {
-		case <-runCtx.Done():
-		case <-time.After(1500 * time.Millisecond):
-		}
-		if runCtx.Err() != nil {
-			break
-		}
-		li := c.leaderIndex(t)
-		old := c.servers[li]
-		down[li].Store(true)
-		killedAt := time.Now()
-		old.kill()
-		kills++
-		next := c.servers[c.waitLeaderOther(t, 15*time.Second, old.name)]
-		t.Logf("kill %d: %s killed at %s, %s leads %s later", kills, old.name,
-			killedAt.Sub(r.began).Round(time.Millisecond), next.name, time.Since(killedAt).Round(time.Millisecond))
-		old.start()
-		old.waitServing(30 * time.Second)
-		down[li].Store(false)
-	}
+	// it), until the run ends.
+	nem := &linNemesis{c: c, lab: lab, client: client, began: r.began, down: down, rnd: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))}
+	nem.run(ctx, t, runFor)
 	endRun()
-	t.Logf("nemesis done after %s: %d leader kills; waiting for the calls in flight", time.Since(r.began).Round(time.Millisecond), kills)
+	kills := nem.kills
+	t.Logf("nemesis done after %s: %s; waiting for the calls in flight", time.Since(r.began).Round(time.Millisecond), nem)
 	clientsDone := make(chan struct{})
 	go func() { clientsWG.Wait(); close(clientsDone) }()
 	select {
@@ -172,15 +161,15 @@ func TestClusterLinearizability(t *testing.T) {
 	// The cluster is whole again: ask every key for its task (revealing
 	// what calls of unknown outcome did) and read every task, consistently,
 	// so that the history ends with what is committed.
-	c.waitLeader(t, 30*time.Second)
+	nem.waitWhole(t)
 	finalCtx, cancelFinal := context.WithTimeout(ctx, 60*time.Second)
 	defer cancelFinal()
-	r.finalReads(finalCtx, apis[len(apis)-1].wf)
+	r.finalReads(finalCtx, apis[len(apis)-1])
 	stop()
 
 	history := r.history()
 	st := r.stats()
-	t.Logf("history: %d operations on %d keys in %s, %d leader kills; %s", len(history), r.keyCount(), time.Since(r.began).Round(time.Millisecond), kills, st)
+	t.Logf("history: %d operations on %d keys in %s, %s; %s", len(history), r.keyCount(), time.Since(r.began).Round(time.Millisecond), nem, st)
 
 	checkedAt := time.Now()
 	res, info := porcupine.CheckOperationsVerbose(linModel, history, 30*time.Second)
@@ -197,6 +186,18 @@ func TestClusterLinearizability(t *testing.T) {
 	if kills < 2 {
 		t.Errorf("%d leader kills, want at least 2", kills)
 	}
+	if lab != nil {
+		cutCalls := nem.cutCalls(r.calls())
+		for _, k := range linPartitionKinds {
+			t.Logf("calls to the cut-off side during partitions %s: %s", k, cutCalls[k])
+			if nem.cuts[k] < 1 {
+				t.Errorf("no partition %s, want at least one of each kind (%s)", k, nem)
+			}
+			if cutCalls[k].calls < 1 {
+				t.Errorf("no call reached the cut-off side of a partition %s, want some", k)
+			}
+		}
+	}
 	if len(history) < 300 {
 		t.Errorf("%d operations, want at least 300", len(history))
 	}
@@ -212,6 +213,13 @@ func TestClusterLinearizability(t *testing.T) {
 			t.Errorf("%s: %d, want at least 5 (%s)", want.what, want.n, st)
 		}
 	}
+}
+
+// linAgent is an agent the clients call, by its local API.
+type linAgent struct {
+	name string
+	wf   taskerv1connect.WorkflowServiceClient
+	wk   taskerv1connect.WorkerServiceClient
 }
 
 // linRecorder records the history and what the clients know: the task of
@@ -266,6 +274,13 @@ func (r *linRecorder) history() []porcupine.Operation {
 		out[i].ClientId = lane
 	}
 	return out
+}
+
+// calls returns the calls as recorded, each returning when it did.
+func (r *linRecorder) calls() []porcupine.Operation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.ops)
 }
 
 // keyCount is how many keys StartTask was called with.
@@ -351,7 +366,7 @@ func (r *linRecorder) poll(ctx context.Context, worker taskerv1connect.WorkerSer
 
 // randomCall makes one call: a StartTask with a new key or a recent one,
 // or a GetTask, CancelTask or CompleteStep of a recent task.
-func (r *linRecorder) randomCall(ctx context.Context, rnd *rand.Rand, wf taskerv1connect.WorkflowServiceClient, wk taskerv1connect.WorkerServiceClient, newKey string) {
+func (r *linRecorder) randomCall(ctx context.Context, rnd *rand.Rand, a linAgent, newKey string) {
 	r.mu.Lock()
 	// Recent keys and tasks, so that calls on one key overlap.
 	recentKeys := r.keys[max(0, len(r.keys)-8):]
@@ -373,32 +388,32 @@ func (r *linRecorder) randomCall(ctx context.Context, rnd *rand.Rand, wf taskerv
 	r.mu.Unlock()
 	switch {
 	case task == "":
-		r.start(ctx, wf, key)
+		r.start(ctx, a, key)
 	case p < 50:
-		r.get(ctx, wf, key, task)
+		r.get(ctx, a, key, task)
 	case p < 65:
-		r.cancel(ctx, wf, key, task)
+		r.cancel(ctx, a, key, task)
 	case attempt > 0:
-		r.complete(ctx, wk, key, task, attempt)
+		r.complete(ctx, a, key, task, attempt)
 	default:
-		r.get(ctx, wf, key, task)
+		r.get(ctx, a, key, task)
 	}
 }
 
 // finalReads sends, once the cluster is whole and the clients are done, a
 // StartTask with every key and a GetTask of every task.
-func (r *linRecorder) finalReads(ctx context.Context, wf taskerv1connect.WorkflowServiceClient) {
+func (r *linRecorder) finalReads(ctx context.Context, a linAgent) {
 	r.mu.Lock()
 	keys := slices.Clone(r.keys)
 	r.mu.Unlock()
 	for _, k := range keys {
-		r.start(ctx, wf, k)
+		r.start(ctx, a, k)
 	}
 	r.mu.Lock()
 	tasks := slices.Clone(r.taskKey)
 	r.mu.Unlock()
 	for _, kt := range tasks {
-		r.get(ctx, wf, kt.key, kt.task)
+		r.get(ctx, a, kt.key, kt.task)
 	}
 }
 
@@ -425,9 +440,9 @@ func (r *linRecorder) call(in linInput, fn func() (linOutput, error)) linOutput 
 	return out
 }
 
-func (r *linRecorder) start(ctx context.Context, wf taskerv1connect.WorkflowServiceClient, key string) {
-	out := r.call(linInput{Op: opStart, Key: key}, func() (linOutput, error) {
-		res, err := wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Namespace: "lin", Workflow: "lin", IdempotencyKey: key}))
+func (r *linRecorder) start(ctx context.Context, a linAgent, key string) {
+	out := r.call(linInput{Op: opStart, Key: key, Agent: a.name}, func() (linOutput, error) {
+		res, err := a.wf.StartTask(ctx, connect.NewRequest(&taskerv1.StartTaskRequest{Namespace: "lin", Workflow: "lin", IdempotencyKey: key}))
 		if err != nil {
 			return linOutput{}, err
 		}
@@ -444,11 +459,11 @@ func (r *linRecorder) start(ctx context.Context, wf taskerv1connect.WorkflowServ
 	}
 }
 
-func (r *linRecorder) get(ctx context.Context, wf taskerv1connect.WorkflowServiceClient, key, task string) {
-	r.call(linInput{Op: opGet, Key: key, Task: task}, func() (linOutput, error) {
+func (r *linRecorder) get(ctx context.Context, a linAgent, key, task string) {
+	r.call(linInput{Op: opGet, Key: key, Task: task, Agent: a.name}, func() (linOutput, error) {
 		req := connect.NewRequest(&taskerv1.GetTaskRequest{Id: task})
 		req.Header().Set("Tasker-Consistency", "consistent")
-		res, err := wf.GetTask(ctx, req)
+		res, err := a.wf.GetTask(ctx, req)
 		if err != nil {
 			return linOutput{}, err
 		}
@@ -456,16 +471,16 @@ func (r *linRecorder) get(ctx context.Context, wf taskerv1connect.WorkflowServic
 	})
 }
 
-func (r *linRecorder) cancel(ctx context.Context, wf taskerv1connect.WorkflowServiceClient, key, task string) {
-	r.call(linInput{Op: opCancel, Key: key, Task: task}, func() (linOutput, error) {
-		_, err := wf.CancelTask(ctx, connect.NewRequest(&taskerv1.CancelTaskRequest{Id: task, Reason: "linearizability test"}))
+func (r *linRecorder) cancel(ctx context.Context, a linAgent, key, task string) {
+	r.call(linInput{Op: opCancel, Key: key, Task: task, Agent: a.name}, func() (linOutput, error) {
+		_, err := a.wf.CancelTask(ctx, connect.NewRequest(&taskerv1.CancelTaskRequest{Id: task, Reason: "linearizability test"}))
 		return linOutput{}, err
 	})
 }
 
-func (r *linRecorder) complete(ctx context.Context, wk taskerv1connect.WorkerServiceClient, key, task string, attempt int32) {
-	r.call(linInput{Op: opComplete, Key: key, Task: task, Attempt: attempt}, func() (linOutput, error) {
-		_, err := wk.CompleteStep(ctx, connect.NewRequest(&taskerv1.CompleteStepRequest{
+func (r *linRecorder) complete(ctx context.Context, a linAgent, key, task string, attempt int32) {
+	r.call(linInput{Op: opComplete, Key: key, Task: task, Attempt: attempt, Agent: a.name}, func() (linOutput, error) {
+		_, err := a.wk.CompleteStep(ctx, connect.NewRequest(&taskerv1.CompleteStepRequest{
 			TaskId: task, Step: linStepName, Attempt: attempt, ResultJson: linResult, WorkerId: linWorker,
 		}))
 		return linOutput{}, err
@@ -573,4 +588,251 @@ func describeBugs(b linBugs) string {
 		return "not linearizable, and no known bug explains it"
 	}
 	return "known bug: " + b.String()
+}
+
+// linPartition is a kind of network fault the nemesis makes in the lab.
+type linPartition string
+
+const (
+	// cutLeader cuts the leader off from the other servers, and in one
+	// partition in two from the client agent too. When the client agent
+	// still reaches both sides, a call it forwards may go to the deposed
+	// leader until it learns better (gossip's indirect probes through the
+	// client agent may even keep it alive in the servers' view): the
+	// deposed leader must not answer a write or a consistent read it
+	// cannot confirm with a quorum.
+	cutLeader linPartition = "leader"
+	// cutFollower cuts a follower off from every other host.
+	cutFollower linPartition = "follower"
+	// cutClient cuts the client agent off from the servers: calls to it
+	// cannot be forwarded, and the leader fails the attempts its worker
+	// holds as lost once gossip declares it dead.
+	cutClient linPartition = "client"
+)
+
+var linPartitionKinds = []linPartition{cutLeader, cutFollower, cutClient}
+
+// linNemesis makes one fault at a time, each followed by a pause while the
+// clients run on a whole cluster: a leader killed with SIGKILL and
+// restarted on its data dir and ports, and, in the lab, a partition healed
+// after 1–3 s. Every agent keeps serving the clients during a partition,
+// so calls reach the minority side and must be answered as the model
+// says; the test process, on the lab's bridge, reaches every host.
+type linNemesis struct {
+	c      *cluster
+	lab    *netLab // nil: leader kills only
+	client *clusterAgent
+	began  time.Time
+	// down marks the agents (indexed as the clients pick them) that are
+	// not running: clients do not call them.
+	down []atomic.Bool
+	rnd  *rand.Rand
+
+	kills int
+	cuts  map[linPartition]int
+	// windows are the partitions made, for counting the calls that the
+	// cut-off side had in hand.
+	windows []linWindow
+}
+
+// linWindow is a partition: its kind, the agents it cut off from the
+// quorum (or, for cutClient, from every server), and when it began and
+// was healed, as the recorder counts time.
+type linWindow struct {
+	kind     linPartition
+	agents   []string
+	from, to int64
+}
+
+func (n *linNemesis) String() string {
+	if n.lab == nil {
+		return fmt.Sprintf("%d leader kills (no partitions: no network lab)", n.kills)
+	}
+	return fmt.Sprintf("%d leader kills, partitions: %d %s, %d %s, %d %s", n.kills,
+		n.cuts[cutLeader], cutLeader, n.cuts[cutFollower], cutFollower, n.cuts[cutClient], cutClient)
+}
+
+// run makes faults for runFor, or until ctx ends. The first five are two
+// kills and each kind of partition in a random order, so that a short run
+// has them all, made even if that takes longer than runFor (a loaded
+// machine); after them a kill or a partition at random.
+func (n *linNemesis) run(ctx context.Context, t *testing.T, runFor time.Duration) {
+	t.Helper()
+	n.cuts = map[linPartition]int{}
+	var plan []linPartition // "": a leader kill
+	if n.lab != nil {
+		kinds := slices.Clone(linPartitionKinds)
+		n.rnd.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+		plan = []linPartition{"", kinds[0], kinds[1], "", kinds[2]}
+	}
+	start := time.Now()
+	for i := 0; ; i++ {
+		pause := 1500 * time.Millisecond
+		if i >= len(plan) {
+			pause = min(pause, runFor-time.Since(start))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+		if ctx.Err() != nil || (i >= len(plan) && time.Since(start) >= runFor) {
+			return
+		}
+		var kind linPartition
+		switch {
+		case i < len(plan):
+			kind = plan[i]
+		case n.lab != nil && n.rnd.IntN(2) == 0:
+			kind = linPartitionKinds[n.rnd.IntN(len(linPartitionKinds))]
+		}
+		if kind == "" {
+			n.killLeader(t)
+		} else {
+			n.partition(t, kind)
+		}
+		n.waitWhole(t)
+	}
+}
+
+// killLeader kills the leader, waits for another, and restarts it.
+func (n *linNemesis) killLeader(t *testing.T) {
+	t.Helper()
+	c := n.c
+	li := c.leaderIndex(t)
+	old := c.servers[li]
+	n.down[li].Store(true)
+	killedAt := time.Now()
+	old.kill()
+	n.kills++
+	next := c.servers[c.waitLeaderOther(t, 15*time.Second, old.name)]
+	t.Logf("kill %d: %s killed at %s, %s leads %s later", n.kills, old.name,
+		killedAt.Sub(n.began).Round(time.Millisecond), next.name, time.Since(killedAt).Round(time.Millisecond))
+	old.start()
+	old.waitServing(30 * time.Second)
+	n.down[li].Store(false)
+}
+
+// partition makes a partition of kind and heals it 1–3 s later.
+func (n *linNemesis) partition(t *testing.T, kind linPartition) {
+	t.Helper()
+	c := n.c
+	leader := c.servers[c.leaderIndex(t)]
+	var what string
+	var cut *clusterAgent
+	cutAt := time.Now()
+	switch kind {
+	case cutLeader:
+		cut = leader
+		if n.rnd.IntN(2) == 0 {
+			n.lab.partition([]*netHost{leader.host}, hostsOf(c.others(leader)))
+			what = leader.name + " (leader) from the other servers, not from " + n.client.name
+		} else {
+			n.lab.isolate(leader.host)
+			what = leader.name + " (leader) from every host"
+		}
+	case cutFollower:
+		cut = c.others(leader)[n.rnd.IntN(len(c.servers)-1)]
+		n.lab.isolate(cut.host)
+		what = cut.name + " (follower) from every host"
+	case cutClient:
+		cut = n.client
+		n.lab.partition([]*netHost{n.client.host}, hostsOf(c.servers))
+		what = n.client.name + " from the servers"
+	}
+	n.cuts[kind]++
+	hold := time.Second + time.Duration(n.rnd.Int64N(int64(2*time.Second)))
+	time.Sleep(hold)
+	n.lab.heal()
+	n.windows = append(n.windows, linWindow{kind, []string{cut.name}, int64(cutAt.Sub(n.began)), int64(time.Since(n.began))})
+	t.Logf("partition %d (%s): cut %s at %s, healed %s later", n.cuts[kind], kind, what,
+		cutAt.Sub(n.began).Round(time.Millisecond), time.Since(cutAt).Round(time.Millisecond))
+}
+
+// waitWhole waits until the cluster has recovered from the last fault, so
+// that the next one is the only one: the servers agree on a leader and
+// each counts every server as a voter (the autopilot removes a server
+// silent for a second and adds it back once it answers: killing the
+// leader of two voters would leave no quorum), and every server lists the
+// client agent's worker again.
+func (n *linNemesis) waitWhole(t *testing.T) {
+	t.Helper()
+	c := n.c
+	began := time.Now()
+	waitFor(t, 30*time.Second, "every server is a voter under one leader", func(ctx context.Context) (bool, string, error) {
+		views, errs := c.raftViewsErr(ctx, c.servers)
+		if agreedLeader(views) == "" || len(views) != len(c.servers) {
+			return false, describeViews(views) + " " + errs, nil
+		}
+		for _, v := range views {
+			voters := 0
+			for _, p := range v.GetPeers() {
+				voters += b2i(p.GetVoter())
+			}
+			if voters != len(c.servers) {
+				return false, describeViews(views), nil
+			}
+		}
+		return true, "", nil
+	})
+	n.client.waitServing(30 * time.Second)
+	c.waitCapabilities(t, 30*time.Second, map[string][]string{"lin.work": {n.client.name}})
+	if took := time.Since(began); took > time.Second {
+		t.Logf("whole again %s after the fault ended", took.Round(time.Millisecond))
+	}
+}
+
+// linCutCalls counts the calls that an agent on the cut-off side of a
+// partition had in hand while it lasted, by outcome.
+type linCutCalls struct {
+	calls, ok, refused, unknown int
+	// mayStill counts the unknown outcomes whose error says that a
+	// forwarded call got no answer and may still be applied.
+	mayStill int
+	// errs are the first errors of unknown outcome, for reading.
+	errs []string
+}
+
+func (n linCutCalls) String() string {
+	s := fmt.Sprintf("%d calls (%d ok, %d refused, %d unknown, %d of them \"may still be applied\")", n.calls, n.ok, n.refused, n.unknown, n.mayStill)
+	for _, e := range n.errs {
+		s += "\n  unknown: " + e
+	}
+	return s
+}
+
+// cutCalls counts, for each kind of partition, the calls sent to an agent
+// it cut off, in flight at some time while it lasted. ops are the calls
+// as recorded (linRecorder.calls): in the history, a call of unknown
+// outcome returns after every other, so it would seem to overlap every
+// later partition.
+func (n *linNemesis) cutCalls(ops []porcupine.Operation) map[linPartition]linCutCalls {
+	out := map[linPartition]linCutCalls{}
+	for _, op := range ops {
+		in, res := op.Input.(linInput), op.Output.(linOutput)
+		for _, w := range n.windows {
+			if op.Call >= w.to || op.Return <= w.from || !slices.Contains(w.agents, in.Agent) {
+				continue
+			}
+			k := out[w.kind]
+			k.calls++
+			k.ok += b2i(res.Outcome == outOK)
+			k.refused += b2i(res.Outcome == outRefused)
+			k.unknown += b2i(res.Outcome == outUnknown)
+			k.mayStill += b2i(strings.Contains(res.Err, "may still be applied"))
+			if res.Outcome == outUnknown && len(k.errs) < 3 {
+				k.errs = append(k.errs, fmt.Sprintf("%s via %s: %s", in.Op, in.Agent, res.Err))
+			}
+			out[w.kind] = k
+			break
+		}
+	}
+	return out
+}
+
+func hostsOf(agents []*clusterAgent) []*netHost {
+	out := make([]*netHost, len(agents))
+	for i, a := range agents {
+		out[i] = a.host
+	}
+	return out
 }

@@ -58,6 +58,9 @@ type linInput struct {
 	Key     string `json:"key"`
 	Task    string `json:"task,omitempty"`    // opGet, opCancel, opComplete
 	Attempt int32  `json:"attempt,omitempty"` // opComplete
+	// Agent is the agent the call was sent to, for reading a history; the
+	// model does not look at it.
+	Agent string `json:"agent,omitempty"`
 }
 
 // linOutcome is how a call ended.

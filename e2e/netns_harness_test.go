@@ -73,12 +73,24 @@ type cutLink struct{ from, to *netHost }
 // naming what is missing, where namespaces cannot be made.
 func newNetLab(t *testing.T) *netLab {
 	t.Helper()
+	lab, why := tryNetLab(t)
+	if lab == nil {
+		t.Skipf("%s; these tests need Linux, root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2", why)
+	}
+	return lab
+}
+
+// tryNetLab is newNetLab for a test that can run without the lab: where
+// namespaces cannot be made it returns nil and why (and fails the test
+// with TASKER_REQUIRE_NETNS=1).
+func tryNetLab(t *testing.T) (*netLab, string) {
+	t.Helper()
 	if why := netnsUnavailable(); why != "" {
 		msg := "network namespaces unavailable: " + why
 		if os.Getenv(requireNetnsEnv) == "1" {
 			t.Fatalf("%s (%s=1 requires them)", msg, requireNetnsEnv)
 		}
-		t.Skipf("%s; these tests need Linux, root (CAP_SYS_ADMIN and CAP_NET_ADMIN) and iproute2", msg)
+		return nil, msg
 	}
 	var r [1]byte
 	_, _ = rand.Read(r[:])
@@ -88,7 +100,7 @@ func newNetLab(t *testing.T) *netLab {
 	lab.must("link", "add", lab.bridge, "type", "bridge")
 	lab.must("link", "set", lab.bridge, "up")
 	lab.claimPrefix()
-	return lab
+	return lab, ""
 }
 
 // netnsUnavailable says why this process cannot make a network lab, or
