@@ -19,6 +19,7 @@ import (
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/tasker-run/tasker/consensus"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
@@ -511,9 +512,10 @@ func checkHistory(inv *chaosInvariant, task *taskerv1.Task, evs []consensus.Even
 // checkCompletedOnce checks that no step completed twice: at most one
 // step.completed per step in its history (a completed step also has
 // exactly one, checked with the history), and in the services' journal
-// at most one successful execution per attempt, none that began work
-// after its step completed, and the step's result is what the
-// execution of its final attempt returned.
+// at most one successful execution per attempt, none of the completing
+// attempt or a later one that began work after its step completed (an
+// earlier, superseded attempt may, delivered late: a note), and the
+// step's result is what the execution of its final attempt returned.
 func checkCompletedOnce(r *chaosReport, execs map[stepKey][]execution) {
 	inv := r.inv(invOnce)
 	for id, evs := range r.histories {
@@ -539,8 +541,16 @@ func checkCompletedOnce(r *chaosReport, execs map[stepKey][]execution) {
 					ok[e.Attempt] = append(ok[e.Attempt], e)
 				}
 				if st.GetState() == taskerv1.StepState_STEP_STATE_COMPLETE && e.didWork() && e.Time.After(st.GetEndedAt().AsTime()) {
-					inv.violate("%s: attempt %d began at %s, after the step completed at %s", k, e.Attempt,
-						e.Time.Format(time.RFC3339Nano), st.GetEndedAt().AsTime().Format(time.RFC3339Nano))
+					began, ended := e.Time.Format(time.RFC3339Nano), st.GetEndedAt().AsTime().Format(time.RFC3339Nano)
+					if e.Attempt < int(st.GetAttempts()) {
+						// At least once: a superseded attempt's delivery held up
+						// in a partition may reach its app after a later attempt
+						// completed the step; its report is refused as late.
+						inv.Notes = append(inv.Notes, fmt.Sprintf("%s: superseded attempt %d, delivered late, began at %s, after attempt %d completed the step at %s",
+							k, e.Attempt, began, st.GetAttempts(), ended))
+						continue
+					}
+					inv.violate("%s: attempt %d began at %s, after the step completed at %s", k, e.Attempt, began, ended)
 				}
 			}
 			for at, es := range ok {
@@ -801,9 +811,20 @@ func TestChaosChecks(t *testing.T) {
 	}
 
 	// The journal: an attempt that succeeded twice is caught.
-	r := &chaosReport{tasks: map[string]*taskerv1.Task{"tsk_a": {Id: "tsk_a", State: taskerv1.TaskState_TASK_STATE_COMPLETE,
-		Steps: []*taskerv1.Step{{Name: "s", State: taskerv1.StepState_STEP_STATE_COMPLETE, Attempts: 1, ResultJson: `{"x":1}`}}}}}
-	ok := execution{TaskID: "tsk_a", Step: "s", Attempt: 1, Outcome: "ok", Result: json.RawMessage(`{"x":1}`)}
+	endedAt := time.Date(2026, 11, 30, 3, 9, 23, 0, time.UTC)
+	tasks := map[string]*taskerv1.Task{
+		"tsk_a": {Id: "tsk_a", State: taskerv1.TaskState_TASK_STATE_COMPLETE,
+			Steps: []*taskerv1.Step{{Name: "s", State: taskerv1.StepState_STEP_STATE_COMPLETE, Attempts: 1, ResultJson: `{"x":1}`, EndedAt: timestamppb.New(endedAt)}}},
+		"tsk_b": {Id: "tsk_b", State: taskerv1.TaskState_TASK_STATE_COMPLETE,
+			Steps: []*taskerv1.Step{{Name: "s", State: taskerv1.StepState_STEP_STATE_COMPLETE, Attempts: 2, ResultJson: `{"x":1}`, EndedAt: timestamppb.New(endedAt)}}},
+	}
+	ok := execution{TaskID: "tsk_a", Step: "s", Attempt: 1, Outcome: "ok", Result: json.RawMessage(`{"x":1}`), Time: endedAt.Add(-time.Second)}
+	// tsk_b: attempt 2 completed the step; late(n) is an attempt n that
+	// began work after that.
+	ok2 := execution{TaskID: "tsk_b", Step: "s", Attempt: 2, Outcome: "ok", Result: json.RawMessage(`{"x":1}`), Time: endedAt.Add(-time.Second)}
+	late := func(attempt int) execution {
+		return execution{TaskID: "tsk_b", Step: "s", Attempt: attempt, Outcome: "gateway_unavailable", Time: endedAt.Add(time.Second)}
+	}
 	for _, tc := range []struct {
 		name  string
 		execs []execution
@@ -811,10 +832,14 @@ func TestChaosChecks(t *testing.T) {
 	}{
 		{"one execution", []execution{ok}, true},
 		{"the attempt succeeded twice", []execution{ok, ok}, false},
+		{"a superseded attempt delivered late", []execution{ok2, late(1)}, true},
+		{"the completing attempt began after completion", []execution{ok2, late(2)}, false},
+		{"a new attempt after completion", []execution{ok2, late(3)}, false},
 		{"another result", []execution{{TaskID: "tsk_a", Step: "s", Attempt: 1, Outcome: "ok", Result: json.RawMessage(`{"x":2}`)}}, false},
 	} {
-		r.invariants = nil
-		checkCompletedOnce(r, map[stepKey][]execution{{"tsk_a", "s"}: tc.execs})
+		id := tc.execs[0].TaskID
+		r := &chaosReport{tasks: map[string]*taskerv1.Task{id: tasks[id]}}
+		checkCompletedOnce(r, map[stepKey][]execution{{id, "s"}: tc.execs})
 		if got := r.inv(invOnce).Violations; (len(got) == 0) != tc.ok {
 			t.Errorf("%s: checkCompletedOnce found %q, want ok=%v", tc.name, got, tc.ok)
 		}
