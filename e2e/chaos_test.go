@@ -649,30 +649,6 @@ func (n *nemesis) serverHosts() []*netHost {
 	return out
 }
 
-// waitVoters waits until the servers agree on a leader and every one of
-// them sees every server as a voter, and returns how long that took.
-func (c *cluster) waitVoters(t *testing.T, timeout time.Duration) time.Duration {
-	t.Helper()
-	return waitFor(t, timeout, "every server is a voter", func(ctx context.Context) (bool, string, error) {
-		views, errs := c.raftViewsErr(ctx, c.servers)
-		if agreedLeader(views) == "" || len(views) != len(c.servers) {
-			return false, describeViews(views) + " " + errs, nil
-		}
-		for _, v := range views {
-			voters := 0
-			for _, p := range v.GetPeers() {
-				if p.GetVoter() {
-					voters++
-				}
-			}
-			if voters != len(c.servers) {
-				return false, describeViews(views), nil
-			}
-		}
-		return true, "", nil
-	})
-}
-
 // checkHealed fails unless every process of the cluster runs: every
 // server, client agent and each client's newest service.
 func (n *nemesis) checkHealed() {

@@ -365,6 +365,38 @@ func selfLeaders(views map[string]*taskerv1.RaftPeersResponse) []string {
 }
 
 // waitLeader waits until the live servers agree on a leader and returns
+// votersWhole reports whether the servers agree on a leader and each
+// counts every server as a voter (the autopilot removes a silent server
+// and adds it back once it answers); if not, what they see. It returns
+// the views it judged.
+func (c *cluster) votersWhole(ctx context.Context) (map[string]*taskerv1.RaftPeersResponse, bool, string) {
+	views, errs := c.raftViewsErr(ctx, c.servers)
+	if agreedLeader(views) == "" || len(views) != len(c.servers) {
+		return views, false, describeViews(views) + " " + errs
+	}
+	for _, v := range views {
+		voters := 0
+		for _, p := range v.GetPeers() {
+			if p.GetVoter() {
+				voters++
+			}
+		}
+		if voters != len(c.servers) {
+			return views, false, "not every server is a voter: " + describeViews(views)
+		}
+	}
+	return views, true, ""
+}
+
+// waitVoters waits until votersWhole holds, and returns how long that took.
+func (c *cluster) waitVoters(t *testing.T, timeout time.Duration) time.Duration {
+	t.Helper()
+	return waitFor(t, timeout, "every server is a voter under one leader", func(ctx context.Context) (bool, string, error) {
+		_, ok, state := c.votersWhole(ctx)
+		return ok, state, nil
+	})
+}
+
 // its index in c.servers.
 func (c *cluster) waitLeader(t *testing.T, timeout time.Duration) int {
 	t.Helper()

@@ -758,22 +758,7 @@ func (n *linNemesis) waitWhole(t *testing.T) {
 	t.Helper()
 	c := n.c
 	began := time.Now()
-	waitFor(t, 30*time.Second, "every server is a voter under one leader", func(ctx context.Context) (bool, string, error) {
-		views, errs := c.raftViewsErr(ctx, c.servers)
-		if agreedLeader(views) == "" || len(views) != len(c.servers) {
-			return false, describeViews(views) + " " + errs, nil
-		}
-		for _, v := range views {
-			voters := 0
-			for _, p := range v.GetPeers() {
-				voters += b2i(p.GetVoter())
-			}
-			if voters != len(c.servers) {
-				return false, describeViews(views), nil
-			}
-		}
-		return true, "", nil
-	})
+	c.waitVoters(t, 30*time.Second)
 	n.client.waitServing(30 * time.Second)
 	c.waitCapabilities(t, 30*time.Second, map[string][]string{"lin.work": {n.client.name}})
 	if took := time.Since(began); took > time.Second {

@@ -272,20 +272,9 @@ func waitStepDown(t *testing.T, s *clusterAgent, timeout time.Duration) {
 func (c *cluster) waitConverged(t *testing.T, timeout time.Duration, ids []string) {
 	t.Helper()
 	waitFor(t, timeout, "every server holds the same log and the same complete tasks", func(ctx context.Context) (bool, string, error) {
-		views, errs := c.raftViewsErr(ctx, c.servers)
-		if agreedLeader(views) == "" || len(views) != len(c.servers) {
-			return false, describeViews(views) + " " + errs, nil
-		}
-		for _, v := range views {
-			voters := 0
-			for _, p := range v.GetPeers() {
-				if p.GetVoter() {
-					voters++
-				}
-			}
-			if voters != len(c.servers) {
-				return false, "not every server is a voter again: " + describeViews(views), nil
-			}
+		views, ok, state := c.votersWhole(ctx)
+		if !ok {
+			return false, state, nil
 		}
 		applied := map[uint64][]string{}
 		for name, v := range views {
