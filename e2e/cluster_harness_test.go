@@ -50,6 +50,9 @@ type clusterOptions struct {
 	// lab, when set, runs every agent and its services on its own host
 	// of the network lab (named as the agent) instead of on loopback.
 	lab *netLab
+	// prepareServer, when set, is called with each server's data dir
+	// before the server starts (to mount a file system there).
+	prepareServer func(dataDir string)
 }
 
 // cluster is a running test cluster.
@@ -110,7 +113,11 @@ func startClusterWith(t *testing.T, opts clusterOptions) *cluster {
 	t.Helper()
 	c := newCluster(t, opts)
 	for i := range opts.servers {
-		c.addServer(fmt.Sprintf("server-%d", i), "-bootstrap-expect", strconv.Itoa(opts.servers))
+		name := fmt.Sprintf("server-%d", i)
+		if opts.prepareServer != nil {
+			opts.prepareServer(filepath.Join(c.dir, name, "data"))
+		}
+		c.addServer(name, "-bootstrap-expect", strconv.Itoa(opts.servers))
 	}
 	c.waitLeader(t, 30*time.Second)
 	for _, s := range c.servers {

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,28 +38,6 @@ var compactingServerArgs = []string{
 	"-raft-snapshot-threshold", "32",
 	"-raft-trailing-logs", "16",
 	"-raft-snapshot-interval", "200ms",
-}
-
-// startClusterPrepared is startClusterWith, calling prepare with each
-// server's data dir before the server starts (to mount a file system
-// there).
-func startClusterPrepared(t *testing.T, opts clusterOptions, prepare func(dataDir string)) *cluster {
-	t.Helper()
-	c := newCluster(t, opts)
-	for i := range opts.servers {
-		name := fmt.Sprintf("server-%d", i)
-		prepare(filepath.Join(c.dir, name, "data"))
-		c.addServer(name, "-bootstrap-expect", strconv.Itoa(opts.servers))
-	}
-	c.waitLeader(t, 30*time.Second)
-	for _, s := range c.servers {
-		s.waitServing(30 * time.Second)
-	}
-	for _, spec := range opts.clients {
-		c.addClient(spec)
-	}
-	c.waitCapabilities(t, 30*time.Second, c.expectedProviders())
-	return c
 }
 
 // leaderAmong asks only the given servers for their view of the Raft group

@@ -454,9 +454,9 @@ const noSpace = "no space left on device"
 // back once space is freed (restarted if it exited, which it must explain).
 func TestFaultsDiskFull(t *testing.T) {
 	const size = 32 << 20
-	c := startClusterPrepared(t, clusterOptions{servers: 3, clients: []clientSpec{
+	c := startClusterWith(t, clusterOptions{servers: 3, clients: []clientSpec{
 		{name: "client-all", only: allServices, flags: []string{"-delay", "5ms-20ms"}},
-	}}, func(dir string) { mountTmpfs(t, dir, size) })
+	}, prepareServer: func(dir string) { mountTmpfs(t, dir, size) }})
 	cl := newClient(c.client("client-all").api)
 	if _, err := cl.ApplyWorkflow(callCtx(t), exampleWorkflow(t)); err != nil {
 		t.Fatal(err)
