@@ -84,15 +84,7 @@ func CreateCA(opts CAOptions) (certPEM, keyPEM []byte, err error) {
 	if opts.Days < 1 {
 		return nil, nil, fmt.Errorf("days: %d must be at least 1", opts.Days)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate key: %w", err)
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	ski, err := keyID(key.Public())
+	key, serial, ski, err := newKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -151,15 +143,7 @@ func CreateCert(opts CertOptions) (certPEM, keyPEM []byte, err error) {
 	if notAfter.After(ca.NotAfter) {
 		return nil, nil, fmt.Errorf("days: %d would outlive the CA, which expires %s; use fewer days or create a new CA", opts.Days, ca.NotAfter.UTC().Format(time.DateOnly))
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, fmt.Errorf("generate key: %w", err)
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, nil, err
-	}
-	ski, err := keyID(key.Public())
+	key, serial, ski, err := newKey()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -296,4 +280,22 @@ func nowOr(t time.Time) time.Time {
 		return time.Now()
 	}
 	return t
+}
+
+// newKey makes what every certificate needs fresh: an ECDSA P-256 key, a
+// random serial number and the key's subject key id.
+func newKey() (*ecdsa.PrivateKey, *big.Int, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ski, err := keyID(key.Public())
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return key, serial, ski, nil
 }
