@@ -274,9 +274,10 @@ func (a *Agent) need(procedure string, msg any) []acl.Request {
 				out = append(out, acl.Request{Need: acl.Worker, Capability: c.GetName()})
 			}
 			return out
-		case *taskerv1.PollStepsRequest:
+		case *taskerv1.PollStepsRequest, *taskerv1.ClaimStepsRequest:
+			// The capabilities of the worker whose steps are taken.
 			var out []acl.Request
-			for _, c := range a.workers.capabilitiesOf(r.GetWorkerId()) {
+			for _, c := range a.workers.capabilitiesOf(r.(interface{ GetWorkerId() string }).GetWorkerId()) {
 				out = append(out, acl.Request{Need: acl.Worker, Capability: c})
 			}
 			return append(out, acl.Request{Need: acl.Worker})
@@ -374,11 +375,16 @@ func (i aclInterceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if err != nil {
 			return nil, err
 		}
+		tok := callerOf(ctx).tok
+		if cl, ok := req.Any().(*taskerv1.ClaimStepsRequest); ok {
+			if err := i.a.acl.checkOwner(cl.GetWorkerId(), tok); err != nil {
+				return nil, err
+			}
+		}
 		reg, isReg := req.Any().(*taskerv1.RegisterCapabilitiesRequest)
 		if !isReg {
 			return next(ctx, req)
 		}
-		tok := callerOf(ctx).tok
 		if err := i.a.acl.checkOwner(reg.GetWorkerId(), tok); err != nil {
 			return nil, err
 		}

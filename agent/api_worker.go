@@ -119,12 +119,91 @@ func (w *workerAPI) PollSteps(ctx context.Context, req *connect.Request[taskerv1
 	}
 }
 
+// Bounds of a ClaimSteps call.
+const (
+	maxClaimSteps = 64
+	maxClaimWait  = 30 * time.Second
+)
+
+func (w *workerAPI) ClaimSteps(ctx context.Context, req *connect.Request[taskerv1.ClaimStepsRequest]) (*connect.Response[taskerv1.ClaimStepsResponse], error) {
+	id := req.Msg.GetWorkerId()
+	if err := required("worker_id", id); err != nil {
+		return nil, err
+	}
+	n := int(req.Msg.GetMaxSteps())
+	switch {
+	case n < 0 || n > maxClaimSteps:
+		return nil, invalid("max_steps", "%d is out of range: use 1 to %d (0 means 1)", n, maxClaimSteps)
+	case n == 0:
+		n = 1
+	}
+	var wait time.Duration
+	if d := req.Msg.GetWaitFor(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, invalid("wait_for", "%v", err)
+		}
+		if wait = d.AsDuration(); wait < 0 || wait > maxClaimWait {
+			return nil, invalid("wait_for", "%v is out of range: use 0s to %v", wait, maxClaimWait)
+		}
+	}
+	ch, ok := w.a.workers.claim(id)
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("worker %q is not registered; call RegisterCapabilities first", id))
+	}
+	defer func() {
+		w.a.workers.unclaim(id, w.a.now())
+		time.AfterFunc(claimLinger, func() {
+			if w.a.workers.expireClaim(id, w.a.now()) {
+				time.AfterFunc(w.a.grace, func() { w.a.reclaim(id) })
+			}
+		})
+	}()
+	out := &taskerv1.ClaimStepsResponse{}
+	take := func(asg *consensus.Assignment) {
+		pb := pbAssignment(asg)
+		if w.a.tel.Tracing {
+			pb.TraceParent = w.a.asgTraces.take(asg)
+		}
+		out.Assignments = append(out.Assignments, pb)
+		// The response may still be lost; the attempt then times out and
+		// is retried, as with a stream that breaks after a send.
+		w.a.startAsync(leaseKey{asg.TaskID, asg.Step, asg.Attempt}, id)
+	}
+	select {
+	case asg := <-ch:
+		take(asg)
+	default:
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			select {
+			case asg := <-ch:
+				take(asg)
+			case <-t.C:
+			case <-ctx.Done():
+			case <-w.a.streams.Done():
+			}
+		}
+	}
+more:
+	for len(out.Assignments) > 0 && len(out.Assignments) < n {
+		select {
+		case asg := <-ch:
+			take(asg)
+		default:
+			break more
+		}
+	}
+	return connect.NewResponse(out), nil
+}
+
 // reclaim hands back the steps a worker holds once it has stayed away
 // past the grace period (its app died or lost its sidecar connection).
 func (a *Agent) reclaim(id string) {
 	if a.workers.connected(id) || a.draining.Load() {
 		return
 	}
+	a.workers.discardQueue(id)
 	for _, k := range a.workers.held(id) {
 		a.releaseAsync(k, "worker "+id+" disconnected")
 	}

@@ -27,8 +27,17 @@ type worker struct {
 	id       string
 	caps     map[string]*capability
 	pushURL  string
-	stream   chan *consensus.Assignment // non-nil while a PollSteps stream is open
-	streams  int                        // open streams (an app may poll twice during a reconnect)
+	stream   chan *consensus.Assignment // non-nil while a PollSteps stream is open or a claimer lingers
+	streams  int                        // open streams (an app may poll twice during a reconnect), claimer included
+	// queue is stream's buffer, kept while the worker is away so that a
+	// quick reconnect receives what was assigned but not yet sent; reclaim
+	// empties it once the worker stayed away past the grace.
+	queue chan *consensus.Assignment
+	// claimer is set while the worker pulls with ClaimSteps: it holds one
+	// of streams until claimLinger after its last call ended.
+	claimer  bool
+	claiming int // ClaimSteps calls in progress
+	claimEnd time.Time
 	inflight map[leaseKey]string        // attempt → capability
 	seen     time.Time
 	// healthURL, when set, is probed; while the probe fails the worker is
@@ -106,22 +115,102 @@ func (ws *workers) attach(id string) (<-chan *consensus.Assignment, func(), bool
 	if w == nil {
 		return nil, nil, false
 	}
-	if w.stream == nil {
-		w.stream = make(chan *consensus.Assignment, 64)
-	}
-	w.streams++
-	ch := w.stream
+	ch := w.open()
 	ws.signal()
 	ws.signalCatalog()
 	return ch, func() {
 		ws.mu.Lock()
 		defer ws.mu.Unlock()
-		w.streams--
-		if w.streams == 0 {
-			w.stream = nil
-			ws.signalCatalog()
-		}
+		w.close()
+		ws.signalCatalog()
 	}, true
+}
+
+// open counts one more stream and returns the worker's queue.
+func (w *worker) open() chan *consensus.Assignment {
+	if w.queue == nil {
+		w.queue = make(chan *consensus.Assignment, 64)
+	}
+	w.stream = w.queue
+	w.streams++
+	return w.queue
+}
+
+// close counts one stream less; with none left, nothing is delivered.
+func (w *worker) close() {
+	w.streams--
+	if w.streams == 0 {
+		w.stream = nil
+	}
+}
+
+// claimLinger is how long a worker pulling with ClaimSteps stays
+// connected after its last call ended: steps assigned meanwhile wait in
+// its queue for the next call. Longer than a client's pause between two
+// long polls; short enough that a vanished app's steps move on soon (its
+// held steps go back after a further reclaim grace).
+const claimLinger = 15 * time.Second
+
+// claim begins a ClaimSteps call: the worker is connected (if it was not)
+// until claimLinger after the call's end, which unclaim records.
+func (ws *workers) claim(id string) (<-chan *consensus.Assignment, bool) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil {
+		return nil, false
+	}
+	if !w.claimer {
+		w.claimer = true
+		w.open()
+		ws.signal()
+		ws.signalCatalog()
+	}
+	w.claiming++
+	return w.queue, true
+}
+
+// unclaim ends a ClaimSteps call.
+func (ws *workers) unclaim(id string, now time.Time) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	if w := ws.byID[id]; w != nil && w.claiming > 0 {
+		w.claiming--
+		w.claimEnd = now
+	}
+}
+
+// expireClaim disconnects a claimer whose linger has passed with no call
+// in progress; it reports whether it did.
+func (ws *workers) expireClaim(id string, now time.Time) bool {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil || !w.claimer || w.claiming > 0 || now.Sub(w.claimEnd) < claimLinger {
+		return false
+	}
+	w.claimer = false
+	w.close()
+	ws.signalCatalog()
+	return true
+}
+
+// discardQueue empties the queue of a worker that stayed away: its
+// attempts are being handed back, so a later reconnect must not run them.
+func (ws *workers) discardQueue(id string) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil || w.queue == nil {
+		return
+	}
+	for {
+		select {
+		case <-w.queue:
+		default:
+			return
+		}
+	}
 }
 
 // pick chooses the worker for a capability: reachable, under its limit,

@@ -326,6 +326,116 @@ func (x *PollStepsResponse) GetAssignment() *StepAssignment {
 	return nil
 }
 
+// ClaimStepsRequest asks for assigned steps.
+type ClaimStepsRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	// At most this many steps (1 to 64; 0 means 1).
+	MaxSteps int32 `protobuf:"varint,2,opt,name=max_steps,json=maxSteps,proto3" json:"max_steps,omitempty"`
+	// How long to wait for the first step when none is waiting (up to 30s;
+	// empty means answer at once). A long poll: "wait_for": "20s".
+	WaitFor       *durationpb.Duration `protobuf:"bytes,3,opt,name=wait_for,json=waitFor,proto3" json:"wait_for,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimStepsRequest) Reset() {
+	*x = ClaimStepsRequest{}
+	mi := &file_tasker_v1_worker_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimStepsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimStepsRequest) ProtoMessage() {}
+
+func (x *ClaimStepsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_worker_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimStepsRequest.ProtoReflect.Descriptor instead.
+func (*ClaimStepsRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ClaimStepsRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ClaimStepsRequest) GetMaxSteps() int32 {
+	if x != nil {
+		return x.MaxSteps
+	}
+	return 0
+}
+
+func (x *ClaimStepsRequest) GetWaitFor() *durationpb.Duration {
+	if x != nil {
+		return x.WaitFor
+	}
+	return nil
+}
+
+// ClaimStepsResponse carries the claimed steps; none when the wait ended
+// first.
+type ClaimStepsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Assignments   []*StepAssignment      `protobuf:"bytes,1,rep,name=assignments,proto3" json:"assignments,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimStepsResponse) Reset() {
+	*x = ClaimStepsResponse{}
+	mi := &file_tasker_v1_worker_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimStepsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimStepsResponse) ProtoMessage() {}
+
+func (x *ClaimStepsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_worker_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimStepsResponse.ProtoReflect.Descriptor instead.
+func (*ClaimStepsResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ClaimStepsResponse) GetAssignments() []*StepAssignment {
+	if x != nil {
+		return x.Assignments
+	}
+	return nil
+}
+
 // StepAssignment is one attempt of one step, given to one worker.
 type StepAssignment struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -353,7 +463,7 @@ type StepAssignment struct {
 
 func (x *StepAssignment) Reset() {
 	*x = StepAssignment{}
-	mi := &file_tasker_v1_worker_proto_msgTypes[5]
+	mi := &file_tasker_v1_worker_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +475,7 @@ func (x *StepAssignment) String() string {
 func (*StepAssignment) ProtoMessage() {}
 
 func (x *StepAssignment) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_worker_proto_msgTypes[5]
+	mi := &file_tasker_v1_worker_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +488,7 @@ func (x *StepAssignment) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepAssignment.ProtoReflect.Descriptor instead.
 func (*StepAssignment) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{5}
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *StepAssignment) GetTaskId() string {
@@ -468,7 +578,7 @@ type CompleteStepRequest struct {
 
 func (x *CompleteStepRequest) Reset() {
 	*x = CompleteStepRequest{}
-	mi := &file_tasker_v1_worker_proto_msgTypes[6]
+	mi := &file_tasker_v1_worker_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +590,7 @@ func (x *CompleteStepRequest) String() string {
 func (*CompleteStepRequest) ProtoMessage() {}
 
 func (x *CompleteStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_worker_proto_msgTypes[6]
+	mi := &file_tasker_v1_worker_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +603,7 @@ func (x *CompleteStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteStepRequest.ProtoReflect.Descriptor instead.
 func (*CompleteStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{6}
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CompleteStepRequest) GetTaskId() string {
@@ -540,7 +650,7 @@ type CompleteStepResponse struct {
 
 func (x *CompleteStepResponse) Reset() {
 	*x = CompleteStepResponse{}
-	mi := &file_tasker_v1_worker_proto_msgTypes[7]
+	mi := &file_tasker_v1_worker_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +662,7 @@ func (x *CompleteStepResponse) String() string {
 func (*CompleteStepResponse) ProtoMessage() {}
 
 func (x *CompleteStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_worker_proto_msgTypes[7]
+	mi := &file_tasker_v1_worker_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +675,7 @@ func (x *CompleteStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteStepResponse.ProtoReflect.Descriptor instead.
 func (*CompleteStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{7}
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{9}
 }
 
 // FailStepRequest reports a failed attempt.
@@ -592,7 +702,7 @@ type FailStepRequest struct {
 
 func (x *FailStepRequest) Reset() {
 	*x = FailStepRequest{}
-	mi := &file_tasker_v1_worker_proto_msgTypes[8]
+	mi := &file_tasker_v1_worker_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +714,7 @@ func (x *FailStepRequest) String() string {
 func (*FailStepRequest) ProtoMessage() {}
 
 func (x *FailStepRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_worker_proto_msgTypes[8]
+	mi := &file_tasker_v1_worker_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +727,7 @@ func (x *FailStepRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailStepRequest.ProtoReflect.Descriptor instead.
 func (*FailStepRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{8}
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *FailStepRequest) GetTaskId() string {
@@ -695,7 +805,7 @@ type FailStepResponse struct {
 
 func (x *FailStepResponse) Reset() {
 	*x = FailStepResponse{}
-	mi := &file_tasker_v1_worker_proto_msgTypes[9]
+	mi := &file_tasker_v1_worker_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -707,7 +817,7 @@ func (x *FailStepResponse) String() string {
 func (*FailStepResponse) ProtoMessage() {}
 
 func (x *FailStepResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_worker_proto_msgTypes[9]
+	mi := &file_tasker_v1_worker_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -720,7 +830,7 @@ func (x *FailStepResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailStepResponse.ProtoReflect.Descriptor instead.
 func (*FailStepResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{9}
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *FailStepResponse) GetWillRetry() bool {
@@ -753,7 +863,7 @@ type ExtendLeaseRequest struct {
 
 func (x *ExtendLeaseRequest) Reset() {
 	*x = ExtendLeaseRequest{}
-	mi := &file_tasker_v1_worker_proto_msgTypes[10]
+	mi := &file_tasker_v1_worker_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -765,7 +875,7 @@ func (x *ExtendLeaseRequest) String() string {
 func (*ExtendLeaseRequest) ProtoMessage() {}
 
 func (x *ExtendLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_worker_proto_msgTypes[10]
+	mi := &file_tasker_v1_worker_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -778,7 +888,7 @@ func (x *ExtendLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLeaseRequest.ProtoReflect.Descriptor instead.
 func (*ExtendLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{10}
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExtendLeaseRequest) GetTaskId() string {
@@ -826,7 +936,7 @@ type ExtendLeaseResponse struct {
 
 func (x *ExtendLeaseResponse) Reset() {
 	*x = ExtendLeaseResponse{}
-	mi := &file_tasker_v1_worker_proto_msgTypes[11]
+	mi := &file_tasker_v1_worker_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +948,7 @@ func (x *ExtendLeaseResponse) String() string {
 func (*ExtendLeaseResponse) ProtoMessage() {}
 
 func (x *ExtendLeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_worker_proto_msgTypes[11]
+	mi := &file_tasker_v1_worker_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +961,7 @@ func (x *ExtendLeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLeaseResponse.ProtoReflect.Descriptor instead.
 func (*ExtendLeaseResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{11}
+	return file_tasker_v1_worker_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExtendLeaseResponse) GetDeadline() *timestamppb.Timestamp {
@@ -887,7 +997,13 @@ const file_tasker_v1_worker_proto_rawDesc = "" +
 	"\x11PollStepsResponse\x129\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x19.tasker.v1.StepAssignmentR\n" +
-	"assignment\"\xe1\x02\n" +
+	"assignment\"\x83\x01\n" +
+	"\x11ClaimStepsRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1b\n" +
+	"\tmax_steps\x18\x02 \x01(\x05R\bmaxSteps\x124\n" +
+	"\bwait_for\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\awaitFor\"Q\n" +
+	"\x12ClaimStepsResponse\x12;\n" +
+	"\vassignments\x18\x01 \x03(\v2\x19.tasker.v1.StepAssignmentR\vassignments\"\xe1\x02\n" +
 	"\x0eStepAssignment\x12\x17\n" +
 	"\atask_id\x18\x01 \x01(\tR\x06taskId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x1e\n" +
@@ -933,10 +1049,12 @@ const file_tasker_v1_worker_proto_rawDesc = "" +
 	"\textend_by\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\bextendBy\x12\x1b\n" +
 	"\tworker_id\x18\x05 \x01(\tR\bworkerId\"M\n" +
 	"\x13ExtendLeaseResponse\x126\n" +
-	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline2\xa6\x03\n" +
+	"\bdeadline\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline2\xf1\x03\n" +
 	"\rWorkerService\x12g\n" +
 	"\x14RegisterCapabilities\x12&.tasker.v1.RegisterCapabilitiesRequest\x1a'.tasker.v1.RegisterCapabilitiesResponse\x12H\n" +
-	"\tPollSteps\x12\x1b.tasker.v1.PollStepsRequest\x1a\x1c.tasker.v1.PollStepsResponse0\x01\x12O\n" +
+	"\tPollSteps\x12\x1b.tasker.v1.PollStepsRequest\x1a\x1c.tasker.v1.PollStepsResponse0\x01\x12I\n" +
+	"\n" +
+	"ClaimSteps\x12\x1c.tasker.v1.ClaimStepsRequest\x1a\x1d.tasker.v1.ClaimStepsResponse\x12O\n" +
 	"\fCompleteStep\x12\x1e.tasker.v1.CompleteStepRequest\x1a\x1f.tasker.v1.CompleteStepResponse\x12C\n" +
 	"\bFailStep\x12\x1a.tasker.v1.FailStepRequest\x1a\x1b.tasker.v1.FailStepResponse\x12L\n" +
 	"\vExtendLease\x12\x1d.tasker.v1.ExtendLeaseRequest\x1a\x1e.tasker.v1.ExtendLeaseResponseB7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
@@ -953,46 +1071,52 @@ func file_tasker_v1_worker_proto_rawDescGZIP() []byte {
 	return file_tasker_v1_worker_proto_rawDescData
 }
 
-var file_tasker_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_tasker_v1_worker_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_tasker_v1_worker_proto_goTypes = []any{
 	(*Capability)(nil),                   // 0: tasker.v1.Capability
 	(*RegisterCapabilitiesRequest)(nil),  // 1: tasker.v1.RegisterCapabilitiesRequest
 	(*RegisterCapabilitiesResponse)(nil), // 2: tasker.v1.RegisterCapabilitiesResponse
 	(*PollStepsRequest)(nil),             // 3: tasker.v1.PollStepsRequest
 	(*PollStepsResponse)(nil),            // 4: tasker.v1.PollStepsResponse
-	(*StepAssignment)(nil),               // 5: tasker.v1.StepAssignment
-	(*CompleteStepRequest)(nil),          // 6: tasker.v1.CompleteStepRequest
-	(*CompleteStepResponse)(nil),         // 7: tasker.v1.CompleteStepResponse
-	(*FailStepRequest)(nil),              // 8: tasker.v1.FailStepRequest
-	(*FailStepResponse)(nil),             // 9: tasker.v1.FailStepResponse
-	(*ExtendLeaseRequest)(nil),           // 10: tasker.v1.ExtendLeaseRequest
-	(*ExtendLeaseResponse)(nil),          // 11: tasker.v1.ExtendLeaseResponse
-	(*timestamppb.Timestamp)(nil),        // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),          // 13: google.protobuf.Duration
+	(*ClaimStepsRequest)(nil),            // 5: tasker.v1.ClaimStepsRequest
+	(*ClaimStepsResponse)(nil),           // 6: tasker.v1.ClaimStepsResponse
+	(*StepAssignment)(nil),               // 7: tasker.v1.StepAssignment
+	(*CompleteStepRequest)(nil),          // 8: tasker.v1.CompleteStepRequest
+	(*CompleteStepResponse)(nil),         // 9: tasker.v1.CompleteStepResponse
+	(*FailStepRequest)(nil),              // 10: tasker.v1.FailStepRequest
+	(*FailStepResponse)(nil),             // 11: tasker.v1.FailStepResponse
+	(*ExtendLeaseRequest)(nil),           // 12: tasker.v1.ExtendLeaseRequest
+	(*ExtendLeaseResponse)(nil),          // 13: tasker.v1.ExtendLeaseResponse
+	(*durationpb.Duration)(nil),          // 14: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 15: google.protobuf.Timestamp
 }
 var file_tasker_v1_worker_proto_depIdxs = []int32{
 	0,  // 0: tasker.v1.RegisterCapabilitiesRequest.capabilities:type_name -> tasker.v1.Capability
-	5,  // 1: tasker.v1.PollStepsResponse.assignment:type_name -> tasker.v1.StepAssignment
-	12, // 2: tasker.v1.StepAssignment.deadline:type_name -> google.protobuf.Timestamp
-	13, // 3: tasker.v1.FailStepRequest.retry_after:type_name -> google.protobuf.Duration
-	12, // 4: tasker.v1.FailStepResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
-	13, // 5: tasker.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
-	12, // 6: tasker.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
-	1,  // 7: tasker.v1.WorkerService.RegisterCapabilities:input_type -> tasker.v1.RegisterCapabilitiesRequest
-	3,  // 8: tasker.v1.WorkerService.PollSteps:input_type -> tasker.v1.PollStepsRequest
-	6,  // 9: tasker.v1.WorkerService.CompleteStep:input_type -> tasker.v1.CompleteStepRequest
-	8,  // 10: tasker.v1.WorkerService.FailStep:input_type -> tasker.v1.FailStepRequest
-	10, // 11: tasker.v1.WorkerService.ExtendLease:input_type -> tasker.v1.ExtendLeaseRequest
-	2,  // 12: tasker.v1.WorkerService.RegisterCapabilities:output_type -> tasker.v1.RegisterCapabilitiesResponse
-	4,  // 13: tasker.v1.WorkerService.PollSteps:output_type -> tasker.v1.PollStepsResponse
-	7,  // 14: tasker.v1.WorkerService.CompleteStep:output_type -> tasker.v1.CompleteStepResponse
-	9,  // 15: tasker.v1.WorkerService.FailStep:output_type -> tasker.v1.FailStepResponse
-	11, // 16: tasker.v1.WorkerService.ExtendLease:output_type -> tasker.v1.ExtendLeaseResponse
-	12, // [12:17] is the sub-list for method output_type
-	7,  // [7:12] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	7,  // 1: tasker.v1.PollStepsResponse.assignment:type_name -> tasker.v1.StepAssignment
+	14, // 2: tasker.v1.ClaimStepsRequest.wait_for:type_name -> google.protobuf.Duration
+	7,  // 3: tasker.v1.ClaimStepsResponse.assignments:type_name -> tasker.v1.StepAssignment
+	15, // 4: tasker.v1.StepAssignment.deadline:type_name -> google.protobuf.Timestamp
+	14, // 5: tasker.v1.FailStepRequest.retry_after:type_name -> google.protobuf.Duration
+	15, // 6: tasker.v1.FailStepResponse.next_attempt_at:type_name -> google.protobuf.Timestamp
+	14, // 7: tasker.v1.ExtendLeaseRequest.extend_by:type_name -> google.protobuf.Duration
+	15, // 8: tasker.v1.ExtendLeaseResponse.deadline:type_name -> google.protobuf.Timestamp
+	1,  // 9: tasker.v1.WorkerService.RegisterCapabilities:input_type -> tasker.v1.RegisterCapabilitiesRequest
+	3,  // 10: tasker.v1.WorkerService.PollSteps:input_type -> tasker.v1.PollStepsRequest
+	5,  // 11: tasker.v1.WorkerService.ClaimSteps:input_type -> tasker.v1.ClaimStepsRequest
+	8,  // 12: tasker.v1.WorkerService.CompleteStep:input_type -> tasker.v1.CompleteStepRequest
+	10, // 13: tasker.v1.WorkerService.FailStep:input_type -> tasker.v1.FailStepRequest
+	12, // 14: tasker.v1.WorkerService.ExtendLease:input_type -> tasker.v1.ExtendLeaseRequest
+	2,  // 15: tasker.v1.WorkerService.RegisterCapabilities:output_type -> tasker.v1.RegisterCapabilitiesResponse
+	4,  // 16: tasker.v1.WorkerService.PollSteps:output_type -> tasker.v1.PollStepsResponse
+	6,  // 17: tasker.v1.WorkerService.ClaimSteps:output_type -> tasker.v1.ClaimStepsResponse
+	9,  // 18: tasker.v1.WorkerService.CompleteStep:output_type -> tasker.v1.CompleteStepResponse
+	11, // 19: tasker.v1.WorkerService.FailStep:output_type -> tasker.v1.FailStepResponse
+	13, // 20: tasker.v1.WorkerService.ExtendLease:output_type -> tasker.v1.ExtendLeaseResponse
+	15, // [15:21] is the sub-list for method output_type
+	9,  // [9:15] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_tasker_v1_worker_proto_init() }
@@ -1006,7 +1130,7 @@ func file_tasker_v1_worker_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_v1_worker_proto_rawDesc), len(file_tasker_v1_worker_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

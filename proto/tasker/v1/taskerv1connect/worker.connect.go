@@ -38,6 +38,9 @@ const (
 	WorkerServiceRegisterCapabilitiesProcedure = "/tasker.v1.WorkerService/RegisterCapabilities"
 	// WorkerServicePollStepsProcedure is the fully-qualified name of the WorkerService's PollSteps RPC.
 	WorkerServicePollStepsProcedure = "/tasker.v1.WorkerService/PollSteps"
+	// WorkerServiceClaimStepsProcedure is the fully-qualified name of the WorkerService's ClaimSteps
+	// RPC.
+	WorkerServiceClaimStepsProcedure = "/tasker.v1.WorkerService/ClaimSteps"
 	// WorkerServiceCompleteStepProcedure is the fully-qualified name of the WorkerService's
 	// CompleteStep RPC.
 	WorkerServiceCompleteStepProcedure = "/tasker.v1.WorkerService/CompleteStep"
@@ -57,6 +60,13 @@ type WorkerServiceClient interface {
 	// closes it. A worker with no open poll and no push URL receives nothing;
 	// its in-flight steps are handed back when it disconnects.
 	PollSteps(context.Context, *connect.Request[v1.PollStepsRequest]) (*connect.ServerStreamForClient[v1.PollStepsResponse], error)
+	// ClaimSteps is pull mode without a stream, for any HTTP client (curl,
+	// a language without a Connect library): it returns the steps assigned
+	// to this worker, waiting up to wait_for for the first one. A claiming
+	// worker counts as connected until claim_linger (15s) after its last
+	// call ends; steps assigned in between wait for its next call. Steps
+	// it returns are the worker's to report, as from PollSteps.
+	ClaimSteps(context.Context, *connect.Request[v1.ClaimStepsRequest]) (*connect.Response[v1.ClaimStepsResponse], error)
 	// CompleteStep reports a step's result. The result is checked against the
 	// step's result_schema; a violation fails the attempt with
 	// contract_violation (not retried) and is returned as InvalidArgument.
@@ -93,6 +103,12 @@ func NewWorkerServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 			connect.WithSchema(workerServiceMethods.ByName("PollSteps")),
 			connect.WithClientOptions(opts...),
 		),
+		claimSteps: connect.NewClient[v1.ClaimStepsRequest, v1.ClaimStepsResponse](
+			httpClient,
+			baseURL+WorkerServiceClaimStepsProcedure,
+			connect.WithSchema(workerServiceMethods.ByName("ClaimSteps")),
+			connect.WithClientOptions(opts...),
+		),
 		completeStep: connect.NewClient[v1.CompleteStepRequest, v1.CompleteStepResponse](
 			httpClient,
 			baseURL+WorkerServiceCompleteStepProcedure,
@@ -118,6 +134,7 @@ func NewWorkerServiceClient(httpClient connect.HTTPClient, baseURL string, opts 
 type workerServiceClient struct {
 	registerCapabilities *connect.Client[v1.RegisterCapabilitiesRequest, v1.RegisterCapabilitiesResponse]
 	pollSteps            *connect.Client[v1.PollStepsRequest, v1.PollStepsResponse]
+	claimSteps           *connect.Client[v1.ClaimStepsRequest, v1.ClaimStepsResponse]
 	completeStep         *connect.Client[v1.CompleteStepRequest, v1.CompleteStepResponse]
 	failStep             *connect.Client[v1.FailStepRequest, v1.FailStepResponse]
 	extendLease          *connect.Client[v1.ExtendLeaseRequest, v1.ExtendLeaseResponse]
@@ -131,6 +148,11 @@ func (c *workerServiceClient) RegisterCapabilities(ctx context.Context, req *con
 // PollSteps calls tasker.v1.WorkerService.PollSteps.
 func (c *workerServiceClient) PollSteps(ctx context.Context, req *connect.Request[v1.PollStepsRequest]) (*connect.ServerStreamForClient[v1.PollStepsResponse], error) {
 	return c.pollSteps.CallServerStream(ctx, req)
+}
+
+// ClaimSteps calls tasker.v1.WorkerService.ClaimSteps.
+func (c *workerServiceClient) ClaimSteps(ctx context.Context, req *connect.Request[v1.ClaimStepsRequest]) (*connect.Response[v1.ClaimStepsResponse], error) {
+	return c.claimSteps.CallUnary(ctx, req)
 }
 
 // CompleteStep calls tasker.v1.WorkerService.CompleteStep.
@@ -157,6 +179,13 @@ type WorkerServiceHandler interface {
 	// closes it. A worker with no open poll and no push URL receives nothing;
 	// its in-flight steps are handed back when it disconnects.
 	PollSteps(context.Context, *connect.Request[v1.PollStepsRequest], *connect.ServerStream[v1.PollStepsResponse]) error
+	// ClaimSteps is pull mode without a stream, for any HTTP client (curl,
+	// a language without a Connect library): it returns the steps assigned
+	// to this worker, waiting up to wait_for for the first one. A claiming
+	// worker counts as connected until claim_linger (15s) after its last
+	// call ends; steps assigned in between wait for its next call. Steps
+	// it returns are the worker's to report, as from PollSteps.
+	ClaimSteps(context.Context, *connect.Request[v1.ClaimStepsRequest]) (*connect.Response[v1.ClaimStepsResponse], error)
 	// CompleteStep reports a step's result. The result is checked against the
 	// step's result_schema; a violation fails the attempt with
 	// contract_violation (not retried) and is returned as InvalidArgument.
@@ -189,6 +218,12 @@ func NewWorkerServiceHandler(svc WorkerServiceHandler, opts ...connect.HandlerOp
 		connect.WithSchema(workerServiceMethods.ByName("PollSteps")),
 		connect.WithHandlerOptions(opts...),
 	)
+	workerServiceClaimStepsHandler := connect.NewUnaryHandler(
+		WorkerServiceClaimStepsProcedure,
+		svc.ClaimSteps,
+		connect.WithSchema(workerServiceMethods.ByName("ClaimSteps")),
+		connect.WithHandlerOptions(opts...),
+	)
 	workerServiceCompleteStepHandler := connect.NewUnaryHandler(
 		WorkerServiceCompleteStepProcedure,
 		svc.CompleteStep,
@@ -213,6 +248,8 @@ func NewWorkerServiceHandler(svc WorkerServiceHandler, opts ...connect.HandlerOp
 			workerServiceRegisterCapabilitiesHandler.ServeHTTP(w, r)
 		case WorkerServicePollStepsProcedure:
 			workerServicePollStepsHandler.ServeHTTP(w, r)
+		case WorkerServiceClaimStepsProcedure:
+			workerServiceClaimStepsHandler.ServeHTTP(w, r)
 		case WorkerServiceCompleteStepProcedure:
 			workerServiceCompleteStepHandler.ServeHTTP(w, r)
 		case WorkerServiceFailStepProcedure:
@@ -234,6 +271,10 @@ func (UnimplementedWorkerServiceHandler) RegisterCapabilities(context.Context, *
 
 func (UnimplementedWorkerServiceHandler) PollSteps(context.Context, *connect.Request[v1.PollStepsRequest], *connect.ServerStream[v1.PollStepsResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkerService.PollSteps is not implemented"))
+}
+
+func (UnimplementedWorkerServiceHandler) ClaimSteps(context.Context, *connect.Request[v1.ClaimStepsRequest]) (*connect.Response[v1.ClaimStepsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.WorkerService.ClaimSteps is not implemented"))
 }
 
 func (UnimplementedWorkerServiceHandler) CompleteStep(context.Context, *connect.Request[v1.CompleteStepRequest]) (*connect.Response[v1.CompleteStepResponse], error) {
