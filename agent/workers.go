@@ -24,11 +24,11 @@ type workers struct {
 }
 
 type worker struct {
-	id       string
-	caps     map[string]*capability
-	pushURL  string
-	stream   chan *consensus.Assignment // non-nil while a PollSteps stream is open or a claimer lingers
-	streams  int                        // open streams (an app may poll twice during a reconnect), claimer included
+	id      string
+	caps    map[string]*capability
+	pushURL string
+	stream  chan *consensus.Assignment // non-nil while a PollSteps stream is open or a claimer lingers
+	streams int                        // open streams (an app may poll twice during a reconnect), claimer included
 	// queue is stream's buffer, kept while the worker is away so that a
 	// quick reconnect receives what was assigned but not yet sent; reclaim
 	// empties it once the worker stayed away past the grace.
@@ -38,7 +38,7 @@ type worker struct {
 	claimer  bool
 	claiming int // ClaimSteps calls in progress
 	claimEnd time.Time
-	inflight map[leaseKey]string        // attempt → capability
+	inflight map[leaseKey]string // attempt → capability
 	seen     time.Time
 	// healthURL, when set, is probed; while the probe fails the worker is
 	// unhealthy: withdrawn from the catalog and skipped by dispatch.
