@@ -146,13 +146,19 @@ export class ContractError extends ConnectError {
       undefined,
       err,
     );
-    this.name = "ContractError";
+    // name stays "ConnectError": ConnectError's instanceof check (which
+    // works across copies of @connectrpc/connect) looks at it.
     (this as { details: ConnectError["details"] }).details = err.details;
     this.contract = contract;
     this.violations = violations;
   }
 
   /** A ContractError for err when it carries a ContractFailure detail, else undefined. */
+  /** instanceof by prototype chain: ConnectError's own check would accept any ConnectError. */
+  static override [Symbol.hasInstance](v: unknown): boolean {
+    return Function.prototype[Symbol.hasInstance].call(this, v);
+  }
+
   static fromError(err: unknown): ContractError | undefined {
     const cf = violationsOf(err);
     return cf ? new ContractError(err as ConnectError, cf.contract, cf.violations) : undefined;
@@ -175,12 +181,18 @@ export class ValidationError extends ConnectError {
       undefined,
       err,
     );
-    this.name = "ValidationError";
+    // name stays "ConnectError": ConnectError's instanceof check (which
+    // works across copies of @connectrpc/connect) looks at it.
     (this as { details: ConnectError["details"] }).details = err.details;
     this.problems = problems;
   }
 
   /** A ValidationError for an InvalidArgument error, else undefined. */
+  /** instanceof by prototype chain: ConnectError's own check would accept any ConnectError. */
+  static override [Symbol.hasInstance](v: unknown): boolean {
+    return Function.prototype[Symbol.hasInstance].call(this, v);
+  }
+
   static fromError(err: unknown): ValidationError | undefined {
     if (!(err instanceof ConnectError) || err.code !== Code.InvalidArgument) {
       return undefined;
