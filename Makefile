@@ -7,6 +7,12 @@ DEMO     := bin/order-demo
 # Code generators and linters, pinned in tools/go.mod.
 TOOL     := $(GO) tool -modfile=$(CURDIR)/tools/go.mod
 PKGS     := ./...
+# The npm workspace (package.json): the TypeScript SDK in sdk/ts and the
+# TypeScript example services, with one package-lock.json. npm ci stamps
+# node_modules/.package-lock.json, so it runs again only when the lock or a
+# package.json changes.
+NPM      ?= npm
+NODE_MODULES := node_modules/.package-lock.json
 # How long each fuzz target runs inside `make test`: a count of inputs, not
 # a duration. Go 1.26's fuzz coordinator can fail a duration-bound run with
 # a bare "context deadline exceeded" when the deadline lands while a worker
@@ -25,7 +31,7 @@ FUZZPKGS := ./workflow ./consensus ./agent
 CHAOS_DURATION  ?= 10m
 CHAOS_ARTIFACTS ?= $(CURDIR)/chaos-artifacts
 
-.PHONY: all build services test unit e2e chaos fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
+.PHONY: all build services ts ts-test test unit e2e chaos fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
 
 all: build
 
@@ -38,7 +44,17 @@ build: ## build bin/tasker
 services: ## build bin/order-services, the example apps of the order workflow
 	$(GO) build -trimpath -o $(SERVICES) ./examples/services
 
-test: build unit fuzz-short ## run every test (unit, race, e2e, fuzz seeds and a short fuzz)
+$(NODE_MODULES): package-lock.json package.json sdk/ts/package.json examples/polyglot/payments/package.json
+	$(NPM) ci
+	@touch $@
+
+ts: $(NODE_MODULES) ## build the TypeScript SDK (sdk/ts) and the TypeScript example services
+	$(NPM) run build --workspaces
+
+ts-test: build ts ## the TypeScript tests: the SDK against a real bin/tasker agent -dev, the payments example's unit tests
+	$(NPM) test --workspaces
+
+test: build ts unit fuzz-short ts-test ## run every test (unit, race, e2e, fuzz seeds and a short fuzz, TypeScript)
 
 unit: ## unit and scenario tests with the race detector
 	$(GO) test -race -count=1 $(PKGS)
@@ -66,19 +82,22 @@ bench: ## benchmarks: readiness, memory per task, validation, Raft commit, end-t
 	$(GO) test -run '^$$' -bench . -benchtime 300x -count=1 ./agent
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count=1 ./gossip
 
-lint: ## gofmt check, go vet, staticcheck
+lint: $(NODE_MODULES) ## gofmt check, go vet, staticcheck, buf lint, and tsc on the TypeScript SDK and its tests
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(TOOL) staticcheck $(PKGS)
 	cd proto && $(TOOL) buf lint
+	cd sdk/ts && ../../node_modules/.bin/tsc --noEmit -p tsconfig.test.json
 
-proto: ## regenerate the Go code of the API from proto/
+proto: $(NODE_MODULES) ## regenerate the Go and TypeScript code of the API from proto/
 	cd proto && $(TOOL) buf generate
+	rm -rf sdk/ts/src/gen
+	cd proto && $(TOOL) buf generate --template buf.gen.ts.yaml
 
 proto-check: proto ## fail when the committed generated code is stale
-	@git diff --exit-code -- proto || { echo "generated code in proto/ is stale: run 'make proto' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- proto)" || { echo "make proto created files that are not committed:"; git status --porcelain -- proto; exit 1; }
+	@git diff --exit-code -- proto sdk/ts/src/gen || { echo "generated code in proto/ or sdk/ts/src/gen is stale: run 'make proto' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto sdk/ts/src/gen)" || { echo "make proto created or removed files that are not committed:"; git status --porcelain -- proto sdk/ts/src/gen; exit 1; }
 
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
@@ -91,5 +110,5 @@ demo: build services ## validate the examples, then run 50 orders through a live
 demo-sim: build ## run the order workflow through the engine with a simulated clock and simulated services
 	./$(BIN) demo examples/order-fulfilment.yaml
 
-clean: ## remove build output
-	rm -rf bin
+clean: ## remove build output (node_modules stays)
+	rm -rf bin sdk/ts/dist sdk/ts/dist-test examples/polyglot/payments/dist

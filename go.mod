@@ -2,6 +2,10 @@ module github.com/tasker-run/tasker
 
 go 1.26.0
 
+// The npm workspace's dependencies (sdk/ts, examples/polyglot/payments):
+// never Go packages, so ./... does not descend into them.
+ignore node_modules
+
 require (
 	connectrpc.com/connect v1.19.1
 	connectrpc.com/grpchealth v1.5.0

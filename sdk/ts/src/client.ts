@@ -165,19 +165,26 @@ export class Client {
     const ctl = new AbortController();
     const signal = opts.signal ? AbortSignal.any([opts.signal, ctl.signal]) : ctl.signal;
     let state = TaskState.UNSPECIFIED;
+    const it = this.service.watchTask({ id, afterSequence: opts.afterSequence ?? 0n }, { signal })[Symbol.asyncIterator]();
     try {
-      for await (const msg of this.service.watchTask({ id, afterSequence: opts.afterSequence ?? 0n }, { signal })) {
+      for (;;) {
+        const { done, value: msg } = await it.next();
+        if (done) {
+          break;
+        }
         if (!msg.task) {
           continue;
         }
-        yield msg.event ? { event: msg.event, task: msg.task } : { task: msg.task };
+        // Set before yielding: a consumer that stops at this message
+        // still lets closeStream know whether the task ended.
         state = msg.task.state;
+        yield msg.event ? { event: msg.event, task: msg.task } : { task: msg.task };
         if (isTerminal(state)) {
           return;
         }
       }
     } finally {
-      ctl.abort(); // closes the stream when the consumer stops early
+      await closeStream(it, ctl, isTerminal(state));
     }
     if (state === TaskState.ERROR) {
       return; // the sidecar ended the watch of a blocked task
@@ -225,6 +232,32 @@ export class Client {
       }
     }
   }
+}
+
+/**
+ * closeStream ends a watch. Aborting a stream that the sidecar has already
+ * ended, with unread data left, leaves the Node.js HTTP/2 stream open for
+ * good (connect-node sees stream.closed and does not destroy it), and the
+ * session then keeps the process from exiting. So when the task ended (the
+ * sidecar closes the stream itself) read the stream to its end, for at
+ * most a second; otherwise abort, then end the iterator.
+ */
+async function closeStream(it: AsyncIterator<unknown>, ctl: AbortController, ended: boolean): Promise<void> {
+  if (ended) {
+    const t = setTimeout(() => ctl.abort(), 1_000);
+    try {
+      while (!(await it.next()).done) {
+        // discard: nothing follows the end of a task
+      }
+      return;
+    } catch {
+      // aborted, or the stream broke: fall through
+    } finally {
+      clearTimeout(t);
+    }
+  }
+  ctl.abort();
+  await it.return?.().catch(() => {});
 }
 
 function mustTask(t: Task | undefined, id: string): Task {

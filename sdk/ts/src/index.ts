@@ -38,7 +38,7 @@ export {
   type Violation,
   type Problem,
 } from "./errors.js";
-export { parseJson, stringifyJson, type JsonValue } from "./json.js";
+export { parseJson, stringifyJson, rawJson, RawJson, type JsonValue } from "./json.js";
 export { jsonLogger, discardLogger, isLogLevel, type Logger, type LogAttrs, type LogLevel } from "./log.js";
 export { baseUrl, createSidecarTransport, DEFAULT_ADDR, type ConnectionOptions } from "./transport.js";
 export type { FromSchema } from "./schema.js";

@@ -36,6 +36,20 @@ export function parseJson(text: string): JsonValue {
 }
 
 /**
+ * JSON text to send as it is, like Go's json.RawMessage: a handler that
+ * returns rawJson(text) has text reported byte for byte (after checking it
+ * is valid JSON; blank text is {}).
+ */
+export class RawJson {
+  constructor(readonly text: string) {}
+}
+
+/** Wraps JSON text to be sent as it is; see RawJson. */
+export function rawJson(text: string): RawJson {
+  return new RawJson(text);
+}
+
+/**
  * Encodes a value as JSON text like JSON.stringify, except that a bigint is
  * written as a plain JSON integer with every digit (JSON.stringify throws
  * on bigints). undefined (and a value that encodes to nothing) is "{}", as
@@ -45,6 +59,13 @@ export function parseJson(text: string): JsonValue {
 export function stringifyJson(value: unknown): string {
   if (value === undefined) {
     return "{}";
+  }
+  if (value instanceof RawJson) {
+    if (value.text.trim() === "") {
+      return "{}";
+    }
+    parseJson(value.text); // throws a SyntaxError when it is not JSON
+    return value.text;
   }
   const seen = new Set<object>();
   check(value, seen, "");

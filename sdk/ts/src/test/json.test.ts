@@ -68,3 +68,10 @@ test("FromSchema types a handler's input from a schema declared as const", () =>
   const wrong: In = { order_id: "o", amount_cents: 1, currency: "JPY" };
   assert.ok(v && missing && wrong);
 });
+
+test("rawJson is sent as it is, after checking it is JSON", async () => {
+  const { rawJson } = await import("../index.js");
+  assert.equal(stringifyJson(rawJson('{"a": 1,  "b":2}')), '{"a": 1,  "b":2}');
+  assert.equal(stringifyJson(rawJson("  ")), "{}");
+  assert.throws(() => stringifyJson(rawJson("{nope")));
+});
