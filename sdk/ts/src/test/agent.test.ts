@@ -375,3 +375,39 @@ test("a registration the sidecar refuses for good rejects run()", async () => {
     },
   );
 });
+
+test("a script that used the client and a worker exits on its own (no HTTP/2 session left referenced)", async () => {
+  await client.applyWorkflow(oneStep("ts-exit", "ts.exit", fastRetry));
+  const { spawn } = await import("node:child_process");
+  const index = new URL("../index.js", import.meta.url).href;
+  const script = `
+    import { Client, Worker, discardLogger } from ${JSON.stringify(index)};
+    const addr = process.argv[1];
+    const w = new Worker({ addr, logger: discardLogger });
+    w.handle("ts.exit", async () => ({ ok: true }));
+    const stop = new AbortController();
+    const running = w.run(stop.signal);
+    const c = new Client({ addr });
+    const { task } = await c.startTask("ts-exit", { v: 1 });
+    const done = await c.wait(task.id, { timeoutMs: 10000 });
+    for await (const m of c.watchTask(task.id)) { break; }
+    stop.abort();
+    await running;
+    console.log(done.state);
+  `;
+  const child = spawn(process.execPath, ["--input-type=module", "-e", script, agent.addr], { stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  child.stdout.on("data", (b: Buffer) => (out += b.toString()));
+  const code = await new Promise<number | string>((resolve) => {
+    const t = setTimeout(() => {
+      child.kill("SIGKILL");
+      resolve("still running after 15s");
+    }, 15_000);
+    child.on("exit", (c) => {
+      clearTimeout(t);
+      resolve(c ?? -1);
+    });
+  });
+  assert.equal(code, 0, `the script did not exit by itself (output: ${out})`);
+  assert.equal(out.trim(), String(TaskState.COMPLETE));
+});
