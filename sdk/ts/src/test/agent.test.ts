@@ -157,6 +157,7 @@ test("retryable errors and plain thrown errors are retried", async () => {
     assert.deepEqual(attempts, [1, 2, 3]);
     assert.equal(task.steps[0]!.attempts, 3);
     assert.deepEqual(stepResult(task, "run"), { ok: 3 });
+    await eventually("two failures logged", 5_000, () => w.log.records.filter((r) => r.msg === "step failed").length >= 2);
     const failed = w.log.records.filter((r) => r.msg === "step failed").map((r) => [r.code, r.retryable, r.will_retry]);
     assert.deepEqual(failed, [
       ["error", true, true],
@@ -314,8 +315,10 @@ test("a result that breaks result_schema is reported as contract_violation", asy
     assert.equal(task.state, TaskState.ERROR);
     assert.equal(task.steps[0]!.lastError?.code, "contract_violation");
     assert.equal(task.steps[0]!.attempts, 1);
-    const rejected = w.log.records.find((r) => typeof r.msg === "string" && r.msg.startsWith("step result REJECTED"));
-    assert.ok(rejected, "the worker logs the rejection");
+    // The task's state can reach the client before CompleteStep's answer reaches the worker.
+    const isRejection = (r: Record<string, unknown>) => typeof r.msg === "string" && r.msg.startsWith("step result REJECTED");
+    await eventually("the worker logs the rejection", 5_000, () => w.log.records.some(isRejection));
+    const rejected = w.log.records.find(isRejection)!;
     assert.ok(Array.isArray(rejected.violations) && rejected.violations.length > 0, JSON.stringify(rejected));
   } finally {
     await w.stop();
@@ -410,4 +413,17 @@ test("a script that used the client and a worker exits on its own (no HTTP/2 ses
   });
   assert.equal(code, 0, `the script did not exit by itself (output: ${out})`);
   assert.equal(out.trim(), String(TaskState.COMPLETE));
+});
+
+test("a worker keeps retrying while the sidecar is unreachable, and stops when asked", async () => {
+  const log = memoryLogger();
+  const w = new Worker({ addr: "http://127.0.0.1:1", logger: log, retryMinMs: 20, retryMaxMs: 50 });
+  w.handle("ts.unreachable", async () => ({}));
+  const ctl = new AbortController();
+  const running = w.run(ctl.signal);
+  await eventually("two failed registrations", 5_000, () => log.records.filter((r) => r.msg === "cannot register with the sidecar; retrying").length >= 2);
+  ctl.abort();
+  const t0 = Date.now();
+  await running;
+  assert.ok(Date.now() - t0 < 1_000, "run() took too long to stop");
 });
