@@ -24,14 +24,31 @@ export interface Agent {
   stop(): Promise<void>;
 }
 
-/** Starts `tasker agent -dev` on free ports and waits until it serves (at most 30 s). */
-export async function startAgent(): Promise<Agent> {
+/** The agent's ports; 0 picks a free one. */
+export interface Ports {
+  http: number;
+  raft: number;
+  rpc: number;
+  gossip: number;
+}
+
+const portOf = (addr: string | undefined) => Number(/:(\d+)\/?$/.exec(addr ?? "")?.[1] ?? 0);
+
+/**
+ * Starts `tasker agent -dev` (on free ports, or on the ports of an earlier
+ * start) and waits until it serves (at most 30 s).
+ */
+export async function startAgent(ports: Ports = { http: 0, raft: 0, rpc: 0, gossip: 0 }): Promise<Agent & { ports: Ports }> {
   const dir = mkdtempSync(join(tmpdir(), "tasker-ts-"));
   const proc = spawn(
     taskerBin,
-    ["agent", "-dev", "-node", "ts-sdk-test", "-log-format", "json", "-http-port", "0", "-raft-port", "0", "-rpc-port", "0", "-gossip-port", "0"],
+    [
+      "agent", "-dev", "-node", "ts-sdk-test", "-log-format", "json",
+      "-http-port", String(ports.http), "-raft-port", String(ports.raft), "-rpc-port", String(ports.rpc), "-gossip-port", String(ports.gossip),
+    ],
     { cwd: dir, env: { ...process.env, TMPDIR: dir }, stdio: ["ignore", "pipe", "pipe"] },
   );
+  let started: Record<string, string> = {};
   const lines: string[] = [];
   let exited = false;
   proc.on("exit", () => (exited = true));
@@ -44,8 +61,9 @@ export async function startAgent(): Promise<Agent> {
         if (lines.length > 400) lines.shift();
         if (line.includes('"agent started"')) {
           try {
-            const rec = JSON.parse(line) as { api?: string };
+            const rec = JSON.parse(line) as Record<string, string>;
             if (rec.api) {
+              started = rec;
               clearTimeout(timer);
               resolveAddr(rec.api);
             }
@@ -84,6 +102,7 @@ export async function startAgent(): Promise<Agent> {
   return {
     addr,
     proc,
+    ports: { http: portOf(started.api), raft: portOf(started.raft), rpc: portOf(started.rpc), gossip: portOf(started.gossip) },
     tail: () => lines.slice(-40).join("\n"),
     stop: async () => {
       if (!exited) {
