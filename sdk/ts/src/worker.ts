@@ -1,6 +1,8 @@
 // The worker: offers capabilities to the sidecar and runs the steps it is
 // assigned, with the semantics of the Go SDK's worker (sdk/go/worker).
 
+import { setMaxListeners } from "node:events";
+
 import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Code, createClient, type Client as ConnectClient } from "@connectrpc/connect";
@@ -14,7 +16,7 @@ import {
 } from "./gen/tasker/v1/worker_pb.js";
 import { parseJson, stringifyJson } from "./json.js";
 import { jsonLogger, withAttrs, type Logger } from "./log.js";
-import { Backoff, codeOf, createSidecarTransport, sleep, transient, withTimeout, type ConnectionOptions } from "./transport.js";
+import { Backoff, codeOf, createSidecarTransport, sleep, transient, type ConnectionOptions } from "./transport.js";
 
 /** How many steps of one capability run at once unless `concurrency` says otherwise; the sidecar's default too. */
 export const DEFAULT_CONCURRENCY = 16;
@@ -436,6 +438,9 @@ class Run {
     this.drainTimeoutMs = opts.drainTimeoutMs && opts.drainTimeoutMs > 0 ? opts.drainTimeoutMs : DEFAULT_DRAIN_TIMEOUT_MS;
     this.drainGraceMs = opts.drainGraceMs ?? 2_000;
     this.stopped = new Promise((resolve) => (this.stopRequested = resolve));
+    // Every running step (and every step waiting for a slot) listens on
+    // these: no MaxListenersExceededWarning at concurrency above 10.
+    setMaxListeners(0, this.drainCtl.signal, this.execCtl.signal, this.reportCtl.signal, this.streamCtl.signal);
   }
 
   requestStop(): void {
@@ -743,19 +748,32 @@ class Run {
 
   /** retry calls fn until it succeeds, fails for a reason repeating will not fix, or the report's time is up. */
   private async retry<T>(fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
-    const signal = withTimeout(REPORT_TIMEOUT_MS, this.reportCtl.signal);
+    // A signal of its own, linked to reportCtl by hand and unlinked at the
+    // end, so that reports leave no listener behind on the run's signal.
+    const ctl = new AbortController();
+    const parent = this.reportCtl.signal;
+    const onParent = () => ctl.abort(parent.reason);
+    parent.addEventListener("abort", onParent, { once: true });
+    const timer = setTimeout(() => ctl.abort(new Error("reporting took too long")), REPORT_TIMEOUT_MS);
+    timer.unref();
+    const signal = ctl.signal;
     const b = new Backoff(this.retryMinMs / 2, 2_000);
-    for (;;) {
-      try {
-        return await fn(signal);
-      } catch (err) {
-        if (!transient(err) || signal.aborted) {
-          throw err;
-        }
-        if (!(await sleep(b.after(err), signal))) {
-          throw err;
+    try {
+      for (;;) {
+        try {
+          return await fn(signal);
+        } catch (err) {
+          if (!transient(err) || signal.aborted) {
+            throw err;
+          }
+          if (!(await sleep(b.after(err), signal))) {
+            throw err;
+          }
         }
       }
+    } finally {
+      clearTimeout(timer);
+      parent.removeEventListener("abort", onParent);
     }
   }
 

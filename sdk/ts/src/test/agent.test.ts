@@ -427,3 +427,32 @@ test("a worker keeps retrying while the sidecar is unreachable, and stops when a
   await running;
   assert.ok(Date.now() - t0 < 1_000, "run() took too long to stop");
 });
+
+test("200 steps at concurrency 32: all complete, no process warnings (listener leaks)", async () => {
+  await client.applyWorkflow(oneStep("ts-load", "ts.load", fastRetry));
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on("warning", onWarning);
+  const w = startWorker(
+    "ts.load",
+    async (input: { v: number }) => {
+      await sleep(5);
+      return { v: input.v };
+    },
+    { concurrency: 32 },
+  );
+  try {
+    const t0 = Date.now();
+    const tasks = await Promise.all(Array.from({ length: 200 }, (_, i) => runTask("ts-load", { v: i })));
+    const ms = Date.now() - t0;
+    tasks.forEach((t, i) => {
+      assert.equal(t.state, TaskState.COMPLETE, errOf(t));
+      assert.deepEqual(stepResult(t, "run"), { v: i });
+    });
+    assert.deepEqual(warnings, []);
+    console.log(`200 one-step tasks in ${ms} ms`);
+  } finally {
+    process.off("warning", onWarning);
+    await w.stop();
+  }
+});
