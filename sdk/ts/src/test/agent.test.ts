@@ -369,14 +369,22 @@ steps:
 test("a registration the sidecar refuses for good rejects run()", async () => {
   const w = new Worker({ addr: agent.addr, logger: memoryLogger() });
   w.handle("ts.refused", async () => ({}), { inputSchema: { type: 5 } });
+  const timeout = new AbortController();
   await assert.rejects(
-    Promise.race([w.run(), sleep(10_000).then(() => "still running")]) as Promise<unknown>,
+    Promise.race([
+      w.run(),
+      new Promise((_, reject) => {
+        const t = setTimeout(() => reject(new Error("run() still running after 10s")), 10_000);
+        timeout.signal.addEventListener("abort", () => clearTimeout(t));
+      }),
+    ]),
     (err: unknown) => {
       assert.ok(err instanceof ConnectError, String(err));
       assert.equal(err.code, Code.InvalidArgument);
       return true;
     },
   );
+  timeout.abort();
 });
 
 test("a script that used the client and a worker exits on its own (no HTTP/2 session left referenced)", async () => {
