@@ -76,7 +76,7 @@ steps:
   - name: go
     capability: echo.go
     input: {value: $.input.value}
-    result_schema: &echo {type: object, required: [lang, value, kinds], properties: {lang: {enum: [go, ts, py]}, kinds: {type: object}}}
+    result_schema: &echo {type: object, required: [lang, value, kinds], properties: {lang: {enum: [go, ts, py]}, value: {}, kinds: {type: object}}}
   - name: ts
     capability: echo.ts
     depends_on: [go]
