@@ -116,26 +116,36 @@ trap stop TERM INT
 register || exit 0
 claim_body=$(jq -nc --arg id "$WORKER_ID" '{worker_id: $id, max_steps: 8, wait_for: "20s"}')
 tmp=$(mktemp)
-trap 'rm -f "$tmp"' EXIT
+trap 'rm -f "$tmp" "$tmp.err"' EXIT
 while [ -z "$STOP" ]; do
-  # The claim runs in the background so that a signal interrupts `wait`
-  # at once instead of after the long poll.
-  call tasker.v1.WorkerService/ClaimSteps "$claim_body" >"$tmp" &
+  # curl runs in the background, itself rather than in a subshell, so
+  # that a signal interrupts `wait` at once and stop() can kill it.
+  auth=()
+  [ -n "${TASKER_TOKEN:-}" ] && auth=(-H "Authorization: Bearer $TASKER_TOKEN")
+  curl -sS --max-time 30 -w '\n%{http_code}' "${auth[@]}" -H 'Content-Type: application/json' \
+    --data-binary "$claim_body" "$ADDR/tasker.v1.WorkerService/ClaimSteps" >"$tmp" 2>"$tmp.err" &
   CLAIM_PID=$!
   wait "$CLAIM_PID"
   rc=$?
   CLAIM_PID=""
   [ -n "$STOP" ] && break
-  if [ "$rc" -ne 0 ]; then
+  status=$(tail -n 1 "$tmp")
+  body=$(sed '$d' "$tmp")
+  if [ "$rc" -ne 0 ] || [ "$status" != 200 ]; then
+    if [ "$rc" -ne 0 ]; then
+      log "ClaimSteps: $(cat "$tmp.err")"
+    else
+      log "ClaimSteps: HTTP $status: $(jq -r '.message // empty' <<<"$body" 2>/dev/null)"
+    fi
     # not_found: the sidecar forgot us (it restarted); anything else: it
     # is down or refusing. Registering again retries with backoff.
-    [ "$(cat "$tmp")" = not_found ] || sleep 1
+    [ "$(jq -r '.code // empty' <<<"$body" 2>/dev/null)" = not_found ] || sleep 1
     register || break
     continue
   fi
   while IFS= read -r asg; do
     [ -n "$asg" ] && handle "$asg"
-  done < <(jq -c '.assignments[]?' "$tmp")
+  done < <(jq -c '.assignments[]?' <<<"$body")
 done
 log "stopped"
 exit 0

@@ -395,7 +395,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(200, body)
 
     def fail(self, status, code, message, retryable):
-        body = json.dumps({"code": code, "message": message, "retryable": retryable}, ensure_ascii=False)
+        body = json.dumps({"code": code, "message": message, "retryable": retryable}, separators=(",", ":"), ensure_ascii=False)
         self.reply(status, body.encode("utf-8"))
 
 
