@@ -291,7 +291,7 @@ func TestAnyLangShippingPush(t *testing.T) {
 	a := startAgent(t, agentConfig{})
 	applyFile(t, a.addr, "e2e/testdata/polyglot/shipping.yaml")
 	journal := filepath.Join(t.TempDir(), "executions.jsonl")
-	ship, _ := startShipping(t, a.addr, "--log="+journal, "--worker-id", "shipping-e2e")
+	ship, _ := startShipping(t, a.addr, "--log="+journal, "--worker-id", "shipping-e2e", "--refresh=1s")
 
 	ok := startJSONTask(t, a.addr, "ship-only", map[string]any{
 		"order_id": "ord_1", "reservation": "res_1", "charge": "ch_1",
@@ -346,6 +346,21 @@ func TestAnyLangShippingPush(t *testing.T) {
 		default:
 			t.Errorf("journal line of an unknown task: %+v", e)
 		}
+	}
+
+	// A sidecar that restarted forgets its apps: shipping.py registers
+	// again (every second here, --refresh) and gets steps again.
+	// SIGTERM, not SIGKILL: a -dev agent removes its temporary data dir
+	// when it stops gracefully.
+	a.proc.signal(t, syscall.SIGTERM)
+	if code := a.proc.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("the agent exited %d after SIGTERM", code)
+	}
+	a.start()
+	applyFile(t, a.addr, "e2e/testdata/polyglot/shipping.yaml")
+	again := startJSONTask(t, a.addr, "ship-only", map[string]any{"order_id": "ord_3", "reservation": "res_3", "charge": "ch_3"})
+	if got := waitEnded(t, a.addr, again, 20*time.Second); got.State != "TASK_STATE_COMPLETE" {
+		t.Fatalf("after the agent restarted, task %s ended %s: %+v", again, got.State, got.Steps)
 	}
 
 	ship.signal(t, syscall.SIGTERM)

@@ -418,7 +418,7 @@ def register_loop(args, base_url, stop):
     if args.token:
         headers["Authorization"] = "Bearer " + args.token
     url = args.addr.rstrip("/") + "/tasker.v1.WorkerService/RegisterCapabilities"
-    backoff, registered = 0.2, False
+    backoff, registered, warned = 0.2, False, False
     while not stop.is_set():
         try:
             with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=5) as resp:
@@ -439,9 +439,9 @@ def register_loop(args, base_url, stop):
             stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
         except (OSError, urllib.error.URLError) as e:
-            if registered:
-                log("WARN", "sidecar unreachable; registering again when it is back", error=str(e))
-            registered = False
+            if registered or not warned:
+                log("WARN", "sidecar unreachable; registering when it is back", sidecar=args.addr, error=str(e))
+            registered, warned = False, True
             stop.wait(backoff)
             backoff = min(backoff * 2, 5.0)
 
