@@ -284,6 +284,20 @@ func TestAnyLangCurlExamples(t *testing.T) {
 	t.Logf("worker.sh stopped %v after SIGTERM (its long poll abandoned)", time.Since(start).Round(time.Millisecond))
 }
 
+// TestAnyLangShippingUnit runs shipping.py's own unit tests (its pure
+// functions against values the Go functions print), so that CI runs them.
+func TestAnyLangShippingUnit(t *testing.T) {
+	requireTools(t, "python3")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "python3", "-m", "unittest", "-v")
+	cmd.Dir = filepath.Join(repoRoot, "examples", "polyglot", "shipping")
+	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("python3 -m unittest in examples/polyglot/shipping: %v\n%s", err, out)
+	}
+}
+
 // TestAnyLangShippingPush runs the Python shipping service in push mode:
 // a booking, a permanent failure, the journal and the drain.
 func TestAnyLangShippingPush(t *testing.T) {
