@@ -34,7 +34,8 @@ call() {
   local auth=()
   [ -n "${TASKER_TOKEN:-}" ] && auth=(-H "Authorization: Bearer $TASKER_TOKEN")
   out=$(curl -sS --max-time 15 -w '\n%{http_code}' "${auth[@]}" \
-    -H 'Content-Type: application/json' --data-binary "$2" "$ADDR/$1")
+    -H 'Content-Type: application/json' --data-binary "$2" "$ADDR/$1") || {
+    echo "client.sh: $1: no answer from the sidecar at $ADDR (TASKER_ADDR)" >&2; exit 2; }
   status=${out##*$'\n'}
   out=${out%$'\n'*}
   if [ "$status" != 200 ]; then
