@@ -383,6 +383,98 @@ func TestAnyLangShippingPush(t *testing.T) {
 	}
 }
 
+// TestAnyLangShippingDrain checks shipping.py's drain on SIGTERM: the
+// health check fails at once, a new step is refused with a bare 503 and
+// Retry-After, the running step finishes and is answered, and it exits 0.
+// No agent is needed: the test plays the sidecar (registration keeps
+// retrying against a closed port meanwhile, as while a sidecar is down).
+func TestAnyLangShippingDrain(t *testing.T) {
+	requireTools(t, "python3")
+	listenCh, started := make(chan string, 1), make(chan struct{})
+	watch := &lineWriter{fn: func(line string) bool {
+		var l shippingLog
+		if json.Unmarshal([]byte(line), &l) == nil {
+			switch l.Msg {
+			case "serving":
+				listenCh <- l.Listen
+			case "step started":
+				close(started)
+				return true
+			}
+		}
+		return false
+	}}
+	ship := startProcess(t, "shipping.py", "python3", []string{filepath.Join(repoRoot, "examples/polyglot/shipping/shipping.py"),
+		"--addr", "http://127.0.0.1:1", "--delay", "3s", "--drain=10s"}, filepath.Join(t.TempDir(), "shipping.log"), watch)
+	var base string
+	select {
+	case l := <-listenCh:
+		base = "http://" + l
+	case <-ship.done:
+		t.Fatalf("shipping.py exited (%v):\n%s", ship.err, ship.tail(20))
+	case <-time.After(20 * time.Second):
+		t.Fatalf("shipping.py did not serve within 20s:\n%s", ship.tail(20))
+	}
+	hc := &http.Client{Timeout: 10 * time.Second}
+	post := func() (*http.Response, []byte, error) {
+		body := `{"task_id":"tsk_drain","step":"ship","capability":"shipping.book","attempt":1,` +
+			`"input":{"order_id":"o","reservation":"r","charge":"c"},"idempotency_key":"tsk_drain/ship","deadline":"2099-01-01T00:00:00Z"}`
+		resp, err := hc.Post(base+"/steps", "application/json", strings.NewReader(body))
+		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp, b, err
+	}
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	running := make(chan answer, 1)
+	go func() {
+		resp, b, err := post()
+		if err != nil {
+			running <- answer{err: err}
+			return
+		}
+		running <- answer{status: resp.StatusCode, body: string(b)}
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the step did not start within 10s:\n%s", ship.tail(20))
+	}
+	ship.signal(t, syscall.SIGTERM)
+	eventually(t, 5*time.Second, "/healthz answers 503", func(ctx context.Context) (bool, error) {
+		resp, err := hc.Get(base + "/healthz")
+		if err != nil {
+			return false, err
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable, nil
+	})
+	resp, b, err := post()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "1" || bytes.Contains(b, []byte(`"code"`)) {
+		t.Fatalf("a step while draining: HTTP %d, Retry-After %q, body %q; want 503, Retry-After 1 and no JSON error code", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+	select {
+	case a := <-running:
+		if a.err != nil || a.status != http.StatusOK || !strings.Contains(a.body, trackingNumber("tsk_drain/ship")) {
+			t.Fatalf("the running step: HTTP %d %q (%v); want 200 with tracking number %s", a.status, a.body, a.err, trackingNumber("tsk_drain/ship"))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the running step was not answered within 10s of the drain")
+	}
+	if code := ship.wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("shipping.py exited %d after draining, want 0:\n%s", code, ship.tail(10))
+	}
+}
+
 // journalLine is a line of shipping.py's --log, with every field of the
 // Go services' execution.
 type journalLine struct {

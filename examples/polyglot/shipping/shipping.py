@@ -365,6 +365,7 @@ class Handler(BaseHTTPRequestHandler):
             self.fail(400, "bad_request", f"step request: {e}", False)
             return
         fields = {"task_id": req.get("task_id"), "step": req.get("step"), "attempt": req.get("attempt")}
+        log("DEBUG", "step started", **fields)
         # Honour the deadline: past it the sidecar has stopped waiting and
         # the attempt is retried elsewhere, so do not start work that
         # would end after it.
