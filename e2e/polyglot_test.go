@@ -27,11 +27,6 @@ import (
 	"github.com/tasker-run/tasker/sdk/go/worker"
 )
 
-// requireToolsEnv makes a missing language runtime (node, python3) or an
-// unbuilt TypeScript package fail the polyglot tests instead of skipping
-// them; .ci/run sets it.
-const requireToolsEnv = "TASKER_REQUIRE_TOOLS"
-
 // runtimes are the programs the polyglot tests run services with.
 type runtimes struct{ node, python string }
 
@@ -40,28 +35,18 @@ type runtimes struct{ node, python string }
 // missing (fails it with TASKER_REQUIRE_TOOLS=1).
 func needRuntimes(t *testing.T) runtimes {
 	t.Helper()
-	var missing []string
-	var r runtimes
-	var err error
-	if r.node, err = exec.LookPath("node"); err != nil {
-		missing = append(missing, "node (Node.js 20 or later)")
-	}
-	if r.python, err = exec.LookPath("python3"); err != nil {
-		missing = append(missing, "python3")
-	}
+	requireTools(t, "node", "python3")
 	for _, f := range []string{"node_modules/@tasker-run/sdk/dist/index.js", "examples/polyglot/payments/dist/main.js"} {
 		if _, err := os.Stat(filepath.Join(repoRoot, f)); err != nil {
-			missing = append(missing, f+" (run 'make ts')")
+			if os.Getenv(requireToolsEnv) == "1" {
+				t.Fatalf("%s is not built (%s=1): run 'make ts'", f, requireToolsEnv)
+			}
+			t.Skipf("%s is not built: run 'make ts'", f)
 		}
 	}
-	if len(missing) > 0 {
-		msg := "polyglot test needs " + strings.Join(missing, ", ")
-		if os.Getenv(requireToolsEnv) != "" {
-			t.Fatal(msg + " (" + requireToolsEnv + " is set)")
-		}
-		t.Skip(msg)
-	}
-	return r
+	node, _ := exec.LookPath("node")
+	python, _ := exec.LookPath("python3")
+	return runtimes{node: node, python: python}
 }
 
 // polyglotWorkflow chains an echo in each language and back to Go, so
