@@ -287,7 +287,7 @@ func TestPushMode(t *testing.T) {
 			_, _ = w.Write([]byte(`{"id":"pushed"}`))
 		default:
 			w.WriteHeader(http.StatusUnprocessableEntity)
-			_, _ = w.Write([]byte(`{"code":"rejected","message":"no"}`))
+			_, _ = w.Write([]byte(`{"code":"rejected","message":"no","details":{"field":"n","limit":10}}`))
 		}
 	}))
 	defer app.Close()
@@ -304,6 +304,9 @@ func TestPushMode(t *testing.T) {
 	}
 	if e := second.GetLastError(); e.GetCode() != "rejected" || e.GetRetryable() {
 		t.Fatalf("a 4xx must fail permanently with the app's code: %+v", e)
+	}
+	if dl := listDLQ(t, ta, &taskerv1.ListDeadLettersRequest{}); len(dl) != 1 || dl[0].GetDetailsJson() != `{"field":"n","limit":10}` {
+		t.Fatalf("the push failure's details must reach its dead letter: %+v", dl)
 	}
 	mu.Lock()
 	defer mu.Unlock()

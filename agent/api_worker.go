@@ -152,7 +152,7 @@ func (w *workerAPI) ClaimSteps(ctx context.Context, req *connect.Request[taskerv
 	}
 	defer func() {
 		w.a.workers.unclaim(id, w.a.now())
-		time.AfterFunc(claimLinger, func() {
+		time.AfterFunc(w.a.workers.linger, func() {
 			if w.a.workers.expireClaim(id, w.a.now()) {
 				time.AfterFunc(w.a.grace, func() { w.a.reclaim(id) })
 			}

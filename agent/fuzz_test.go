@@ -249,7 +249,9 @@ func (p fuzzProcedure) emptyRequest(tb testing.TB) proto.Message {
 // the procedure's type, or an error with a client error code. It returns
 // the code ("ok" for a response).
 func call(client *http.Client, base string, p fuzzProcedure, mode uint8, body []byte) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
+	// Longer than any wait a request may ask for (ClaimSteps' wait_for,
+	// up to maxClaimWait), so that a long poll is not taken for a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), maxClaimWait+15*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+p.path, bytes.NewReader(body))
 	if err != nil {

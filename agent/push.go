@@ -32,9 +32,10 @@ type pushRequest struct {
 
 // pushError is the optional JSON body of a failure response.
 type pushError struct {
-	Code      string `json:"code"`
-	Message   string `json:"message"`
-	Retryable *bool  `json:"retryable"`
+	Code      string          `json:"code"`
+	Message   string          `json:"message"`
+	Retryable *bool           `json:"retryable"`
+	Details   json.RawMessage `json:"details"`
 }
 
 // pushAsync delivers an attempt to an app by HTTP POST and reports the
@@ -115,7 +116,11 @@ func (a *Agent) pushAsync(asg *consensus.Assignment, url, worker string) {
 		if pe.Retryable != nil {
 			retryable = *pe.Retryable
 		}
-		if _, err := a.fail(rctx, k, failReport{worker: worker, code: pe.Code, message: pe.Message, retryable: retryable, retryAfter: retryAfter(resp.Header.Get("Retry-After"), a.now()), fromApp: fromApp}); err != nil {
+		details := ""
+		if d := strings.TrimSpace(string(pe.Details)); d != "" && d != "null" {
+			details = d
+		}
+		if _, err := a.fail(rctx, k, failReport{worker: worker, code: pe.Code, message: pe.Message, retryable: retryable, retryAfter: retryAfter(resp.Header.Get("Retry-After"), a.now()), details: details, fromApp: fromApp}); err != nil {
 			a.log.WarnContext(a.taskLog(rctx, k.task), "push failure not recorded", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		}
 	}()

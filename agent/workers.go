@@ -21,6 +21,8 @@ type workers struct {
 	// catalogChanged is signalled when what the apps offer may have
 	// changed: a registration, a stream opened or closed.
 	catalogChanged chan struct{}
+	// linger is claimLinger; tests shorten it.
+	linger time.Duration
 }
 
 type worker struct {
@@ -68,7 +70,7 @@ type leaseKey struct {
 }
 
 func newWorkers() *workers {
-	return &workers{byID: map[string]*worker{}, changed: make(chan struct{}, 1), catalogChanged: make(chan struct{}, 1)}
+	return &workers{byID: map[string]*worker{}, changed: make(chan struct{}, 1), catalogChanged: make(chan struct{}, 1), linger: claimLinger}
 }
 
 func (ws *workers) signal() {
@@ -186,7 +188,7 @@ func (ws *workers) expireClaim(id string, now time.Time) bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.byID[id]
-	if w == nil || !w.claimer || w.claiming > 0 || now.Sub(w.claimEnd) < claimLinger {
+	if w == nil || !w.claimer || w.claiming > 0 || now.Sub(w.claimEnd) < ws.linger {
 		return false
 	}
 	w.claimer = false

@@ -8,5 +8,8 @@
 // agent killed with SIGKILL mid-run and restarted on its data dir (no
 // result lost, no completed step run again, idempotency keys kept), a
 // graceful shutdown with steps running, and the health and reflection
-// endpoints.
+// endpoints. The any-language tests (anylang_test.go) run apps with no
+// SDK — Python with the standard library, bash with curl and jq — and
+// every curl example of docs/sdk.md; they skip when python3, curl or jq
+// is missing, unless TASKER_REQUIRE_TOOLS=1 (CI sets it).
 package e2e

@@ -4,8 +4,12 @@
 // It starts three server agents (s1, s2, s3: -server -bootstrap-expect 3
 // -dev-timing, data dirs in a temporary dir, free ports; s2 and s3 -join
 // s1), one client agent per service as its sidecar (orders, inventory,
-// payments, shipping), and each example service (bin/order-services -only
-// ...) as its own process attached to its own sidecar. It applies
+// payments, shipping), and each example service as its own process
+// attached to its own sidecar, each in its own language: orders and
+// inventory in Go (bin/order-services -only ...), payments in TypeScript
+// (examples/polyglot/payments, on Node.js, with the TypeScript SDK) and
+// shipping in Python (examples/polyglot/shipping, standard library only,
+// in push mode); -polyglot=false runs all four in Go. It applies
 // examples/order-fulfilment.yaml through one sidecar, starts a batch of
 // orders through another, and shows a live progress line with the
 // current leader. Once -kill-at of the orders are complete it kills the
@@ -36,6 +40,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -81,6 +86,10 @@ type options struct {
 	killAt                     float64
 	breakers                   string
 	keepLogs                   bool
+	// polyglot runs payments in TypeScript and shipping in Python.
+	polyglot               bool
+	node, python           string
+	paymentsTS, shippingPy string
 }
 
 func main() {
@@ -106,6 +115,11 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.killAt, "kill-at", 0.4, "kill -9 the leader once this `share` of the orders is complete; 0: never")
 	fs.StringVar(&o.breakers, "breakers", "", "the servers' circuit-breaker policy `file`; default: the demo's (payments.charge opens after 10 consecutive failures, for 5s)")
 	fs.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up on the batch after this `long`")
+	fs.BoolVar(&o.polyglot, "polyglot", true, "run payments in TypeScript (Node.js) and shipping in Python; false runs every service in Go")
+	fs.StringVar(&o.node, "node", "node", "the Node.js `binary` that runs the payments service")
+	fs.StringVar(&o.python, "python", "python3", "the Python 3 `binary` that runs the shipping service")
+	fs.StringVar(&o.paymentsTS, "payments-ts", "examples/polyglot/payments/dist/main.js", "the TypeScript payments service, built (`make ts`)")
+	fs.StringVar(&o.shippingPy, "shipping-py", "examples/polyglot/shipping/shipping.py", "the Python shipping service")
 	fs.BoolVar(&o.keepLogs, "keep-logs", false, "keep the agents' and services' logs and data dirs even when every task completed")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -190,19 +204,81 @@ type demo struct {
 	leaders  *leaderWatch
 }
 
-// group is one service: its own process (order-services -only), attached
-// to its own client agent of the same name.
+// group is one service: its own process, attached to its own client agent
+// of the same name.
 type group struct {
 	name, only string
 	flaky      bool
+	// lang is the language the polyglot demo runs the service in: "go"
+	// (order-services -only), "ts" or "py".
+	lang string
 }
 
 // groups are the services of the demo; payments is flaky.
 var groups = []group{
-	{name: "orders", only: "orders,notifications"},
-	{name: "inventory", only: "inventory"},
-	{name: "payments", only: "payments", flaky: true},
-	{name: "shipping", only: "shipping"},
+	{name: "orders", only: "orders,notifications", lang: "go"},
+	{name: "inventory", only: "inventory", lang: "go"},
+	{name: "payments", only: "payments", flaky: true, lang: "ts"},
+	{name: "shipping", only: "shipping", lang: "py"},
+}
+
+// languages names each group's language for people.
+var languages = map[string]string{"go": "Go", "ts": "TypeScript", "py": "Python"}
+
+// lang is the language the run uses for g.
+func (d *demo) lang(g group) string {
+	if !d.opts.polyglot {
+		return "go"
+	}
+	return g.lang
+}
+
+// command is how the run starts g's service: the program and its flags.
+// Every implementation takes the same flags (the Go flag package accepts
+// --name too) and journals in the same format.
+func (d *demo) command(g group, api, journal string) (string, []string) {
+	args := []string{"--addr", api, "--delay", d.opts.delay, "--seed", fmt.Sprint(d.opts.seed),
+		"--drain", serviceDrain.String(), "--log", journal}
+	if g.flaky {
+		args = append(args, "--flaky", fmt.Sprint(d.opts.flaky))
+	}
+	switch d.lang(g) {
+	case "ts":
+		return d.opts.node, append([]string{d.opts.paymentsTS}, args...)
+	case "py":
+		return d.opts.python, append([]string{d.opts.shippingPy}, args...)
+	}
+	return d.opts.services, append([]string{"--only", g.only}, args...)
+}
+
+// checkTools fails early, with the fix, when a language's runtime or a
+// service is missing.
+func (d *demo) checkTools() error {
+	for _, bin := range []string{d.opts.tasker, d.opts.services} {
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("%w (run 'make demo', which builds it)", err)
+		}
+	}
+	if !d.opts.polyglot {
+		return nil
+	}
+	for _, c := range []struct{ what, bin, fix string }{
+		{"Node.js (payments is TypeScript)", d.opts.node, "install Node.js 20 or later"},
+		{"Python 3 (shipping is Python)", d.opts.python, "install python3"},
+	} {
+		if _, err := exec.LookPath(c.bin); err != nil {
+			return fmt.Errorf("%s: %w; %s, or run with -polyglot=false to run every service in Go", c.what, err, c.fix)
+		}
+	}
+	for _, c := range []struct{ file, fix string }{
+		{d.opts.paymentsTS, "run 'make ts' (make demo does), which builds the TypeScript SDK and the payments service"},
+		{d.opts.shippingPy, "run the demo from the repository's root"},
+	} {
+		if _, err := os.Stat(c.file); err != nil {
+			return fmt.Errorf("%w: %s, or run with -polyglot=false", err, c.fix)
+		}
+	}
+	return nil
 }
 
 // The workflow's capabilities and the sidecar whose service offers each.
@@ -238,10 +314,8 @@ func (d *demo) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("workflow: %w", err)
 	}
-	for _, bin := range []string{d.opts.tasker, d.opts.services} {
-		if _, err := os.Stat(bin); err != nil {
-			return fmt.Errorf("%w (run 'make demo', which builds it)", err)
-		}
+	if err := d.checkTools(); err != nil {
+		return err
 	}
 	if d.dir, err = os.MkdirTemp("", "tasker-demo-"); err != nil {
 		return fmt.Errorf("temp dir: %w", err)
@@ -278,7 +352,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	for i, a := range d.sidecars {
 		p := d.services[i]
-		label := p.group.only
+		label := p.group.only + ", " + languages[d.lang(p.group)]
 		if p.group.flaky {
 			label += fmt.Sprintf(", flaky %.0f%%", d.opts.flaky*100)
 		}
@@ -489,12 +563,8 @@ func stateName(s taskerv1.TaskState) string {
 func (d *demo) startServices(ctx context.Context) error {
 	for i, g := range groups {
 		journal := filepath.Join(d.dir, g.name+"-executions.jsonl")
-		args := []string{"-addr", d.sidecars[i].api, "-only", g.only, "-delay", d.opts.delay,
-			"-seed", fmt.Sprint(d.opts.seed), "-drain", serviceDrain.String(), "-log", journal}
-		if g.flaky {
-			args = append(args, "-flaky", fmt.Sprint(d.opts.flaky))
-		}
-		p, err := startProc(g.name+" service", d.opts.services, args, filepath.Join(d.dir, g.name+"-service.log"), nil)
+		bin, args := d.command(g, d.sidecars[i].api, journal)
+		p, err := startProc(g.name+" service ("+languages[d.lang(g)]+")", bin, args, filepath.Join(d.dir, g.name+"-service.log"), nil)
 		if err != nil {
 			return err
 		}
