@@ -102,7 +102,7 @@ proto-check: proto ## fail when the committed generated code is stale
 fmt: ## format the code
 	gofmt -w $$(git ls-files '*.go')
 
-demo: build services ## validate the examples, then run 50 orders through a live 3-server cluster (a sidecar per service) and kill the leader mid-run
+demo: build services ts ## validate the examples, then run 50 orders through a live 3-server cluster (a sidecar per service: inventory in Go, payments in TypeScript, shipping in Python) and kill the leader mid-run
 	./$(BIN) validate examples/*.yaml
 	$(GO) build -trimpath -o $(DEMO) ./examples/demo
 	./$(DEMO) -tasker ./$(BIN) -services ./$(SERVICES) -workflow examples/order-fulfilment.yaml

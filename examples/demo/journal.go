@@ -53,7 +53,7 @@ func (e serviceExecutions) String() string {
 func readJournals(services []*serviceProc) []serviceExecutions {
 	out := make([]serviceExecutions, 0, len(services))
 	for _, s := range services {
-		out = append(out, readJournal(s.group.name, s.journal))
+		out = append(out, readJournal(s.group.name+" ("+s.lang+")", s.journal))
 	}
 	return out
 }

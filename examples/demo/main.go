@@ -302,6 +302,7 @@ const (
 type serviceProc struct {
 	*proc
 	group   group
+	lang    string // the language it is written in, for people
 	journal string // its -log: one JSON line per execution
 }
 
@@ -327,7 +328,11 @@ func (d *demo) run(ctx context.Context) error {
 			return fmt.Errorf("breakers: %w", err)
 		}
 	}
-	fmt.Fprintf(d.out, "Live demo: %d orders through a %d-server Tasker cluster, each service with its own sidecar agent\n", d.opts.tasks, serversExpected)
+	langs := "in Go"
+	if d.opts.polyglot {
+		langs = "in Go, TypeScript and Python"
+	}
+	fmt.Fprintf(d.out, "Live demo: %d orders through a %d-server Tasker cluster, each service (%s) with its own sidecar agent\n", d.opts.tasks, serversExpected, langs)
 	fmt.Fprintf(d.out, "  %-9s %s (logs and data dirs; kept if anything fails, or with -keep-logs)\n", "dir", d.dir)
 
 	setup, cancel := context.WithTimeout(ctx, startTimeout)
@@ -568,7 +573,7 @@ func (d *demo) startServices(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		d.services = append(d.services, &serviceProc{proc: p, group: g, journal: journal})
+		d.services = append(d.services, &serviceProc{proc: p, group: g, lang: languages[d.lang(g)], journal: journal})
 	}
 	return ctx.Err()
 }
