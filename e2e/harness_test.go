@@ -170,8 +170,8 @@ type agentProc struct {
 // agentConfig says how to run an agent.
 type agentConfig struct {
 	// dataDir, when set, runs a server with its state in dataDir
-	// (-server -bootstrap-expect 1); else a -dev agent with a temporary
-	// one.
+	// (-server -bootstrap-expect 1); else a -dev agent with its state
+	// in the test's temporary dir, kept across restarts.
 	dataDir string
 	// configFile is the text of a -config file, if not empty.
 	configFile string
@@ -186,7 +186,9 @@ func startAgent(t *testing.T, cfg agentConfig) *agentProc {
 	if cfg.dataDir != "" {
 		a.args = append(a.args, "-server", "-bootstrap-expect", "1", "-data-dir", cfg.dataDir)
 	} else {
-		a.args = append(a.args, "-dev")
+		// In the test's own dir, not a temporary one of the agent's: a
+		// killed agent cannot remove it.
+		a.args = append(a.args, "-dev", "-data-dir", filepath.Join(dir, "data"))
 	}
 	if cfg.configFile != "" {
 		path := filepath.Join(dir, "agent.yaml")
