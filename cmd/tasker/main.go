@@ -61,6 +61,7 @@ func commands() []command {
 		breakersCommand(),
 		raftCommand(),
 		leaveCommand(),
+		healthCommand(),
 		forceLeaveCommand(),
 		keygenCommand(),
 		keyringCommand(),
