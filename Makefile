@@ -31,7 +31,7 @@ FUZZPKGS := ./workflow ./consensus ./agent
 CHAOS_DURATION  ?= 10m
 CHAOS_ARTIFACTS ?= $(CURDIR)/chaos-artifacts
 
-.PHONY: all build services ts ts-test test unit e2e chaos fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
+.PHONY: all build services ts ts-test test unit e2e deploy-test chaos fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
 
 all: build
 
@@ -54,13 +54,16 @@ ts: $(NODE_MODULES) ## build the TypeScript SDK (sdk/ts) and the TypeScript exam
 ts-test: build ts ## the TypeScript tests: the SDK against a real bin/tasker agent -dev, the payments example's unit tests
 	$(NPM) test --workspaces
 
-test: build ts unit fuzz-short ts-test ## run every test (unit, race, e2e, fuzz seeds and a short fuzz, TypeScript)
+test: build ts unit fuzz-short ts-test deploy-test ## run every test (unit, race, e2e, fuzz seeds and a short fuzz, TypeScript, deploy manifests)
 
 unit: ## unit and scenario tests with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
 e2e: ## only the end-to-end tests: real agents and services over loopback (make test runs them too)
 	$(GO) test -race -count=1 ./e2e/
+
+deploy-test: ## the Kubernetes manifests and the Helm chart: helm lint, render, strict decoding, the agent's own config loader (deploy/, a module of its own)
+	cd deploy && $(GO) test -count=1 ./...
 
 chaos: ## randomized faults (leader/follower kill, pause and partition, client and service kill, client partition; partitions need root) against a steady workload for $(CHAOS_DURATION), then the invariants; report in $(CHAOS_ARTIFACTS)
 	TASKER_CHAOS_DURATION=$(CHAOS_DURATION) TASKER_ARTIFACTS=$(CHAOS_ARTIFACTS) TASKER_E2E_LOGS=$(CHAOS_ARTIFACTS)/logs \
@@ -82,11 +85,12 @@ bench: ## benchmarks: readiness, memory per task, validation, Raft commit, end-t
 	$(GO) test -run '^$$' -bench . -benchtime 300x -count=1 ./agent
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count=1 ./gossip
 
-lint: $(NODE_MODULES) ## gofmt check, go vet, staticcheck, buf lint, and tsc on the TypeScript SDK and its tests
+lint: $(NODE_MODULES) ## gofmt check, go vet and staticcheck (the main module and deploy/), buf lint, and tsc on the TypeScript SDK and its tests
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 		if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(TOOL) staticcheck $(PKGS)
+	cd deploy && $(GO) vet ./... && $(TOOL) staticcheck ./...
 	cd proto && $(TOOL) buf lint
 	cd sdk/ts && ../../node_modules/.bin/tsc --noEmit -p tsconfig.test.json
 
