@@ -114,6 +114,10 @@ type Agent struct {
 // request and shut down; the binary exits then.
 func (a *Agent) Left() <-chan struct{} { return a.left }
 
+// Leaving reports whether the agent has begun leaving the cluster
+// ('tasker leave'); Left is closed when it is done.
+func (a *Agent) Leaving() bool { return a.servers.leaving.Load() }
+
 // New prepares an agent from a validated configuration.
 func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {

@@ -73,6 +73,17 @@ func runAgent(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	stop()
+	if a.Leaving() {
+		// 'tasker leave' in a preStop hook (Kubernetes) or ExecStop returns
+		// once the leave has begun, and the stop signal follows at once: a
+		// shutdown now would race the leave and cut a leader's handoff
+		// short. The leave shuts the agent down itself, within its own
+		// bounds; a second signal still ends the process at once.
+		log.Info("stop signal while leaving the cluster: finishing the leave first")
+		<-a.Left()
+		log.Info("left the cluster")
+		return exitOK
+	}
 	log.Info("shutting down")
 	if err := a.Shutdown(context.Background()); err != nil {
 		fmt.Fprintf(stderr, "tasker agent: shutdown: %v\n", err)
