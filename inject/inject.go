@@ -166,11 +166,8 @@ func (in *Injector) Pod(pod *corev1.Pod) (Result, error) {
 			ops = append(ops, Op{"add", "/spec/volumes/-", v})
 		}
 	}
-	if len(ann) == 0 {
-		ops = append(ops, Op{"add", "/metadata/annotations", map[string]string{AnnotationInjected: "true"}})
-	} else {
-		ops = append(ops, Op{"add", "/metadata/annotations/" + escape(AnnotationInjected), "true"})
-	}
+	// The annotations exist: tasker.io/inject is one of them.
+	ops = append(ops, Op{"add", "/metadata/annotations/" + escape(AnnotationInjected), "true"})
 	return Result{Patch: ops}, nil
 }
 
@@ -245,8 +242,10 @@ func (in *Injector) sidecar(ann map[string]string) (corev1.Container, error) {
 		image = v
 	}
 	// $(VAR) in args is expanded by the kubelet from the container's env.
+	// The namespace makes the node name unique in the cluster's gossip:
+	// two namespaces may each have a pod worker-0.
 	args := []string{"agent",
-		"-node=$(POD_NAME)",
+		"-node=$(POD_NAME).$(POD_NAMESPACE)",
 		"-bind=$(POD_IP)",
 		"-data-dir=" + DataDir,
 		"-log-format=" + cfg.LogFormat,
@@ -262,6 +261,7 @@ func (in *Injector) sidecar(ann map[string]string) (corev1.Container, error) {
 	}
 	env := []corev1.EnvVar{
 		{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}},
+		{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.namespace"}}},
 		{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}},
 	}
 	if s := cfg.GossipKeySecret; s.Name != "" {

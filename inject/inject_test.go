@@ -159,7 +159,7 @@ func checkSidecar(t *testing.T, p *corev1.Pod, native bool) corev1.Container {
 	if !slices.Contains(c.LivenessProbe.Exec.Command, "-live") {
 		t.Errorf("liveness probe %v: want -live (a server without quorum must not restart every sidecar)", c.LivenessProbe.Exec.Command)
 	}
-	for _, a := range []string{"agent", "-node=$(POD_NAME)", "-bind=$(POD_IP)", "-data-dir=/var/lib/tasker", "-retry-join=tasker-server.tasker.svc:7422"} {
+	for _, a := range []string{"agent", "-node=$(POD_NAME).$(POD_NAMESPACE)", "-bind=$(POD_IP)", "-data-dir=/var/lib/tasker", "-retry-join=tasker-server.tasker.svc:7422"} {
 		if !slices.Contains(c.Args, a) {
 			t.Errorf("args %q lack %q", c.Args, a)
 		}
@@ -167,7 +167,7 @@ func checkSidecar(t *testing.T, p *corev1.Pod, native bool) corev1.Container {
 	if c.Args[0] != "agent" {
 		t.Errorf("args %q: want agent first (the image's entrypoint is /tasker)", c.Args)
 	}
-	for name, path := range map[string]string{"POD_NAME": "metadata.name", "POD_IP": "status.podIP"} {
+	for name, path := range map[string]string{"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace", "POD_IP": "status.podIP"} {
 		e, ok := envOf(c, name)
 		if !ok || e.ValueFrom == nil || e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != path {
 			t.Errorf("env %s: %+v, want the downward API's %s", name, e, path)
