@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
 
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -372,8 +373,11 @@ func (in *Injector) Review(req *admissionv1.AdmissionRequest) (*admissionv1.Admi
 		return resp, Result{Skipped: fmt.Sprintf("not a pod's creation (%s %s%s)", req.Operation, req.Kind.Kind, sub(req.SubResource))}, nil
 	}
 	var pod corev1.Pod
-	// Not strict: the API server may send fields newer than this build.
-	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+	// As the API server decodes: field names match exactly (encoding/json
+	// alone would read "Metadata" as metadata, and the patch would then
+	// name paths the object lacks). Not strict: the API server may send
+	// fields newer than this build's k8s.io/api.
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &pod); err != nil {
 		return nil, Result{}, fmt.Errorf("request.object is not a Pod: %w", err)
 	}
 	res, err := in.Pod(&pod)

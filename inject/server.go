@@ -15,6 +15,7 @@ import (
 	"time"
 
 	admissionv1 "k8s.io/api/admission/v1"
+	kjson "sigs.k8s.io/json"
 )
 
 // The server's defaults, which the webhook configuration in
@@ -92,7 +93,7 @@ func (h *Handler) mutate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var review admissionv1.AdmissionReview
-	if err := json.Unmarshal(body, &review); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(body, &review); err != nil {
 		fail(http.StatusBadRequest, "the body is not an AdmissionReview: %v", err)
 		return
 	}
@@ -115,10 +116,11 @@ func (h *Handler) mutate(w http.ResponseWriter, r *http.Request) {
 	// spec is never logged: env values may be secrets.
 	var meta struct {
 		Metadata struct {
-			Name, GenerateName string
-		}
+			Name         string `json:"name"`
+			GenerateName string `json:"generateName"`
+		} `json:"metadata"`
 	}
-	_ = json.Unmarshal(req.Object.Raw, &meta)
+	_ = kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &meta)
 	attrs := []any{"uid", req.UID, "namespace", req.Namespace, "pod", meta.Metadata.Name, "generate_name", meta.Metadata.GenerateName}
 	switch {
 	case !resp.Allowed:
