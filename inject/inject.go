@@ -132,6 +132,9 @@ func (in *Injector) Pod(pod *corev1.Pod) (Result, error) {
 		// only our sidecar must not pass in its place.
 		return Result{Skipped: "no containers"}, nil
 	}
+	if pod.Spec.HostNetwork {
+		return Result{}, denied("the pod uses hostNetwork: its tasker sidecar would bind ports 7420-7423 on the node, where a second injected pod could not; drop hostNetwork or %s", AnnotationInject)
+	}
 	if err := checkPorts(pod); err != nil {
 		return Result{}, err
 	}

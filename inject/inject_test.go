@@ -339,6 +339,11 @@ func TestInject(t *testing.T) {
 					t.Errorf("readiness: serving wants a leader, not -live")
 				}
 			}},
+		{name: "hostNetwork", pod: func() *corev1.Pod {
+			p := pod(injectTrue, "orders")
+			p.Spec.HostNetwork = true
+			return p
+		}(), deny: "the pod uses hostNetwork"},
 		{name: "an app on the agent's port", pod: func() *corev1.Pod {
 			p := pod(injectTrue, "orders")
 			p.Spec.Containers[0].Ports = []corev1.ContainerPort{{ContainerPort: 8080}, {ContainerPort: 7421}}
