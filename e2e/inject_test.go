@@ -101,7 +101,7 @@ tlsSecret: tasker-client-tls
 	if err := os.WriteFile(bad, []byte("image: ghcr.io/tasker-run/tasker:0.1.0\nretryjoin: [x:1]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := tasker(t, "", append([]string{"inject", "serve", "-config", bad}, certArgs...)...); r.code != 2 || !strings.Contains(r.stderr, `unknown field "retryjoin"`) {
+	if r := tasker(t, "", append([]string{"inject", "serve", "-listen", "127.0.0.1:0", "-config", bad}, certArgs...)...); r.code != 2 || !strings.Contains(r.stderr, `unknown field "retryjoin"`) {
 		t.Fatalf("a misspelt key: exit %d, stderr %q; want 2 naming it", r.code, r.stderr)
 	}
 
