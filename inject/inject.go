@@ -100,7 +100,8 @@ type Result struct {
 	Patch []Op
 	// Skipped says why the pod was left alone ("" when patched).
 	Skipped string
-	// Warnings are shown to the user by kubectl.
+	// Warnings go back to the client that created the pod (kubectl
+	// prints them; a ReplicaSet's controller does not).
 	Warnings []string
 }
 
@@ -122,8 +123,8 @@ func (in *Injector) Pod(pod *corev1.Pod) (Result, error) {
 		return Result{Skipped: "already injected (" + AnnotationInjected + ")"}, nil
 	}
 	if hasContainer(pod, ContainerName) {
-		// A sidecar written by hand (deploy/kubernetes's plain manifests)
-		// or injected before: adding a second one cannot work.
+		// A sidecar written by hand into the pod template, or injected
+		// before: a second agent in the pod could not bind its ports.
 		return Result{Skipped: "already has a container named " + ContainerName,
 			Warnings: []string{"tasker.io/inject: the pod already has a container named \"tasker\"; no sidecar injected"}}, nil
 	}
