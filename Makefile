@@ -24,8 +24,8 @@ FUZZTIME ?= 5000x
 # still saved), `make fuzz` minimizes.
 FUZZMIN  ?= 0s
 # Packages with fuzz targets: manifests, the Raft FSM and its snapshots,
-# the agent's API (docs/testing.md).
-FUZZPKGS := ./workflow ./consensus ./agent
+# the agent's API, the sidecar injector (docs/testing.md).
+FUZZPKGS := ./workflow ./consensus ./agent ./inject
 # How long `make chaos` injects faults, and where it keeps its report and
 # every process's log (make test runs a short chaos run too).
 CHAOS_DURATION  ?= 10m

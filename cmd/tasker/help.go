@@ -11,7 +11,8 @@ Usage: tasker help [COMMAND [SUBCOMMAND...]]
 
 Lists the commands, or prints one command's help: its arguments, flags
 and exit codes. For a command with subcommands (workflow, task, step,
-snapshot, raft, tls) it lists them; 'tasker help task get' prints one's help.
+snapshot, raft, tls, inject) it lists them; 'tasker help task get'
+prints one's help.
 `
 
 func helpCommand() command {

@@ -67,6 +67,7 @@ func commands() []command {
 		keyringCommand(),
 		aclCommand(),
 		tlsCommand(),
+		injectCommand(),
 		versionCommand(),
 		helpCommand(),
 	}
