@@ -16,6 +16,7 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	admissionv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -47,6 +48,8 @@ type objects struct {
 	pdbs            []*policyv1.PodDisruptionBudget
 	secrets         []*corev1.Secret
 	namespaces      []*corev1.Namespace
+	configMaps      []*corev1.ConfigMap
+	webhooks        []*admissionv1.MutatingWebhookConfiguration
 }
 
 // typeMeta reads only a document's kind, leniently: the strict decode
@@ -108,6 +111,12 @@ func (o *objects) decode(name string, b []byte, lenient bool) error {
 		case "Deployment":
 			v := &appsv1.Deployment{}
 			obj, want, add = v, "apps/v1", func() { o.deployments = append(o.deployments, v) }
+		case "ConfigMap":
+			v := &corev1.ConfigMap{}
+			obj, want, add = v, "v1", func() { o.configMaps = append(o.configMaps, v) }
+		case "MutatingWebhookConfiguration":
+			v := &admissionv1.MutatingWebhookConfiguration{}
+			obj, want, add = v, "admissionregistration.k8s.io/v1", func() { o.webhooks = append(o.webhooks, v) }
 		case "PodDisruptionBudget":
 			v := &policyv1.PodDisruptionBudget{}
 			obj, want, add = v, "policy/v1", func() { o.pdbs = append(o.pdbs, v) }
@@ -222,7 +231,7 @@ func renderObjects(t *testing.T, vals map[string]any) (*objects, string) {
 		case strings.HasSuffix(name, "NOTES.txt"):
 			notes = out[name]
 		case strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml"):
-			if err := o.decode(name, []byte(out[name]), isInjector(name)); err != nil {
+			if err := o.decode(name, []byte(out[name]), false); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -577,6 +577,41 @@ func TestChartRenders(t *testing.T) {
 	}
 }
 
+// TestChartInjector renders the sidecar injector (off by default): its
+// objects decode strictly, and the webhook reaches the injector's Service
+// on the port the injector serves, only for annotated pods, failing closed.
+func TestChartInjector(t *testing.T) {
+	o, _ := renderObjects(t, map[string]any{"injector": map[string]any{"enabled": true, "caBundle": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="}})
+	if len(o.webhooks) != 1 || len(o.webhooks[0].Webhooks) != 1 {
+		t.Fatalf("want one MutatingWebhookConfiguration with one webhook, got %d", len(o.webhooks))
+	}
+	wh := o.webhooks[0].Webhooks[0]
+	dep := byName(t, o.deployments, "Deployment", "tasker-injector")
+	svc := byName(t, o.services, "Service", "tasker-injector")
+	ref := wh.ClientConfig.Service
+	var checks []check
+	checks = append(checks,
+		check{"the webhook calls the injector's Service", ref != nil && ref.Name == svc.Name && ref.Namespace == releaseNS && ref.Path != nil && *ref.Path == "/mutate", nil},
+		check{"a CA bundle", len(wh.ClientConfig.CABundle) > 0, nil},
+		check{"AdmissionReview v1 only", len(wh.AdmissionReviewVersions) == 1 && wh.AdmissionReviewVersions[0] == "v1", nil},
+		check{"no side effects", wh.SideEffects != nil && *wh.SideEffects == "None", nil},
+		check{"fails closed", wh.FailurePolicy != nil && *wh.FailurePolicy == "Fail", nil},
+		check{"only pods that ask, by the annotation", len(wh.MatchConditions) > 0 && strings.Contains(wh.MatchConditions[0].Expression, "tasker.io/inject"), nil},
+		check{"the Service selects the injector's pods", selects(svc.Spec.Selector, dep.Spec.Template.Labels), nil},
+	)
+	// The injector is not an agent: no volume to own, no TASKER_* settings
+	// from service links, and no CPU limit (throttling would add latency to
+	// every pod creation); its containers are hardened all the same.
+	pod := &dep.Spec.Template.Spec
+	checks = append(checks, check{"runs as non-root", pod.SecurityContext != nil && pod.SecurityContext.RunAsNonRoot != nil && *pod.SecurityContext.RunAsNonRoot, pod.SecurityContext})
+	for i := range pod.Containers {
+		c := &pod.Containers[i]
+		checks = append(checks, hardened(c)...)
+		checks = append(checks, check{c.Name + ": memory and CPU requests, a memory limit", !c.Resources.Requests.Cpu().IsZero() && !c.Resources.Requests.Memory().IsZero() && !c.Resources.Limits.Memory().IsZero(), c.Resources})
+	}
+	run(t, checks)
+}
+
 // TestChartLint: helm lint finds nothing worse than INFO.
 func TestChartLint(t *testing.T) {
 	for _, tt := range []struct {
@@ -634,7 +669,7 @@ func TestStrictDecoding(t *testing.T) {
 		"apiVersion: v1\nkind: Service\nmetadata: {name: x}\nspec: {ports: [{port: 1, protocl: UDP}]}\n",
 		"apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: x}\nspec: {maxUnavailable: 1, maxUnavailable: 2}\n",
 		"apiVersion: apps/v1beta1\nkind: StatefulSet\nmetadata: {name: x}\n",
-		"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+		"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: x}\n",
 	} {
 		if err := (&objects{}).decode("test", []byte(doc), false); err == nil {
 			t.Errorf("decoded without an error:\n%s", doc)
