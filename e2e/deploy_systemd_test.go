@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // Tests of deploy/systemd: the units pass systemd-analyze (verify, and a
@@ -635,8 +637,11 @@ func TestSystemdConfigsRunCluster(t *testing.T) {
 	if out, code := runTasker(t, env, "raft", "peers", "-addr", cliAddrs.API); code == 0 {
 		t.Fatalf("tasker raft peers without a token succeeded; the config's ACLs are off:\n%s", out)
 	}
-	// The server's log says TLS is on; the agent's data dir is the only
-	// thing it wrote.
+	// tasker-snapshot.service's commands, as systemd would run them
+	// on the server: a snapshot lands in its state directory.
+	runSnapshotUnit(t, dir, append(slices.Clone(env), "TASKER_TOKEN="+mgmt, "TASKER_ADDR="+srvAddrs.API))
+
+	// The server's log says TLS is on.
 	if b, err := os.ReadFile(srv.logPath); err != nil || !strings.Contains(string(b), "agent-to-agent TLS on") {
 		t.Errorf("the server's log does not say \"agent-to-agent TLS on\":\n%s", srv.tail(20))
 	}
@@ -654,4 +659,92 @@ func TestSystemdConfigsRunCluster(t *testing.T) {
 		}
 		t.Logf("%s stopped in %v (TimeoutStopSec=%v)", p.unit, time.Since(start).Round(time.Millisecond), limit)
 	}
+}
+
+// runSnapshotUnit runs tasker-snapshot.service's ExecStart and
+// ExecStartPost with systemd's expansions ($$ and %% unescaped,
+// ${STATE_DIRECTORY} set), the binary mapped to the one under test, and
+// checks that they leave one snapshot in the state directory.
+func runSnapshotUnit(t *testing.T, dir string, env []string) {
+	t.Helper()
+	const unit = "tasker-snapshot.service"
+	u := readUnit(t, unit)
+	state := filepath.Join(dir, "snapshots")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if got := u.get(t, unit, "Service", "StateDirectory"); got != "tasker-snapshots" {
+		t.Fatalf("%s: StateDirectory=%s, want tasker-snapshots (docs/deploy.md)", unit, got)
+	}
+	// A snapshot three days old, which ExecStartPost must remove.
+	old := filepath.Join(state, "tasker-20000101T000000Z.snap")
+	if err := os.WriteFile(old, []byte("old"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chtimes(old, time.Now().Add(-72*time.Hour), time.Now().Add(-72*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	env = append(env, "STATE_DIRECTORY="+state)
+	for _, key := range []string{"ExecStart", "ExecStartPost"} {
+		line := u.get(t, unit, "Service", key)
+		line = strings.ReplaceAll(line, "$$", "\x00")
+		line = strings.ReplaceAll(line, "${STATE_DIRECTORY}", state)
+		line = strings.ReplaceAll(line, "\x00", "$")
+		line = strings.ReplaceAll(line, "%%", "%")
+		line = strings.ReplaceAll(line, unitBinary, taskerBin)
+		words := unitWords(t, line)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		cmd := exec.CommandContext(ctx, words[0], words[1:]...)
+		cmd.Env = env
+		out, err := cmd.CombinedOutput()
+		cancel()
+		if err != nil {
+			t.Fatalf("%s %s=%s: %v\n%s", unit, key, line, err, out)
+		}
+	}
+	snaps, err := filepath.Glob(filepath.Join(state, "tasker-*.snap"))
+	if err != nil || len(snaps) != 1 {
+		t.Fatalf("%s left %v in its state directory (%v), want one new tasker-<time>.snap (and the one 3 days old removed)", unit, snaps, err)
+	}
+	if snaps[0] == old || !regexp.MustCompile(`/tasker-\d{8}T\d{6}Z\.snap$`).MatchString(snaps[0]) {
+		t.Errorf("%s saved %s, want tasker-<UTC time>.snap", unit, snaps[0])
+	}
+}
+
+// unitWords splits a command line of a unit: blanks separate words, and
+// single or double quotes group them (systemd's rules, without escapes).
+func unitWords(t *testing.T, s string) []string {
+	t.Helper()
+	var (
+		words []string
+		w     strings.Builder
+		in    bool
+		quote rune
+	)
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			w.WriteRune(r)
+		case r == '"' || r == '\'':
+			quote, in = r, true
+		case r == ' ' || r == '\t':
+			if in {
+				words = append(words, w.String())
+				w.Reset()
+				in = false
+			}
+		default:
+			w.WriteRune(r)
+			in = true
+		}
+	}
+	if quote != 0 {
+		t.Fatalf("unbalanced quote in %q", s)
+	}
+	if in {
+		words = append(words, w.String())
+	}
+	return words
 }
