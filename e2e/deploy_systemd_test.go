@@ -478,7 +478,7 @@ func runTaskerIn(t *testing.T, dir string, env []string, args ...string) (string
 
 // startUnitAgent starts r and returns it with the addresses of its
 // "agent started" log line.
-func startUnitAgent(t *testing.T, dir string, r unitRun) (*process, started) {
+func startUnitAgent(t *testing.T, dir string, r unitRun, tr *syscallTracer) (*process, started) {
 	t.Helper()
 	found := make(chan started, 1)
 	watch := &lineWriter{fn: func(line string) bool {
@@ -490,7 +490,8 @@ func startUnitAgent(t *testing.T, dir string, r unitRun) (*process, started) {
 		return false
 	}}
 	logPath := filepath.Join(dir, strings.TrimSuffix(r.name, ".service")+".log")
-	p := startProcessEnv(t, r.name, taskerBin, r.args, r.env, logPath, watch)
+	bin, args := tr.wrap(r.name, taskerBin, r.args)
+	p := startProcessEnv(t, r.name, bin, args, r.env, logPath, watch)
 	select {
 	case s := <-found:
 		return p, s
@@ -608,11 +609,12 @@ func TestSystemdConfigsRunCluster(t *testing.T) {
 	srvRun := asUnitRun(t, "tasker-server.service", filepath.Join(dir, "cred-server"), creds, secrets,
 		append(local("vm-server", filepath.Join(dir, "server-data")), "TASKER_BOOTSTRAP_EXPECT=1"),
 		"-retry-join", "") // a flag replaces the file's list; no one else to join
-	srv, srvAddrs := startUnitAgent(t, dir, srvRun)
+	tr := newSyscallTracer(t, dir)
+	srv, srvAddrs := startUnitAgent(t, dir, srvRun, tr)
 	cliRun := asUnitRun(t, "tasker-agent.service", filepath.Join(dir, "cred-agent"), creds, clientSecrets,
 		local("vm-agent", filepath.Join(dir, "agent-data")),
 		"-retry-join", srvAddrs.Gossip)
-	cli, cliAddrs := startUnitAgent(t, dir, cliRun)
+	cli, cliAddrs := startUnitAgent(t, dir, cliRun, tr)
 
 	cliEnv := append(os.Environ(), "TASKER_TOKEN="+mgmt)
 	for _, a := range []struct{ name, addr string }{{"server", srvAddrs.API}, {"client agent", cliAddrs.API}} {
@@ -639,7 +641,7 @@ func TestSystemdConfigsRunCluster(t *testing.T) {
 	}
 	// tasker-snapshot.service's commands, as systemd would run them
 	// on the server: a snapshot lands in its state directory.
-	runSnapshotUnit(t, dir, append(slices.Clone(env), "TASKER_TOKEN="+mgmt, "TASKER_ADDR="+srvAddrs.API))
+	runSnapshotUnit(t, dir, append(slices.Clone(env), "TASKER_TOKEN="+mgmt, "TASKER_ADDR="+srvAddrs.API), tr)
 
 	// The server's log says TLS is on.
 	if b, err := os.ReadFile(srv.logPath); err != nil || !strings.Contains(string(b), "agent-to-agent TLS on") {
@@ -653,11 +655,17 @@ func TestSystemdConfigsRunCluster(t *testing.T) {
 	}{{cli, "tasker-agent.service"}, {srv, "tasker-server.service"}} {
 		limit := unitSeconds(t, readUnit(t, p.unit).get(t, p.unit, "Service", "TimeoutStopSec"))
 		start := time.Now()
-		p.proc.signal(t, syscall.SIGTERM)
+		if err := syscall.Kill(tr.pid(t, p.proc), syscall.SIGTERM); err != nil {
+			t.Fatalf("SIGTERM to %s: %v", p.unit, err)
+		}
+		// strace exits with its tracee's status.
 		if code := p.proc.wait(t, limit); code != 0 {
 			t.Errorf("%s exited with %d on SIGTERM, want 0:\n%s", p.unit, code, p.proc.tail(20))
 		}
 		t.Logf("%s stopped in %v (TimeoutStopSec=%v)", p.unit, time.Since(start).Round(time.Millisecond), limit)
+	}
+	for _, unit := range []string{"tasker-server.service", "tasker-agent.service", "tasker-snapshot.service"} {
+		tr.check(t, unit)
 	}
 }
 
@@ -665,7 +673,7 @@ func TestSystemdConfigsRunCluster(t *testing.T) {
 // ExecStartPost with systemd's expansions ($$ and %% unescaped,
 // ${STATE_DIRECTORY} set), the binary mapped to the one under test, and
 // checks that they leave one snapshot in the state directory.
-func runSnapshotUnit(t *testing.T, dir string, env []string) {
+func runSnapshotUnit(t *testing.T, dir string, env []string, tr *syscallTracer) {
 	t.Helper()
 	const unit = "tasker-snapshot.service"
 	u := readUnit(t, unit)
@@ -693,8 +701,9 @@ func runSnapshotUnit(t *testing.T, dir string, env []string) {
 		line = strings.ReplaceAll(line, "%%", "%")
 		line = strings.ReplaceAll(line, unitBinary, taskerBin)
 		words := unitWords(t, line)
+		bin, args := tr.wrap(unit, words[0], words[1:])
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		cmd := exec.CommandContext(ctx, words[0], words[1:]...)
+		cmd := exec.CommandContext(ctx, bin, args...)
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
 		cancel()
@@ -747,4 +756,138 @@ func unitWords(t *testing.T, s string) []string {
 		words = append(words, w.String())
 	}
 	return words
+}
+
+// syscallTracer runs processes under strace, to check afterwards that
+// every system call they made is one their unit's SystemCallFilter=
+// allows: the filter cannot be tried here without systemd as PID 1, and a
+// call it refuses would fail with EPERM (SystemCallErrorNumber=) in
+// production only. A nil tracer runs processes as they are.
+type syscallTracer struct {
+	dir   string
+	files map[string][]string // unit -> its trace files
+}
+
+// newSyscallTracer returns a tracer, or nil (saying why) when strace is
+// missing or cannot trace here (ptrace refused); a missing strace fails
+// the test under TASKER_REQUIRE_TOOLS=1.
+func newSyscallTracer(t *testing.T, dir string) *syscallTracer {
+	t.Helper()
+	for _, tool := range []string{"strace", "systemd-analyze"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv(requireToolsEnv) == "1" {
+				t.Fatalf("%s is required (%s=1): %v", tool, requireToolsEnv, err)
+			}
+			t.Logf("%s is not installed: the system calls are not checked against SystemCallFilter=", tool)
+			return nil
+		}
+	}
+	if out, err := exec.Command("strace", "-f", "-qq", "-o", "/dev/null", "true").CombinedOutput(); err != nil {
+		t.Logf("strace cannot trace here (%v: %s): the system calls are not checked against SystemCallFilter=", err, bytes.TrimSpace(out))
+		return nil
+	}
+	return &syscallTracer{dir: dir, files: map[string][]string{}}
+}
+
+// wrap returns the command that runs bin with args under strace.
+func (s *syscallTracer) wrap(unit, bin string, args []string) (string, []string) {
+	if s == nil {
+		return bin, args
+	}
+	file := filepath.Join(s.dir, fmt.Sprintf("%s-%d.strace", unit, len(s.files[unit])))
+	s.files[unit] = append(s.files[unit], file)
+	return "strace", append([]string{"-f", "-qq", "-o", file, bin}, args...)
+}
+
+// pid returns the pid of the traced program that p runs (strace's child),
+// or p's own.
+func (s *syscallTracer) pid(t *testing.T, p *process) int {
+	t.Helper()
+	pid := p.cmd.Process.Pid
+	if s == nil {
+		return pid
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+	f := strings.Fields(string(b))
+	if err != nil || len(f) == 0 {
+		t.Fatalf("the process strace (pid %d) traces: %v %q", pid, err, b)
+	}
+	child, _ := strconv.Atoi(f[0])
+	return child
+}
+
+// check compares the system calls of unit's processes with its filter.
+func (s *syscallTracer) check(t *testing.T, unit string) {
+	t.Helper()
+	if s == nil {
+		return
+	}
+	allowed := map[string]bool{}
+	var deny []string
+	for _, v := range readUnit(t, unit).all("Service", "SystemCallFilter") {
+		names, denied := strings.CutPrefix(v, "~")
+		for _, n := range strings.Fields(names) {
+			for _, sc := range syscallSet(t, n) {
+				if denied {
+					deny = append(deny, sc)
+				} else {
+					allowed[sc] = true
+				}
+			}
+		}
+	}
+	for _, sc := range deny {
+		delete(allowed, sc)
+	}
+	if len(allowed) == 0 {
+		t.Fatalf("%s: no system call allowed by its SystemCallFilter=", unit)
+	}
+	re := regexp.MustCompile(`^\d+\s+([a-z0-9_]+)\(`)
+	used := map[string]bool{}
+	for _, file := range s.files[unit] {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if m := re.FindStringSubmatch(line); m != nil {
+				used[m[1]] = true
+			}
+		}
+	}
+	if len(used) == 0 {
+		t.Fatalf("%s: no system call in its traces %v", unit, s.files[unit])
+	}
+	var refused []string
+	for sc := range used {
+		if !allowed[sc] {
+			refused = append(refused, sc)
+		}
+	}
+	slices.Sort(refused)
+	if len(refused) > 0 {
+		t.Errorf("%s made system calls its SystemCallFilter= refuses (with EPERM): %v; traces in %v", unit, refused, s.files[unit])
+	}
+	t.Logf("%s: %d distinct system calls, all allowed by its SystemCallFilter=", unit, len(used))
+}
+
+// syscallSet expands a system call or an @group with systemd-analyze.
+func syscallSet(t *testing.T, name string) []string {
+	t.Helper()
+	if !strings.HasPrefix(name, "@") {
+		return []string{name}
+	}
+	out, err := exec.Command("systemd-analyze", "syscall-filter", "--no-pager", name).Output()
+	if err != nil {
+		t.Fatalf("systemd-analyze syscall-filter %s: %v", name, err)
+	}
+	var set []string
+	for _, line := range strings.Split(string(out), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		set = append(set, syscallSet(t, f[0])...)
+	}
+	return set
 }
