@@ -494,6 +494,16 @@ func startUnitAgent(t *testing.T, dir string, r unitRun, tr *syscallTracer) (*pr
 	p := startProcessEnv(t, r.name, bin, args, r.env, logPath, watch)
 	select {
 	case s := <-found:
+		if tr != nil {
+			// A tracer that is killed (the test failed) detaches its
+			// tracee, which would run on: kill the agent too.
+			pid := tr.pid(t, p)
+			t.Cleanup(func() {
+				if !p.exited() {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			})
+		}
 		return p, s
 	case <-p.done:
 		t.Fatalf("%s exited before it started (%v):\n%s", r.name, p.err, p.tail(20))
