@@ -581,6 +581,9 @@ func TestChartRenders(t *testing.T) {
 // objects decode strictly, and the webhook reaches the injector's Service
 // on the port the injector serves, only for annotated pods, failing closed.
 func TestChartInjector(t *testing.T) {
+	if o, _ := renderObjects(t, nil); len(o.webhooks) != 0 {
+		t.Fatal("the injector is off by default, yet the chart renders a webhook")
+	}
 	o, _ := renderObjects(t, map[string]any{"injector": map[string]any{"enabled": true, "caBundle": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg=="}})
 	if len(o.webhooks) != 1 || len(o.webhooks[0].Webhooks) != 1 {
 		t.Fatalf("want one MutatingWebhookConfiguration with one webhook, got %d", len(o.webhooks))
@@ -646,6 +649,7 @@ func TestChartRejects(t *testing.T) {
 		{"an even replica count, template check", map[string]any{"server": map[string]any{"replicas": 2}}, true, "server.replicas is 2: use an odd number"},
 		{"eleven, template check", map[string]any{"server": map[string]any{"replicas": 11}}, true, "server.replicas is 11: use an odd number"},
 		{"a budget that loses the quorum", map[string]any{"server": map[string]any{"podDisruptionBudget": map[string]any{"maxUnavailable": 2}}}, true, "maxUnavailable is 2: with 3 servers at most 1"},
+		{"the injector without the CA bundle of its certificate", map[string]any{"injector": map[string]any{"enabled": true}}, false, "caBundle"},
 		{"a budget that blocks drains", map[string]any{"server": map[string]any{"podDisruptionBudget": map[string]any{"maxUnavailable": 0}}}, true, "at least 1"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,6 @@ package inject
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -223,74 +222,4 @@ func matches(selector, labels map[string]string) bool {
 		}
 	}
 	return true
-}
-
-// TestHelmTemplate renders deploy/helm/tasker/templates/injector.yaml with
-// helm, when helm is on PATH, and checks its objects as TestManifests
-// does the plain ones. The chart around it is stubbed (Chart.yaml and
-// image values), so that only this template and the injector: values
-// are under test. Without helm it skips: CI has none.
-func TestHelmTemplate(t *testing.T) {
-	helm, err := exec.LookPath("helm")
-	if err != nil {
-		t.Skip("helm is not on PATH")
-	}
-	src := filepath.Join("..", "deploy", "helm", "tasker")
-	chart := filepath.Join(t.TempDir(), "tasker")
-	if err := os.MkdirAll(filepath.Join(chart, "templates"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmpl, err := os.ReadFile(filepath.Join(src, "templates", "injector.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	values, err := os.ReadFile(filepath.Join(src, "values.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{
-		"Chart.yaml":              []byte("apiVersion: v2\nname: tasker\nversion: 0.1.0\nappVersion: \"0.1.0\"\n"),
-		"templates/injector.yaml": tmpl,
-		"values.yaml":             append([]byte("image:\n  repository: ghcr.io/tasker-run/tasker\n  tag: \"\"\n"), values...),
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(chart, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	render := func(args ...string) (string, error) {
-		cmd := exec.Command(helm, append([]string{"template", "rel", chart}, args...)...)
-		var out, errOut strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		if err != nil {
-			return errOut.String(), err
-		}
-		return out.String(), nil
-	}
-	if out, err := render("-n", "tasker"); err != nil || strings.Contains(out, "kind:") {
-		t.Fatalf("disabled by default: %v\n%s", err, out)
-	}
-	if out, err := render("-n", "tasker", "--set", "injector.enabled=true"); err == nil || !strings.Contains(out, "injector.caBundle: the webhook's CA") {
-		t.Fatalf("no caBundle: %v\n%s; want the render refused, naming injector.caBundle", err, out)
-	}
-	pem := "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, []byte(pem), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := render("-n", "apps", "--set", "injector.enabled=true", "--set-file", "injector.caBundle="+ca)
-	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, out)
-	}
-	rendered := filepath.Join(t.TempDir(), "rendered.yaml")
-	if err := os.WriteFile(rendered, []byte(out), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	objs := decodeManifests(t, rendered)
-	checkInjectorObjects(t, objs, "apps")
-	wh := objs["MutatingWebhookConfiguration"].(*admissionregv1.MutatingWebhookConfiguration).Webhooks[0]
-	if string(wh.ClientConfig.CABundle) != pem {
-		t.Errorf("caBundle %q, want the PEM given", wh.ClientConfig.CABundle)
-	}
 }
