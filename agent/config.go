@@ -198,6 +198,9 @@ type setting struct {
 	isBool bool
 	list   bool // repeatable: each use adds
 	apply  func(c *Config, v string) error
+	// reset empties a list, so that a later source replaces what an
+	// earlier one said instead of adding to it.
+	reset func(c *Config)
 }
 
 func settings() []setting {
@@ -235,7 +238,7 @@ func settings() []setting {
 		}}
 	}
 	list := func(name, usage string, field func(*Config) *[]string) setting {
-		return setting{name: name, usage: usage, list: true, apply: func(c *Config, v string) error {
+		return setting{name: name, usage: usage, list: true, reset: func(c *Config) { *field(c) = nil }, apply: func(c *Config, v string) error {
 			for _, part := range strings.Split(v, ",") {
 				if part = strings.TrimSpace(part); part != "" {
 					*field(c) = append(*field(c), part)
@@ -334,6 +337,10 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 	for _, s := range all {
 		env := "TASKER_" + strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
 		if v := getenv(env); v != "" {
+			if s.reset != nil {
+				// The environment replaces the file's list.
+				s.reset(&cfg)
+			}
 			if err := s.apply(&cfg, v); err != nil {
 				return cfg, fmt.Errorf("%s: %w", env, err)
 			}
@@ -348,7 +355,7 @@ func Load(args []string, getenv func(string) string) (Config, error) {
 			vals := []string{values[i].val}
 			if s.list {
 				// Flags replace what the file and environment said.
-				s.apply(&cfg, "")
+				s.reset(&cfg)
 				vals = values[i].vals
 			}
 			for _, v := range vals {

@@ -112,3 +112,40 @@ func TestConfigRaftSnapshot(t *testing.T) {
 		})
 	}
 }
+
+// TestListSettingsPrecedence: a list setting (-retry-join, -join) from a
+// later source replaces the earlier one's, as a scalar does: the file,
+// then TASKER_*, then flags. A flag given twice adds.
+func TestListSettingsPrecedence(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(file, []byte("retry_join: [file-1:7422, file-2:7422]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		args []string
+		env  string
+		want string
+	}{
+		{"file", []string{"-config", file}, "", "file-1:7422,file-2:7422"},
+		{"env replaces the file", []string{"-config", file}, "env-1:7422, env-2:7422", "env-1:7422,env-2:7422"},
+		{"flag replaces env and file", []string{"-config", file, "-retry-join", "flag-1:7422"}, "env-1:7422", "flag-1:7422"},
+		{"a repeated flag adds", []string{"-retry-join", "a:7422", "-retry-join", "b:7422,c:7422"}, "", "a:7422,b:7422,c:7422"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := append([]string{"-data-dir", t.TempDir()}, tt.args...)
+			cfg, err := Load(args, func(k string) string {
+				if k == "TASKER_RETRY_JOIN" {
+					return tt.env
+				}
+				return ""
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(cfg.RetryJoin, ","); got != tt.want {
+				t.Fatalf("retry_join %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
