@@ -522,47 +522,6 @@ func startProcessEnv(t *testing.T, name, bin string, args, env []string, logPath
 	return startCmd(t, name, cmd, logPath, tee, cmd.Start)
 }
 
-// startCmd starts cmd with start (cmd.Start, or a function that calls it
-// in a network namespace), its standard output and error appended to
-// logPath and also written to tee, if not nil, as startProcess does.
-func startCmd(t *testing.T, name string, cmd *exec.Cmd, logPath string, tee io.Writer, start func() error) *process {
-	t.Helper()
-	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-	if err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	fmt.Fprintf(f, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), cmd.Path, strings.Join(cmd.Args[1:], " "))
-	var out io.Writer = f
-	if tee != nil {
-		out = io.MultiWriter(f, tee)
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := start(); err != nil {
-		f.Close()
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		if !p.exited() {
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if b, err := os.ReadFile(logPath); err == nil && bytes.Contains(b, []byte("WARNING: DATA RACE")) {
-			t.Errorf("%s reported a data race; see %s", p.name, p.keep(t))
-		}
-		if t.Failed() {
-			t.Logf("%s (pid %d) log, last lines:\n%s", p.name, p.cmd.Process.Pid, p.tail(40))
-		}
-		p.keep(t)
-	})
-	return p
-}
-
 // TestSystemdConfigsRunCluster runs the shipped config files the way the
 // units run them: a one-server cluster from tasker-server.service and
 // server.yaml, and a client agent from tasker-agent.service and

@@ -44,19 +44,27 @@ type process struct {
 // appended to logPath and also written to tee, if not nil.
 func startProcess(t *testing.T, name, bin string, args []string, logPath string, tee io.Writer) *process {
 	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.SysProcAttr = sysProcAttr()
+	return startCmd(t, name, cmd, logPath, tee, cmd.Start)
+}
+
+// startCmd starts cmd with start (cmd.Start, or a function that calls it
+// in a network namespace), its standard output and error appended to
+// logPath and also written to tee, if not nil, the way every test process starts.
+func startCmd(t *testing.T, name string, cmd *exec.Cmd, logPath string, tee io.Writer, start func() error) *process {
+	t.Helper()
 	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
-	fmt.Fprintf(f, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
+	fmt.Fprintf(f, "=== %s: %s %s\n", time.Now().Format(time.RFC3339Nano), cmd.Path, strings.Join(cmd.Args[1:], " "))
 	var out io.Writer = f
 	if tee != nil {
 		out = io.MultiWriter(f, tee)
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	if err := start(); err != nil {
 		f.Close()
 		t.Fatalf("start %s: %v", name, err)
 	}
