@@ -95,21 +95,12 @@ func editStep(lines []string, st *yaml.Node, want []string) ([]lineEdit, error) 
 		}
 	}
 	if ki < 0 {
+		// A step that reads another has ancestors, so has depends_on: the
+		// optimizer never adds the key, it only edits or removes it.
 		if len(want) == 0 {
 			return nil, nil
 		}
-		if st.Style&yaml.FlowStyle != 0 {
-			return nil, errors.New("the step is a flow mapping ({...}); add depends_on by hand")
-		}
-		// A new key goes right after the name, at the name's indentation.
-		nk := st.Content[0]
-		for i := 0; i+1 < len(st.Content); i += 2 {
-			if st.Content[i].Value == "name" {
-				nk = st.Content[i]
-			}
-		}
-		line := strings.Repeat(" ", nk.Column-1) + "depends_on: " + flowList(want, false)
-		return []lineEdit{{at: nk.Line, ins: []string{line}}}, nil
+		return nil, errors.New("has no depends_on to edit")
 	}
 	key, v := st.Content[ki], st.Content[ki+1]
 	if v.Kind == yaml.AliasNode || v.Anchor != "" {
