@@ -111,13 +111,13 @@ func editStep(lines []string, st *yaml.Node, want []string) ([]lineEdit, error) 
 	}
 	quoted := len(v.Content) > 0 && v.Content[0].Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0
 	if v.Style&yaml.FlowStyle != 0 || len(v.Content) == 0 {
-		return editFlow(lines, st, key, v, want, quoted, ki)
+		return editFlow(lines, key, v, want, quoted)
 	}
 	return editBlock(lines, key, v, want)
 }
 
 // editFlow rewrites a flow list ([a, b]), which may span lines.
-func editFlow(lines []string, st, key, v *yaml.Node, want []string, quoted bool, ki int) ([]lineEdit, error) {
+func editFlow(lines []string, key, v *yaml.Node, want []string, quoted bool) ([]lineEdit, error) {
 	start := v.Line - 1
 	col := byteCol(lines[start], v.Column)
 	endLine, endCol := -1, -1
@@ -136,11 +136,13 @@ func editFlow(lines []string, st, key, v *yaml.Node, want []string, quoted bool,
 	if len(want) > 0 {
 		return []lineEdit{{at: start, del: endLine - start + 1, ins: []string{lines[start][:col] + flowList(want, quoted) + rest}}}, nil
 	}
-	// Remove the key with its lines, when nothing else shares them.
+	// Remove the key with its lines when nothing else shares them (as in
+	// YAML written by hand); otherwise (JSON, "- depends_on: [a]" or a
+	// flow mapping) leave an empty list, which means the same.
 	kl := key.Line - 1
-	if ki == 0 && st.Style&yaml.FlowStyle == 0 || strings.TrimSpace(lines[kl][:byteCol(lines[kl], key.Column)]) != "" ||
+	if strings.TrimSpace(lines[kl][:byteCol(lines[kl], key.Column)]) != "" ||
 		(strings.TrimSpace(rest) != "" && !strings.HasPrefix(strings.TrimSpace(rest), "#")) {
-		return nil, fmt.Errorf("depends_on at line %d shares its line with other fields; remove it by hand", key.Line)
+		return []lineEdit{{at: start, del: endLine - start + 1, ins: []string{lines[start][:col] + "[]" + rest}}}, nil
 	}
 	return []lineEdit{{at: kl, del: endLine - kl + 1}}, nil
 }
@@ -164,8 +166,10 @@ func editBlock(lines []string, key, v *yaml.Node, want []string) ([]lineEdit, er
 	}
 	if len(want) == 0 {
 		kl := key.Line - 1
-		if strings.TrimSpace(lines[kl][:byteCol(lines[kl], key.Column)]) != "" {
-			return nil, fmt.Errorf("depends_on at line %d shares its line with other fields; remove it by hand", key.Line)
+		if p := lines[kl][:byteCol(lines[kl], key.Column)]; strings.TrimSpace(p) != "" {
+			// "- depends_on:" opens the step: keep the key, with an
+			// empty list, which means the same.
+			return []lineEdit{{at: kl, del: last - kl + 1, ins: []string{p + "depends_on: []"}}}, nil
 		}
 		return []lineEdit{{at: kl, del: last - kl + 1}}, nil
 	}

@@ -131,6 +131,28 @@ steps:
       note: "$$literal" # escaped
 `
 
+// JSON: an emptied list shares its line with a comma, so it stays, empty.
+const jsonManifest = `{
+  "name": "wf",
+  "version": "1.0.0",
+  "steps": [
+    {"name": "a", "capability": "svc.a", "timeout": "5s"},
+    {"name": "b", "capability": "svc.b", "timeout": "5s",
+     "depends_on": ["a"],
+     "input": {"x": "$.input.x"}}
+  ]
+}
+`
+
+// The step opens with its depends_on, a block list.
+const firstKey = head + `  - name: a
+    capability: svc.a
+  - depends_on:
+      - a
+    name: b
+    capability: svc.b
+`
+
 func TestOptimize(t *testing.T) {
 	order, err := os.ReadFile("../examples/order-fulfilment.yaml")
 	if err != nil {
@@ -255,6 +277,22 @@ func TestOptimize(t *testing.T) {
 				"# The workflow's own comment.\n", "version: 1.0.0 # keep this version\n\nsteps:\n  # a comes first.\n",
 				"    timeout: 7s\n\n  - name: c\n    capability: svc.c\n    timeout: 3s\n    input:\n      note: \"$$literal\" # escaped\n",
 			},
+		},
+		{
+			name:    "JSON: the emptied list stays, empty",
+			src:     jsonManifest,
+			removed: []string{"a→b"},
+			saved:   5 * time.Second,
+			edges:   []string{},
+			diff:    []string{"-     \"depends_on\": [\"a\"],\n+     \"depends_on\": [],\n"},
+		},
+		{
+			name:    "a block list that opens the step",
+			src:     firstKey,
+			removed: []string{"a→b"},
+			saved:   10 * time.Second,
+			edges:   []string{},
+			diff:    []string{"-  - depends_on:\n-      - a\n+  - depends_on: []\n"},
 		},
 	}
 	for _, tc := range tests {
