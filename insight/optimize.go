@@ -182,6 +182,22 @@ func Optimize(p *workflow.Plan, manifest []byte, durations map[string]time.Durat
 	if err != nil {
 		return nil, fmt.Errorf("insight: the proposed manifest of %s does not compile: %w", p.Name, err)
 	}
+	// The edit is checked against the graph it was meant to produce: a
+	// manifest that is not p's source, or a layout the line splice got
+	// wrong, must not come back as a proposal.
+	if len(np.Steps) != n {
+		return nil, fmt.Errorf("insight: the manifest has %d steps, the plan %d: is it the plan's source?", len(np.Steps), n)
+	}
+	for i := range n {
+		got := make([]string, 0, len(np.Parents(i)))
+		for _, par := range np.Parents(i) {
+			got = append(got, np.Steps[par].Name)
+		}
+		want := names(p, newParents[i])
+		if np.Steps[i].Name != p.Steps[i].Name || !slices.Equal(got, want) {
+			return nil, fmt.Errorf("insight: the proposed manifest gives step %q depends_on %v, want %v: is the manifest the plan's source?", np.Steps[i].Name, got, want)
+		}
+	}
 	prop.Manifest = out
 	prop.Diff = unifiedDiff(manifest, edits)
 	path, total = np.CriticalPath(weight(np))

@@ -454,6 +454,11 @@ func TestOptimizeRefuses(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "anchor") {
 		t.Errorf("err = %v, want one about the anchor", err)
 	}
+	// The manifest must be the plan's source.
+	other := strings.Replace(diamond, "depends_on: [b, c]", "depends_on: [b, c, a]", 1)
+	if _, err := Optimize(load(t, diamond), []byte(other), nil); err == nil || !strings.Contains(err.Error(), "plan's source") {
+		t.Errorf("err = %v, want one about the manifest not being the plan's source", err)
+	}
 	if _, err := Optimize(nil, nil, nil); err == nil {
 		t.Error("a nil plan gave no error")
 	}
