@@ -8,14 +8,14 @@ import (
 
 // Edge is one depends_on edge: Child lists Parent under depends_on.
 type Edge struct {
-	Parent string
-	Child  string
+	Parent string `json:"parent"`
+	Child  string `json:"child"`
 	// CarriesData reports whether the child's input mapping reads the
 	// parent's result; Reads lists those expressions, in field order.
-	CarriesData bool
-	Reads       []string
+	CarriesData bool     `json:"carries_data"`
+	Reads       []string `json:"reads,omitempty"`
 	// Why says, in a proposal, why the edge is removed, added or redundant.
-	Why string `json:",omitempty"`
+	Why string `json:"why,omitempty"`
 }
 
 // Dependencies returns every depends_on edge of p, children in manifest

@@ -62,6 +62,7 @@ func commands() []command {
 		raftCommand(),
 		leaveCommand(),
 		healthCommand(),
+		aiCommand(),
 		forceLeaveCommand(),
 		keygenCommand(),
 		keyringCommand(),
