@@ -475,32 +475,19 @@ func TestAnyLangShippingDrain(t *testing.T) {
 	}
 }
 
-// journalLine is a line of shipping.py's --log, with every field of the
-// Go services' execution.
-type journalLine struct {
-	Time       time.Time       `json:"time"`
-	TaskID     string          `json:"task_id"`
-	Step       string          `json:"step"`
-	Capability string          `json:"capability"`
-	Attempt    int             `json:"attempt"`
-	DurationMS float64         `json:"duration_ms"`
-	Outcome    string          `json:"outcome"`
-	Result     json.RawMessage `json:"result"`
-	Error      string          `json:"error"`
-	PID        int             `json:"pid"`
-}
-
-func readPyJournal(t *testing.T, path string) []journalLine {
+// readPyJournal reads shipping.py's --log strictly: a line must have
+// exactly the fields of the Go services' execution, in the same format.
+func readPyJournal(t *testing.T, path string) []execution {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var out []journalLine
+	var out []execution
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var e journalLine
+		var e execution
 		dec := json.NewDecoder(bytes.NewReader(sc.Bytes()))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e); err != nil {

@@ -6,7 +6,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os/exec"
@@ -88,15 +87,6 @@ type clusterAgent struct {
 	starts                 int
 	// host is the agent's host in the network lab; nil on loopback.
 	host *netHost
-}
-
-// agentStarted is the agent's JSON log line that names its addresses.
-type agentStarted struct {
-	Msg    string `json:"msg"`
-	API    string `json:"api"`
-	RPC    string `json:"rpc"`
-	Gossip string `json:"gossip"`
-	Raft   string `json:"raft"`
 }
 
 // startCluster starts servers Raft servers and one client agent per
@@ -473,15 +463,7 @@ func (a *clusterAgent) start() {
 	t := a.t
 	t.Helper()
 	a.starts++
-	found := make(chan agentStarted, 1)
-	watch := &lineWriter{fn: func(line string) bool {
-		var s agentStarted
-		if json.Unmarshal([]byte(line), &s) == nil && s.Msg == "agent started" {
-			found <- s
-			return true
-		}
-		return false
-	}}
+	watch, found := startedWatcher()
 	args := append(slices.Clone(a.args),
 		"-http-port", strconv.Itoa(a.httpPort), "-rpc-port", strconv.Itoa(a.rpcPort), "-gossip-port", strconv.Itoa(a.gossipPort))
 	if a.server {
@@ -489,7 +471,7 @@ func (a *clusterAgent) start() {
 	}
 	bin, args := a.host.command(taskerBin, args)
 	a.proc = startProcess(t, fmt.Sprintf("%s (start %d)", a.name, a.starts), bin, args, a.logPath, watch)
-	var s agentStarted
+	var s started
 	select {
 	case s = <-found:
 	case <-a.proc.done:

@@ -13,7 +13,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -480,15 +479,7 @@ func runTaskerIn(t *testing.T, dir string, env []string, args ...string) (string
 // "agent started" log line.
 func startUnitAgent(t *testing.T, dir string, r unitRun, tr *syscallTracer) (*process, started) {
 	t.Helper()
-	found := make(chan started, 1)
-	watch := &lineWriter{fn: func(line string) bool {
-		var s started
-		if json.Unmarshal([]byte(line), &s) == nil && s.Msg == "agent started" {
-			found <- s
-			return true
-		}
-		return false
-	}}
+	watch, found := startedWatcher()
 	logPath := filepath.Join(dir, strings.TrimSuffix(r.name, ".service")+".log")
 	bin, args := tr.wrap(r.name, taskerBin, r.args)
 	p := startProcessEnv(t, r.name, bin, args, r.env, logPath, watch)
@@ -693,6 +684,18 @@ func runSnapshotUnit(t *testing.T, dir string, env []string, tr *syscallTracer) 
 // single or double quotes group them (systemd's rules, without escapes).
 func unitWords(t *testing.T, s string) []string {
 	t.Helper()
+	words, err := splitWords(s, "")
+	if err != nil {
+		t.Fatalf("unit command %q: %v", s, err)
+	}
+	return words
+}
+
+// splitWords splits s as sh splits a simple command and systemd an Exec
+// line: blanks separate words, single or double quotes group them, no
+// escapes. A rune of refuse outside quotes is an error: what it would
+// mean is beyond a simple command.
+func splitWords(s, refuse string) ([]string, error) {
 	var (
 		words []string
 		w     strings.Builder
@@ -713,18 +716,20 @@ func unitWords(t *testing.T, s string) []string {
 				w.Reset()
 				in = false
 			}
+		case strings.ContainsRune(refuse, r):
+			return nil, fmt.Errorf("%q is more than a simple command (%q)", s, r)
 		default:
 			w.WriteRune(r)
 			in = true
 		}
 	}
 	if quote != 0 {
-		t.Fatalf("unbalanced quote in %q", s)
+		return nil, fmt.Errorf("unbalanced quote in %q", s)
 	}
 	if in {
 		words = append(words, w.String())
 	}
-	return words
+	return words, nil
 }
 
 // syscallTracer runs processes under strace, to check afterwards that

@@ -218,21 +218,27 @@ type started struct {
 	Gossip string `json:"gossip"`
 }
 
-// start runs the agent, on the ports of its first start if it had one,
-// and waits until its health check reports SERVING.
-func (a *agentProc) start() {
-	t := a.t
-	t.Helper()
-	a.starts++
+// startedWatcher watches an agent's JSON log for its "agent started"
+// line, which names its addresses, and sends it on the channel once.
+func startedWatcher() (*lineWriter, <-chan started) {
 	found := make(chan started, 1)
-	watch := &lineWriter{fn: func(line string) bool {
+	return &lineWriter{fn: func(line string) bool {
 		var s started
 		if json.Unmarshal([]byte(line), &s) == nil && s.Msg == "agent started" {
 			found <- s
 			return true
 		}
 		return false
-	}}
+	}}, found
+}
+
+// start runs the agent, on the ports of its first start if it had one,
+// and waits until its health check reports SERVING.
+func (a *agentProc) start() {
+	t := a.t
+	t.Helper()
+	a.starts++
+	watch, found := startedWatcher()
 	args := append(append([]string(nil), a.args...), "-http-port", strconv.Itoa(a.httpPort), "-raft-port", strconv.Itoa(a.raftPort),
 		"-rpc-port", strconv.Itoa(a.rpcPort), "-gossip-port", strconv.Itoa(a.gossipPort))
 	a.proc = startProcess(t, fmt.Sprintf("agent (start %d)", a.starts), taskerBin, args, a.logPath, watch)
@@ -345,6 +351,7 @@ type execution struct {
 	Step       string          `json:"step"`
 	Capability string          `json:"capability"`
 	Attempt    int             `json:"attempt"`
+	DurationMS float64         `json:"duration_ms"`
 	Outcome    string          `json:"outcome"`
 	Result     json.RawMessage `json:"result"`
 	Error      string          `json:"error"`

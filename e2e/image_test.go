@@ -151,45 +151,14 @@ func readDockerfile(t *testing.T) []*dockerStage {
 	return stages
 }
 
-// shellWords splits a RUN command as sh would split a simple command:
-// blanks separate words, quotes group them. Anything more (&&, ;, |, $)
-// is refused: the go build line must be a command of its own.
+// shellWords splits a RUN command as sh would split a simple command.
+// Anything more (&&, ;, |, $) is refused: the go build line must be a
+// command of its own, so that this test runs exactly it.
 func shellWords(t *testing.T, s string) []string {
 	t.Helper()
-	var (
-		words []string
-		w     strings.Builder
-		in    bool
-		quote rune
-	)
-	for _, r := range s {
-		switch {
-		case quote != 0:
-			if r == quote {
-				quote = 0
-			} else {
-				w.WriteRune(r)
-			}
-		case r == '"' || r == '\'':
-			quote, in = r, true
-		case r == ' ' || r == '\t':
-			if in {
-				words = append(words, w.String())
-				w.Reset()
-				in = false
-			}
-		case strings.ContainsRune("&;|$`<>\\", r):
-			t.Fatalf("Dockerfile: RUN %s: keep the go build command simple (no %q), so that this test runs exactly it", s, r)
-		default:
-			w.WriteRune(r)
-			in = true
-		}
-	}
-	if quote != 0 {
-		t.Fatalf("Dockerfile: RUN %s: unbalanced quote", s)
-	}
-	if in {
-		words = append(words, w.String())
+	words, err := splitWords(s, "&;|$`<>\\")
+	if err != nil {
+		t.Fatalf("Dockerfile: RUN: %v; keep the go build command simple", err)
 	}
 	return words
 }
