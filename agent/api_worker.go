@@ -151,12 +151,9 @@ func (w *workerAPI) ClaimSteps(ctx context.Context, req *connect.Request[taskerv
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("worker %q is not registered; call RegisterCapabilities first", id))
 	}
 	defer func() {
-		w.a.workers.unclaim(id, w.a.now())
-		time.AfterFunc(w.a.workers.linger, func() {
-			if w.a.workers.expireClaim(id, w.a.now()) {
-				time.AfterFunc(w.a.grace, func() { w.a.reclaim(id) })
-			}
-		})
+		if w.a.workers.unclaim(id, w.a.now()) {
+			w.a.lingerCheck(id, w.a.workers.linger)
+		}
 	}()
 	out := &taskerv1.ClaimStepsResponse{}
 	take := func(asg *consensus.Assignment) {
@@ -195,6 +192,23 @@ more:
 		}
 	}
 	return connect.NewResponse(out), nil
+}
+
+// lingerCheck disconnects a claiming worker once it has not claimed for
+// the linger, and hands back its steps after the reclaim grace. One check
+// runs per worker, rescheduling itself while the worker keeps claiming,
+// so that a worker polling in a tight loop costs one timer, not one per
+// call.
+func (a *Agent) lingerCheck(id string, after time.Duration) {
+	time.AfterFunc(after, func() {
+		expired, again := a.workers.expireClaim(id, a.now())
+		switch {
+		case expired:
+			time.AfterFunc(a.grace, func() { a.reclaim(id) })
+		case again > 0:
+			a.lingerCheck(id, again)
+		}
+	})
 }
 
 // reclaim hands back the steps a worker holds once it has stayed away

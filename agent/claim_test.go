@@ -121,3 +121,20 @@ func TestClaimStepsRefusesBadInput(t *testing.T) {
 		t.Fatal("refused calls must not connect the worker")
 	}
 }
+
+// A worker that keeps claiming stays connected past its linger, however
+// often it calls; once it stops, it is disconnected after the linger.
+func TestClaimStepsKeepsAClaimerConnected(t *testing.T) {
+	ta := startAgent(t, t.TempDir())
+	ta.workers.linger = 200 * time.Millisecond
+	register(t, ta, "busy", "test.first")
+	for end := time.Now().Add(700 * time.Millisecond); time.Now().Before(end); {
+		claim(t, ta, "busy", 1, 20*time.Millisecond)
+		if !ta.workers.connected("busy") {
+			t.Fatal("a worker claiming every 20ms was disconnected")
+		}
+	}
+	waitFor(t, 5*time.Second, "the claimer to be disconnected after it stopped", func() bool {
+		return !ta.workers.connected("busy")
+	})
+}

@@ -40,6 +40,9 @@ type worker struct {
 	claimer  bool
 	claiming int // ClaimSteps calls in progress
 	claimEnd time.Time
+	// expiring is set while a linger check is scheduled: one per worker,
+	// however often it claims.
+	expiring bool
 	inflight map[leaseKey]string // attempt → capability
 	seen     time.Time
 	// healthURL, when set, is probed; while the probe fails the worker is
@@ -172,29 +175,48 @@ func (ws *workers) claim(id string) (<-chan *consensus.Assignment, bool) {
 	return w.queue, true
 }
 
-// unclaim ends a ClaimSteps call.
-func (ws *workers) unclaim(id string, now time.Time) {
-	ws.mu.Lock()
-	defer ws.mu.Unlock()
-	if w := ws.byID[id]; w != nil && w.claiming > 0 {
-		w.claiming--
-		w.claimEnd = now
-	}
-}
-
-// expireClaim disconnects a claimer whose linger has passed with no call
-// in progress; it reports whether it did.
-func (ws *workers) expireClaim(id string, now time.Time) bool {
+// unclaim ends a ClaimSteps call. It reports whether the caller must
+// schedule the linger check (expireClaim): none is pending yet.
+func (ws *workers) unclaim(id string, now time.Time) bool {
 	ws.mu.Lock()
 	defer ws.mu.Unlock()
 	w := ws.byID[id]
-	if w == nil || !w.claimer || w.claiming > 0 || now.Sub(w.claimEnd) < ws.linger {
+	if w == nil || w.claiming == 0 {
 		return false
 	}
+	w.claiming--
+	w.claimEnd = now
+	if w.expiring {
+		return false
+	}
+	w.expiring = true
+	return true
+}
+
+// expireClaim is the linger check. It disconnects a claimer whose linger
+// has passed with no call in progress and reports expired; when the
+// worker claimed since, it returns how long to wait before checking again
+// (again > 0); else the check is over.
+func (ws *workers) expireClaim(id string, now time.Time) (expired bool, again time.Duration) {
+	ws.mu.Lock()
+	defer ws.mu.Unlock()
+	w := ws.byID[id]
+	if w == nil || !w.claimer {
+		if w != nil {
+			w.expiring = false
+		}
+		return false, 0
+	}
+	if left := ws.linger - now.Sub(w.claimEnd); w.claiming > 0 || left > 0 {
+		// Claimed again: check once the new linger has passed (a call in
+		// progress schedules nothing when it ends, so keep checking).
+		return false, max(left, ws.linger/4)
+	}
+	w.expiring = false
 	w.claimer = false
 	w.close()
 	ws.signalCatalog()
-	return true
+	return true, 0
 }
 
 // discardQueue empties the queue of a worker that stayed away: its
