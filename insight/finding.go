@@ -18,16 +18,16 @@ type Class string
 // Failure classes. A step that failed only because another one did is
 // ClassDependency; the step that started it carries one of the others.
 const (
-	ClassTimeout            Class = "timeout"             // attempts ran past their timeout or lease
-	ClassBreakerOpen        Class = "breaker_open"        // the agent's circuit breaker kept the step from being sent
-	ClassCapabilityMissing  Class = "capability_missing"  // no agent offers the capability
+	ClassTimeout            Class = "timeout"              // attempts ran past their timeout or lease
+	ClassBreakerOpen        Class = "breaker_open"         // the agent's circuit breaker kept the step from being sent
+	ClassCapabilityMissing  Class = "capability_missing"   // no agent offers the capability
 	ClassCapabilityUnhealth Class = "capability_unhealthy" // agents offer it but none is healthy or has room
-	ClassContractViolation  Class = "contract_violation"  // the result or error broke its contract
-	ClassInputMapping       Class = "input_mapping"       // the step's input could not be built from upstream values
-	ClassAppError           Class = "app_error"           // the app failed it permanently, with its own code
-	ClassRetryExhausted     Class = "retry_exhausted"     // retryable failures until max_attempts ran out
-	ClassDependency         Class = "dependency_failure"  // failed or blocked only because an upstream step did
-	ClassLeaseLost          Class = "lease_lost"          // the worker stopped heartbeating or disconnected mid-attempt
+	ClassContractViolation  Class = "contract_violation"   // the result or error broke its contract
+	ClassInputMapping       Class = "input_mapping"        // the step's input could not be built from upstream values
+	ClassAppError           Class = "app_error"            // the app failed it permanently, with its own code
+	ClassRetryExhausted     Class = "retry_exhausted"      // retryable failures until max_attempts ran out
+	ClassDependency         Class = "dependency_failure"   // failed or blocked only because an upstream step did
+	ClassLeaseLost          Class = "lease_lost"           // the worker stopped heartbeating or disconnected mid-attempt
 	ClassUnknown            Class = "unknown"
 )
 
