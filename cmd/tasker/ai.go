@@ -20,7 +20,7 @@ Analyses workflows from what the cluster knows about them and proposes
 changes, which it never applies: a person reviews each one
 (docs/insight.md). The analyzers are deterministic; no language model is
 involved.
-`, aiOptimizeCommand())
+`, aiDiagnoseCommand(), aiAnalyzeCommand(), aiOptimizeCommand(), aiHistoryCommand())
 }
 
 const aiOptimizeUsage = `

@@ -1403,9 +1403,11 @@ func (x *OptimizeRequest) GetTasks() uint32 {
 
 // Edge is a depends_on edge, child on parent.
 type Edge struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Parent        string                 `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
-	Child         string                 `protobuf:"bytes,2,opt,name=child,proto3" json:"child,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Parent string                 `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	Child  string                 `protobuf:"bytes,2,opt,name=child,proto3" json:"child,omitempty"`
+	// Why the edge is listed: what the child reads, or that it reads nothing.
+	Why           string `protobuf:"bytes,3,opt,name=why,proto3" json:"why,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1450,6 +1452,13 @@ func (x *Edge) GetParent() string {
 func (x *Edge) GetChild() string {
 	if x != nil {
 		return x.Child
+	}
+	return ""
+}
+
+func (x *Edge) GetWhy() string {
+	if x != nil {
+		return x.Why
 	}
 	return ""
 }
@@ -1769,10 +1778,11 @@ const file_tasker_v1_insight_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
-	"\x05tasks\x18\x04 \x01(\rR\x05tasks\"4\n" +
+	"\x05tasks\x18\x04 \x01(\rR\x05tasks\"F\n" +
 	"\x04Edge\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\x12\x14\n" +
-	"\x05child\x18\x02 \x01(\tR\x05child\"\xf2\x05\n" +
+	"\x05child\x18\x02 \x01(\tR\x05child\x12\x10\n" +
+	"\x03why\x18\x03 \x01(\tR\x03why\"\xf2\x05\n" +
 	"\x10OptimizeResponse\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x18\n" +
