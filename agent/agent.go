@@ -174,6 +174,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	// The FSM's manifest limits are the same on every server (fsmLimits);
 	// the leader applies this agent's settings before proposing.
 	a.state = consensus.NewState(fsmLimits())
+	// Unlike the manifest limits, the history's retention is configured:
+	// the same on every server is the operator's part (docs/operations.md).
+	a.state.SetHistoryRetention(consensus.HistoryRetention{MaxRecords: cfg.HistoryMaxRecords, MaxAge: cfg.HistoryMaxAge})
 	a.fsm = consensus.NewFSM(a.state, a.log.With("component", "fsm"), a.observe)
 	return a, nil
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tasker-run/tasker/breaker"
 	"github.com/tasker-run/tasker/bus/busurl"
+	"github.com/tasker-run/tasker/consensus"
 	"github.com/tasker-run/tasker/gossip"
 	"github.com/tasker-run/tasker/workflow"
 )
@@ -37,6 +38,13 @@ const (
 	minTrailingLogs      = 16
 	maxRaftEntries       = 10_000_000
 	minSnapshotInterval  = 100 * time.Millisecond
+)
+
+// Limits of the execution history's age: below a minute it holds next to
+// nothing; the ceiling catches a typo's extra zeros.
+const (
+	minHistoryAge = time.Minute
+	maxHistoryAge = 366 * 24 * time.Hour
 )
 
 // Config is the whole configuration of an agent: defaults, then a config
@@ -138,6 +146,14 @@ type Config struct {
 	RaftSnapshotThreshold int           `yaml:"raft_snapshot_threshold"`
 	RaftSnapshotInterval  time.Duration `yaml:"raft_snapshot_interval"`
 	RaftTrailingLogs      int           `yaml:"raft_trailing_logs"`
+	// HistoryMaxRecords and HistoryMaxAge bound the execution history
+	// (one record per ended step attempt, consensus/history.go): the
+	// oldest records go when there are more, or when they ended longer
+	// ago than the age, checked as each record is written. Servers only.
+	// Give every server the same values: each prunes its own copy, and
+	// servers with different ones hold different histories.
+	HistoryMaxRecords int           `yaml:"history_max_records"`
+	HistoryMaxAge     time.Duration `yaml:"history_max_age"`
 	// ACLEnabled makes every API call carry a token whose policy covers
 	// it (docs/acl.md). Off by default.
 	ACLEnabled bool `yaml:"acl_enabled"`
@@ -185,6 +201,8 @@ func Defaults() Config {
 		RaftSnapshotThreshold: 16384,
 		RaftSnapshotInterval:  30 * time.Second,
 		RaftTrailingLogs:      10240,
+		HistoryMaxRecords:     consensus.DefaultHistoryMaxRecords,
+		HistoryMaxAge:         consensus.DefaultHistoryMaxAge,
 		ACLTokenTTL:           30 * time.Second,
 		Limits:                defaultLimits(),
 	}
@@ -276,6 +294,8 @@ func settings() []setting {
 		num("raft-snapshot-threshold", "new Raft log entries that make a server snapshot and compact its log (servers)", func(c *Config) *int { return &c.RaftSnapshotThreshold }),
 		duration("raft-snapshot-interval", "how often a server checks whether to snapshot, such as 30s (servers)", func(c *Config) *time.Duration { return &c.RaftSnapshotInterval }),
 		num("raft-trailing-logs", "Raft log entries a compaction keeps for servers slightly behind (servers)", func(c *Config) *int { return &c.RaftTrailingLogs }),
+		num("history-max-records", "ended step attempts the execution history keeps; the same on every server (servers)", func(c *Config) *int { return &c.HistoryMaxRecords }),
+		duration("history-max-age", "how long the execution history keeps an ended step attempt, such as 168h; the same on every server (servers)", func(c *Config) *time.Duration { return &c.HistoryMaxAge }),
 		str("breakers", "circuit-breaker and retry policy file (YAML or JSON)", func(c *Config) *string { return &c.BreakersFile }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
@@ -502,6 +522,12 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftSnapshotInterval < minSnapshotInterval || c.RaftSnapshotInterval > 24*time.Hour {
 		bad("raft-snapshot-interval", "%v is out of range: use %v to 24h (default 30s)", c.RaftSnapshotInterval, minSnapshotInterval)
+	}
+	if c.HistoryMaxRecords < 1 || c.HistoryMaxRecords > consensus.MaxHistoryRecords {
+		bad("history-max-records", "%d is out of range: use 1 to %d records (default %d)", c.HistoryMaxRecords, consensus.MaxHistoryRecords, consensus.DefaultHistoryMaxRecords)
+	}
+	if c.HistoryMaxAge < minHistoryAge || c.HistoryMaxAge > maxHistoryAge {
+		bad("history-max-age", "%v is out of range: use %v to %v (default %v)", c.HistoryMaxAge, minHistoryAge, maxHistoryAge, consensus.DefaultHistoryMaxAge)
 	}
 	c.validateACL(bad)
 	if c.ReclaimGrace <= 0 || c.ReclaimGrace > 10*time.Minute {

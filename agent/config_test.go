@@ -1,11 +1,14 @@
 package agent
 
 import (
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tasker-run/tasker/consensus"
 )
 
 // TestSystemSetting: -system (TASKER_SYSTEM, config key system) is empty or
@@ -147,5 +150,75 @@ func TestListSettingsPrecedence(t *testing.T) {
 				t.Fatalf("retry_join %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestConfigHistory: -history-max-records and -history-max-age
+// (TASKER_HISTORY_*, config keys history_*) default to the consensus
+// package's retention and take values within their limits; anything else
+// stops the agent with a message naming the setting, its range and default.
+func TestConfigHistory(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agent.yaml")
+	if err := os.WriteFile(file, []byte("history_max_records: 5000\nhistory_max_age: 48h\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	type want struct {
+		records int
+		age     time.Duration
+	}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want want
+		err  string
+	}{
+		{name: "defaults", args: []string{"-dev"}, want: want{100000, 7 * 24 * time.Hour}},
+		{name: "flags", args: []string{"-dev", "-history-max-records", "10", "-history-max-age", "1h"}, want: want{10, time.Hour}},
+		{name: "env", args: []string{"-dev"}, env: map[string]string{"TASKER_HISTORY_MAX_RECORDS": "1", "TASKER_HISTORY_MAX_AGE": "1m"}, want: want{1, time.Minute}},
+		{name: "config file", args: []string{"-dev", "-config", file}, want: want{5000, 48 * time.Hour}},
+		{name: "flag beats env and file", args: []string{"-dev", "-config", file, "-history-max-records", "7"}, env: map[string]string{"TASKER_HISTORY_MAX_RECORDS": "8"},
+			want: want{7, 48 * time.Hour}},
+		{name: "largest", args: []string{"-dev", "-history-max-records", "10000000", "-history-max-age", "8784h"}, want: want{10_000_000, 8784 * time.Hour}},
+		{name: "records zero", args: []string{"-dev", "-history-max-records", "0"},
+			err: "history-max-records: 0 is out of range: use 1 to 10000000 records (default 100000)"},
+		{name: "records too many", args: []string{"-dev", "-history-max-records", "10000001"}, err: "history-max-records: 10000001 is out of range"},
+		{name: "records not a number", args: []string{"-dev", "-history-max-records", "lots"}, err: `-history-max-records: "lots" is not a whole number`},
+		{name: "age too short", args: []string{"-dev", "-history-max-age", "30s"},
+			err: "history-max-age: 30s is out of range: use 1m0s to 8784h0m0s (default 168h0m0s)"},
+		{name: "age too long", args: []string{"-dev", "-history-max-age", "8785h"}, err: "history-max-age: 8785h0m0s is out of range"},
+		{name: "age without a unit", args: []string{"-dev", "-history-max-age", "7"}, err: `-history-max-age: "7" is not a duration`},
+		{name: "age from env", args: []string{"-dev"}, env: map[string]string{"TASKER_HISTORY_MAX_AGE": "a week"}, err: `TASKER_HISTORY_MAX_AGE: "a week" is not a duration`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Load(tt.args, func(k string) string { return tt.env[k] })
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Load(%v) = %v, want an error containing %q", tt.args, err, tt.err)
+				}
+				return
+			}
+			got := want{cfg.HistoryMaxRecords, cfg.HistoryMaxAge}
+			if err != nil || got != tt.want {
+				t.Fatalf("Load(%v) = %+v, %v; want %+v", tt.args, got, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestHistoryRetentionReachesTheState: the agent's history settings are
+// the retention of the state its FSM applies to.
+func TestHistoryRetentionReachesTheState(t *testing.T) {
+	cfg, err := Load([]string{"-dev", "-history-max-records", "42", "-history-max-age", "90m"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := a.state.HistoryRetention(), (consensus.HistoryRetention{MaxRecords: 42, MaxAge: 90 * time.Minute}); got != want {
+		t.Fatalf("state retention %+v, want %+v", got, want)
 	}
 }

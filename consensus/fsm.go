@@ -199,6 +199,9 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	}
 	s.busCursor = max(s.busCursor, fresh.busCursor)
 	s.acl = fresh.acl
+	// The records come from the snapshot; the retention is this server's.
+	fresh.history.retention = s.history.retention
+	s.history = fresh.history
 	f.state.mu.Unlock()
 	return nil
 }
@@ -220,6 +223,7 @@ func (s *State) encode() ([]byte, error) {
 	hdr := &fsmv1.SnapshotHeader{Format: snapshotFormat, WorkflowVersions: uint64(len(versions)), Tasks: uint64(len(s.byNumber)), ClusterId: s.clusterID, BusCursor: s.busCursor}
 	tokens := s.sortedACLTokens()
 	hdr.AclTokens = uint64(len(tokens))
+	hdr.Attempts = uint64(s.history.n)
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return nil, err
 	}
@@ -238,6 +242,13 @@ func (s *State) encode() ([]byte, error) {
 	}
 	for _, t := range s.byNumber {
 		if _, err := protodelim.MarshalTo(w, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Task{Task: t.encode()}}); err != nil {
+			return nil, err
+		}
+	}
+	// Attempt records come last: restoring them finds their workflow
+	// versions and tasks already there.
+	for k := range s.history.n {
+		if _, err := protodelim.MarshalTo(w, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Attempt{Attempt: s.history.encode(k)}}); err != nil {
 			return nil, err
 		}
 	}
@@ -304,7 +315,7 @@ func (s *State) decode(r *bufio.Reader) error {
 	}
 	s.clusterID = hdr.GetClusterId()
 	s.busCursor = hdr.GetBusCursor()
-	var nv, nt, na uint64
+	var nv, nt, na, nh uint64
 	for {
 		var rec fsmv1.SnapshotRecord
 		err := protodelim.UnmarshalFrom(r, &rec)
@@ -312,7 +323,7 @@ func (s *State) decode(r *bufio.Reader) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("record %d: %w", nv+nt+na+1, err)
+			return fmt.Errorf("record %d: %w", nv+nt+na+nh+1, err)
 		}
 		switch x := rec.Record.(type) {
 		case *fsmv1.SnapshotRecord_WorkflowVersion:
@@ -331,13 +342,18 @@ func (s *State) decode(r *bufio.Reader) error {
 				return fmt.Errorf("acl token %d: %w", na+1, res.Err)
 			}
 			na++
+		case *fsmv1.SnapshotRecord_Attempt:
+			if err := s.restoreAttempt(x.Attempt); err != nil {
+				return fmt.Errorf("attempt record %d: %w", nh+1, err)
+			}
+			nh++
 		default:
-			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+na+1)
+			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+na+nh+1)
 		}
 	}
-	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() || na != hdr.GetAclTokens() {
-		return fmt.Errorf("snapshot is incomplete: %d workflow versions, %d tasks and %d acl tokens, header says %d, %d and %d",
-			nv, nt, na, hdr.GetWorkflowVersions(), hdr.GetTasks(), hdr.GetAclTokens())
+	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() || na != hdr.GetAclTokens() || nh != hdr.GetAttempts() {
+		return fmt.Errorf("snapshot is incomplete: %d workflow versions, %d tasks, %d acl tokens and %d attempt records, header says %d, %d, %d and %d",
+			nv, nt, na, nh, hdr.GetWorkflowVersions(), hdr.GetTasks(), hdr.GetAclTokens(), hdr.GetAttempts())
 	}
 	return nil
 }

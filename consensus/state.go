@@ -30,6 +30,7 @@ type State struct {
 	clusterID string    // set once by InitCluster
 	busCursor uint64    // BusCursor: events up to this index are on the bus
 	acl       aclTokens // ACL tokens (acl.go)
+	history   history   // ended attempts (history.go)
 }
 
 // ClusterID is the id the cluster's first leader gave it; empty until then.
@@ -87,6 +88,7 @@ type versionRec struct {
 	manifest  string
 	plan      *workflow.Plan
 	createdAt time.Time
+	sites     []*histSite // by step, made as the history needs them
 }
 
 type taskRec struct {
@@ -135,6 +137,7 @@ func NewState(limits workflow.Limits) *State {
 		runs:      workflow.NewRuns(),
 		plans:     map[*workflow.Plan]workflow.PlanRef{},
 		acl:       newACLTokens(),
+		history:   newHistory(HistoryRetention{}),
 	}
 }
 
@@ -387,6 +390,8 @@ func (s *State) complete(id, step string, attempt int, result, worker string, no
 	if result == "" {
 		result = "{}"
 	}
+	s.recordAttempt(t, i, outCompleted, nil, now)
+	s.history.settle(t.id, i, resRetrySucceeded, now)
 	st.result, st.endedAt, st.deadline = result, now, time.Time{}
 	t.setResult(i, val)
 	s.sync(t)
@@ -449,6 +454,10 @@ func (s *State) fail(c failure, now time.Time, fx *Effects) *Result {
 	st := &t.steps[i]
 	st.deadline = time.Time{}
 	st.lastErr = &StepError{Code: c.code, Message: c.message, Retryable: c.retryable, Attempt: c.attempt, At: now, DetailsJSON: c.details}
+	s.recordAttempt(t, i, failOutcome(c.code), st.lastErr, now)
+	if !out.Retry {
+		s.history.settle(t.id, i, resDeadLettered, now)
+	}
 	s.sync(t)
 	msg := c.code
 	if c.message != "" {
@@ -492,6 +501,7 @@ func (s *State) release(id, step string, attempt int, reason string, now time.Ti
 		return &Result{Err: err}
 	}
 	st := &t.steps[i]
+	s.recordAttempt(t, i, outReleased, nil, now)
 	st.deadline, st.agent, st.worker = time.Time{}, "", ""
 	s.sync(t)
 	t.emit(fx, now, EventStepReleased, step, attempt, reason)
@@ -510,6 +520,7 @@ func (s *State) retry(id, step, reason string, now time.Time, fx *Effects) *Resu
 		return &Result{Err: err}
 	}
 	t.steps[i].endedAt = time.Time{}
+	s.history.settle(t.id, i, resRetriedManually, now)
 	s.sync(t)
 	t.emit(fx, now, EventStepRetryRequested, step, 0, reason)
 	if was == workflow.TaskError && t.state == workflow.TaskInProgress {
@@ -538,6 +549,7 @@ func (s *State) resolve(id, step, result, reason string, now time.Time, fx *Effe
 		result = "{}"
 	}
 	st.result, st.endedAt = result, now
+	s.history.settle(t.id, i, resResolvedManually, now)
 	t.setResult(i, val)
 	s.sync(t)
 	t.emit(fx, now, EventStepResolvedManually, step, 0, reason)
@@ -568,6 +580,10 @@ func (s *State) cancel(id, reason string, now time.Time, fx *Effects) *Result {
 	}
 	for _, i := range inflight {
 		fx.Released = append(fx.Released, Lease{t.stepRef(int(i)), t.steps[i].attempts, t.steps[i].deadline})
+		s.recordAttempt(t, int(i), outCancelled, nil, now)
+	}
+	for i := range t.steps {
+		s.history.settle(t.id, i, resCancelled, now)
 	}
 	s.sync(t)
 	for i := range t.steps {

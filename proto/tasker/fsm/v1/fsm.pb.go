@@ -1531,7 +1531,10 @@ type SnapshotHeader struct {
 	// The last BusCursor index.
 	BusCursor uint64 `protobuf:"varint,5,opt,name=bus_cursor,json=busCursor,proto3" json:"bus_cursor,omitempty"`
 	// How many AclToken records follow.
-	AclTokens     uint64 `protobuf:"varint,6,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
+	AclTokens uint64 `protobuf:"varint,6,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
+	// How many AttemptRecord records follow (0 in snapshots written before
+	// the execution history was kept).
+	Attempts      uint64 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1608,6 +1611,13 @@ func (x *SnapshotHeader) GetAclTokens() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetAttempts() uint64 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
 // SnapshotRecord is one stored object.
 type SnapshotRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1616,6 +1626,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_WorkflowVersion
 	//	*SnapshotRecord_Task
 	//	*SnapshotRecord_AclToken
+	//	*SnapshotRecord_Attempt
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1685,6 +1696,15 @@ func (x *SnapshotRecord) GetAclToken() *AclToken {
 	return nil
 }
 
+func (x *SnapshotRecord) GetAttempt() *AttemptRecord {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Attempt); ok {
+			return x.Attempt
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1701,11 +1721,17 @@ type SnapshotRecord_AclToken struct {
 	AclToken *AclToken `protobuf:"bytes,3,opt,name=acl_token,json=aclToken,proto3,oneof"`
 }
 
+type SnapshotRecord_Attempt struct {
+	Attempt *AttemptRecord `protobuf:"bytes,4,opt,name=attempt,proto3,oneof"`
+}
+
 func (*SnapshotRecord_WorkflowVersion) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Task) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_AclToken) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_Attempt) isSnapshotRecord_Record() {}
 
 // WorkflowVersion is a stored workflow version, in apply order.
 type WorkflowVersion struct {
@@ -2245,6 +2271,208 @@ func (x *Event) GetCode() string {
 	return ""
 }
 
+// AttemptRecord is one ended step attempt of the execution history
+// (consensus/history.go), oldest first. The workflow and step fields are
+// stored by name: restoring looks the workflow version up again.
+type AttemptRecord struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Seq          uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	TaskId       string                 `protobuf:"bytes,2,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Namespace    string                 `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workflow     string                 `protobuf:"bytes,4,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	Version      string                 `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Step         string                 `protobuf:"bytes,6,opt,name=step,proto3" json:"step,omitempty"`
+	Attempt      int32                  `protobuf:"varint,7,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	ReadyAt      *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=ready_at,json=readyAt,proto3" json:"ready_at,omitempty"`
+	DispatchedAt *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=dispatched_at,json=dispatchedAt,proto3" json:"dispatched_at,omitempty"`
+	StartedAt    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	EndedAt      *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=ended_at,json=endedAt,proto3" json:"ended_at,omitempty"`
+	Agent        string                 `protobuf:"bytes,12,opt,name=agent,proto3" json:"agent,omitempty"`
+	Worker       string                 `protobuf:"bytes,13,opt,name=worker,proto3" json:"worker,omitempty"`
+	// completed, failed, timed_out, released or cancelled.
+	Outcome     string `protobuf:"bytes,14,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Code        string `protobuf:"bytes,15,opt,name=code,proto3" json:"code,omitempty"`
+	Message     string `protobuf:"bytes,16,opt,name=message,proto3" json:"message,omitempty"`
+	Retryable   bool   `protobuf:"varint,17,opt,name=retryable,proto3" json:"retryable,omitempty"`
+	DetailsJson string `protobuf:"bytes,18,opt,name=details_json,json=detailsJson,proto3" json:"details_json,omitempty"`
+	// retry_succeeded, resolved_manually, retried_manually, cancelled or
+	// dead_lettered; empty while unresolved.
+	Resolution    string                 `protobuf:"bytes,19,opt,name=resolution,proto3" json:"resolution,omitempty"`
+	ResolvedAt    *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=resolved_at,json=resolvedAt,proto3" json:"resolved_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AttemptRecord) Reset() {
+	*x = AttemptRecord{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AttemptRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AttemptRecord) ProtoMessage() {}
+
+func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AttemptRecord.ProtoReflect.Descriptor instead.
+func (*AttemptRecord) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *AttemptRecord) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *AttemptRecord) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetWorkflow() string {
+	if x != nil {
+		return x.Workflow
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *AttemptRecord) GetReadyAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ReadyAt
+	}
+	return nil
+}
+
+func (x *AttemptRecord) GetDispatchedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DispatchedAt
+	}
+	return nil
+}
+
+func (x *AttemptRecord) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *AttemptRecord) GetEndedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EndedAt
+	}
+	return nil
+}
+
+func (x *AttemptRecord) GetAgent() string {
+	if x != nil {
+		return x.Agent
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetWorker() string {
+	if x != nil {
+		return x.Worker
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetRetryable() bool {
+	if x != nil {
+		return x.Retryable
+	}
+	return false
+}
+
+func (x *AttemptRecord) GetDetailsJson() string {
+	if x != nil {
+		return x.DetailsJson
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetResolution() string {
+	if x != nil {
+		return x.Resolution
+	}
+	return ""
+}
+
+func (x *AttemptRecord) GetResolvedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResolvedAt
+	}
+	return nil
+}
+
 var File_tasker_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
@@ -2366,7 +2594,7 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x16\n" +
-	"\x06worker\x18\x05 \x01(\tR\x06worker\"\xc8\x01\n" +
+	"\x06worker\x18\x05 \x01(\tR\x06worker\"\xe4\x01\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12+\n" +
 	"\x11workflow_versions\x18\x02 \x01(\x04R\x10workflowVersions\x12\x14\n" +
@@ -2376,11 +2604,13 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"bus_cursor\x18\x05 \x01(\x04R\tbusCursor\x12\x1d\n" +
 	"\n" +
-	"acl_tokens\x18\x06 \x01(\x04R\taclTokens\"\xca\x01\n" +
+	"acl_tokens\x18\x06 \x01(\x04R\taclTokens\x12\x1a\n" +
+	"\battempts\x18\a \x01(\x04R\battempts\"\x84\x02\n" +
 	"\x0eSnapshotRecord\x12K\n" +
 	"\x10workflow_version\x18\x01 \x01(\v2\x1e.tasker.fsm.v1.WorkflowVersionH\x00R\x0fworkflowVersion\x12)\n" +
 	"\x04task\x18\x02 \x01(\v2\x13.tasker.fsm.v1.TaskH\x00R\x04task\x126\n" +
-	"\tacl_token\x18\x03 \x01(\v2\x17.tasker.fsm.v1.AclTokenH\x00R\baclTokenB\b\n" +
+	"\tacl_token\x18\x03 \x01(\v2\x17.tasker.fsm.v1.AclTokenH\x00R\baclToken\x128\n" +
+	"\aattempt\x18\x04 \x01(\v2\x1c.tasker.fsm.v1.AttemptRecordH\x00R\aattemptB\b\n" +
 	"\x06record\"h\n" +
 	"\x0fWorkflowVersion\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\tR\bmanifest\x129\n" +
@@ -2437,7 +2667,33 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\amessage\x18\x06 \x01(\tR\amessage\x12\x14\n" +
 	"\x05index\x18\a \x01(\x04R\x05index\x12\x1a\n" +
 	"\bposition\x18\b \x01(\rR\bposition\x12\x12\n" +
-	"\x04code\x18\t \x01(\tR\x04codeB8Z6github.com/tasker-run/tasker/proto/tasker/fsm/v1;fsmv1b\x06proto3"
+	"\x04code\x18\t \x01(\tR\x04code\"\xba\x05\n" +
+	"\rAttemptRecord\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x17\n" +
+	"\atask_id\x18\x02 \x01(\tR\x06taskId\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkflow\x18\x04 \x01(\tR\bworkflow\x12\x18\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x12\n" +
+	"\x04step\x18\x06 \x01(\tR\x04step\x12\x18\n" +
+	"\aattempt\x18\a \x01(\x05R\aattempt\x125\n" +
+	"\bready_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\areadyAt\x12?\n" +
+	"\rdispatched_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\fdispatchedAt\x129\n" +
+	"\n" +
+	"started_at\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x125\n" +
+	"\bended_at\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\aendedAt\x12\x14\n" +
+	"\x05agent\x18\f \x01(\tR\x05agent\x12\x16\n" +
+	"\x06worker\x18\r \x01(\tR\x06worker\x12\x18\n" +
+	"\aoutcome\x18\x0e \x01(\tR\aoutcome\x12\x12\n" +
+	"\x04code\x18\x0f \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x10 \x01(\tR\amessage\x12\x1c\n" +
+	"\tretryable\x18\x11 \x01(\bR\tretryable\x12!\n" +
+	"\fdetails_json\x18\x12 \x01(\tR\vdetailsJson\x12\x1e\n" +
+	"\n" +
+	"resolution\x18\x13 \x01(\tR\n" +
+	"resolution\x12;\n" +
+	"\vresolved_at\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"resolvedAtB8Z6github.com/tasker-run/tasker/proto/tasker/fsm/v1;fsmv1b\x06proto3"
 
 var (
 	file_tasker_fsm_v1_fsm_proto_rawDescOnce sync.Once
@@ -2451,7 +2707,7 @@ func file_tasker_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_tasker_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_tasker_fsm_v1_fsm_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tasker.fsm.v1.Command
 	(*PutAclToken)(nil),           // 1: tasker.fsm.v1.PutAclToken
@@ -2478,10 +2734,11 @@ var file_tasker_fsm_v1_fsm_proto_goTypes = []any{
 	(*Step)(nil),                  // 22: tasker.fsm.v1.Step
 	(*StepError)(nil),             // 23: tasker.fsm.v1.StepError
 	(*Event)(nil),                 // 24: tasker.fsm.v1.Event
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*AttemptRecord)(nil),         // 25: tasker.fsm.v1.AttemptRecord
+	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
 }
 var file_tasker_fsm_v1_fsm_proto_depIdxs = []int32{
-	25, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
+	26, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
 	7,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
 	8,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
 	9,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
@@ -2499,32 +2756,38 @@ var file_tasker_fsm_v1_fsm_proto_depIdxs = []int32{
 	1,  // 15: tasker.fsm.v1.Command.put_acl_token:type_name -> tasker.fsm.v1.PutAclToken
 	2,  // 16: tasker.fsm.v1.Command.delete_acl_token:type_name -> tasker.fsm.v1.DeleteAclToken
 	3,  // 17: tasker.fsm.v1.PutAclToken.token:type_name -> tasker.fsm.v1.AclToken
-	25, // 18: tasker.fsm.v1.AclToken.created_at:type_name -> google.protobuf.Timestamp
+	26, // 18: tasker.fsm.v1.AclToken.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 19: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
-	25, // 20: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
-	25, // 21: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
+	26, // 20: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
+	26, // 21: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
 	20, // 22: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
 	21, // 23: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
 	3,  // 24: tasker.fsm.v1.SnapshotRecord.acl_token:type_name -> tasker.fsm.v1.AclToken
-	25, // 25: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
-	25, // 26: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	25, // 27: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	22, // 28: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
-	24, // 29: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
-	25, // 30: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
-	23, // 31: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
-	25, // 32: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	25, // 33: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	25, // 34: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	25, // 35: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	25, // 36: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
-	25, // 37: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
-	25, // 38: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
-	39, // [39:39] is the sub-list for method output_type
-	39, // [39:39] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	25, // 25: tasker.fsm.v1.SnapshotRecord.attempt:type_name -> tasker.fsm.v1.AttemptRecord
+	26, // 26: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
+	26, // 27: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	26, // 28: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	22, // 29: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
+	24, // 30: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
+	26, // 31: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
+	23, // 32: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
+	26, // 33: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	26, // 34: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	26, // 35: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	26, // 36: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	26, // 37: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
+	26, // 38: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	26, // 39: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
+	26, // 40: tasker.fsm.v1.AttemptRecord.ready_at:type_name -> google.protobuf.Timestamp
+	26, // 41: tasker.fsm.v1.AttemptRecord.dispatched_at:type_name -> google.protobuf.Timestamp
+	26, // 42: tasker.fsm.v1.AttemptRecord.started_at:type_name -> google.protobuf.Timestamp
+	26, // 43: tasker.fsm.v1.AttemptRecord.ended_at:type_name -> google.protobuf.Timestamp
+	26, // 44: tasker.fsm.v1.AttemptRecord.resolved_at:type_name -> google.protobuf.Timestamp
+	45, // [45:45] is the sub-list for method output_type
+	45, // [45:45] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_tasker_fsm_v1_fsm_proto_init() }
@@ -2554,6 +2817,7 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 		(*SnapshotRecord_WorkflowVersion)(nil),
 		(*SnapshotRecord_Task)(nil),
 		(*SnapshotRecord_AclToken)(nil),
+		(*SnapshotRecord_Attempt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2561,7 +2825,7 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_fsm_v1_fsm_proto_rawDesc), len(file_tasker_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
