@@ -130,9 +130,13 @@ func Diagnose(in DiagnoseInput) *Diagnosis {
 			roots = append(roots, root{i, at, f})
 		}
 	}
-	// The earliest failure first: a later one may have been made worse by
-	// it even where the graph does not say so. Ties keep manifest order.
-	slices.SortStableFunc(roots, func(a, b root) int { return a.at.Compare(b.at) })
+	// Explained failures before unexplained ones (a step that was still
+	// retrying when its task stopped explains nothing), then the earliest
+	// first: a later failure may have been made worse by an earlier one
+	// even where the graph does not say so. Ties keep manifest order.
+	slices.SortStableFunc(roots, func(a, b root) int {
+		return cmp.Or(cmp.Compare(unexplained(a.f), unexplained(b.f)), a.at.Compare(b.at))
+	})
 	isRoot := map[string]int{}
 	for k, r := range roots {
 		isRoot[d.steps[r.i].Name] = k
@@ -159,6 +163,13 @@ func Diagnose(in DiagnoseInput) *Diagnosis {
 	dg.Status = d.status(roots == nil, dg.Findings)
 	dg.Summary = summarize(dg)
 	return dg
+}
+
+func unexplained(f Finding) int {
+	if f.Class == ClassUnknown {
+		return 1
+	}
+	return 0
 }
 
 // diag is the state of one Diagnose call.
@@ -506,19 +517,33 @@ func (d *diag) failed(st StepSnapshot) (Finding, time.Time) {
 			rem(ActionEscalate, nil, "the step's input cannot be built from the upstream values: the manifest's mapping or an upstream result must change", cite(errID), f.Confidence),
 			rem(ActionResolveManually, map[string]string{"task": task, "step": st.Name}, "an operator can supply the step's result", cite(errID), f.Confidence*0.6))
 	case ClassAppError:
+		if ps := d.planStep(st.Name); ps != nil && slices.Contains(ps.ErrorCodes, last.Code) {
+			// A code the error contract declares is an outcome the
+			// workflow's authors foresaw (a declined card), not a fault:
+			// an operator settles it rather than an engineer fixing it.
+			f.Remediations = append(f.Remediations,
+				rem(ActionResolveManually, map[string]string{"task": task, "step": st.Name}, fmt.Sprintf("%q is a failure the step's error contract declares: an operator settles it (supplying the result or cancelling)", last.Code), cite(errID), f.Confidence*0.85),
+				rem(ActionCancel, map[string]string{"task": task}, "when the declared failure means the task cannot go on", cite(errID), f.Confidence*0.6),
+				rem(ActionEscalate, nil, fmt.Sprintf("the app failed the step permanently with code %q", last.Code), cite(errID), f.Confidence*0.5))
+			break
+		}
 		f.Remediations = append(f.Remediations,
-			rem(ActionEscalate, nil, fmt.Sprintf("the app failed the step permanently with code %q: retrying would fail the same way", last.Code), cite(errID), f.Confidence*0.9),
+			rem(ActionEscalate, nil, fmt.Sprintf("the app failed the step permanently with code %q, which its error contract does not declare: retrying would fail the same way", last.Code), cite(errID), f.Confidence*0.9),
 			rem(ActionResolveManually, map[string]string{"task": task, "step": st.Name}, "an operator can settle the step by hand once the cause is fixed", cite(errID), f.Confidence*0.6))
 	}
 	if f.Class == ClassTimeout || f.Class == ClassRetryExhausted || f.Class == ClassLeaseLost {
+		// A plain retry may land on the same agent: when the failures
+		// concentrate on one, rerouting is worth more than retrying.
+		retryWeight := 1.0
 		if agent, ids, ok := d.concentrated(st, fails); ok {
+			retryWeight = 0.8
 			f.Remediations = append(f.Remediations, rem(ActionReroute, map[string]string{"task": task, "step": st.Name, "avoid_agent": agent},
-				fmt.Sprintf("the failures concentrate on agent %s: another agent may run the step", agent), cite(append([]string{errID}, ids...)...), f.Confidence*0.8))
+				fmt.Sprintf("the failures concentrate on agent %s: another agent may run the step", agent), cite(append([]string{errID}, ids...)...), f.Confidence*0.9))
 		}
 		switch {
 		case sim.retried >= 3 && float64(sim.retried) >= 0.6*float64(sim.resolved):
 			f.Remediations = append(f.Remediations, rem(ActionRetryStep, map[string]string{"task": task, "step": st.Name},
-				fmt.Sprintf("%d of %d similar failures elsewhere went through on a retry", sim.retried, sim.resolved), cite(errID, simID), f.Confidence*float64(sim.retried)/float64(sim.resolved)))
+				fmt.Sprintf("%d of %d similar failures elsewhere went through on a retry", sim.retried, sim.resolved), cite(errID, simID), retryWeight*f.Confidence*float64(sim.retried)/float64(sim.resolved)))
 		case f.Class == ClassLeaseLost:
 			f.Remediations = append(f.Remediations, rem(ActionRetryStep, map[string]string{"task": task, "step": st.Name},
 				"the attempt was lost with its agent or worker, not refused by the app: a new attempt elsewhere is likely to succeed", cite(errID), f.Confidence*0.8))
@@ -588,6 +613,9 @@ func (d *diag) failSummary(st StepSnapshot, c Class, last Attempt, n, limit int)
 		return fmt.Sprintf("step %s ran out of attempts (%d%s) on retryable errors, the last %q", st.Name, n, of, last.Code)
 	case ClassLeaseLost:
 		return fmt.Sprintf("step %s lost its attempt with its agent or worker (%s)", st.Name, codeMsg(last.Code, last.Message))
+	}
+	if d.retries(st) && (limit == 0 || n < limit) {
+		return fmt.Sprintf("step %s failed (%s) with attempts left, and was not retried because task %s stopped (%s)", st.Name, codeMsg(last.Code, last.Message), d.in.Task.ID, d.in.Task.State)
 	}
 	return fmt.Sprintf("step %s failed: %s", st.Name, codeMsg(last.Code, last.Message))
 }

@@ -428,3 +428,50 @@ func TestDiagnoseDeterministic(t *testing.T) {
 		})
 	}
 }
+
+// A permanent code the error contract declares is a business outcome: an
+// operator settles it first. An undeclared one is a fault to escalate.
+func TestAppErrorRemediationOrder(t *testing.T) {
+	declared := strings.Replace(chain, "  - name: c\n", "    error_schema:\n      type: object\n      properties:\n        code: {enum: [declined, unavailable, timeout]}\n  - name: c\n", 1)
+	for _, tt := range []struct {
+		manifest, code string
+		first          Action
+	}{{declared, "declined", ActionResolveManually}, {chain, "declined", ActionEscalate}} {
+		dg := Diagnose(DiagnoseInput{Plan: load(t, tt.manifest), Now: mins(5),
+			Task:     task("error", StepSnapshot{State: "error", Attempts: 1, LastCode: tt.code, EndedAt: mins(1)}),
+			Attempts: []Attempt{att(1, "x", OutcomeFailed, tt.code, "", false, 0.5, 1)}})
+		rc := dg.RootCause()
+		if rc == nil || rc.Class != ClassAppError || rc.Remediations[0].Action != tt.first {
+			t.Errorf("%s: %+v, want %s first", tt.code, rc, tt.first)
+		}
+	}
+}
+
+// A step still retrying when its task stopped explains nothing: the
+// explained failure ranks first even though it came later.
+func TestUnexplainedRootRanksLast(t *testing.T) {
+	p := load(t, `name: fan
+version: 1.0.0
+steps:
+  - name: a
+    capability: svc.a
+  - name: b
+    capability: svc.b
+  - name: c
+    capability: svc.c
+    depends_on: [a, b]
+`)
+	tk := TaskSnapshot{ID: "t", State: "error", Steps: []StepSnapshot{
+		{Name: "a", State: "error", Attempts: 1, LastCode: "unavailable", LastRetryable: true, EndedAt: mins(1)},
+		{Name: "b", State: "error", Attempts: 1, LastCode: "bad_input", EndedAt: mins(2)},
+		{Name: "c", State: "pending", DependsOn: []string{"a", "b"}},
+	}}
+	dg := Diagnose(DiagnoseInput{Task: tk, Plan: p, Now: mins(5)})
+	var got []string
+	for _, f := range dg.Findings {
+		got = append(got, f.Step+":"+string(f.Class)+":"+f.CausedBy)
+	}
+	if want := []string{"b:app_error:", "a:unknown:", "c:dependency_failure:b"}; !slices.Equal(got, want) {
+		t.Errorf("findings %v, want %v", got, want)
+	}
+}

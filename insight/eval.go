@@ -54,7 +54,8 @@ type Expectation struct {
 	// RootStep and Class are the first finding's, for a diagnosis.
 	RootStep string `json:"root_step,omitempty"`
 	Class    Class  `json:"class,omitempty"`
-	// Action, when set, must be among the root finding's remediations.
+	// Action, when set, must be the root finding's first (most
+	// confident) remediation.
 	Action Action `json:"action,omitempty"`
 	// CausedBy, when set, maps steps that must be found as consequences
 	// to the root-cause step they are attributed to.
@@ -238,10 +239,8 @@ func evalDiagnose(s Scenario) ScenarioResult {
 		var acts []string
 		for _, m := range rc.Remediations {
 			acts = append(acts, string(m.Action))
-			if m.Action == s.Expect.Action {
-				res.ActionOK = true
-			}
 		}
+		res.ActionOK = res.ActionOK || rc.Remediations[0].Action == s.Expect.Action
 		res.Got += " → " + strings.Join(acts, ",")
 	}
 	res.OK = res.Top1 && res.ActionOK
