@@ -320,7 +320,7 @@ func (r *EvalReport) String() string {
 	}
 	tw.Flush()
 	fmt.Fprintf(&b, "\ntop-1 accuracy: %d/%d (%.1f%%), minimum %.0f%%\n", r.Correct, r.Diagnoses, 100*r.Accuracy(), 100*MinAccuracy)
-	fmt.Fprintf(&b, "expected remediations proposed: %d/%d\n", r.ActionsOK, r.Actions)
+	fmt.Fprintf(&b, "top remediation as expected: %d/%d\n", r.ActionsOK, r.Actions)
 	fmt.Fprintf(&b, "optimizer: %d/%d scenarios matched\n", r.OptimizeOK, r.Optimizations)
 	return b.String()
 }

@@ -3,6 +3,7 @@ package insight
 import (
 	"io/fs"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -67,5 +68,37 @@ func TestParseScenarioRejects(t *testing.T) {
 		if _, err := ParseScenario([]byte(src)); err == nil {
 			t.Errorf("%s: accepted", src)
 		}
+	}
+}
+
+// A wrong expectation lowers the accuracy and a wrong optimizer
+// expectation fails the set on its own.
+func TestEvaluateReportsRegressions(t *testing.T) {
+	scs, err := LoadScenarios(evalDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var diag, opt []Scenario
+	for _, s := range scs {
+		if s.Kind == ScenarioOptimize {
+			opt = append(opt, s)
+		} else {
+			diag = append(diag, s)
+		}
+	}
+	wrong := diag[0]
+	wrong.Expect.Class = ClassAppError
+	r := Evaluate([]Scenario{diag[1], wrong})
+	if r.Correct != 1 || r.Diagnoses != 2 || r.Passed() || r.Results[1].OK {
+		t.Errorf("wrong class: %+v", r)
+	}
+	badOpt := opt[0]
+	badOpt.Expect.Removed = nil
+	r = Evaluate(append(diag, badOpt))
+	if r.Accuracy() != 1 || r.Passed() || r.OptimizeOK != 0 {
+		t.Errorf("wrong optimizer expectation: %+v", r)
+	}
+	if !strings.Contains(r.String(), "WRONG") || !strings.Contains(r.String(), "top-1 accuracy: ") {
+		t.Errorf("table:\n%s", r)
 	}
 }
