@@ -87,9 +87,12 @@ type EvalReport struct {
 	// first finding was right; Optimizations and OptimizeOK the same for
 	// the optimizer; Actions and ActionsOK the scenarios expecting a
 	// remediation and those that got it.
-	Diagnoses, Correct        int
-	Optimizations, OptimizeOK int
-	Actions, ActionsOK        int
+	Diagnoses     int `json:"diagnoses"`
+	Correct       int `json:"correct"`
+	Optimizations int `json:"optimizations"`
+	OptimizeOK    int `json:"optimize_ok"`
+	Actions       int `json:"actions"`
+	ActionsOK     int `json:"actions_ok"`
 }
 
 // Accuracy is the top-1 accuracy of the diagnosis scenarios.
