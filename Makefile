@@ -31,7 +31,7 @@ FUZZPKGS := ./workflow ./consensus ./agent ./inject
 CHAOS_DURATION  ?= 10m
 CHAOS_ARTIFACTS ?= $(CURDIR)/chaos-artifacts
 
-.PHONY: all build services ts ts-test test unit e2e deploy-test chaos fuzz-short fuzz bench lint fmt proto proto-check demo demo-sim clean help
+.PHONY: all build services ts ts-test test unit e2e deploy-test chaos fuzz-short fuzz bench eval lint fmt proto proto-check demo demo-sim clean help
 
 all: build
 
@@ -84,6 +84,9 @@ bench: ## benchmarks: readiness, memory per task, validation, Raft commit, end-t
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./workflow ./consensus ./breaker
 	$(GO) test -run '^$$' -bench . -benchtime 300x -count=1 ./agent
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count=1 ./gossip
+
+eval: ## replay the insight evaluation set (insight/testdata/eval): root-cause accuracy and optimizer scenarios; fails on a regression
+	$(GO) run ./insight/cmd/eval
 
 lint: $(NODE_MODULES) ## gofmt check, go vet and staticcheck (the main module and deploy/), buf lint, and tsc on the TypeScript SDK and its tests
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

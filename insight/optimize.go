@@ -52,14 +52,7 @@ func Optimize(p *workflow.Plan, manifest []byte, durations map[string]time.Durat
 	}
 	n := len(p.Steps)
 	prop := &Proposal{Workflow: p.Name, Version: p.Version}
-	weight := func(q *workflow.Plan) func(int) time.Duration {
-		return func(i int) time.Duration {
-			if d, ok := durations[q.Steps[i].Name]; ok {
-				return d
-			}
-			return q.Steps[i].Timeout
-		}
-	}
+	weight := func(q *workflow.Plan) func(int) time.Duration { return stepWeight(q, durations) }
 	for _, s := range p.Steps {
 		if _, ok := durations[s.Name]; !ok {
 			prop.Estimated = append(prop.Estimated, s.Name)
