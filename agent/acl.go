@@ -266,6 +266,9 @@ func (a *Agent) need(procedure string, msg any) []acl.Request {
 		case "GetWorkflow", "ListWorkflows", "GetTask", "ListTasks", "WatchTask", "WatchEvents", "ListDeadLetters", "GetDeadLetter":
 			return []acl.Request{{Need: acl.Read}}
 		}
+	case taskerv1connect.InsightServiceName:
+		// Analyses read what the workflow reads show, no more.
+		return []acl.Request{{Need: acl.Read}}
 	case taskerv1connect.WorkerServiceName:
 		switch r := msg.(type) {
 		case *taskerv1.RegisterCapabilitiesRequest:

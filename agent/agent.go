@@ -27,6 +27,7 @@ import (
 	"github.com/tasker-run/tasker/breaker"
 	"github.com/tasker-run/tasker/bus"
 	"github.com/tasker-run/tasker/consensus"
+	"github.com/tasker-run/tasker/insight/llm"
 	"github.com/tasker-run/tasker/gossip"
 	"github.com/tasker-run/tasker/mtls"
 	agentv1 "github.com/tasker-run/tasker/proto/tasker/agent/v1"
@@ -55,6 +56,8 @@ type Agent struct {
 	tls *mtls.Config
 	// breakers guard dispatches per agent/capability (dispatch.go).
 	breakers *breaker.Set
+	// llm explains diagnoses; nil when no model is configured.
+	llm *llm.Client
 	// tel holds the tracer and meter (telemetry.go); metrics the
 	// instruments.
 	tel *telemetry.Telemetry
@@ -170,6 +173,13 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.breakers = breakers
+	if cfg.AIEndpoint != "" {
+		c, err := llm.New(cfg.llmConfig(), os.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("ai-endpoint: %w", err)
+		}
+		a.llm = c
+	}
 	a.fwd = newForwarder(a)
 	// The FSM's manifest limits are the same on every server (fsmLimits);
 	// the leader applies this agent's settings before proposing.

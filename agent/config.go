@@ -16,8 +16,28 @@ import (
 	"github.com/tasker-run/tasker/bus/busurl"
 	"github.com/tasker-run/tasker/consensus"
 	"github.com/tasker-run/tasker/gossip"
+	"github.com/tasker-run/tasker/insight/heal"
+	"github.com/tasker-run/tasker/insight/llm"
 	"github.com/tasker-run/tasker/workflow"
 )
+
+// loadHealing reads and validates a self-healing policy file.
+func loadHealing(path string) (heal.Policy, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return heal.Policy{}, err
+	}
+	p, err := heal.ParsePolicy(b)
+	if err != nil {
+		return heal.Policy{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return p, nil
+}
+
+// llmConfig is the language model's configuration.
+func (c *Config) llmConfig() llm.Config {
+	return llm.Config{Endpoint: c.AIEndpoint, Model: c.AIModel, APIKeyEnv: c.AIAPIKeyEnv, Timeout: c.AITimeout}
+}
 
 // loadBreakers reads and validates a breaker policy file.
 func loadBreakers(path string) (breaker.Config, error) {
@@ -168,6 +188,20 @@ type Config struct {
 	// ACLTokenTTL is how long a client agent trusts what a server said
 	// about a token: a deleted token works at most this long there.
 	ACLTokenTTL time.Duration `yaml:"acl_token_ttl"`
+	// AIEndpoint and AIModel name an OpenAI-compatible Chat Completions
+	// server (Ollama, llama.cpp, vLLM, OpenAI) that explains diagnoses;
+	// none by default: the analyzers need no model (docs/insight.md).
+	AIEndpoint string `yaml:"ai_endpoint"`
+	AIModel    string `yaml:"ai_model"`
+	// AIAPIKeyEnv names the environment variable that holds the model's
+	// API key: the key itself never sits in a config file.
+	AIAPIKeyEnv string `yaml:"ai_api_key_env"`
+	// AITimeout bounds one answer of the model.
+	AITimeout time.Duration `yaml:"ai_timeout"`
+	// HealingFile holds the self-healing policy (insight/heal): which
+	// remediations the leader may apply without a person's approval. None:
+	// every proposal waits for approval.
+	HealingFile string `yaml:"healing_file"`
 	// Dev runs a whole one-server cluster on loopback with a temporary
 	// data dir and fast Raft timeouts: for development only.
 	Dev bool `yaml:"-"`
@@ -297,6 +331,11 @@ func settings() []setting {
 		num("history-max-records", "ended step attempts the execution history keeps; the same on every server (servers)", func(c *Config) *int { return &c.HistoryMaxRecords }),
 		duration("history-max-age", "how long the execution history keeps an ended step attempt, such as 168h; the same on every server (servers)", func(c *Config) *time.Duration { return &c.HistoryMaxAge }),
 		str("breakers", "circuit-breaker and retry policy file (YAML or JSON)", func(c *Config) *string { return &c.BreakersFile }),
+		str("ai-endpoint", "OpenAI-compatible Chat Completions base URL (http://localhost:11434/v1 for Ollama) that explains diagnoses; none by default", func(c *Config) *string { return &c.AIEndpoint }),
+		str("ai-model", "the model -ai-endpoint serves", func(c *Config) *string { return &c.AIModel }),
+		str("ai-api-key-env", "environment variable holding the model's API key (the key is never in a config file)", func(c *Config) *string { return &c.AIAPIKeyEnv }),
+		duration("ai-timeout", "how long one answer of the model may take, such as 60s", func(c *Config) *time.Duration { return &c.AITimeout }),
+		str("healing", "self-healing policy file (YAML): which remediations the leader applies without approval (servers; docs/insight.md)", func(c *Config) *string { return &c.HealingFile }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 		str("log-format", "text or json", func(c *Config) *string { return &c.LogFormat }),
@@ -479,6 +518,22 @@ func (c *Config) Validate() error {
 	if c.BreakersFile != "" {
 		if _, err := loadBreakers(c.BreakersFile); err != nil {
 			bad("breakers", "%v", err)
+		}
+	}
+	if c.AIEndpoint != "" || c.AIModel != "" {
+		// The key is read when the agent starts; here only its variable's name.
+		if _, err := llm.New(c.llmConfig(), func(string) string { return "set" }); err != nil {
+			bad("ai-endpoint", "%v", err)
+		}
+	}
+	if c.AITimeout < 0 || c.AITimeout > 10*time.Minute {
+		bad("ai-timeout", "%v is out of range: use a positive duration up to 10m (0 means %v)", c.AITimeout, llm.DefaultTimeout)
+	}
+	if c.HealingFile != "" {
+		if !c.Server {
+			bad("healing", "only servers heal (the leader applies the policy); drop -healing on this client agent")
+		} else if _, err := loadHealing(c.HealingFile); err != nil {
+			bad("healing", "%v", err)
 		}
 	}
 	if ip := net.ParseIP(c.ClientAddr); ip == nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/tasker-run/tasker/breaker"
 	"github.com/tasker-run/tasker/consensus"
 	"github.com/tasker-run/tasker/gossip"
+	"github.com/tasker-run/tasker/insight"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
 
@@ -106,6 +107,9 @@ type eventRing struct {
 	// tap, when set before the ring is used, sees every event added, ids
 	// assigned, under the ring's lock: it must not block (the outbox, bus.go).
 	tap func([]ringEvent)
+
+	// cluster keeps the breaker and member events apart, for diagnoses.
+	cluster clusterLog
 
 	mu      sync.Mutex
 	buf     []ringEvent // event seq s is at buf[(s-1)%size]
@@ -231,10 +235,11 @@ func (r *eventRing) recordBreaker(c breaker.StateChange) {
 	if at.IsZero() {
 		at = time.Now()
 	}
+	msg := fmt.Sprintf("%s: %s -> %s", c.Target, c.From, c.To)
 	r.add(ringEvent{typ: typ, at: at.UTC(), payload: breakerPayload{
-		Target: c.Target, From: c.From.String(), To: c.To.String(), Dropped: c.Dropped,
-		Message: fmt.Sprintf("%s: %s -> %s", c.Target, c.From, c.To),
+		Target: c.Target, From: c.From.String(), To: c.To.String(), Dropped: c.Dropped, Message: msg,
 	}})
+	r.cluster.add(insight.ClusterEvent{At: at.UTC(), Kind: clusterKind(typ), Subject: c.Target, Detail: msg})
 }
 
 // recordMember adds a membership change; catalog updates are not events
@@ -252,10 +257,11 @@ func (r *eventRing) recordMember(e gossip.Event, at time.Time) {
 		return
 	}
 	m := e.Member
+	msg := fmt.Sprintf("%s %s", m.Name, what)
 	r.add(ringEvent{typ: string(e.Type), at: at, payload: memberPayload{
-		Member: m.Name, Address: m.Addr, Role: string(m.Role), System: m.System,
-		Message: fmt.Sprintf("%s %s", m.Name, what),
+		Member: m.Name, Address: m.Addr, Role: string(m.Role), System: m.System, Message: msg,
 	}})
+	r.cluster.add(insight.ClusterEvent{At: at, Kind: clusterKind(string(e.Type)), Subject: m.Name, Detail: msg})
 }
 
 // watchMembers records membership changes until ctx ends. The registry

@@ -397,6 +397,18 @@ var leaderOnly = map[string]bool{
 	taskerv1connect.ClusterServiceBreakersProcedure:   true,
 }
 
+// leaderService reports whether procedure belongs to a service the
+// leader answers, from its state (a stale read: any server): workflows
+// and tasks, and the analyses of what they ran.
+func leaderService(procedure string) bool {
+	for _, svc := range []string{taskerv1connect.WorkflowServiceName, taskerv1connect.InsightServiceName} {
+		if strings.HasPrefix(procedure, "/"+svc+"/") {
+			return true
+		}
+	}
+	return false
+}
+
 // slowCalls lists the calls a forward never cuts at the hold timeout:
 // their answer may take longer than it to begin.
 var slowCalls = map[string]bool{
@@ -476,7 +488,7 @@ func (a *Agent) route(local http.Handler) http.Handler {
 func (a *Agent) answersHere(r *http.Request) bool {
 	p := r.URL.Path
 	switch {
-	case strings.HasPrefix(p, "/"+taskerv1connect.WorkflowServiceName+"/") || leaderOnly[p]:
+	case leaderService(p) || leaderOnly[p]:
 		return a.isLeader() || (a.node != nil && r.Header.Get(hdrConsistency) == "stale")
 	case serverOnly[p]:
 		return a.node != nil
@@ -494,7 +506,7 @@ func (g leaderGuard) check(ctx context.Context, procedure string, h http.Header)
 	if reports[procedure] && h.Get(hdrForwarded) != "" && !g.a.isLeader() {
 		return g.a.notLeaderError()
 	}
-	if !strings.HasPrefix(procedure, "/"+taskerv1connect.WorkflowServiceName+"/") && !leaderOnly[procedure] {
+	if !leaderService(procedure) && !leaderOnly[procedure] {
 		return nil
 	}
 	switch {

@@ -34,6 +34,8 @@ func (a *Agent) rpcServer() *http.Server {
 	mux.Handle(taskerv1connect.NewWorkerServiceHandler(&workerAPI{a}, guarded...))
 	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, traced, connect.WithInterceptors(leaderGuard{a}))
 	mux.Handle(path, a.route(h))
+	path, h = taskerv1connect.NewInsightServiceHandler(&insightAPI{a}, guarded...)
+	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewAclServiceHandler(&aclAPI{a}, limit, compress, traced))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

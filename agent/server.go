@@ -37,8 +37,10 @@ func (a *Agent) server() *http.Server {
 	// Operators must reach the cluster service even with no leader.
 	path, h = taskerv1connect.NewClusterServiceHandler(&clusterAPI{a: a}, limit, compress, traced, connect.WithInterceptors(leaderGuard{a}))
 	mux.Handle(path, a.route(h))
+	path, h = taskerv1connect.NewInsightServiceHandler(&insightAPI{a}, opts...)
+	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewAclServiceHandler(&aclAPI{a}, limit, compress, traced))
-	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName, taskerv1connect.AclServiceName}
+	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName, taskerv1connect.AclServiceName, taskerv1connect.InsightServiceName}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

@@ -233,7 +233,7 @@ func writeAnalysis(w io.Writer, a *taskerv1.AnalyzeResponse) {
 				succ[i] = fmt.Sprintf("%.0f%%", r*100)
 			}
 			trend := s.GetTrend()
-			if trend != "" && trend != "stable" {
+			if trend == "faster" || trend == "slower" {
 				trend += fmt.Sprintf(" %+.0f%%", s.GetChangePercent())
 			}
 			row(tw, s.GetStep(), strconv.Itoa(int(s.GetAttempts())), dur(s.GetP50()), dur(s.GetP95()), dur(s.GetP99()), trend,
@@ -254,6 +254,10 @@ func writeAnalysis(w io.Writer, a *taskerv1.AnalyzeResponse) {
 	if len(a.GetAdvice()) > 0 {
 		fmt.Fprintln(w, "\nAdvice:")
 		for _, ad := range a.GetAdvice() {
+			if ad.GetProposed() == "" {
+				fmt.Fprintf(w, "  %s %s: %s, no change proposed: %s\n", ad.GetStep(), ad.GetSetting(), ad.GetCurrent(), ad.GetRationale())
+				continue
+			}
 			fmt.Fprintf(w, "  %s %s: %s → %s (confidence %.2f): %s\n", ad.GetStep(), ad.GetSetting(), ad.GetCurrent(), ad.GetProposed(), ad.GetConfidence(), ad.GetRationale())
 		}
 	}
