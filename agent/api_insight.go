@@ -314,7 +314,6 @@ func (a *Agent) stepMedians(ns, name, version string, n int) (map[string]time.Du
 	return out, len(tasks)
 }
 
-
 // explain asks the configured language model to explain a diagnosis and
 // rank its remediations, and merges what survives the checks of
 // llm.Explain into out. The model never replaces the rules: without one,
