@@ -766,12 +766,15 @@ func (d *diag) timeoutRemedy(st StepSnapshot, conf float64, errID string) (Remed
 			ok = append(ok, a.EndedAt.Sub(a.StartedAt))
 		}
 	}
-	if cur <= 0 || len(ok) < 5 {
+	if cur <= 0 {
 		return Remediation{}, false
+	}
+	if len(ok) < 5 {
+		return d.slowdownRemedy(st, cur, ok, conf, errID)
 	}
 	p := percentiles(ok)
 	if float64(p.P99) < 0.8*float64(cur) {
-		return Remediation{}, false
+		return d.slowdownRemedy(st, cur, ok, conf, errID)
 	}
 	proposed := min(proposeTimeout(p.P99), 10*cur)
 	if proposed <= cur {
@@ -787,6 +790,47 @@ func (d *diag) timeoutRemedy(st StepSnapshot, conf float64, errID string) (Remed
 	return rem(ActionChangeTimeout, map[string]string{"step": st.Name, "timeout": fmtDur(proposed)},
 		fmt.Sprintf("successful runs reach %s at p99, close to the %s timeout: %s (p99 × 1.5, rounded up) leaves headroom", fmtDur(p.P99), fmtDur(cur), fmtDur(proposed)),
 		[]string{errID, mID}, conf*w), true
+}
+
+// slowdownWindow is how many of a step's latest attempts in other tasks
+// must all have timed out for a slowdown: enough that one slow host or
+// one bad input does not make it.
+const slowdownWindow = 3
+
+// slowdownRemedy proposes doubling a timeout when the step's latency
+// grew past it: its latest attempts in other tasks all timed out, while
+// earlier runs completed. How slow it became is not known (a timed-out
+// attempt says only "longer than the timeout"), so the proposal is the
+// smallest step that may help, 2×, with less confidence than one measured
+// from p99; a healing policy bounds it further.
+func (d *diag) slowdownRemedy(st StepSnapshot, cur time.Duration, ok []time.Duration, conf float64, errID string) (Remediation, bool) {
+	if len(ok) == 0 {
+		return Remediation{}, false // never completed: a hang or a bug, not a slowdown
+	}
+	var latest []Attempt
+	for _, a := range d.in.Similar {
+		if a.Step == st.Name && a.Outcome != OutcomeReleased && a.Outcome != OutcomeCancelled && !a.EndedAt.IsZero() {
+			latest = append(latest, a)
+		}
+	}
+	slices.SortFunc(latest, func(a, b Attempt) int { return b.EndedAt.Compare(a.EndedAt) })
+	if len(latest) < slowdownWindow {
+		return Remediation{}, false
+	}
+	tasks := map[string]bool{}
+	for _, a := range latest[:slowdownWindow] {
+		if a.Outcome != OutcomeTimedOut && a.Code != workflow.CodeTimeout {
+			return Remediation{}, false
+		}
+		tasks[a.TaskID] = true
+	}
+	p := percentiles(ok)
+	mID := d.add("metric", time.Time{}, st.Name, fmt.Sprintf("the last %d attempts of %s in other tasks (%d task(s)) all timed out at %s; earlier runs completed in p99 %s over %d runs",
+		slowdownWindow, st.Name, len(tasks), fmtDur(cur), fmtDur(p.P99), p.N))
+	proposed := 2 * cur
+	return rem(ActionChangeTimeout, map[string]string{"step": st.Name, "timeout": fmtDur(proposed)},
+		fmt.Sprintf("%s slowed down past its %s timeout: its latest attempts everywhere time out, where it used to complete in %s (p99); %s (2×) lets slow runs finish while it is investigated", st.Name, fmtDur(cur), fmtDur(p.P99), fmtDur(proposed)),
+		[]string{errID, mID}, conf*0.75), true
 }
 
 // proposeTimeout is p99 with 50% headroom, rounded up to a unit people
