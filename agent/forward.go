@@ -397,6 +397,13 @@ var leaderOnly = map[string]bool{
 	taskerv1connect.ClusterServiceBreakersProcedure:   true,
 }
 
+// leaderService reports whether a call's path is of a service only the
+// leader answers whole: WorkflowService, and ProposalService, whose
+// approvals read the state they commit against.
+func leaderService(path string) bool {
+	return strings.HasPrefix(path, "/"+taskerv1connect.WorkflowServiceName+"/") || strings.HasPrefix(path, "/"+taskerv1connect.ProposalServiceName+"/")
+}
+
 // slowCalls lists the calls a forward never cuts at the hold timeout:
 // their answer may take longer than it to begin.
 var slowCalls = map[string]bool{
@@ -476,7 +483,7 @@ func (a *Agent) route(local http.Handler) http.Handler {
 func (a *Agent) answersHere(r *http.Request) bool {
 	p := r.URL.Path
 	switch {
-	case strings.HasPrefix(p, "/"+taskerv1connect.WorkflowServiceName+"/") || leaderOnly[p]:
+	case leaderService(p) || leaderOnly[p]:
 		return a.isLeader() || (a.node != nil && r.Header.Get(hdrConsistency) == "stale")
 	case serverOnly[p]:
 		return a.node != nil
@@ -494,7 +501,7 @@ func (g leaderGuard) check(ctx context.Context, procedure string, h http.Header)
 	if reports[procedure] && h.Get(hdrForwarded) != "" && !g.a.isLeader() {
 		return g.a.notLeaderError()
 	}
-	if !strings.HasPrefix(procedure, "/"+taskerv1connect.WorkflowServiceName+"/") && !leaderOnly[procedure] {
+	if !leaderService(procedure) && !leaderOnly[procedure] {
 		return nil
 	}
 	switch {

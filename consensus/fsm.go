@@ -135,7 +135,24 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.putACLToken(k.PutAclToken.GetToken())
 	case *fsmv1.Command_DeleteAclToken:
 		return s.deleteACLToken(k.DeleteAclToken.GetAccessorId())
+	case *fsmv1.Command_PutProposal:
+		return s.putProposal(k.PutProposal.GetProposal(), now)
+	case *fsmv1.Command_DecideProposal:
+		x := k.DecideProposal
+		return s.transitionProposal(x.GetId(), x.GetDecision(), x.GetBy(), x.GetReason(), []string{ProposalApproved, ProposalRejected}, now)
+	case *fsmv1.Command_MarkProposal:
+		x := k.MarkProposal
+		return s.transitionProposal(x.GetId(), x.GetState(), x.GetBy(), x.GetReason(), []string{ProposalApplied, ProposalFailed, ProposalRolledBack}, now)
+	case *fsmv1.Command_SetActiveVersion:
+		x := k.SetActiveVersion
+		return s.setActiveVersion(x.GetNamespace(), x.GetWorkflow(), x.GetVersion())
 	case *fsmv1.Command_Batch:
+		if k.Batch.GetAtomic() {
+			if s.undo != nil {
+				return &Result{Err: fmt.Errorf("%w: nested batch", ErrInvalid)}
+			}
+			return s.applyAtomic(k.Batch.GetCommands(), now, fx, index, log)
+		}
 		res := &Result{}
 		for _, sub := range k.Batch.GetCommands() {
 			subNow := now
@@ -199,6 +216,8 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	}
 	s.busCursor = max(s.busCursor, fresh.busCursor)
 	s.acl = fresh.acl
+	fresh.props.max = s.props.max
+	s.props = fresh.props
 	f.state.mu.Unlock()
 	return nil
 }
@@ -220,6 +239,7 @@ func (s *State) encode() ([]byte, error) {
 	hdr := &fsmv1.SnapshotHeader{Format: snapshotFormat, WorkflowVersions: uint64(len(versions)), Tasks: uint64(len(s.byNumber)), ClusterId: s.clusterID, BusCursor: s.busCursor}
 	tokens := s.sortedACLTokens()
 	hdr.AclTokens = uint64(len(tokens))
+	hdr.Proposals, hdr.ProposalSeq = uint64(len(s.props.order)), s.props.seq
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return nil, err
 	}
@@ -230,7 +250,7 @@ func (s *State) encode() ([]byte, error) {
 	}
 	for _, v := range versions {
 		rec := &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_WorkflowVersion{WorkflowVersion: &fsmv1.WorkflowVersion{
-			Manifest: v.manifest, CreatedAt: timestamppb.New(v.createdAt),
+			Manifest: v.manifest, CreatedAt: timestamppb.New(v.createdAt), Active: v.wf.active == v.version,
 		}}}
 		if _, err := protodelim.MarshalTo(w, rec); err != nil {
 			return nil, err
@@ -238,6 +258,13 @@ func (s *State) encode() ([]byte, error) {
 	}
 	for _, t := range s.byNumber {
 		if _, err := protodelim.MarshalTo(w, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Task{Task: t.encode()}}); err != nil {
+			return nil, err
+		}
+	}
+	// Proposals last, in apply order: a snapshot written before they
+	// existed simply has none.
+	for _, p := range s.props.order {
+		if _, err := protodelim.MarshalTo(w, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Proposal{Proposal: p.encode()}}); err != nil {
 			return nil, err
 		}
 	}
@@ -304,7 +331,11 @@ func (s *State) decode(r *bufio.Reader) error {
 	}
 	s.clusterID = hdr.GetClusterId()
 	s.busCursor = hdr.GetBusCursor()
-	var nv, nt, na uint64
+	s.props.seq = hdr.GetProposalSeq()
+	var nv, nt, na, np uint64
+	// Pins are set once every version is stored: storing a version
+	// removes its workflow's pin.
+	var pins []*versionRec
 	for {
 		var rec fsmv1.SnapshotRecord
 		err := protodelim.UnmarshalFrom(r, &rec)
@@ -312,13 +343,16 @@ func (s *State) decode(r *bufio.Reader) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("record %d: %w", nv+nt+na+1, err)
+			return fmt.Errorf("record %d: %w", nv+nt+na+np+1, err)
 		}
 		switch x := rec.Record.(type) {
 		case *fsmv1.SnapshotRecord_WorkflowVersion:
-			res := s.putWorkflow(x.WorkflowVersion.GetManifest(), fromTS(x.WorkflowVersion.GetCreatedAt()), &Effects{})
+			v, res := s.storeWorkflow(x.WorkflowVersion.GetManifest(), fromTS(x.WorkflowVersion.GetCreatedAt()))
 			if res.Err != nil {
 				return fmt.Errorf("workflow version %d: %w", nv+1, res.Err)
+			}
+			if x.WorkflowVersion.GetActive() {
+				pins = append(pins, v)
 			}
 			nv++
 		case *fsmv1.SnapshotRecord_Task:
@@ -331,13 +365,21 @@ func (s *State) decode(r *bufio.Reader) error {
 				return fmt.Errorf("acl token %d: %w", na+1, res.Err)
 			}
 			na++
+		case *fsmv1.SnapshotRecord_Proposal:
+			if err := s.restoreProposal(x.Proposal); err != nil {
+				return fmt.Errorf("record %d: %w", nv+nt+na+np+1, err)
+			}
+			np++
 		default:
-			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+na+1)
+			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+na+np+1)
 		}
 	}
-	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() || na != hdr.GetAclTokens() {
-		return fmt.Errorf("snapshot is incomplete: %d workflow versions, %d tasks and %d acl tokens, header says %d, %d and %d",
-			nv, nt, na, hdr.GetWorkflowVersions(), hdr.GetTasks(), hdr.GetAclTokens())
+	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() || na != hdr.GetAclTokens() || np != hdr.GetProposals() {
+		return fmt.Errorf("snapshot is incomplete: %d workflow versions, %d tasks, %d acl tokens and %d proposals, header says %d, %d, %d and %d",
+			nv, nt, na, np, hdr.GetWorkflowVersions(), hdr.GetTasks(), hdr.GetAclTokens(), hdr.GetProposals())
+	}
+	for _, v := range pins {
+		v.wf.active = v.version
 	}
 	return nil
 }
