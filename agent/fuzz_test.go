@@ -43,14 +43,14 @@ var fuzzSkipped = map[string]string{
 }
 
 // unaryProcedures lists every unary procedure of WorkflowService,
-// WorkerService, ClusterService and AclService from their descriptors, so that a new
+// WorkerService, ClusterService, AclService and ProposalService from their descriptors, so that a new
 // call is fuzzed without touching this file. Streaming calls (WatchTask,
 // WatchEvents, PollSteps, SnapshotSave, SnapshotRestore) are not: a
 // Connect streaming body is enveloped, and their request decoding is the
 // same code as the unary calls'.
 func unaryProcedures(tb testing.TB) []fuzzProcedure {
 	var out []fuzzProcedure
-	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto, taskerv1.File_tasker_v1_acl_proto} {
+	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto, taskerv1.File_tasker_v1_acl_proto, taskerv1.File_tasker_v1_proposal_proto} {
 		for i := range fd.Services().Len() {
 			sd := fd.Services().Get(i)
 			for j := range sd.Methods().Len() {

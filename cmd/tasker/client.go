@@ -179,6 +179,7 @@ type conn struct {
 	workflows      taskerv1connect.WorkflowServiceClient
 	cluster        taskerv1connect.ClusterServiceClient
 	acl            taskerv1connect.AclServiceClient
+	proposals      taskerv1connect.ProposalServiceClient
 }
 
 // connect makes the clients. It returns an exit code when the address is
@@ -220,6 +221,7 @@ func (f apiFlags) connect(c command, stdout, stderr io.Writer) (*conn, int, bool
 		workflows: taskerv1connect.NewWorkflowServiceClient(hc, addr, opts...),
 		cluster:   taskerv1connect.NewClusterServiceClient(hc, addr, opts...),
 		acl:       taskerv1connect.NewAclServiceClient(hc, addr, opts...),
+		proposals: taskerv1connect.NewProposalServiceClient(hc, addr, opts...),
 	}, exitOK, true
 }
 
