@@ -76,6 +76,9 @@ func (s *proposalAPI) CreateProposal(ctx context.Context, req *connect.Request[t
 		p.Title = defaultTitle(p)
 	}
 	res, err := s.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutProposal{PutProposal: &fsmv1.PutProposal{Proposal: p}}})
+	if errors.Is(err, consensus.ErrLimit) {
+		return nil, exhausted(limitProposals, err)
+	}
 	if err != nil {
 		return nil, toConnect(err)
 	}

@@ -238,8 +238,14 @@ func (s *State) putProposal(in *fsmv1.Proposal, now time.Time) *Result {
 		return &Result{Err: err}
 	}
 	s.record(s.undoPutProposal())
-	s.props.seq++
-	p.ID = "p-" + strconv.FormatUint(s.props.seq, 10)
+	// A snapshot's sequence is trusted no further than the ids it holds.
+	for {
+		s.props.seq++
+		p.ID = "p-" + strconv.FormatUint(s.props.seq, 10)
+		if _, taken := s.props.byID[p.ID]; !taken {
+			break
+		}
+	}
 	p.History = []Transition{{State: ProposalPending, By: p.CreatedBy, At: now}}
 	s.props.byID[p.ID] = p
 	s.props.order = append(s.props.order, p)
@@ -470,7 +476,21 @@ func (s *State) applyAtomic(cmds []*fsmv1.Command, now time.Time, fx *Effects, i
 		if c.GetNow() != nil {
 			subNow = c.GetNow().AsTime()
 		}
-		r := s.apply(c, subNow, fx, index, log)
+		var r *Result
+		if i == other {
+			// What follows cannot be undone once this runs: the marks
+			// after it are checked first, so that they cannot fail.
+			if j, err := s.checkMarks(cmds[i+1:]); err != nil {
+				i += 1 + j
+				for range cmds[len(res.Batch):i] {
+					res.Batch = append(res.Batch, &Result{Err: fmt.Errorf("%w: not applied: a later command of the atomic batch would be refused", ErrInvalid)})
+				}
+				r = &Result{Err: err}
+			}
+		}
+		if r == nil {
+			r = s.apply(c, subNow, fx, index, log)
+		}
 		res.Batch = append(res.Batch, r)
 		if r.Err == nil {
 			continue
@@ -485,6 +505,31 @@ func (s *State) applyAtomic(cmds []*fsmv1.Command, now time.Time, fx *Effects, i
 		return res
 	}
 	return res
+}
+
+// checkMarks checks that the MarkProposal commands marks would each be
+// accepted, in order, without changing anything; it returns the index of
+// the first that would not.
+func (s *State) checkMarks(marks []*fsmv1.Command) (int, error) {
+	states := map[string]string{}
+	for j, c := range marks {
+		m := c.GetMarkProposal()
+		p := s.props.byID[m.GetId()]
+		if p == nil {
+			return j, notFound("proposal %s", m.GetId())
+		}
+		cur, ok := states[p.ID]
+		if !ok {
+			cur = p.State
+		}
+		allowed := []string{ProposalApplied, ProposalFailed, ProposalRolledBack}
+		if !slices.Contains(allowed, m.GetState()) || !slices.Contains(proposalTransitions[cur], m.GetState()) ||
+			len(m.GetBy()) > maxProposalBy || len(m.GetReason()) > maxProposalReason {
+			return j, fmt.Errorf("%w: proposal %s is %s: it cannot become %q by this command", ErrInvalid, p.ID, cur, m.GetState())
+		}
+		states[p.ID] = m.GetState()
+	}
+	return 0, nil
 }
 
 // --- reads ----------------------------------------------------------------

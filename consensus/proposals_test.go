@@ -250,8 +250,16 @@ func TestAtomicBatchShape(t *testing.T) {
 			}
 		})
 	}
-	// An operation whose proposal transition fails first is not run.
+	// An operation followed by a mark that would be refused is not run.
 	h.ok(putProposal(&fsmv1.Proposal{Action: "cancel", TaskId: "t1", Source: "user"}))
+	r := h.do(allOrNothing(cancel, mark("p-1", ProposalApplied)))
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "command 2 of 2") || len(r.Batch) != 2 {
+		t.Fatalf("err %v, %d results", r.Err, len(r.Batch))
+	}
+	if tk, _ := h.fsm.State().Task("t1"); tk.State != workflow.TaskPending {
+		t.Fatalf("the operation ran though its mark was refused: task %s", tk.State)
+	}
+	// An operation whose proposal transition fails first is not run.
 	h.ok(decide("p-1", ProposalRejected))
 	if r := h.do(allOrNothing(decide("p-1", ProposalApproved), cancel, mark("p-1", ProposalApplied))); r.Err == nil {
 		t.Fatal("a rejected proposal was applied")
