@@ -212,3 +212,35 @@ func TestProposalACL(t *testing.T) {
 		t.Fatalf("history %+v", h)
 	}
 }
+
+// TestProposalsThroughAClientAgent: a client agent holds no state; its
+// ProposalService calls are answered by the leader, with the caller's
+// token checked there too.
+func TestProposalsThroughAClientAgent(t *testing.T) {
+	ctx := context.Background()
+	srv := startAgent(t, t.TempDir(), withACL)
+	applyQuick(t, as(srv, testMgmtToken))
+	writer := createToken(t, srv, &taskerv1.CreateTokenRequest{Policy: "writer"})
+	cli := startClientAgent(t, "c1", srv, withACL)
+
+	cr, err := proposalClient(cli, writer).CreateProposal(ctx, connect.NewRequest(&taskerv1.CreateProposalRequest{
+		Action: "change_retry_policy", Workflow: "quick", Step: "second", Params: map[string]string{"max_attempts": "2"},
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := cr.Msg.GetProposal().GetId()
+	_, err = proposalClient(cli, writer).ApproveProposal(ctx, connect.NewRequest(&taskerv1.ApproveProposalRequest{Id: id}))
+	wantCode(t, "approve with a writer token through a client agent", err, connect.CodePermissionDenied, "operator access")
+	if _, err := proposalClient(cli, testMgmtToken).ApproveProposal(ctx, connect.NewRequest(&taskerv1.ApproveProposalRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	g, err := proposalClient(cli, writer).GetProposal(ctx, connect.NewRequest(&taskerv1.GetProposalRequest{Id: id}))
+	if err != nil || g.Msg.GetProposal().GetState() != "applied" {
+		t.Fatalf("get through the client agent: %v %v", g, err)
+	}
+	gw, err := as(cli, writer).wf.GetWorkflow(ctx, connect.NewRequest(&taskerv1.GetWorkflowRequest{Name: "quick"}))
+	if err != nil || gw.Msg.GetWorkflow().GetActiveVersion() != "1.0.1-ai.1" || gw.Msg.GetWorkflow().GetSteps()[1].GetMaxAttempts() != 2 {
+		t.Fatalf("workflow through the client agent: %v %v", gw, err)
+	}
+}

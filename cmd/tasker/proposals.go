@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -153,8 +155,8 @@ func writeProposal(w io.Writer, p *taskerv1.Proposal) {
 	} else {
 		row(tw, "Target:", proposalTarget(p))
 	}
-	for k, v := range p.GetParams() {
-		row(tw, "Param "+k+":", v)
+	for _, k := range slices.Sorted(maps.Keys(p.GetParams())) {
+		row(tw, "Param "+k+":", p.GetParams()[k])
 	}
 	row(tw, "Source:", fmt.Sprintf("%s (confidence %.2f)", p.GetSource(), p.GetConfidence()))
 	row(tw, "Created:", timestamp(p.GetCreatedAt())+" by "+dash(p.GetCreatedBy()))
