@@ -80,7 +80,7 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 	fs := flags(c, stderr)
 	api := addReadFlags(fs)
 	namespace := fs.String("namespace", "", "the workflow's namespace `N`; \"default\" when empty")
-	version := fs.String("version", "", "version `V` rather than the latest")
+	version := fs.String("version", "", "version `V` rather than the active one (the latest unless a proposal pinned another)")
 	tasks := fs.Int("tasks", defaultOptimizeTasks, "measure durations over the last `N` complete tasks of the version")
 	propose := fs.Bool("propose", false, "file the result as a proposal for an operator to approve")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
