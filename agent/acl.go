@@ -269,6 +269,16 @@ func (a *Agent) need(procedure string, msg any) []acl.Request {
 	case taskerv1connect.InsightServiceName:
 		// Analyses read what the workflow reads show, no more.
 		return []acl.Request{{Need: acl.Read}}
+	case taskerv1connect.ProposalServiceName:
+		switch method {
+		case "ListProposals", "GetProposal":
+			return []acl.Request{{Need: acl.Read}}
+		case "CreateProposal":
+			return []acl.Request{{Need: acl.Write}}
+		}
+		// Approving, rejecting and rolling back change what runs: operators
+		// decide.
+		return []acl.Request{{Need: acl.Operator}}
 	case taskerv1connect.WorkerServiceName:
 		switch r := msg.(type) {
 		case *taskerv1.RegisterCapabilitiesRequest:

@@ -56,7 +56,7 @@ func pbTask(v *consensus.TaskView) *taskerv1.Task {
 func pbWorkflow(w *consensus.WorkflowView, withManifest bool) *taskerv1.Workflow {
 	out := &taskerv1.Workflow{
 		Namespace: w.Namespace, Name: w.Name, Version: w.Version, Description: w.Plan.Description,
-		CreatedAt: pbTime(w.CreatedAt), Versions: w.Versions,
+		CreatedAt: pbTime(w.CreatedAt), Versions: w.Versions, ActiveVersion: w.Active, Pinned: w.Pinned,
 	}
 	if withManifest {
 		out.Manifest = w.Manifest

@@ -397,12 +397,13 @@ var leaderOnly = map[string]bool{
 	taskerv1connect.ClusterServiceBreakersProcedure:   true,
 }
 
-// leaderService reports whether procedure belongs to a service the
-// leader answers, from its state (a stale read: any server): workflows
-// and tasks, and the analyses of what they ran.
-func leaderService(procedure string) bool {
-	for _, svc := range []string{taskerv1connect.WorkflowServiceName, taskerv1connect.InsightServiceName} {
-		if strings.HasPrefix(procedure, "/"+svc+"/") {
+// leaderService reports whether a call's path is of a service the leader
+// answers (a stale read lets any server): workflows and tasks, the
+// analyses of what they ran, and proposals, whose approvals read the
+// state they commit against.
+func leaderService(path string) bool {
+	for _, svc := range []string{taskerv1connect.WorkflowServiceName, taskerv1connect.InsightServiceName, taskerv1connect.ProposalServiceName} {
+		if strings.HasPrefix(path, "/"+svc+"/") {
 			return true
 		}
 	}

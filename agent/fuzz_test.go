@@ -43,14 +43,14 @@ var fuzzSkipped = map[string]string{
 }
 
 // unaryProcedures lists every unary procedure of WorkflowService,
-// WorkerService, ClusterService and AclService from their descriptors, so that a new
+// WorkerService, ClusterService, AclService and ProposalService from their descriptors, so that a new
 // call is fuzzed without touching this file. Streaming calls (WatchTask,
 // WatchEvents, PollSteps, SnapshotSave, SnapshotRestore) are not: a
 // Connect streaming body is enveloped, and their request decoding is the
 // same code as the unary calls'.
 func unaryProcedures(tb testing.TB) []fuzzProcedure {
 	var out []fuzzProcedure
-	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto, taskerv1.File_tasker_v1_acl_proto} {
+	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto, taskerv1.File_tasker_v1_acl_proto, taskerv1.File_tasker_v1_proposal_proto} {
 		for i := range fd.Services().Len() {
 			sd := fd.Services().Get(i)
 			for j := range sd.Methods().Len() {
@@ -162,6 +162,18 @@ func fuzzRequests(manifest, deadLetter string) map[string][]proto.Message {
 		"ExtendLease": {&taskerv1.ExtendLeaseRequest{TaskId: fuzzTaskRunning, Step: "validate", Attempt: 1, ExtendBy: durationpb.New(time.Minute), WorkerId: "w-fuzz"}},
 		"RemovePeer":  {&taskerv1.RemovePeerRequest{Id: "test"}, &taskerv1.RemovePeerRequest{Id: "s9"}},
 		"ForceLeave":  {&taskerv1.ForceLeaveRequest{Node: "gone"}},
+		"CreateProposal": {
+			&taskerv1.CreateProposalRequest{Action: "change_timeout", Namespace: "shop", Workflow: "order-fulfilment", Step: "charge", Params: map[string]string{"timeout": "45s"}, Source: "rules", Confidence: 0.5},
+			&taskerv1.CreateProposalRequest{Action: "change_retry_policy", Namespace: "shop", Workflow: "order-fulfilment", Params: map[string]string{"step": "ship", "max_attempts": "4"}},
+			&taskerv1.CreateProposalRequest{Action: "optimize_dependencies", Namespace: "shop", Workflow: "order-fulfilment", Manifest: manifest, NewVersion: "1.0.1-ai.9"},
+			&taskerv1.CreateProposalRequest{Action: "retry_step", TaskId: fuzzTaskDead, Step: "validate", EvidenceJson: `{"e":1}`},
+			&taskerv1.CreateProposalRequest{Action: "resolve_manually", TaskId: fuzzTaskDead, Step: "validate"},
+		},
+		"ListProposals":    {&taskerv1.ListProposalsRequest{State: "pending", Namespace: "shop", Workflow: "order-fulfilment", Limit: 5}},
+		"GetProposal":      {&taskerv1.GetProposalRequest{Id: "p-1"}},
+		"ApproveProposal":  {&taskerv1.ApproveProposalRequest{Id: "p-1", Reason: "fuzz"}, &taskerv1.ApproveProposalRequest{Id: "p-5", ResultJson: validate}},
+		"RejectProposal":   {&taskerv1.RejectProposalRequest{Id: "p-2", Reason: "fuzz"}},
+		"RollbackProposal": {&taskerv1.RollbackProposalRequest{Id: "p-1", Reason: "fuzz"}},
 	}
 }
 

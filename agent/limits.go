@@ -148,6 +148,7 @@ const (
 	limitWorkers     = "workers"
 	limitRate        = "rate"
 	limitCommandSize = "command_payload"
+	limitProposals   = "proposals"
 )
 
 // limitError marks a refusal by one of the limits, so that the limits
@@ -186,7 +187,7 @@ func newLimits(a *Agent) (*limits, error) {
 		return nil, fmt.Errorf("telemetry: %w", err)
 	}
 	// Every series from 0, so rate() and alerts work before the first refusal.
-	for _, name := range []string{limitPayload, limitSteps, limitInFlight, limitWatchers, limitWorkers, limitRate, limitCommandSize} {
+	for _, name := range []string{limitPayload, limitSteps, limitInFlight, limitWatchers, limitWorkers, limitRate, limitCommandSize, limitProposals} {
 		l.rejections.Add(context.Background(), 0, metric.WithAttributes(attrLimit.String(name)))
 	}
 	if a.cfg.RateLimit > 0 {

@@ -37,6 +37,8 @@ func (a *Agent) rpcServer() *http.Server {
 	path, h = taskerv1connect.NewInsightServiceHandler(&insightAPI{a}, guarded...)
 	mux.Handle(path, a.route(h))
 	mux.Handle(taskerv1connect.NewAclServiceHandler(&aclAPI{a}, limit, compress, traced))
+	path, h = taskerv1connect.NewProposalServiceHandler(&proposalAPI{a}, guarded...)
+	mux.Handle(path, a.route(h))
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -176,7 +178,7 @@ func encodeResult(r *consensus.Result) *agentv1.Result {
 	if r == nil {
 		return nil
 	}
-	out := &agentv1.Result{TaskId: r.TaskID, Created: r.Created, Attempt: int32(r.Attempt), Retry: r.Retry}
+	out := &agentv1.Result{TaskId: r.TaskID, Created: r.Created, Attempt: int32(r.Attempt), Retry: r.Retry, ProposalId: r.ProposalID}
 	if !r.RetryAt.IsZero() {
 		out.RetryAt = timestamppb.New(r.RetryAt)
 	}
@@ -199,7 +201,7 @@ func decodeResult(r *agentv1.Result) *consensus.Result {
 	if r == nil {
 		return &consensus.Result{}
 	}
-	out := &consensus.Result{TaskID: r.GetTaskId(), Created: r.GetCreated(), Attempt: int(r.GetAttempt()), Retry: r.GetRetry()}
+	out := &consensus.Result{TaskID: r.GetTaskId(), Created: r.GetCreated(), Attempt: int(r.GetAttempt()), Retry: r.GetRetry(), ProposalID: r.GetProposalId()}
 	if r.GetRetryAt() != nil {
 		out.RetryAt = r.GetRetryAt().AsTime()
 	}

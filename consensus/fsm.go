@@ -135,7 +135,24 @@ func (s *State) apply(c *fsmv1.Command, now time.Time, fx *Effects, index uint64
 		return s.putACLToken(k.PutAclToken.GetToken())
 	case *fsmv1.Command_DeleteAclToken:
 		return s.deleteACLToken(k.DeleteAclToken.GetAccessorId())
+	case *fsmv1.Command_PutProposal:
+		return s.putProposal(k.PutProposal.GetProposal(), now)
+	case *fsmv1.Command_DecideProposal:
+		x := k.DecideProposal
+		return s.transitionProposal(x.GetId(), x.GetDecision(), x.GetBy(), x.GetReason(), []string{ProposalApproved, ProposalRejected}, now)
+	case *fsmv1.Command_MarkProposal:
+		x := k.MarkProposal
+		return s.transitionProposal(x.GetId(), x.GetState(), x.GetBy(), x.GetReason(), []string{ProposalApplied, ProposalFailed, ProposalRolledBack}, now)
+	case *fsmv1.Command_SetActiveVersion:
+		x := k.SetActiveVersion
+		return s.setActiveVersion(x.GetNamespace(), x.GetWorkflow(), x.GetVersion())
 	case *fsmv1.Command_Batch:
+		if k.Batch.GetAtomic() {
+			if s.undo != nil {
+				return &Result{Err: fmt.Errorf("%w: nested batch", ErrInvalid)}
+			}
+			return s.applyAtomic(k.Batch.GetCommands(), now, fx, index, log)
+		}
 		res := &Result{}
 		for _, sub := range k.Batch.GetCommands() {
 			subNow := now
@@ -202,6 +219,8 @@ func (f *FSM) Restore(r io.ReadCloser) error {
 	// The records come from the snapshot; the retention is this server's.
 	fresh.history.retention = s.history.retention
 	s.history = fresh.history
+	fresh.props.max = s.props.max
+	s.props = fresh.props
 	f.state.mu.Unlock()
 	return nil
 }
@@ -224,6 +243,7 @@ func (s *State) encode() ([]byte, error) {
 	tokens := s.sortedACLTokens()
 	hdr.AclTokens = uint64(len(tokens))
 	hdr.Attempts = uint64(s.history.n)
+	hdr.Proposals, hdr.ProposalSeq = uint64(len(s.props.order)), s.props.seq
 	if _, err := protodelim.MarshalTo(w, hdr); err != nil {
 		return nil, err
 	}
@@ -234,7 +254,7 @@ func (s *State) encode() ([]byte, error) {
 	}
 	for _, v := range versions {
 		rec := &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_WorkflowVersion{WorkflowVersion: &fsmv1.WorkflowVersion{
-			Manifest: v.manifest, CreatedAt: timestamppb.New(v.createdAt),
+			Manifest: v.manifest, CreatedAt: timestamppb.New(v.createdAt), Active: v.wf.active == v.version,
 		}}}
 		if _, err := protodelim.MarshalTo(w, rec); err != nil {
 			return nil, err
@@ -242,6 +262,13 @@ func (s *State) encode() ([]byte, error) {
 	}
 	for _, t := range s.byNumber {
 		if _, err := protodelim.MarshalTo(w, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Task{Task: t.encode()}}); err != nil {
+			return nil, err
+		}
+	}
+	// Proposals, in apply order: a snapshot written before they existed
+	// simply has none.
+	for _, p := range s.props.order {
+		if _, err := protodelim.MarshalTo(w, &fsmv1.SnapshotRecord{Record: &fsmv1.SnapshotRecord_Proposal{Proposal: p.encode()}}); err != nil {
 			return nil, err
 		}
 	}
@@ -315,7 +342,11 @@ func (s *State) decode(r *bufio.Reader) error {
 	}
 	s.clusterID = hdr.GetClusterId()
 	s.busCursor = hdr.GetBusCursor()
-	var nv, nt, na, nh uint64
+	s.props.seq = hdr.GetProposalSeq()
+	var nv, nt, na, np, nh uint64
+	// Pins are set once every version is stored: storing a version
+	// removes its workflow's pin.
+	var pins []*versionRec
 	for {
 		var rec fsmv1.SnapshotRecord
 		err := protodelim.UnmarshalFrom(r, &rec)
@@ -323,13 +354,16 @@ func (s *State) decode(r *bufio.Reader) error {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("record %d: %w", nv+nt+na+nh+1, err)
+			return fmt.Errorf("record %d: %w", nv+nt+na+np+nh+1, err)
 		}
 		switch x := rec.Record.(type) {
 		case *fsmv1.SnapshotRecord_WorkflowVersion:
-			res := s.putWorkflow(x.WorkflowVersion.GetManifest(), fromTS(x.WorkflowVersion.GetCreatedAt()), &Effects{})
+			v, res := s.storeWorkflow(x.WorkflowVersion.GetManifest(), fromTS(x.WorkflowVersion.GetCreatedAt()))
 			if res.Err != nil {
 				return fmt.Errorf("workflow version %d: %w", nv+1, res.Err)
+			}
+			if x.WorkflowVersion.GetActive() {
+				pins = append(pins, v)
 			}
 			nv++
 		case *fsmv1.SnapshotRecord_Task:
@@ -342,18 +376,26 @@ func (s *State) decode(r *bufio.Reader) error {
 				return fmt.Errorf("acl token %d: %w", na+1, res.Err)
 			}
 			na++
+		case *fsmv1.SnapshotRecord_Proposal:
+			if err := s.restoreProposal(x.Proposal); err != nil {
+				return fmt.Errorf("record %d: %w", nv+nt+na+np+nh+1, err)
+			}
+			np++
 		case *fsmv1.SnapshotRecord_Attempt:
 			if err := s.restoreAttempt(x.Attempt); err != nil {
 				return fmt.Errorf("attempt record %d: %w", nh+1, err)
 			}
 			nh++
 		default:
-			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+na+nh+1)
+			return fmt.Errorf("record %d: unknown record kind; this server is older than the one that wrote the snapshot", nv+nt+na+np+nh+1)
 		}
 	}
-	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() || na != hdr.GetAclTokens() || nh != hdr.GetAttempts() {
-		return fmt.Errorf("snapshot is incomplete: %d workflow versions, %d tasks, %d acl tokens and %d attempt records, header says %d, %d, %d and %d",
-			nv, nt, na, nh, hdr.GetWorkflowVersions(), hdr.GetTasks(), hdr.GetAclTokens(), hdr.GetAttempts())
+	if nv != hdr.GetWorkflowVersions() || nt != hdr.GetTasks() || na != hdr.GetAclTokens() || np != hdr.GetProposals() || nh != hdr.GetAttempts() {
+		return fmt.Errorf("snapshot is incomplete: %d workflow versions, %d tasks, %d acl tokens, %d proposals and %d attempt records, header says %d, %d, %d, %d and %d",
+			nv, nt, na, np, nh, hdr.GetWorkflowVersions(), hdr.GetTasks(), hdr.GetAclTokens(), hdr.GetProposals(), hdr.GetAttempts())
+	}
+	for _, v := range pins {
+		v.wf.active = v.version
 	}
 	return nil
 }

@@ -246,6 +246,25 @@ func fuzzSeeds() [][]*fsmv1.Command {
 			capped(mini("m5", "k5", `{}`), 1), capped(mini("m6", "k6", `{}`), 1), capped(mini("m7", "k5", `{}`), 1),
 			capped(mini("m5", "k5", `{}`), 1), cancel("m5"), capped(mini("m6", "k6", `{}`), 1),
 		},
+		{
+			// Proposals: a workflow change approved and applied in one
+			// atomic batch, rolled back; operations applied, refused, and
+			// batches that break the atomic rules.
+			mini("m8", "", `{}`), dispatch("m8", "a", 1), failCmd("m8", "a", 1, "fatal", false),
+			putProposal(&fsmv1.Proposal{Action: "change_timeout", Workflow: "mini", NewVersion: "1.0.1-ai.1", Manifest: strings.Replace(fuzzMini, "1.0.0", "1.0.1-ai.1", 1), Source: "rules"}),
+			allOrNothing(decide("p-1", ProposalApproved), put(strings.Replace(fuzzMini, "1.0.0", "1.0.1-ai.1", 1)),
+				&fsmv1.Command{Kind: &fsmv1.Command_SetActiveVersion{SetActiveVersion: &fsmv1.SetActiveVersion{Workflow: "mini", Version: "1.0.1-ai.1"}}}, mark("p-1", ProposalApplied)),
+			mini("m9", "", `{}`),
+			allOrNothing(&fsmv1.Command{Kind: &fsmv1.Command_SetActiveVersion{SetActiveVersion: &fsmv1.SetActiveVersion{Workflow: "mini", Version: "1.0.0"}}}, mark("p-1", ProposalRolledBack)),
+			putProposal(&fsmv1.Proposal{Action: "retry_step", TaskId: "m8", Step: "a", Source: "model", Params: map[string]string{"task": "m8"}}),
+			allOrNothing(decide("p-2", ProposalApproved), retry("m8", "a"), mark("p-2", ProposalApplied)),
+			putProposal(&fsmv1.Proposal{Action: "cancel", TaskId: "m9", Source: "user"}),
+			allOrNothing(cancel("m9"), mark("p-3", ProposalApplied)),
+			allOrNothing(cancel("m9"), cancel("m9")),
+			allOrNothing(decide("p-3", ProposalApproved), cancel("m9"), mark("p-3", ProposalApplied)),
+			decide("p-3", ProposalRejected), mark("p-9", ProposalFailed),
+			put(strings.Replace(fuzzMini, "1.0.0", "1.2.0", 1)),
+		},
 	}
 }
 
@@ -313,7 +332,8 @@ func FuzzFSMApply(f *testing.F) {
 func applyChecked(t *testing.T, f *FSM, l *raft.Log) *Result {
 	t.Helper()
 	var c fsmv1.Command
-	if err := proto.Unmarshal(l.Data, &c); err != nil || c.GetBatch() == nil {
+	// An atomic batch is checked whole: refused, it changes nothing.
+	if err := proto.Unmarshal(l.Data, &c); err != nil || c.GetBatch() == nil || c.GetBatch().GetAtomic() {
 		before := mustEncode(t, f)
 		var fx *Effects
 		f.notify = func(e *Effects) { fx = e }
@@ -437,7 +457,7 @@ func resultKey(r *Result) string {
 	var sb strings.Builder
 	var walk func(r *Result)
 	walk = func(r *Result) {
-		fmt.Fprintf(&sb, "{err=%v task=%q created=%v attempt=%d retry=%v at=%d", r.Err, r.TaskID, r.Created, r.Attempt, r.Retry, r.RetryAt.UnixNano())
+		fmt.Fprintf(&sb, "{err=%v task=%q created=%v attempt=%d retry=%v at=%d proposal=%q", r.Err, r.TaskID, r.Created, r.Attempt, r.Retry, r.RetryAt.UnixNano(), r.ProposalID)
 		for _, sub := range r.Batch {
 			walk(sub)
 		}

@@ -31,6 +31,10 @@ type State struct {
 	busCursor uint64    // BusCursor: events up to this index are on the bus
 	acl       aclTokens // ACL tokens (acl.go)
 	history   history   // ended attempts (history.go)
+	props     proposals // proposals.go
+	// undo is the undo log of the atomic batch being applied (nil
+	// otherwise): the commands it may hold append how to undo themselves.
+	undo *[]func()
 }
 
 // ClusterID is the id the cluster's first leader gave it; empty until then.
@@ -80,6 +84,9 @@ type idemKey struct{ ns, key string }
 type workflowRec struct {
 	key      wfKey
 	versions []*versionRec // apply order
+	// active pins the version tasks started without one get
+	// (SetActiveVersion); "" means the highest.
+	active string
 }
 
 type versionRec struct {
@@ -138,6 +145,7 @@ func NewState(limits workflow.Limits) *State {
 		plans:     map[*workflow.Plan]workflow.PlanRef{},
 		acl:       newACLTokens(),
 		history:   newHistory(HistoryRetention{}),
+		props:     newProposals(),
 	}
 }
 
@@ -151,27 +159,44 @@ func nsOr(ns string) string {
 // --- commands -------------------------------------------------------------
 
 // putWorkflow stores a workflow version.
-func (s *State) putWorkflow(manifest string, now time.Time, fx *Effects) *Result {
+func (s *State) putWorkflow(manifest string, now time.Time, _ *Effects) *Result {
+	_, res := s.storeWorkflow(manifest, now)
+	return res
+}
+
+// storeWorkflow stores a workflow version and returns it (nil when
+// refused).
+func (s *State) storeWorkflow(manifest string, now time.Time) (*versionRec, *Result) {
 	plan, err := workflow.Load([]byte(manifest), s.limits)
 	if err != nil {
-		return &Result{Err: fmt.Errorf("%w: %w", ErrInvalid, err)}
+		return nil, &Result{Err: fmt.Errorf("%w: %w", ErrInvalid, err)}
 	}
 	k := wfKey{plan.Namespace, plan.Name}
 	wf := s.workflows[k]
+	if wf != nil {
+		for _, v := range wf.versions {
+			if v.version == plan.Version {
+				if v.manifest == manifest {
+					return v, &Result{Created: false}
+				}
+				return nil, &Result{Err: fmt.Errorf("%w: %s/%s %s; apply it under a new version", ErrVersionExists, k.ns, k.name, plan.Version)}
+			}
+		}
+	}
 	if wf == nil {
 		wf = &workflowRec{key: k}
 		s.workflows[k] = wf
+		s.record(func() { delete(s.workflows, k) })
+	} else if s.undo != nil {
+		n, active := len(wf.versions), wf.active
+		s.record(func() { wf.versions, wf.active = wf.versions[:n], active })
 	}
-	for _, v := range wf.versions {
-		if v.version == plan.Version {
-			if v.manifest == manifest {
-				return &Result{Created: false}
-			}
-			return &Result{Err: fmt.Errorf("%w: %s/%s %s; apply it under a new version", ErrVersionExists, k.ns, k.name, plan.Version)}
-		}
-	}
-	wf.versions = append(wf.versions, &versionRec{wf: wf, version: plan.Version, manifest: manifest, plan: plan, createdAt: now})
-	return &Result{Created: true}
+	v := &versionRec{wf: wf, version: plan.Version, manifest: manifest, plan: plan, createdAt: now}
+	wf.versions = append(wf.versions, v)
+	// A new version means the operator moved on: the pin an approved
+	// proposal set (or a rollback) no longer says which version is current.
+	wf.active = ""
+	return v, &Result{Created: true}
 }
 
 func (s *State) planRef(p *workflow.Plan) workflow.PlanRef {
@@ -250,14 +275,15 @@ func orJSON(input string) string {
 	return input
 }
 
-// version finds a workflow version; "" means the latest.
+// version finds a workflow version; "" means the active one (the pinned
+// version, else the highest).
 func (s *State) version(ns, name, version string) (*versionRec, error) {
 	wf := s.workflows[wfKey{nsOr(ns), name}]
 	if wf == nil || len(wf.versions) == 0 {
 		return nil, notFound("workflow %s/%s", nsOr(ns), name)
 	}
 	if version == "" {
-		return wf.latest(), nil
+		return wf.activeOf(), nil
 	}
 	for _, v := range wf.versions {
 		if v.version == version {
@@ -833,7 +859,10 @@ func (s *State) Workflow(ns, name, version string) (*WorkflowView, error) {
 }
 
 func (v *versionRec) view() *WorkflowView {
-	w := &WorkflowView{Namespace: v.wf.key.ns, Name: v.wf.key.name, Version: v.version, Manifest: v.manifest, CreatedAt: v.createdAt, Plan: v.plan}
+	w := &WorkflowView{
+		Namespace: v.wf.key.ns, Name: v.wf.key.name, Version: v.version, Manifest: v.manifest, CreatedAt: v.createdAt, Plan: v.plan,
+		Active: v.wf.activeOf().version, Pinned: v.wf.active != "",
+	}
 	for _, o := range v.wf.versions {
 		w.Versions = append(w.Versions, o.version)
 	}

@@ -139,6 +139,10 @@ type WorkflowView struct {
 	Plan      *workflow.Plan
 	// Versions lists every stored version of the workflow, oldest first.
 	Versions []string
+	// Active is the version tasks started without one get; Pinned says
+	// it was pinned (SetActiveVersion) rather than being the highest.
+	Active string
+	Pinned bool
 }
 
 // StepRef names a step of a task, by index and name.
@@ -193,6 +197,9 @@ type Result struct {
 	RetryAt time.Time
 	// Results of a Batch, one per command.
 	Batch []*Result
+	// ProposalID is the id of the proposal PutProposal stored or a
+	// transition changed.
+	ProposalID string
 }
 
 func notFound(format string, args ...any) error {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -15,16 +16,18 @@ import (
 )
 
 func aiCommand() command {
-	return group("ai", "analyse workflows from their execution: dependency optimization", `
+	return group("ai", "analyse workflows from their execution and review proposed changes", `
 Analyses workflows from what the cluster knows about them and proposes
-changes, which it never applies: a person reviews each one
-(docs/insight.md). The analyzers are deterministic; no language model is
-involved.
-`, aiDiagnoseCommand(), aiAnalyzeCommand(), aiOptimizeCommand(), aiHistoryCommand())
+changes, which it never applies by itself: a person reviews each one
+(docs/insight.md), and approves, rejects or rolls it back with 'tasker ai
+proposals' (docs/proposals.md), unless a self-healing policy allows it. The
+analyzers are deterministic; a language model, when one is configured,
+only explains and ranks what they found.
+`, aiDiagnoseCommand(), aiAnalyzeCommand(), aiOptimizeCommand(), aiProposalsCommand(), aiHistoryCommand())
 }
 
 const aiOptimizeUsage = `
-Usage: tasker ai optimize [NAMESPACE/]WORKFLOW [-version V] [-tasks N] [-addr URL] [-o table|json]
+Usage: tasker ai optimize [NAMESPACE/]WORKFLOW [-version V] [-tasks N] [-propose] [-addr URL] [-o table|json]
 
 Finds the depends_on edges of a workflow version that carry no data (the
 child's input reads nothing from the parent), proposes to drop them so
@@ -38,7 +41,11 @@ prints the proposal and the manifest change as a unified diff; with
 An edge that carries no data may still be intended: the child may rely on
 a side effect of the parent (a charge before a shipment, an email
 verified before an account is used). Review each one; apply the result
-as a new version with 'tasker workflow apply'.
+as a new version with 'tasker workflow apply', or file it with -propose
+as a proposal (the next prerelease version, 1.2.0 -> 1.2.1-ai.1) that an
+operator approves with 'tasker ai proposals approve ID': approving makes
+it the version new tasks get, and 'tasker ai proposals rollback ID' goes
+back. -propose files nothing when there is nothing to propose.
 ` + apiFlagsHelp + apiExit
 
 // defaultOptimizeTasks is how many complete tasks the durations come from.
@@ -65,6 +72,8 @@ type optimizeJSON struct {
 	Estimated   []string         `json:"estimated_from_timeouts"`
 	Diff        string           `json:"diff"`
 	NewManifest string           `json:"manifest"`
+	// ProposalID is the proposal -propose filed.
+	ProposalID string `json:"proposal_id,omitempty"`
 }
 
 func runAIOptimize(args []string, stdout, stderr io.Writer) int {
@@ -72,8 +81,9 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 	fs := flags(c, stderr)
 	api := addReadFlags(fs)
 	namespace := fs.String("namespace", "", "the workflow's namespace `N`; \"default\" when empty")
-	version := fs.String("version", "", "version `V` rather than the latest")
+	version := fs.String("version", "", "version `V` rather than the active one (the latest unless a proposal pinned another)")
 	tasks := fs.Int("tasks", defaultOptimizeTasks, "measure durations over the last `N` complete tasks of the version")
+	propose := fs.Bool("propose", false, "file the result as a proposal for an operator to approve")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
 		return code
@@ -83,6 +93,9 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 	}
 	if *tasks < 0 || *tasks > 100000 {
 		return usageError(stderr, c, "-tasks %d is out of range: use 0 to 100000", *tasks)
+	}
+	if *propose && *api.stale {
+		return usageError(stderr, c, "-propose files a proposal through the leader; it does not combine with -stale")
 	}
 	ns, name, err := splitWorkflow(pos[0], *namespace)
 	if err != nil {
@@ -120,6 +133,12 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tasker %s: %v\n", c.name, err)
 		return exitFail
 	}
+	var filed *taskerv1.Proposal
+	if *propose && prop.Diff != "" {
+		if filed, err = fileOptimization(ctx, cn, w, prop, p50, measured); err != nil {
+			return cn.fail(err)
+		}
+	}
 	if cn.json() {
 		out := optimizeJSON{
 			Workflow: prop.Workflow, Version: prop.Version, Removed: prop.Removed, Added: prop.Added, Redundant: prop.Redundant,
@@ -130,11 +149,60 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 		for step, d := range p50 {
 			out.Measured[step] = d.Milliseconds()
 		}
+		out.ProposalID = filed.GetId()
 		return writeJSON(stdout, stderr, out)
 	}
 	fmt.Fprintf(stdout, "Durations: the median over %d complete task(s) of %s %s.\n\n", measured, workflowName(w.GetNamespace(), w.GetName()), w.GetVersion())
 	fmt.Fprint(stdout, prop.String())
+	switch {
+	case filed != nil:
+		fmt.Fprintf(stdout, "\nFiled as proposal %s (%s, version %s). Review it with 'tasker ai proposals show %s'; approve it with 'tasker ai proposals approve %s'.\n",
+			filed.GetId(), filed.GetState(), filed.GetNewVersion(), filed.GetId(), filed.GetId())
+	case *propose:
+		fmt.Fprintln(stdout, "\nNothing to propose: no proposal filed.")
+	}
 	return exitOK
+}
+
+// fileOptimization files the optimizer's proposal for workflow version w,
+// under the next prerelease version, with the measurements it rests on as
+// its evidence.
+func fileOptimization(ctx context.Context, cn *conn, w *taskerv1.Workflow, prop *insight.Proposal, p50 map[string]time.Duration, measured int) (*taskerv1.Proposal, error) {
+	next := insight.NextVersion(w.GetVersion(), w.GetVersions(), "ai")
+	manifest, err := insight.SetVersion(prop.Manifest, next)
+	if err != nil {
+		return nil, fmt.Errorf("set the proposed version: %w", err)
+	}
+	evidence := map[string]any{
+		"removed": prop.Removed, "added": prop.Added, "critical_path_before": prop.Before, "critical_path_after": prop.After,
+		"critical_path_before_ms": prop.BeforeTime.Milliseconds(), "critical_path_after_ms": prop.AfterTime.Milliseconds(),
+		"saved_ms": prop.Saved.Milliseconds(), "tasks_measured": measured, "estimated_from_timeouts": prop.Estimated,
+		"measured_p50_ms": msOf(p50),
+	}
+	ev, err := json.Marshal(evidence)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	resp, err := cn.proposals.CreateProposal(cctx, connect.NewRequest(&taskerv1.CreateProposalRequest{
+		Action: "optimize_dependencies", Namespace: w.GetNamespace(), Workflow: w.GetName(), BaseVersion: w.GetVersion(), NewVersion: next,
+		Manifest: string(manifest), Source: "optimizer", EvidenceJson: string(ev),
+		Title:   fmt.Sprintf("drop %s of %s: critical path %s -> %s", plural(len(prop.Removed), "depends_on edge"), w.GetName(), duration(prop.BeforeTime), duration(prop.AfterTime)),
+		Summary: fmt.Sprintf("The removed edges carry no data; measured over %s. Check that no child relies on a side effect of its parent.", plural(measured, "complete task")),
+	}))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg.GetProposal(), nil
+}
+
+func msOf(ds map[string]time.Duration) map[string]int64 {
+	out := make(map[string]int64, len(ds))
+	for k, d := range ds {
+		out[k] = d.Milliseconds()
+	}
+	return out
 }
 
 // stepDurations reads up to max complete tasks of workflow version w, the

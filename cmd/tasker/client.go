@@ -180,6 +180,7 @@ type conn struct {
 	cluster        taskerv1connect.ClusterServiceClient
 	acl            taskerv1connect.AclServiceClient
 	insight        taskerv1connect.InsightServiceClient
+	proposals      taskerv1connect.ProposalServiceClient
 }
 
 // connect makes the clients. It returns an exit code when the address is
@@ -222,6 +223,7 @@ func (f apiFlags) connect(c command, stdout, stderr io.Writer) (*conn, int, bool
 		cluster:   taskerv1connect.NewClusterServiceClient(hc, addr, opts...),
 		acl:       taskerv1connect.NewAclServiceClient(hc, addr, opts...),
 		insight:   taskerv1connect.NewInsightServiceClient(hc, addr, opts...),
+		proposals: taskerv1connect.NewProposalServiceClient(hc, addr, opts...),
 	}, exitOK, true
 }
 

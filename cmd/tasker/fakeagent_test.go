@@ -288,6 +288,7 @@ func (f *fakeAgent) store(manifest string) (*taskerv1.Workflow, bool, error) {
 	f.workflows[key] = append(f.workflows[key], w)
 	for _, v := range f.workflows[key] {
 		v.Versions = append(v.Versions[:0:0], versions(f.workflows[key])...)
+		v.ActiveVersion = w.Version
 	}
 	return w, true, nil
 }

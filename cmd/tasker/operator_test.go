@@ -122,8 +122,8 @@ func TestOperatorCommands(t *testing.T) {
 			name: "workflow list",
 			args: []string{"workflow", "list"},
 			rows: map[string][]string{
-				"NAMESPACE": {"NAME", "VERSION", "STEPS", "CREATED"},
-				"shop":      {"order-fulfilment", "1.0.0", "5", "2026-10-20T14:00:00Z"},
+				"NAMESPACE": {"NAME", "VERSION", "ACTIVE", "STEPS", "CREATED"},
+				"shop":      {"order-fulfilment", "1.0.0", "1.0.0", "5", "2026-10-20T14:00:00Z"},
 			},
 		},
 		{
@@ -147,7 +147,7 @@ func TestOperatorCommands(t *testing.T) {
 			name: "workflow get",
 			args: []string{"workflow", "get", "shop/order-fulfilment"},
 			stdout: []string{
-				"Workflow:     shop/order-fulfilment\n", "Version:      1.0.0\n", "Versions:     1.0.0\n",
+				"Workflow:     shop/order-fulfilment\n", "Version:      1.0.0\n", "Versions:     1.0.0\n", "Active:       1.0.0\n",
 				"Description:  Reserve stock and charge the card in parallel",
 			},
 			rows: map[string][]string{

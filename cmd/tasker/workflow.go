@@ -104,8 +104,10 @@ const workflowListUsage = `
 Usage: tasker workflow list [-namespace N] [-stale|-consistent] [-addr URL] [-o table|json]
 
 Lists the latest version of every workflow the cluster stores, by
-namespace and name: NAMESPACE NAME VERSION STEPS CREATED (when that
-version was applied, UTC).
+namespace and name: NAMESPACE NAME VERSION ACTIVE STEPS CREATED (when
+that version was applied, UTC). ACTIVE is the version tasks started
+without one get: the latest, unless an approved proposal pinned another
+(marked "(pinned)"; 'tasker ai proposals').
 ` + consistencyHelp + apiFlagsHelp + apiExit
 
 func workflowListCommand() command {
@@ -142,9 +144,9 @@ func runWorkflowList(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	tw := table(stdout)
-	row(tw, "NAMESPACE", "NAME", "VERSION", "STEPS", "CREATED")
+	row(tw, "NAMESPACE", "NAME", "VERSION", "ACTIVE", "STEPS", "CREATED")
 	for _, w := range resp.Msg.Workflows {
-		row(tw, w.Namespace, w.Name, w.Version, fmt.Sprint(len(w.Steps)), timestamp(w.CreatedAt))
+		row(tw, w.Namespace, w.Name, w.Version, activeVersion(w), fmt.Sprint(len(w.Steps)), timestamp(w.CreatedAt))
 	}
 	tw.Flush()
 	return exitOK
@@ -154,9 +156,11 @@ const workflowGetUsage = `
 Usage: tasker workflow get NAME [-namespace N] [-version V] [-manifest]
                            [-stale|-consistent] [-addr URL] [-o table|json]
 
-Shows one version of a workflow (the latest unless -version says which):
-its description, every stored version, and its steps with their
-capability, dependencies, timeout and attempts. NAME may include its
+Shows one version of a workflow (the active one unless -version says
+which: the version tasks started without one get, the latest unless an
+approved proposal pinned another): its description, every stored
+version, and its steps with their capability, dependencies, timeout and
+attempts. NAME may include its
 namespace: shop/order-fulfilment. -manifest prints the manifest as it
 was applied instead, ready for 'tasker workflow apply -f -'.
 ` + consistencyHelp + apiFlagsHelp + apiExit
@@ -170,7 +174,7 @@ func runWorkflowGet(args []string, stdout, stderr io.Writer) int {
 	fs := flags(c, stderr)
 	api := addReadFlags(fs)
 	namespace := fs.String("namespace", "", "the workflow's namespace `N`; \"default\" when empty")
-	version := fs.String("version", "", "version `V` rather than the latest")
+	version := fs.String("version", "", "version `V` rather than the active one")
 	manifest := fs.Bool("manifest", false, "print the stored manifest")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
@@ -211,6 +215,7 @@ func runWorkflowGet(args []string, stdout, stderr io.Writer) int {
 	row(tw, "Workflow:", workflowName(w.Namespace, w.Name))
 	row(tw, "Version:", w.Version)
 	row(tw, "Versions:", strings.Join(w.Versions, ", "))
+	row(tw, "Active:", activeVersion(w))
 	row(tw, "Created:", timestamp(w.CreatedAt))
 	row(tw, "Description:", dash(w.Description))
 	tw.Flush()
@@ -226,4 +231,17 @@ func runWorkflowGet(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// activeVersion is the version tasks started without one get, marked
+// when a proposal pinned it rather than it being the latest.
+func activeVersion(w *taskerv1.Workflow) string {
+	v := w.GetActiveVersion()
+	if v == "" {
+		return "-" // an agent from before active versions
+	}
+	if w.GetPinned() {
+		v += " (pinned)"
+	}
+	return v
 }

@@ -571,7 +571,13 @@ type Workflow struct {
 	// Every stored version of this workflow, oldest first.
 	Versions []string `protobuf:"bytes,7,rep,name=versions,proto3" json:"versions,omitempty"`
 	// The steps, in manifest order.
-	Steps         []*WorkflowStep `protobuf:"bytes,8,rep,name=steps,proto3" json:"steps,omitempty"`
+	Steps []*WorkflowStep `protobuf:"bytes,8,rep,name=steps,proto3" json:"steps,omitempty"`
+	// The version tasks started without a version get: the pinned one
+	// (approving a proposal pins the version it creates, rolling it back
+	// pins the one before), else the highest.
+	ActiveVersion string `protobuf:"bytes,9,opt,name=active_version,json=activeVersion,proto3" json:"active_version,omitempty"`
+	// The active version is pinned rather than the highest.
+	Pinned        bool `protobuf:"varint,10,opt,name=pinned,proto3" json:"pinned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -662,6 +668,20 @@ func (x *Workflow) GetSteps() []*WorkflowStep {
 	return nil
 }
 
+func (x *Workflow) GetActiveVersion() string {
+	if x != nil {
+		return x.ActiveVersion
+	}
+	return ""
+}
+
+func (x *Workflow) GetPinned() bool {
+	if x != nil {
+		return x.Pinned
+	}
+	return false
+}
+
 // WorkflowStep summarises one step of a workflow version.
 type WorkflowStep struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -745,7 +765,8 @@ type GetWorkflowRequest struct {
 	// "default" when empty.
 	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Name      string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	// A version, or empty for the latest.
+	// A version, or empty for the active one (the version a task started
+	// now would get: the pinned one, else the highest).
 	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -945,7 +966,8 @@ type StartTaskRequest struct {
 	// "default" when empty.
 	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Workflow  string `protobuf:"bytes,2,opt,name=workflow,proto3" json:"workflow,omitempty"`
-	// A version, or empty for the latest.
+	// A version, or empty for the active one: the version pinned by an
+	// approved proposal, else the highest.
 	Version string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	// The task input as JSON text; "{}" when empty.
 	InputJson string `protobuf:"bytes,4,opt,name=input_json,json=inputJson,proto3" json:"input_json,omitempty"`
@@ -3097,7 +3119,7 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"violations\"?\n" +
 	"\tViolation\x12\x18\n" +
 	"\apointer\x18\x01 \x01(\tR\apointer\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x9a\x02\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xd9\x02\n" +
 	"\bWorkflow\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x18\n" +
@@ -3107,7 +3129,10 @@ const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1a\n" +
 	"\bversions\x18\a \x03(\tR\bversions\x12-\n" +
-	"\x05steps\x18\b \x03(\v2\x17.tasker.v1.WorkflowStepR\x05steps\"\xb9\x01\n" +
+	"\x05steps\x18\b \x03(\v2\x17.tasker.v1.WorkflowStepR\x05steps\x12%\n" +
+	"\x0eactive_version\x18\t \x01(\tR\ractiveVersion\x12\x16\n" +
+	"\x06pinned\x18\n" +
+	" \x01(\bR\x06pinned\"\xb9\x01\n" +
 	"\fWorkflowStep\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +

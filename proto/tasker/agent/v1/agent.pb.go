@@ -209,14 +209,16 @@ type Result struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Empty on success; otherwise one of not_found, stale_attempt,
 	// version_exists, task_ended, invalid, unknown_command, or "error".
-	ErrorKind     string                 `protobuf:"bytes,1,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
-	ErrorMessage  string                 `protobuf:"bytes,2,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
-	TaskId        string                 `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
-	Created       bool                   `protobuf:"varint,4,opt,name=created,proto3" json:"created,omitempty"`
-	Attempt       int32                  `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
-	Retry         bool                   `protobuf:"varint,6,opt,name=retry,proto3" json:"retry,omitempty"`
-	RetryAt       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
-	Batch         []*Result              `protobuf:"bytes,8,rep,name=batch,proto3" json:"batch,omitempty"`
+	ErrorKind    string                 `protobuf:"bytes,1,opt,name=error_kind,json=errorKind,proto3" json:"error_kind,omitempty"`
+	ErrorMessage string                 `protobuf:"bytes,2,opt,name=error_message,json=errorMessage,proto3" json:"error_message,omitempty"`
+	TaskId       string                 `protobuf:"bytes,3,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Created      bool                   `protobuf:"varint,4,opt,name=created,proto3" json:"created,omitempty"`
+	Attempt      int32                  `protobuf:"varint,5,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	Retry        bool                   `protobuf:"varint,6,opt,name=retry,proto3" json:"retry,omitempty"`
+	RetryAt      *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
+	Batch        []*Result              `protobuf:"bytes,8,rep,name=batch,proto3" json:"batch,omitempty"`
+	// The id PutProposal gave the proposal it stored.
+	ProposalId    string `protobuf:"bytes,9,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -305,6 +307,13 @@ func (x *Result) GetBatch() []*Result {
 		return x.Batch
 	}
 	return nil
+}
+
+func (x *Result) GetProposalId() string {
+	if x != nil {
+		return x.ProposalId
+	}
+	return ""
 }
 
 // DeliverRequest is one attempt the leader committed to this agent.
@@ -786,7 +795,7 @@ const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"\fApplyRequest\x12\x18\n" +
 	"\acommand\x18\x01 \x01(\fR\acommand\"@\n" +
 	"\rApplyResponse\x12/\n" +
-	"\x06result\x18\x01 \x01(\v2\x17.tasker.agent.v1.ResultR\x06result\"\x95\x02\n" +
+	"\x06result\x18\x01 \x01(\v2\x17.tasker.agent.v1.ResultR\x06result\"\xb6\x02\n" +
 	"\x06Result\x12\x1d\n" +
 	"\n" +
 	"error_kind\x18\x01 \x01(\tR\terrorKind\x12#\n" +
@@ -796,7 +805,9 @@ const file_tasker_agent_v1_agent_proto_rawDesc = "" +
 	"\aattempt\x18\x05 \x01(\x05R\aattempt\x12\x14\n" +
 	"\x05retry\x18\x06 \x01(\bR\x05retry\x125\n" +
 	"\bretry_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\x12-\n" +
-	"\x05batch\x18\b \x03(\v2\x17.tasker.agent.v1.ResultR\x05batch\"c\n" +
+	"\x05batch\x18\b \x03(\v2\x17.tasker.agent.v1.ResultR\x05batch\x12\x1f\n" +
+	"\vproposal_id\x18\t \x01(\tR\n" +
+	"proposalId\"c\n" +
 	"\x0eDeliverRequest\x129\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x19.tasker.v1.StepAssignmentR\n" +

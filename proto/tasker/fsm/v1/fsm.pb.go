@@ -52,6 +52,10 @@ type Command struct {
 	//	*Command_BusCursor
 	//	*Command_PutAclToken
 	//	*Command_DeleteAclToken
+	//	*Command_PutProposal
+	//	*Command_DecideProposal
+	//	*Command_MarkProposal
+	//	*Command_SetActiveVersion
 	Kind          isCommand_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -245,6 +249,42 @@ func (x *Command) GetDeleteAclToken() *DeleteAclToken {
 	return nil
 }
 
+func (x *Command) GetPutProposal() *PutProposal {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_PutProposal); ok {
+			return x.PutProposal
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetDecideProposal() *DecideProposal {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_DecideProposal); ok {
+			return x.DecideProposal
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMarkProposal() *MarkProposal {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_MarkProposal); ok {
+			return x.MarkProposal
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetActiveVersion() *SetActiveVersion {
+	if x != nil {
+		if x, ok := x.Kind.(*Command_SetActiveVersion); ok {
+			return x.SetActiveVersion
+		}
+	}
+	return nil
+}
+
 type isCommand_Kind interface {
 	isCommand_Kind()
 }
@@ -313,6 +353,22 @@ type Command_DeleteAclToken struct {
 	DeleteAclToken *DeleteAclToken `protobuf:"bytes,25,opt,name=delete_acl_token,json=deleteAclToken,proto3,oneof"`
 }
 
+type Command_PutProposal struct {
+	PutProposal *PutProposal `protobuf:"bytes,26,opt,name=put_proposal,json=putProposal,proto3,oneof"`
+}
+
+type Command_DecideProposal struct {
+	DecideProposal *DecideProposal `protobuf:"bytes,27,opt,name=decide_proposal,json=decideProposal,proto3,oneof"`
+}
+
+type Command_MarkProposal struct {
+	MarkProposal *MarkProposal `protobuf:"bytes,28,opt,name=mark_proposal,json=markProposal,proto3,oneof"`
+}
+
+type Command_SetActiveVersion struct {
+	SetActiveVersion *SetActiveVersion `protobuf:"bytes,29,opt,name=set_active_version,json=setActiveVersion,proto3,oneof"`
+}
+
 func (*Command_PutWorkflow) isCommand_Kind() {}
 
 func (*Command_CreateTask) isCommand_Kind() {}
@@ -344,6 +400,14 @@ func (*Command_BusCursor) isCommand_Kind() {}
 func (*Command_PutAclToken) isCommand_Kind() {}
 
 func (*Command_DeleteAclToken) isCommand_Kind() {}
+
+func (*Command_PutProposal) isCommand_Kind() {}
+
+func (*Command_DecideProposal) isCommand_Kind() {}
+
+func (*Command_MarkProposal) isCommand_Kind() {}
+
+func (*Command_SetActiveVersion) isCommand_Kind() {}
 
 // PutAclToken stores an ACL token (docs/acl.md). Only the SHA-256 hash of
 // its secret is in the log and in snapshots: the secret itself is shown
@@ -632,8 +696,16 @@ func (x *InitCluster) GetClusterId() string {
 // Batch applies several commands in one log entry, each independently: one
 // failing does not undo the others. The leader batches dispatches.
 type Batch struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Commands      []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Commands []*Command             `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
+	// All or nothing: the commands apply in order and the first refusal
+	// undoes those before it and skips the rest. Only the commands the
+	// state can undo (PutWorkflow, SetActiveVersion, PutProposal,
+	// DecideProposal, MarkProposal) may come before another one, so an
+	// atomic batch holds at most one other command (a task operation), and
+	// only MarkProposal may follow it. A batch breaking that rule is refused
+	// whole. Approving and rolling back proposals use it (docs/proposals.md).
+	Atomic        bool `protobuf:"varint,2,opt,name=atomic,proto3" json:"atomic,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -675,6 +747,569 @@ func (x *Batch) GetCommands() []*Command {
 	return nil
 }
 
+func (x *Batch) GetAtomic() bool {
+	if x != nil {
+		return x.Atomic
+	}
+	return false
+}
+
+// PutProposal files a proposal: a change to a workflow or an operation on
+// a task, waiting for an operator's decision. The state assigns its id
+// ("p-<n>", n counting in apply order) and its initial state (pending); id,
+// state and history given here are ignored.
+type PutProposal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Proposal      *Proposal              `protobuf:"bytes,1,opt,name=proposal,proto3" json:"proposal,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutProposal) Reset() {
+	*x = PutProposal{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutProposal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutProposal) ProtoMessage() {}
+
+func (x *PutProposal) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutProposal.ProtoReflect.Descriptor instead.
+func (*PutProposal) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PutProposal) GetProposal() *Proposal {
+	if x != nil {
+		return x.Proposal
+	}
+	return nil
+}
+
+// DecideProposal approves or rejects a pending proposal.
+type DecideProposal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "approved" or "rejected".
+	Decision string `protobuf:"bytes,2,opt,name=decision,proto3" json:"decision,omitempty"`
+	// Who decided: an ACL token's accessor id, or "anonymous".
+	By            string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DecideProposal) Reset() {
+	*x = DecideProposal{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DecideProposal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DecideProposal) ProtoMessage() {}
+
+func (x *DecideProposal) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DecideProposal.ProtoReflect.Descriptor instead.
+func (*DecideProposal) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DecideProposal) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DecideProposal) GetDecision() string {
+	if x != nil {
+		return x.Decision
+	}
+	return ""
+}
+
+func (x *DecideProposal) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *DecideProposal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// MarkProposal records what became of a proposal: approved → applied or
+// failed, applied → rolled_back.
+type MarkProposal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "applied", "failed" or "rolled_back".
+	State         string `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	By            string `protobuf:"bytes,3,opt,name=by,proto3" json:"by,omitempty"`
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarkProposal) Reset() {
+	*x = MarkProposal{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarkProposal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarkProposal) ProtoMessage() {}
+
+func (x *MarkProposal) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarkProposal.ProtoReflect.Descriptor instead.
+func (*MarkProposal) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *MarkProposal) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MarkProposal) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *MarkProposal) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *MarkProposal) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// SetActiveVersion pins the version of a workflow that tasks started
+// without a version get; an empty version removes the pin (they get the
+// highest version again). Storing a new version removes the pin too.
+type SetActiveVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workflow      string                 `protobuf:"bytes,2,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetActiveVersion) Reset() {
+	*x = SetActiveVersion{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetActiveVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetActiveVersion) ProtoMessage() {}
+
+func (x *SetActiveVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetActiveVersion.ProtoReflect.Descriptor instead.
+func (*SetActiveVersion) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetActiveVersion) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *SetActiveVersion) GetWorkflow() string {
+	if x != nil {
+		return x.Workflow
+	}
+	return ""
+}
+
+func (x *SetActiveVersion) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+// Proposal is a stored proposal (consensus/proposals.go).
+type Proposal struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// "workflow_change" or "operation".
+	Kind string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	// An insight action (retry_step, change_timeout, ...) or
+	// "optimize_dependencies".
+	Action    string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	Title     string `protobuf:"bytes,4,opt,name=title,proto3" json:"title,omitempty"`
+	Summary   string `protobuf:"bytes,5,opt,name=summary,proto3" json:"summary,omitempty"`
+	Namespace string `protobuf:"bytes,6,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Workflow  string `protobuf:"bytes,7,opt,name=workflow,proto3" json:"workflow,omitempty"`
+	// For workflow changes: the version the change was made from, and the
+	// version it creates.
+	BaseVersion string `protobuf:"bytes,8,opt,name=base_version,json=baseVersion,proto3" json:"base_version,omitempty"`
+	NewVersion  string `protobuf:"bytes,9,opt,name=new_version,json=newVersion,proto3" json:"new_version,omitempty"`
+	// For workflow changes: the proposed manifest, and the unified diff from
+	// the base version's.
+	Manifest string `protobuf:"bytes,10,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Diff     string `protobuf:"bytes,11,opt,name=diff,proto3" json:"diff,omitempty"`
+	// For operations: the task and step acted on.
+	TaskId string            `protobuf:"bytes,12,opt,name=task_id,json=taskId,proto3" json:"task_id,omitempty"`
+	Step   string            `protobuf:"bytes,13,opt,name=step,proto3" json:"step,omitempty"`
+	Params map[string]string `protobuf:"bytes,14,rep,name=params,proto3" json:"params,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The finding and evidence the proposal rests on: opaque JSON.
+	EvidenceJson string `protobuf:"bytes,15,opt,name=evidence_json,json=evidenceJson,proto3" json:"evidence_json,omitempty"`
+	// rules, model, optimizer, healing or user.
+	Source     string  `protobuf:"bytes,16,opt,name=source,proto3" json:"source,omitempty"`
+	Confidence float64 `protobuf:"fixed64,17,opt,name=confidence,proto3" json:"confidence,omitempty"`
+	// pending, approved, rejected, applied, rolled_back or failed.
+	State   string                `protobuf:"bytes,18,opt,name=state,proto3" json:"state,omitempty"`
+	History []*ProposalTransition `protobuf:"bytes,19,rep,name=history,proto3" json:"history,omitempty"`
+	// How to undo the proposal once applied, for a person.
+	Undo string `protobuf:"bytes,20,opt,name=undo,proto3" json:"undo,omitempty"`
+	// Applied by the healing policy rather than by a person.
+	Auto          bool                   `protobuf:"varint,21,opt,name=auto,proto3" json:"auto,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,22,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	CreatedBy     string                 `protobuf:"bytes,23,opt,name=created_by,json=createdBy,proto3" json:"created_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Proposal) Reset() {
+	*x = Proposal{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Proposal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Proposal) ProtoMessage() {}
+
+func (x *Proposal) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Proposal.ProtoReflect.Descriptor instead.
+func (*Proposal) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Proposal) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Proposal) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *Proposal) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Proposal) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *Proposal) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *Proposal) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *Proposal) GetWorkflow() string {
+	if x != nil {
+		return x.Workflow
+	}
+	return ""
+}
+
+func (x *Proposal) GetBaseVersion() string {
+	if x != nil {
+		return x.BaseVersion
+	}
+	return ""
+}
+
+func (x *Proposal) GetNewVersion() string {
+	if x != nil {
+		return x.NewVersion
+	}
+	return ""
+}
+
+func (x *Proposal) GetManifest() string {
+	if x != nil {
+		return x.Manifest
+	}
+	return ""
+}
+
+func (x *Proposal) GetDiff() string {
+	if x != nil {
+		return x.Diff
+	}
+	return ""
+}
+
+func (x *Proposal) GetTaskId() string {
+	if x != nil {
+		return x.TaskId
+	}
+	return ""
+}
+
+func (x *Proposal) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+func (x *Proposal) GetParams() map[string]string {
+	if x != nil {
+		return x.Params
+	}
+	return nil
+}
+
+func (x *Proposal) GetEvidenceJson() string {
+	if x != nil {
+		return x.EvidenceJson
+	}
+	return ""
+}
+
+func (x *Proposal) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Proposal) GetConfidence() float64 {
+	if x != nil {
+		return x.Confidence
+	}
+	return 0
+}
+
+func (x *Proposal) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Proposal) GetHistory() []*ProposalTransition {
+	if x != nil {
+		return x.History
+	}
+	return nil
+}
+
+func (x *Proposal) GetUndo() string {
+	if x != nil {
+		return x.Undo
+	}
+	return ""
+}
+
+func (x *Proposal) GetAuto() bool {
+	if x != nil {
+		return x.Auto
+	}
+	return false
+}
+
+func (x *Proposal) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Proposal) GetCreatedBy() string {
+	if x != nil {
+		return x.CreatedBy
+	}
+	return ""
+}
+
+// ProposalTransition is one change of a proposal's state.
+type ProposalTransition struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	By            string                 `protobuf:"bytes,2,opt,name=by,proto3" json:"by,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=at,proto3" json:"at,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProposalTransition) Reset() {
+	*x = ProposalTransition{}
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProposalTransition) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProposalTransition) ProtoMessage() {}
+
+func (x *ProposalTransition) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProposalTransition.ProtoReflect.Descriptor instead.
+func (*ProposalTransition) Descriptor() ([]byte, []int) {
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ProposalTransition) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *ProposalTransition) GetBy() string {
+	if x != nil {
+		return x.By
+	}
+	return ""
+}
+
+func (x *ProposalTransition) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+func (x *ProposalTransition) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // PutWorkflow stores a workflow version.
 type PutWorkflow struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -685,7 +1320,7 @@ type PutWorkflow struct {
 
 func (x *PutWorkflow) Reset() {
 	*x = PutWorkflow{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +1332,7 @@ func (x *PutWorkflow) String() string {
 func (*PutWorkflow) ProtoMessage() {}
 
 func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[7]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +1345,7 @@ func (x *PutWorkflow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutWorkflow.ProtoReflect.Descriptor instead.
 func (*PutWorkflow) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{7}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PutWorkflow) GetManifest() string {
@@ -747,7 +1382,7 @@ type CreateTask struct {
 
 func (x *CreateTask) Reset() {
 	*x = CreateTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +1394,7 @@ func (x *CreateTask) String() string {
 func (*CreateTask) ProtoMessage() {}
 
 func (x *CreateTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[8]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +1407,7 @@ func (x *CreateTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTask.ProtoReflect.Descriptor instead.
 func (*CreateTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{8}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *CreateTask) GetTaskId() string {
@@ -848,7 +1483,7 @@ type DispatchStep struct {
 
 func (x *DispatchStep) Reset() {
 	*x = DispatchStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +1495,7 @@ func (x *DispatchStep) String() string {
 func (*DispatchStep) ProtoMessage() {}
 
 func (x *DispatchStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[9]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +1508,7 @@ func (x *DispatchStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DispatchStep.ProtoReflect.Descriptor instead.
 func (*DispatchStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{9}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DispatchStep) GetTaskId() string {
@@ -934,7 +1569,7 @@ type StartStep struct {
 
 func (x *StartStep) Reset() {
 	*x = StartStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -946,7 +1581,7 @@ func (x *StartStep) String() string {
 func (*StartStep) ProtoMessage() {}
 
 func (x *StartStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[10]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -959,7 +1594,7 @@ func (x *StartStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartStep.ProtoReflect.Descriptor instead.
 func (*StartStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{10}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StartStep) GetTaskId() string {
@@ -1006,7 +1641,7 @@ type CompleteStep struct {
 
 func (x *CompleteStep) Reset() {
 	*x = CompleteStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1653,7 @@ func (x *CompleteStep) String() string {
 func (*CompleteStep) ProtoMessage() {}
 
 func (x *CompleteStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[11]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1666,7 @@ func (x *CompleteStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CompleteStep.ProtoReflect.Descriptor instead.
 func (*CompleteStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{11}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CompleteStep) GetTaskId() string {
@@ -1091,7 +1726,7 @@ type FailStep struct {
 
 func (x *FailStep) Reset() {
 	*x = FailStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1103,7 +1738,7 @@ func (x *FailStep) String() string {
 func (*FailStep) ProtoMessage() {}
 
 func (x *FailStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[12]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1116,7 +1751,7 @@ func (x *FailStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailStep.ProtoReflect.Descriptor instead.
 func (*FailStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{12}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *FailStep) GetTaskId() string {
@@ -1202,7 +1837,7 @@ type ReleaseStep struct {
 
 func (x *ReleaseStep) Reset() {
 	*x = ReleaseStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1214,7 +1849,7 @@ func (x *ReleaseStep) String() string {
 func (*ReleaseStep) ProtoMessage() {}
 
 func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[13]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1227,7 +1862,7 @@ func (x *ReleaseStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseStep.ProtoReflect.Descriptor instead.
 func (*ReleaseStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{13}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReleaseStep) GetTaskId() string {
@@ -1270,7 +1905,7 @@ type RetryStep struct {
 
 func (x *RetryStep) Reset() {
 	*x = RetryStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1282,7 +1917,7 @@ func (x *RetryStep) String() string {
 func (*RetryStep) ProtoMessage() {}
 
 func (x *RetryStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[14]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1295,7 +1930,7 @@ func (x *RetryStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryStep.ProtoReflect.Descriptor instead.
 func (*RetryStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{14}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RetryStep) GetTaskId() string {
@@ -1332,7 +1967,7 @@ type ResolveStep struct {
 
 func (x *ResolveStep) Reset() {
 	*x = ResolveStep{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1344,7 +1979,7 @@ func (x *ResolveStep) String() string {
 func (*ResolveStep) ProtoMessage() {}
 
 func (x *ResolveStep) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[15]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1357,7 +1992,7 @@ func (x *ResolveStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResolveStep.ProtoReflect.Descriptor instead.
 func (*ResolveStep) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{15}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ResolveStep) GetTaskId() string {
@@ -1399,7 +2034,7 @@ type CancelTask struct {
 
 func (x *CancelTask) Reset() {
 	*x = CancelTask{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1411,7 +2046,7 @@ func (x *CancelTask) String() string {
 func (*CancelTask) ProtoMessage() {}
 
 func (x *CancelTask) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[16]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1424,7 +2059,7 @@ func (x *CancelTask) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelTask.ProtoReflect.Descriptor instead.
 func (*CancelTask) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{16}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CancelTask) GetTaskId() string {
@@ -1456,7 +2091,7 @@ type ExtendLease struct {
 
 func (x *ExtendLease) Reset() {
 	*x = ExtendLease{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1468,7 +2103,7 @@ func (x *ExtendLease) String() string {
 func (*ExtendLease) ProtoMessage() {}
 
 func (x *ExtendLease) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[17]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1481,7 +2116,7 @@ func (x *ExtendLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExtendLease.ProtoReflect.Descriptor instead.
 func (*ExtendLease) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{17}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ExtendLease) GetTaskId() string {
@@ -1534,14 +2169,19 @@ type SnapshotHeader struct {
 	AclTokens uint64 `protobuf:"varint,6,opt,name=acl_tokens,json=aclTokens,proto3" json:"acl_tokens,omitempty"`
 	// How many AttemptRecord records follow (0 in snapshots written before
 	// the execution history was kept).
-	Attempts      uint64 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	Attempts uint64 `protobuf:"varint,7,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// How many Proposal records follow.
+	Proposals uint64 `protobuf:"varint,8,opt,name=proposals,proto3" json:"proposals,omitempty"`
+	// The number the last proposal id was made from ("p-<n>"): ids are
+	// never reused, even after old proposals were dropped.
+	ProposalSeq   uint64 `protobuf:"varint,9,opt,name=proposal_seq,json=proposalSeq,proto3" json:"proposal_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SnapshotHeader) Reset() {
 	*x = SnapshotHeader{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +2193,7 @@ func (x *SnapshotHeader) String() string {
 func (*SnapshotHeader) ProtoMessage() {}
 
 func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[18]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +2206,7 @@ func (x *SnapshotHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotHeader.ProtoReflect.Descriptor instead.
 func (*SnapshotHeader) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{18}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotHeader) GetFormat() uint32 {
@@ -1618,6 +2258,20 @@ func (x *SnapshotHeader) GetAttempts() uint64 {
 	return 0
 }
 
+func (x *SnapshotHeader) GetProposals() uint64 {
+	if x != nil {
+		return x.Proposals
+	}
+	return 0
+}
+
+func (x *SnapshotHeader) GetProposalSeq() uint64 {
+	if x != nil {
+		return x.ProposalSeq
+	}
+	return 0
+}
+
 // SnapshotRecord is one stored object.
 type SnapshotRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1627,6 +2281,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Task
 	//	*SnapshotRecord_AclToken
 	//	*SnapshotRecord_Attempt
+	//	*SnapshotRecord_Proposal
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1634,7 +2289,7 @@ type SnapshotRecord struct {
 
 func (x *SnapshotRecord) Reset() {
 	*x = SnapshotRecord{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +2301,7 @@ func (x *SnapshotRecord) String() string {
 func (*SnapshotRecord) ProtoMessage() {}
 
 func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[19]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +2314,7 @@ func (x *SnapshotRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRecord.ProtoReflect.Descriptor instead.
 func (*SnapshotRecord) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{19}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotRecord) GetRecord() isSnapshotRecord_Record {
@@ -1705,6 +2360,15 @@ func (x *SnapshotRecord) GetAttempt() *AttemptRecord {
 	return nil
 }
 
+func (x *SnapshotRecord) GetProposal() *Proposal {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_Proposal); ok {
+			return x.Proposal
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -1725,6 +2389,10 @@ type SnapshotRecord_Attempt struct {
 	Attempt *AttemptRecord `protobuf:"bytes,4,opt,name=attempt,proto3,oneof"`
 }
 
+type SnapshotRecord_Proposal struct {
+	Proposal *Proposal `protobuf:"bytes,5,opt,name=proposal,proto3,oneof"`
+}
+
 func (*SnapshotRecord_WorkflowVersion) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Task) isSnapshotRecord_Record() {}
@@ -1733,18 +2401,24 @@ func (*SnapshotRecord_AclToken) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Attempt) isSnapshotRecord_Record() {}
 
+func (*SnapshotRecord_Proposal) isSnapshotRecord_Record() {}
+
 // WorkflowVersion is a stored workflow version, in apply order.
 type WorkflowVersion struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Manifest      string                 `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Manifest  string                 `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// The version is its workflow's pinned active version
+	// (SetActiveVersion). Restored after every version, since storing a
+	// version would remove the pin.
+	Active        bool `protobuf:"varint,3,opt,name=active,proto3" json:"active,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkflowVersion) Reset() {
 	*x = WorkflowVersion{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1756,7 +2430,7 @@ func (x *WorkflowVersion) String() string {
 func (*WorkflowVersion) ProtoMessage() {}
 
 func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[20]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1769,7 +2443,7 @@ func (x *WorkflowVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkflowVersion.ProtoReflect.Descriptor instead.
 func (*WorkflowVersion) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{20}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WorkflowVersion) GetManifest() string {
@@ -1784,6 +2458,13 @@ func (x *WorkflowVersion) GetCreatedAt() *timestamppb.Timestamp {
 		return x.CreatedAt
 	}
 	return nil
+}
+
+func (x *WorkflowVersion) GetActive() bool {
+	if x != nil {
+		return x.Active
+	}
+	return false
 }
 
 // Task is a task with its steps and history.
@@ -1811,7 +2492,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +2504,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[21]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +2517,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{21}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Task) GetId() string {
@@ -1953,7 +2634,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[22]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2646,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[22]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2659,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{22}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Step) GetState() int32 {
@@ -2087,7 +2768,7 @@ type StepError struct {
 
 func (x *StepError) Reset() {
 	*x = StepError{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +2780,7 @@ func (x *StepError) String() string {
 func (*StepError) ProtoMessage() {}
 
 func (x *StepError) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[23]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +2793,7 @@ func (x *StepError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepError.ProtoReflect.Descriptor instead.
 func (*StepError) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{23}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *StepError) GetCode() string {
@@ -2180,7 +2861,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2873,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[24]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2886,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{24}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Event) GetSeq() uint64 {
@@ -2305,7 +2986,7 @@ type AttemptRecord struct {
 
 func (x *AttemptRecord) Reset() {
 	*x = AttemptRecord{}
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2317,7 +2998,7 @@ func (x *AttemptRecord) String() string {
 func (*AttemptRecord) ProtoMessage() {}
 
 func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[25]
+	mi := &file_tasker_fsm_v1_fsm_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2330,7 +3011,7 @@ func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptRecord.ProtoReflect.Descriptor instead.
 func (*AttemptRecord) Descriptor() ([]byte, []int) {
-	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{25}
+	return file_tasker_fsm_v1_fsm_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AttemptRecord) GetSeq() uint64 {
@@ -2477,7 +3158,8 @@ var File_tasker_fsm_v1_fsm_proto protoreflect.FileDescriptor
 
 const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\b\n" +
+	"\x17tasker/fsm/v1/fsm.proto\x12\rtasker.fsm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\n" +
+	"\n" +
 	"\aCommand\x12,\n" +
 	"\x03now\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x03now\x12?\n" +
 	"\fput_workflow\x18\n" +
@@ -2501,7 +3183,11 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\n" +
 	"bus_cursor\x18\x17 \x01(\v2\x18.tasker.fsm.v1.BusCursorH\x00R\tbusCursor\x12@\n" +
 	"\rput_acl_token\x18\x18 \x01(\v2\x1a.tasker.fsm.v1.PutAclTokenH\x00R\vputAclToken\x12I\n" +
-	"\x10delete_acl_token\x18\x19 \x01(\v2\x1d.tasker.fsm.v1.DeleteAclTokenH\x00R\x0edeleteAclTokenB\x06\n" +
+	"\x10delete_acl_token\x18\x19 \x01(\v2\x1d.tasker.fsm.v1.DeleteAclTokenH\x00R\x0edeleteAclToken\x12?\n" +
+	"\fput_proposal\x18\x1a \x01(\v2\x1a.tasker.fsm.v1.PutProposalH\x00R\vputProposal\x12H\n" +
+	"\x0fdecide_proposal\x18\x1b \x01(\v2\x1d.tasker.fsm.v1.DecideProposalH\x00R\x0edecideProposal\x12B\n" +
+	"\rmark_proposal\x18\x1c \x01(\v2\x1b.tasker.fsm.v1.MarkProposalH\x00R\fmarkProposal\x12O\n" +
+	"\x12set_active_version\x18\x1d \x01(\v2\x1f.tasker.fsm.v1.SetActiveVersionH\x00R\x10setActiveVersionB\x06\n" +
 	"\x04kind\"<\n" +
 	"\vPutAclToken\x12-\n" +
 	"\x05token\x18\x01 \x01(\v2\x17.tasker.fsm.v1.AclTokenR\x05token\"1\n" +
@@ -2523,9 +3209,64 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\",\n" +
 	"\vInitCluster\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\";\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"S\n" +
 	"\x05Batch\x122\n" +
-	"\bcommands\x18\x01 \x03(\v2\x16.tasker.fsm.v1.CommandR\bcommands\")\n" +
+	"\bcommands\x18\x01 \x03(\v2\x16.tasker.fsm.v1.CommandR\bcommands\x12\x16\n" +
+	"\x06atomic\x18\x02 \x01(\bR\x06atomic\"B\n" +
+	"\vPutProposal\x123\n" +
+	"\bproposal\x18\x01 \x01(\v2\x17.tasker.fsm.v1.ProposalR\bproposal\"d\n" +
+	"\x0eDecideProposal\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bdecision\x18\x02 \x01(\tR\bdecision\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\\\n" +
+	"\fMarkProposal\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state\x12\x0e\n" +
+	"\x02by\x18\x03 \x01(\tR\x02by\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"f\n" +
+	"\x10SetActiveVersion\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\"\xfb\x05\n" +
+	"\bProposal\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12\x14\n" +
+	"\x05title\x18\x04 \x01(\tR\x05title\x12\x18\n" +
+	"\asummary\x18\x05 \x01(\tR\asummary\x12\x1c\n" +
+	"\tnamespace\x18\x06 \x01(\tR\tnamespace\x12\x1a\n" +
+	"\bworkflow\x18\a \x01(\tR\bworkflow\x12!\n" +
+	"\fbase_version\x18\b \x01(\tR\vbaseVersion\x12\x1f\n" +
+	"\vnew_version\x18\t \x01(\tR\n" +
+	"newVersion\x12\x1a\n" +
+	"\bmanifest\x18\n" +
+	" \x01(\tR\bmanifest\x12\x12\n" +
+	"\x04diff\x18\v \x01(\tR\x04diff\x12\x17\n" +
+	"\atask_id\x18\f \x01(\tR\x06taskId\x12\x12\n" +
+	"\x04step\x18\r \x01(\tR\x04step\x12;\n" +
+	"\x06params\x18\x0e \x03(\v2#.tasker.fsm.v1.Proposal.ParamsEntryR\x06params\x12#\n" +
+	"\revidence_json\x18\x0f \x01(\tR\fevidenceJson\x12\x16\n" +
+	"\x06source\x18\x10 \x01(\tR\x06source\x12\x1e\n" +
+	"\n" +
+	"confidence\x18\x11 \x01(\x01R\n" +
+	"confidence\x12\x14\n" +
+	"\x05state\x18\x12 \x01(\tR\x05state\x12;\n" +
+	"\ahistory\x18\x13 \x03(\v2!.tasker.fsm.v1.ProposalTransitionR\ahistory\x12\x12\n" +
+	"\x04undo\x18\x14 \x01(\tR\x04undo\x12\x12\n" +
+	"\x04auto\x18\x15 \x01(\bR\x04auto\x129\n" +
+	"\n" +
+	"created_at\x18\x16 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"created_by\x18\x17 \x01(\tR\tcreatedBy\x1a9\n" +
+	"\vParamsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"~\n" +
+	"\x12ProposalTransition\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x0e\n" +
+	"\x02by\x18\x02 \x01(\tR\x02by\x12*\n" +
+	"\x02at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\")\n" +
 	"\vPutWorkflow\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"\x93\x02\n" +
 	"\n" +
@@ -2594,7 +3335,7 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"\x04step\x18\x02 \x01(\tR\x04step\x12\x18\n" +
 	"\aattempt\x18\x03 \x01(\x05R\aattempt\x126\n" +
 	"\bdeadline\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12\x16\n" +
-	"\x06worker\x18\x05 \x01(\tR\x06worker\"\xe4\x01\n" +
+	"\x06worker\x18\x05 \x01(\tR\x06worker\"\xa5\x02\n" +
 	"\x0eSnapshotHeader\x12\x16\n" +
 	"\x06format\x18\x01 \x01(\rR\x06format\x12+\n" +
 	"\x11workflow_versions\x18\x02 \x01(\x04R\x10workflowVersions\x12\x14\n" +
@@ -2605,17 +3346,21 @@ const file_tasker_fsm_v1_fsm_proto_rawDesc = "" +
 	"bus_cursor\x18\x05 \x01(\x04R\tbusCursor\x12\x1d\n" +
 	"\n" +
 	"acl_tokens\x18\x06 \x01(\x04R\taclTokens\x12\x1a\n" +
-	"\battempts\x18\a \x01(\x04R\battempts\"\x84\x02\n" +
+	"\battempts\x18\a \x01(\x04R\battempts\x12\x1c\n" +
+	"\tproposals\x18\b \x01(\x04R\tproposals\x12!\n" +
+	"\fproposal_seq\x18\t \x01(\x04R\vproposalSeq\"\xbb\x02\n" +
 	"\x0eSnapshotRecord\x12K\n" +
 	"\x10workflow_version\x18\x01 \x01(\v2\x1e.tasker.fsm.v1.WorkflowVersionH\x00R\x0fworkflowVersion\x12)\n" +
 	"\x04task\x18\x02 \x01(\v2\x13.tasker.fsm.v1.TaskH\x00R\x04task\x126\n" +
 	"\tacl_token\x18\x03 \x01(\v2\x17.tasker.fsm.v1.AclTokenH\x00R\baclToken\x128\n" +
-	"\aattempt\x18\x04 \x01(\v2\x1c.tasker.fsm.v1.AttemptRecordH\x00R\aattemptB\b\n" +
-	"\x06record\"h\n" +
+	"\aattempt\x18\x04 \x01(\v2\x1c.tasker.fsm.v1.AttemptRecordH\x00R\aattempt\x125\n" +
+	"\bproposal\x18\x05 \x01(\v2\x17.tasker.fsm.v1.ProposalH\x00R\bproposalB\b\n" +
+	"\x06record\"\x80\x01\n" +
 	"\x0fWorkflowVersion\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\tR\bmanifest\x129\n" +
 	"\n" +
-	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"\xce\x03\n" +
+	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x16\n" +
+	"\x06active\x18\x03 \x01(\bR\x06active\"\xce\x03\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x1a\n" +
@@ -2707,7 +3452,7 @@ func file_tasker_fsm_v1_fsm_proto_rawDescGZIP() []byte {
 	return file_tasker_fsm_v1_fsm_proto_rawDescData
 }
 
-var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_tasker_fsm_v1_fsm_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_tasker_fsm_v1_fsm_proto_goTypes = []any{
 	(*Command)(nil),               // 0: tasker.fsm.v1.Command
 	(*PutAclToken)(nil),           // 1: tasker.fsm.v1.PutAclToken
@@ -2716,78 +3461,95 @@ var file_tasker_fsm_v1_fsm_proto_goTypes = []any{
 	(*BusCursor)(nil),             // 4: tasker.fsm.v1.BusCursor
 	(*InitCluster)(nil),           // 5: tasker.fsm.v1.InitCluster
 	(*Batch)(nil),                 // 6: tasker.fsm.v1.Batch
-	(*PutWorkflow)(nil),           // 7: tasker.fsm.v1.PutWorkflow
-	(*CreateTask)(nil),            // 8: tasker.fsm.v1.CreateTask
-	(*DispatchStep)(nil),          // 9: tasker.fsm.v1.DispatchStep
-	(*StartStep)(nil),             // 10: tasker.fsm.v1.StartStep
-	(*CompleteStep)(nil),          // 11: tasker.fsm.v1.CompleteStep
-	(*FailStep)(nil),              // 12: tasker.fsm.v1.FailStep
-	(*ReleaseStep)(nil),           // 13: tasker.fsm.v1.ReleaseStep
-	(*RetryStep)(nil),             // 14: tasker.fsm.v1.RetryStep
-	(*ResolveStep)(nil),           // 15: tasker.fsm.v1.ResolveStep
-	(*CancelTask)(nil),            // 16: tasker.fsm.v1.CancelTask
-	(*ExtendLease)(nil),           // 17: tasker.fsm.v1.ExtendLease
-	(*SnapshotHeader)(nil),        // 18: tasker.fsm.v1.SnapshotHeader
-	(*SnapshotRecord)(nil),        // 19: tasker.fsm.v1.SnapshotRecord
-	(*WorkflowVersion)(nil),       // 20: tasker.fsm.v1.WorkflowVersion
-	(*Task)(nil),                  // 21: tasker.fsm.v1.Task
-	(*Step)(nil),                  // 22: tasker.fsm.v1.Step
-	(*StepError)(nil),             // 23: tasker.fsm.v1.StepError
-	(*Event)(nil),                 // 24: tasker.fsm.v1.Event
-	(*AttemptRecord)(nil),         // 25: tasker.fsm.v1.AttemptRecord
-	(*timestamppb.Timestamp)(nil), // 26: google.protobuf.Timestamp
+	(*PutProposal)(nil),           // 7: tasker.fsm.v1.PutProposal
+	(*DecideProposal)(nil),        // 8: tasker.fsm.v1.DecideProposal
+	(*MarkProposal)(nil),          // 9: tasker.fsm.v1.MarkProposal
+	(*SetActiveVersion)(nil),      // 10: tasker.fsm.v1.SetActiveVersion
+	(*Proposal)(nil),              // 11: tasker.fsm.v1.Proposal
+	(*ProposalTransition)(nil),    // 12: tasker.fsm.v1.ProposalTransition
+	(*PutWorkflow)(nil),           // 13: tasker.fsm.v1.PutWorkflow
+	(*CreateTask)(nil),            // 14: tasker.fsm.v1.CreateTask
+	(*DispatchStep)(nil),          // 15: tasker.fsm.v1.DispatchStep
+	(*StartStep)(nil),             // 16: tasker.fsm.v1.StartStep
+	(*CompleteStep)(nil),          // 17: tasker.fsm.v1.CompleteStep
+	(*FailStep)(nil),              // 18: tasker.fsm.v1.FailStep
+	(*ReleaseStep)(nil),           // 19: tasker.fsm.v1.ReleaseStep
+	(*RetryStep)(nil),             // 20: tasker.fsm.v1.RetryStep
+	(*ResolveStep)(nil),           // 21: tasker.fsm.v1.ResolveStep
+	(*CancelTask)(nil),            // 22: tasker.fsm.v1.CancelTask
+	(*ExtendLease)(nil),           // 23: tasker.fsm.v1.ExtendLease
+	(*SnapshotHeader)(nil),        // 24: tasker.fsm.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),        // 25: tasker.fsm.v1.SnapshotRecord
+	(*WorkflowVersion)(nil),       // 26: tasker.fsm.v1.WorkflowVersion
+	(*Task)(nil),                  // 27: tasker.fsm.v1.Task
+	(*Step)(nil),                  // 28: tasker.fsm.v1.Step
+	(*StepError)(nil),             // 29: tasker.fsm.v1.StepError
+	(*Event)(nil),                 // 30: tasker.fsm.v1.Event
+	(*AttemptRecord)(nil),         // 31: tasker.fsm.v1.AttemptRecord
+	nil,                           // 32: tasker.fsm.v1.Proposal.ParamsEntry
+	(*timestamppb.Timestamp)(nil), // 33: google.protobuf.Timestamp
 }
 var file_tasker_fsm_v1_fsm_proto_depIdxs = []int32{
-	26, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
-	7,  // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
-	8,  // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
-	9,  // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
-	10, // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
-	11, // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
-	12, // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
-	13, // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
-	14, // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
-	15, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
-	16, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
-	17, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
+	33, // 0: tasker.fsm.v1.Command.now:type_name -> google.protobuf.Timestamp
+	13, // 1: tasker.fsm.v1.Command.put_workflow:type_name -> tasker.fsm.v1.PutWorkflow
+	14, // 2: tasker.fsm.v1.Command.create_task:type_name -> tasker.fsm.v1.CreateTask
+	15, // 3: tasker.fsm.v1.Command.dispatch_step:type_name -> tasker.fsm.v1.DispatchStep
+	16, // 4: tasker.fsm.v1.Command.start_step:type_name -> tasker.fsm.v1.StartStep
+	17, // 5: tasker.fsm.v1.Command.complete_step:type_name -> tasker.fsm.v1.CompleteStep
+	18, // 6: tasker.fsm.v1.Command.fail_step:type_name -> tasker.fsm.v1.FailStep
+	19, // 7: tasker.fsm.v1.Command.release_step:type_name -> tasker.fsm.v1.ReleaseStep
+	20, // 8: tasker.fsm.v1.Command.retry_step:type_name -> tasker.fsm.v1.RetryStep
+	21, // 9: tasker.fsm.v1.Command.resolve_step:type_name -> tasker.fsm.v1.ResolveStep
+	22, // 10: tasker.fsm.v1.Command.cancel_task:type_name -> tasker.fsm.v1.CancelTask
+	23, // 11: tasker.fsm.v1.Command.extend_lease:type_name -> tasker.fsm.v1.ExtendLease
 	6,  // 12: tasker.fsm.v1.Command.batch:type_name -> tasker.fsm.v1.Batch
 	5,  // 13: tasker.fsm.v1.Command.init_cluster:type_name -> tasker.fsm.v1.InitCluster
 	4,  // 14: tasker.fsm.v1.Command.bus_cursor:type_name -> tasker.fsm.v1.BusCursor
 	1,  // 15: tasker.fsm.v1.Command.put_acl_token:type_name -> tasker.fsm.v1.PutAclToken
 	2,  // 16: tasker.fsm.v1.Command.delete_acl_token:type_name -> tasker.fsm.v1.DeleteAclToken
-	3,  // 17: tasker.fsm.v1.PutAclToken.token:type_name -> tasker.fsm.v1.AclToken
-	26, // 18: tasker.fsm.v1.AclToken.created_at:type_name -> google.protobuf.Timestamp
-	0,  // 19: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
-	26, // 20: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
-	26, // 21: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
-	20, // 22: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
-	21, // 23: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
-	3,  // 24: tasker.fsm.v1.SnapshotRecord.acl_token:type_name -> tasker.fsm.v1.AclToken
-	25, // 25: tasker.fsm.v1.SnapshotRecord.attempt:type_name -> tasker.fsm.v1.AttemptRecord
-	26, // 26: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
-	26, // 27: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	26, // 28: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	22, // 29: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
-	24, // 30: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
-	26, // 31: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
-	23, // 32: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
-	26, // 33: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	26, // 34: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	26, // 35: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	26, // 36: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	26, // 37: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
-	26, // 38: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
-	26, // 39: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
-	26, // 40: tasker.fsm.v1.AttemptRecord.ready_at:type_name -> google.protobuf.Timestamp
-	26, // 41: tasker.fsm.v1.AttemptRecord.dispatched_at:type_name -> google.protobuf.Timestamp
-	26, // 42: tasker.fsm.v1.AttemptRecord.started_at:type_name -> google.protobuf.Timestamp
-	26, // 43: tasker.fsm.v1.AttemptRecord.ended_at:type_name -> google.protobuf.Timestamp
-	26, // 44: tasker.fsm.v1.AttemptRecord.resolved_at:type_name -> google.protobuf.Timestamp
-	45, // [45:45] is the sub-list for method output_type
-	45, // [45:45] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	7,  // 17: tasker.fsm.v1.Command.put_proposal:type_name -> tasker.fsm.v1.PutProposal
+	8,  // 18: tasker.fsm.v1.Command.decide_proposal:type_name -> tasker.fsm.v1.DecideProposal
+	9,  // 19: tasker.fsm.v1.Command.mark_proposal:type_name -> tasker.fsm.v1.MarkProposal
+	10, // 20: tasker.fsm.v1.Command.set_active_version:type_name -> tasker.fsm.v1.SetActiveVersion
+	3,  // 21: tasker.fsm.v1.PutAclToken.token:type_name -> tasker.fsm.v1.AclToken
+	33, // 22: tasker.fsm.v1.AclToken.created_at:type_name -> google.protobuf.Timestamp
+	0,  // 23: tasker.fsm.v1.Batch.commands:type_name -> tasker.fsm.v1.Command
+	11, // 24: tasker.fsm.v1.PutProposal.proposal:type_name -> tasker.fsm.v1.Proposal
+	32, // 25: tasker.fsm.v1.Proposal.params:type_name -> tasker.fsm.v1.Proposal.ParamsEntry
+	12, // 26: tasker.fsm.v1.Proposal.history:type_name -> tasker.fsm.v1.ProposalTransition
+	33, // 27: tasker.fsm.v1.Proposal.created_at:type_name -> google.protobuf.Timestamp
+	33, // 28: tasker.fsm.v1.ProposalTransition.at:type_name -> google.protobuf.Timestamp
+	33, // 29: tasker.fsm.v1.DispatchStep.deadline:type_name -> google.protobuf.Timestamp
+	33, // 30: tasker.fsm.v1.ExtendLease.deadline:type_name -> google.protobuf.Timestamp
+	26, // 31: tasker.fsm.v1.SnapshotRecord.workflow_version:type_name -> tasker.fsm.v1.WorkflowVersion
+	27, // 32: tasker.fsm.v1.SnapshotRecord.task:type_name -> tasker.fsm.v1.Task
+	3,  // 33: tasker.fsm.v1.SnapshotRecord.acl_token:type_name -> tasker.fsm.v1.AclToken
+	31, // 34: tasker.fsm.v1.SnapshotRecord.attempt:type_name -> tasker.fsm.v1.AttemptRecord
+	11, // 35: tasker.fsm.v1.SnapshotRecord.proposal:type_name -> tasker.fsm.v1.Proposal
+	33, // 36: tasker.fsm.v1.WorkflowVersion.created_at:type_name -> google.protobuf.Timestamp
+	33, // 37: tasker.fsm.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	33, // 38: tasker.fsm.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	28, // 39: tasker.fsm.v1.Task.steps:type_name -> tasker.fsm.v1.Step
+	30, // 40: tasker.fsm.v1.Task.events:type_name -> tasker.fsm.v1.Event
+	33, // 41: tasker.fsm.v1.Step.retry_at:type_name -> google.protobuf.Timestamp
+	29, // 42: tasker.fsm.v1.Step.last_error:type_name -> tasker.fsm.v1.StepError
+	33, // 43: tasker.fsm.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	33, // 44: tasker.fsm.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	33, // 45: tasker.fsm.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	33, // 46: tasker.fsm.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	33, // 47: tasker.fsm.v1.Step.deadline:type_name -> google.protobuf.Timestamp
+	33, // 48: tasker.fsm.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	33, // 49: tasker.fsm.v1.Event.at:type_name -> google.protobuf.Timestamp
+	33, // 50: tasker.fsm.v1.AttemptRecord.ready_at:type_name -> google.protobuf.Timestamp
+	33, // 51: tasker.fsm.v1.AttemptRecord.dispatched_at:type_name -> google.protobuf.Timestamp
+	33, // 52: tasker.fsm.v1.AttemptRecord.started_at:type_name -> google.protobuf.Timestamp
+	33, // 53: tasker.fsm.v1.AttemptRecord.ended_at:type_name -> google.protobuf.Timestamp
+	33, // 54: tasker.fsm.v1.AttemptRecord.resolved_at:type_name -> google.protobuf.Timestamp
+	55, // [55:55] is the sub-list for method output_type
+	55, // [55:55] is the sub-list for method input_type
+	55, // [55:55] is the sub-list for extension type_name
+	55, // [55:55] is the sub-list for extension extendee
+	0,  // [0:55] is the sub-list for field type_name
 }
 
 func init() { file_tasker_fsm_v1_fsm_proto_init() }
@@ -2812,12 +3574,17 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 		(*Command_BusCursor)(nil),
 		(*Command_PutAclToken)(nil),
 		(*Command_DeleteAclToken)(nil),
+		(*Command_PutProposal)(nil),
+		(*Command_DecideProposal)(nil),
+		(*Command_MarkProposal)(nil),
+		(*Command_SetActiveVersion)(nil),
 	}
-	file_tasker_fsm_v1_fsm_proto_msgTypes[19].OneofWrappers = []any{
+	file_tasker_fsm_v1_fsm_proto_msgTypes[25].OneofWrappers = []any{
 		(*SnapshotRecord_WorkflowVersion)(nil),
 		(*SnapshotRecord_Task)(nil),
 		(*SnapshotRecord_AclToken)(nil),
 		(*SnapshotRecord_Attempt)(nil),
+		(*SnapshotRecord_Proposal)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2825,7 +3592,7 @@ func file_tasker_fsm_v1_fsm_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_fsm_v1_fsm_proto_rawDesc), len(file_tasker_fsm_v1_fsm_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
