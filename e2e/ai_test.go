@@ -67,7 +67,7 @@ func TestAIOptimize(t *testing.T) {
 	}
 	// The table form says where its numbers come from.
 	tasker(t, a.addr, "ai", "optimize", "shop/order-fulfilment").must(t, "tasker ai optimize", 0,
-		"the median over 5 complete task(s)", "validate → reserve: reserve reads nothing from validate", "-    depends_on: [validate]")
+		"the median of completed attempts over the last 5 task(s)", "validate → reserve: reserve reads nothing from validate", "-    depends_on: [validate]")
 	// Bad input changes nothing and names the fix.
 	if r := tasker(t, a.addr, "ai", "optimize", "shop/nope"); r.code != 1 {
 		t.Fatalf("an unknown workflow: exit %d, want 1: %s", r.code, r.stderr)

@@ -5,14 +5,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"slices"
 	"time"
 
 	"connectrpc.com/connect"
 
 	"github.com/tasker-run/tasker/insight"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
-	"github.com/tasker-run/tasker/workflow"
 )
 
 func aiCommand() command {
@@ -32,9 +30,10 @@ Usage: tasker ai optimize [NAMESPACE/]WORKFLOW [-version V] [-tasks N] [-propose
 Finds the depends_on edges of a workflow version that carry no data (the
 child's input reads nothing from the parent), proposes to drop them so
 that the steps run in parallel, and estimates the time saved on the
-critical path from measured step durations: the median of each step's
-started-to-ended time over the version's last -tasks complete tasks (a
-step never measured counts at its timeout, and the output says so). It
+critical path from measured step durations: the median started-to-ended
+time of each step's completed attempts in the execution history, over
+the version's last -tasks tasks that completed one (a step never
+measured counts at its timeout, and the output says so). It
 prints the proposal and the manifest change as a unified diff; with
 -o json, the proposal as JSON, with the proposed manifest.
 
@@ -48,7 +47,7 @@ it the version new tasks get, and 'tasker ai proposals rollback ID' goes
 back. -propose files nothing when there is nothing to propose.
 ` + apiFlagsHelp + apiExit
 
-// defaultOptimizeTasks is how many complete tasks the durations come from.
+// defaultOptimizeTasks is how many tasks the durations come from.
 const defaultOptimizeTasks = 200
 
 func aiOptimizeCommand() command {
@@ -82,7 +81,7 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 	api := addReadFlags(fs)
 	namespace := fs.String("namespace", "", "the workflow's namespace `N`; \"default\" when empty")
 	version := fs.String("version", "", "version `V` rather than the active one (the latest unless a proposal pinned another)")
-	tasks := fs.Int("tasks", defaultOptimizeTasks, "measure durations over the last `N` complete tasks of the version")
+	tasks := fs.Int("tasks", defaultOptimizeTasks, "measure durations over the last `N` tasks of the version")
 	propose := fs.Bool("propose", false, "file the result as a proposal for an operator to approve")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
@@ -114,25 +113,19 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 		return cn.fail(err)
 	}
 	w := resp.Msg.GetWorkflow()
-	plan, err := workflow.Load([]byte(w.GetManifest()), workflow.Limits{})
-	if err != nil {
-		fmt.Fprintf(stderr, "tasker %s: the stored manifest of %s %s does not load: %v\n", c.name, workflowName(w.GetNamespace(), w.GetName()), w.GetVersion(), err)
-		return exitFail
-	}
-	samples, measured, err := stepDurations(ctx, cn, w, *tasks)
+	cctx, ccancel = context.WithTimeout(ctx, callTimeout)
+	oresp, err := cn.insight.Optimize(cctx, connect.NewRequest(&taskerv1.OptimizeRequest{Namespace: w.GetNamespace(), Workflow: w.GetName(), Version: w.GetVersion(), Tasks: uint32(*tasks)}))
+	ccancel()
 	if err != nil {
 		return cn.fail(err)
 	}
+	o := oresp.Msg
+	prop := proposalOf(o)
 	p50 := map[string]time.Duration{}
-	for step, ds := range samples {
-		slices.Sort(ds)
-		p50[step] = ds[len(ds)/2]
+	for step, d := range o.GetMeasured() {
+		p50[step] = d.AsDuration()
 	}
-	prop, err := insight.Optimize(plan, []byte(w.GetManifest()), p50)
-	if err != nil {
-		fmt.Fprintf(stderr, "tasker %s: %v\n", c.name, err)
-		return exitFail
-	}
+	measured := int(o.GetTasksMeasured())
 	var filed *taskerv1.Proposal
 	if *propose && prop.Diff != "" {
 		if filed, err = fileOptimization(ctx, cn, w, prop, p50, measured); err != nil {
@@ -152,7 +145,7 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 		out.ProposalID = filed.GetId()
 		return writeJSON(stdout, stderr, out)
 	}
-	fmt.Fprintf(stdout, "Durations: the median over %d complete task(s) of %s %s.\n\n", measured, workflowName(w.GetNamespace(), w.GetName()), w.GetVersion())
+	fmt.Fprintf(stdout, "Durations: the median of completed attempts over the last %d task(s) of %s %s.\n\n", measured, workflowName(w.GetNamespace(), w.GetName()), w.GetVersion())
 	fmt.Fprint(stdout, prop.String())
 	switch {
 	case filed != nil:
@@ -162,6 +155,24 @@ func runAIOptimize(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, "\nNothing to propose: no proposal filed.")
 	}
 	return exitOK
+}
+
+// proposalOf is the optimizer's proposal as the server sent it.
+func proposalOf(o *taskerv1.OptimizeResponse) *insight.Proposal {
+	edges := func(es []*taskerv1.Edge) []insight.Edge {
+		out := make([]insight.Edge, len(es))
+		for i, e := range es {
+			out[i] = insight.Edge{Parent: e.GetParent(), Child: e.GetChild(), Why: e.GetWhy()}
+		}
+		return out
+	}
+	return &insight.Proposal{
+		Workflow: o.GetWorkflow(), Version: o.GetVersion(),
+		Removed: edges(o.GetRemoved()), Added: edges(o.GetAdded()), Redundant: edges(o.GetRedundant()),
+		Before: o.GetCriticalPathBefore(), After: o.GetCriticalPathAfter(),
+		BeforeTime: o.GetBefore().AsDuration(), AfterTime: o.GetAfter().AsDuration(), Saved: o.GetSaved().AsDuration(),
+		Estimated: o.GetEstimated(), Manifest: []byte(o.GetManifest()), Diff: o.GetDiff(),
+	}
 }
 
 // fileOptimization files the optimizer's proposal for workflow version w,
@@ -189,7 +200,7 @@ func fileOptimization(ctx context.Context, cn *conn, w *taskerv1.Workflow, prop 
 		Action: "optimize_dependencies", Namespace: w.GetNamespace(), Workflow: w.GetName(), BaseVersion: w.GetVersion(), NewVersion: next,
 		Manifest: string(manifest), Source: "optimizer", EvidenceJson: string(ev),
 		Title:   fmt.Sprintf("drop %s of %s: critical path %s -> %s", plural(len(prop.Removed), "depends_on edge"), w.GetName(), duration(prop.BeforeTime), duration(prop.AfterTime)),
-		Summary: fmt.Sprintf("The removed edges carry no data; measured over %s. Check that no child relies on a side effect of its parent.", plural(measured, "complete task")),
+		Summary: fmt.Sprintf("The removed edges carry no data; measured over %s. Check that no child relies on a side effect of its parent.", plural(measured, "task")),
 	}))
 	if err != nil {
 		return nil, err
@@ -205,40 +216,3 @@ func msOf(ds map[string]time.Duration) map[string]int64 {
 	return out
 }
 
-// stepDurations reads up to max complete tasks of workflow version w, the
-// newest first, and returns each step's measured durations (started to
-// ended) and how many tasks were read.
-func stepDurations(ctx context.Context, cn *conn, w *taskerv1.Workflow, max int) (map[string][]time.Duration, int, error) {
-	out := map[string][]time.Duration{}
-	n := 0
-	token := ""
-	for n < max {
-		cctx, cancel := context.WithTimeout(ctx, callTimeout)
-		resp, err := cn.workflows.ListTasks(cctx, connect.NewRequest(&taskerv1.ListTasksRequest{
-			Namespace: w.GetNamespace(), Workflow: w.GetName(), State: taskerv1.TaskState_TASK_STATE_COMPLETE,
-			PageSize: int32(min(max-n, 500)), PageToken: token,
-		}))
-		cancel()
-		if err != nil {
-			return nil, 0, fmt.Errorf("list tasks: %w", err)
-		}
-		for _, t := range resp.Msg.GetTasks() {
-			if t.GetVersion() != w.GetVersion() || n >= max {
-				continue
-			}
-			n++
-			for _, s := range t.GetSteps() {
-				if s.GetStartedAt() == nil || s.GetEndedAt() == nil {
-					continue
-				}
-				if d := s.GetEndedAt().AsTime().Sub(s.GetStartedAt().AsTime()); d >= 0 {
-					out[s.GetName()] = append(out[s.GetName()], d)
-				}
-			}
-		}
-		if token = resp.Msg.GetNextPageToken(); token == "" {
-			break
-		}
-	}
-	return out, n, nil
-}
