@@ -58,6 +58,9 @@ type Agent struct {
 	breakers *breaker.Set
 	// llm explains diagnoses; nil when no model is configured.
 	llm *llm.Client
+	// healQ feeds failed tasks to the healer; nil when no healing policy
+	// is configured.
+	healQ chan string
 	// tel holds the tracer and meter (telemetry.go); metrics the
 	// instruments.
 	tel *telemetry.Telemetry
@@ -173,6 +176,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.breakers = breakers
+	if cfg.HealingFile != "" && cfg.Server {
+		a.healQ = make(chan string, healQueueSize)
+	}
 	if cfg.AIEndpoint != "" {
 		c, err := llm.New(cfg.llmConfig(), os.Getenv)
 		if err != nil {
@@ -198,6 +204,7 @@ func (a *Agent) observe(fx *consensus.Effects) {
 		a.pub.observe(fx)
 	}
 	a.events.recordTask(fx.Events, a.state.TraceParent)
+	a.noteFailures(fx)
 	woken := map[string]bool{}
 	for _, e := range fx.Events {
 		if !woken[e.TaskID] {
@@ -264,6 +271,9 @@ func (a *Agent) start(ctx context.Context) error {
 	bgs := []func(context.Context){a.recordStarts, a.publishCatalog, a.retryJoin, a.reconnect, a.watchMembers}
 	if a.pub != nil {
 		bgs = append(bgs, a.pub.run)
+	}
+	if a.healQ != nil {
+		bgs = append(bgs, a.startHealing)
 	}
 	for _, fn := range bgs {
 		a.bg.Add(1)

@@ -41,7 +41,16 @@ func by(ctx context.Context) string {
 }
 
 func (s *proposalAPI) CreateProposal(ctx context.Context, req *connect.Request[taskerv1.CreateProposalRequest]) (*connect.Response[taskerv1.CreateProposalResponse], error) {
-	r := req.Msg
+	out, err := s.create(ctx, req.Msg, by(ctx), false)
+	if err != nil {
+		return nil, err
+	}
+	return connect.NewResponse(&taskerv1.CreateProposalResponse{Proposal: pbProposal(out, true)}), nil
+}
+
+// create files a proposal on behalf of who; auto marks one the healing
+// policy files to apply itself.
+func (s *proposalAPI) create(ctx context.Context, r *taskerv1.CreateProposalRequest, who string, auto bool) (*consensus.Proposal, error) {
 	if err := required("action", r.GetAction()); err != nil {
 		return nil, err
 	}
@@ -65,7 +74,7 @@ func (s *proposalAPI) CreateProposal(ctx context.Context, req *connect.Request[t
 	p := &fsmv1.Proposal{
 		Kind: kind, Action: r.GetAction(), Title: r.GetTitle(), Summary: r.GetSummary(), Namespace: nsOrDefault(r.GetNamespace()),
 		Workflow: r.GetWorkflow(), TaskId: r.GetTaskId(), Step: r.GetStep(), Params: r.GetParams(), EvidenceJson: r.GetEvidenceJson(),
-		Source: source, Confidence: r.GetConfidence(), CreatedBy: by(ctx),
+		Source: source, Confidence: r.GetConfidence(), CreatedBy: who, Auto: auto,
 	}
 	if kind == consensus.ProposalWorkflowChange {
 		if err := s.workflowChange(r, p); err != nil {
@@ -86,8 +95,9 @@ func (s *proposalAPI) CreateProposal(ctx context.Context, req *connect.Request[t
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	s.a.log.InfoContext(ctx, "proposal created", "proposal", out.ID, "action", out.Action, "workflow", out.Workflow, "task_id", out.TaskID, "by", out.CreatedBy)
-	return connect.NewResponse(&taskerv1.CreateProposalResponse{Proposal: pbProposal(out, true)}), nil
+	s.a.log.InfoContext(ctx, "proposal created", "proposal", out.ID, "action", out.Action, "workflow", out.Workflow, "task_id", out.TaskID, "by", out.CreatedBy, "auto", out.Auto)
+	s.a.events.recordProposal(out, eventProposalCreated, who, out.Summary, s.a.now())
+	return out, nil
 }
 
 // workflowChange fills in a workflow change's manifest, versions and diff:
@@ -214,12 +224,21 @@ func (s *proposalAPI) find(id, want, doing string) (*consensus.Proposal, error) 
 }
 
 func (s *proposalAPI) ApproveProposal(ctx context.Context, req *connect.Request[taskerv1.ApproveProposalRequest]) (*connect.Response[taskerv1.ApproveProposalResponse], error) {
-	r := req.Msg
-	p, err := s.find(r.GetId(), consensus.ProposalPending, "approved")
-	if err != nil {
+	if err := s.approve(ctx, req.Msg, by(ctx)); err != nil {
 		return nil, err
 	}
-	who := by(ctx)
+	return respondProposal(s.a, req.Msg.GetId(), func(pp *taskerv1.Proposal) *connect.Response[taskerv1.ApproveProposalResponse] {
+		return connect.NewResponse(&taskerv1.ApproveProposalResponse{Proposal: pp})
+	})
+}
+
+// approve approves a pending proposal on behalf of who and applies it, in
+// one atomic batch.
+func (s *proposalAPI) approve(ctx context.Context, r *taskerv1.ApproveProposalRequest, who string) error {
+	p, err := s.find(r.GetId(), consensus.ProposalPending, "approved")
+	if err != nil {
+		return err
+	}
 	decide := &fsmv1.Command{Kind: &fsmv1.Command_DecideProposal{DecideProposal: &fsmv1.DecideProposal{Id: p.ID, Decision: consensus.ProposalApproved, By: who, Reason: r.GetReason()}}}
 	why := "proposal " + p.ID
 	var act []*fsmv1.Command
@@ -233,13 +252,13 @@ func (s *proposalAPI) ApproveProposal(ctx context.Context, req *connect.Request[
 		}
 	case "resolve_manually":
 		if r.GetResultJson() == "" {
-			return nil, invalid("result_json", "resolve_manually needs the step's result, as JSON satisfying its result_schema")
+			return invalid("result_json", "resolve_manually needs the step's result, as JSON satisfying its result_schema")
 		}
 		if err := checkSize("result_json", r.GetResultJson(), s.a.cfg.MaxPayloadBytes); err != nil {
-			return nil, err
+			return err
 		}
 		if err := s.a.checkResult(p.TaskID, p.Step, r.GetResultJson()); err != nil {
-			return nil, err
+			return err
 		}
 		act = append(act, &fsmv1.Command{Kind: &fsmv1.Command_ResolveStep{ResolveStep: &fsmv1.ResolveStep{TaskId: p.TaskID, Step: p.Step, ResultJson: r.GetResultJson(), Reason: why}}})
 		note = "step " + p.Step + " of task " + p.TaskID + " resolved by hand"
@@ -250,7 +269,7 @@ func (s *proposalAPI) ApproveProposal(ctx context.Context, req *connect.Request[
 		note = "escalated to a human"
 	default: // a workflow change
 		if v, err := s.a.state.Workflow(p.Namespace, p.Workflow, p.NewVersion); err == nil && v.Manifest != p.Manifest {
-			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
 				"%s/%s version %s was applied since proposal %s was made, with other content: reject the proposal and propose again", p.Namespace, p.Workflow, p.NewVersion, p.ID))
 		}
 		act = append(act,
@@ -263,7 +282,7 @@ func (s *proposalAPI) ApproveProposal(ctx context.Context, req *connect.Request[
 	res, err := s.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_Batch{Batch: &fsmv1.Batch{Commands: cmds, Atomic: true}}})
 	if err != nil {
 		if res == nil || len(res.Batch) == 0 || res.Batch[0].Err != nil {
-			return nil, proposalError(err)
+			return proposalError(err)
 		}
 		// Approved, but its change was refused (the step no longer failed,
 		// the task ended): the atomic batch changed nothing, and the
@@ -272,14 +291,14 @@ func (s *proposalAPI) ApproveProposal(ctx context.Context, req *connect.Request[
 		s.a.log.WarnContext(ctx, "proposal could not be applied", "proposal", p.ID, "by", who, "err", err)
 		fail := []*fsmv1.Command{decide, {Kind: &fsmv1.Command_MarkProposal{MarkProposal: &fsmv1.MarkProposal{Id: p.ID, State: consensus.ProposalFailed, By: who, Reason: truncate(err.Error(), 1000)}}}}
 		if _, ferr := s.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_Batch{Batch: &fsmv1.Batch{Commands: fail, Atomic: true}}}); ferr != nil {
-			return nil, proposalError(ferr)
+			return proposalError(ferr)
 		}
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("proposal %s was approved but could not be applied, and is marked failed: %w", p.ID, err))
+		s.noteTransition(p.ID, eventProposalFailed, who, err.Error())
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("proposal %s was approved but could not be applied, and is marked failed: %w", p.ID, err))
 	}
 	s.a.log.InfoContext(ctx, "proposal approved and applied", "proposal", p.ID, "action", p.Action, "by", who, "note", note)
-	return respondProposal(s.a, p.ID, func(pp *taskerv1.Proposal) *connect.Response[taskerv1.ApproveProposalResponse] {
-		return connect.NewResponse(&taskerv1.ApproveProposalResponse{Proposal: pp})
-	})
+	s.noteTransition(p.ID, eventProposalApplied, who, r.GetReason())
+	return nil
 }
 
 func (s *proposalAPI) RejectProposal(ctx context.Context, req *connect.Request[taskerv1.RejectProposalRequest]) (*connect.Response[taskerv1.RejectProposalResponse], error) {
@@ -297,6 +316,7 @@ func (s *proposalAPI) RejectProposal(ctx context.Context, req *connect.Request[t
 		return nil, proposalError(err)
 	}
 	s.a.log.InfoContext(ctx, "proposal rejected", "proposal", p.ID, "by", who, "reason", req.Msg.GetReason())
+	s.noteTransition(p.ID, eventProposalRejected, who, req.Msg.GetReason())
 	return respondProposal(s.a, p.ID, func(pp *taskerv1.Proposal) *connect.Response[taskerv1.RejectProposalResponse] {
 		return connect.NewResponse(&taskerv1.RejectProposalResponse{Proposal: pp})
 	})
@@ -334,9 +354,17 @@ func (s *proposalAPI) RollbackProposal(ctx context.Context, req *connect.Request
 		return nil, proposalError(err)
 	}
 	s.a.log.InfoContext(ctx, "proposal rolled back", "proposal", p.ID, "by", who, "active_version", p.BaseVersion)
+	s.noteTransition(p.ID, eventProposalRolledBack, who, reason)
 	return respondProposal(s.a, p.ID, func(pp *taskerv1.Proposal) *connect.Response[taskerv1.RollbackProposalResponse] {
 		return connect.NewResponse(&taskerv1.RollbackProposalResponse{Proposal: pp})
 	})
+}
+
+// noteTransition records a committed transition as an event.
+func (s *proposalAPI) noteTransition(id, typ, who, reason string) {
+	if p, err := s.a.state.ProposalByID(id); err == nil {
+		s.a.events.recordProposal(p, typ, who, reason, s.a.now())
+	}
 }
 
 // respondProposal reads the proposal back after a commit.

@@ -35,6 +35,12 @@ const (
 	eventMemberFailed      = "member.failed"
 	eventMemberLeft        = "member.left"
 	eventLeaderElected     = "leader.elected"
+	// Proposals, as the leader that handled them saw them (docs/proposals.md).
+	eventProposalCreated    = "proposal.created"
+	eventProposalApplied    = "proposal.applied"
+	eventProposalRejected   = "proposal.rejected"
+	eventProposalFailed     = "proposal.failed"
+	eventProposalRolledBack = "proposal.rolled_back"
 )
 
 // eventTypes is every type WatchEvents knows, for validating its filters:
@@ -48,6 +54,7 @@ var eventTypes = []string{
 	consensus.EventTaskCancelled, consensus.EventTaskResolved,
 	eventBreakerOpened, eventBreakerHalfOpened, eventBreakerClosed,
 	eventMemberJoined, eventMemberFailed, eventMemberLeft, eventLeaderElected,
+	eventProposalCreated, eventProposalApplied, eventProposalRejected, eventProposalFailed, eventProposalRolledBack,
 }
 
 // ringEvent is one event of the ring. Its payload is kept as a value and
@@ -89,6 +96,21 @@ type memberPayload struct {
 	Role    string `json:"role,omitempty"`
 	System  string `json:"system,omitempty"`
 	Message string `json:"message"`
+}
+
+type proposalPayload struct {
+	Proposal   string  `json:"proposal"`
+	Action     string  `json:"action"`
+	Workflow   string  `json:"workflow,omitempty"`
+	Version    string  `json:"version,omitempty"`
+	Step       string  `json:"step,omitempty"`
+	State      string  `json:"state"`
+	Auto       bool    `json:"auto"`
+	By         string  `json:"by"`
+	Reason     string  `json:"reason,omitempty"`
+	Undo       string  `json:"undo,omitempty"`
+	Confidence float64 `json:"confidence"`
+	Message    string  `json:"message"`
 }
 
 type leaderPayload struct {
@@ -413,4 +435,22 @@ func (w *workflowAPI) WatchEvents(ctx context.Context, req *connect.Request[task
 		case <-changed:
 		}
 	}
+}
+
+// recordProposal adds a proposal's transition, as this agent (the leader)
+// made it. A proposal acting on a task carries the task's id, so
+// 'tasker events -task' shows what was done to it.
+func (r *eventRing) recordProposal(p *consensus.Proposal, typ, by, reason string, at time.Time) {
+	wf, ver := "", p.NewVersion
+	if p.Workflow != "" {
+		wf = p.Namespace + "/" + p.Workflow
+	}
+	msg := fmt.Sprintf("proposal %s (%s) %s by %s", p.ID, p.Action, strings.TrimPrefix(typ, "proposal."), by)
+	if p.Auto {
+		msg += " under the self-healing policy"
+	}
+	r.add(ringEvent{typ: typ, at: at, task: p.TaskID, payload: proposalPayload{
+		Proposal: p.ID, Action: p.Action, Workflow: wf, Version: ver, Step: p.Step, State: p.State, Auto: p.Auto,
+		By: by, Reason: reason, Undo: p.Undo, Confidence: p.Confidence, Message: msg,
+	}})
 }
