@@ -215,4 +215,3 @@ func msOf(ds map[string]time.Duration) map[string]int64 {
 	}
 	return out
 }
-
