@@ -262,7 +262,9 @@ func (s *insightAPI) Optimize(_ context.Context, req *connect.Request[taskerv1.O
 	p50, measured := s.a.stepMedians(ns, w.Name, w.Version, n)
 	prop, err := insight.Optimize(w.Plan, []byte(w.Manifest), p50)
 	if err != nil {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("optimize %s/%s %s: %w", ns, w.Name, w.Version, err))
+		// The manifest has a form the optimizer does not edit (an anchor
+		// shared by steps): a property of the workflow, not a fault here.
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("optimize %s/%s %s: %w", ns, w.Name, w.Version, err))
 	}
 	out := &taskerv1.OptimizeResponse{
 		Namespace: ns, Workflow: w.Name, Version: w.Version,

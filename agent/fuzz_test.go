@@ -43,14 +43,14 @@ var fuzzSkipped = map[string]string{
 }
 
 // unaryProcedures lists every unary procedure of WorkflowService,
-// WorkerService, ClusterService, AclService and ProposalService from their descriptors, so that a new
+// WorkerService, ClusterService, AclService, ProposalService and InsightService from their descriptors, so that a new
 // call is fuzzed without touching this file. Streaming calls (WatchTask,
 // WatchEvents, PollSteps, SnapshotSave, SnapshotRestore) are not: a
 // Connect streaming body is enveloped, and their request decoding is the
 // same code as the unary calls'.
 func unaryProcedures(tb testing.TB) []fuzzProcedure {
 	var out []fuzzProcedure
-	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto, taskerv1.File_tasker_v1_acl_proto, taskerv1.File_tasker_v1_proposal_proto} {
+	for _, fd := range []protoreflect.FileDescriptor{taskerv1.File_tasker_v1_workflow_proto, taskerv1.File_tasker_v1_worker_proto, taskerv1.File_tasker_v1_cluster_proto, taskerv1.File_tasker_v1_acl_proto, taskerv1.File_tasker_v1_proposal_proto, taskerv1.File_tasker_v1_insight_proto} {
 		for i := range fd.Services().Len() {
 			sd := fd.Services().Get(i)
 			for j := range sd.Methods().Len() {
@@ -122,6 +122,13 @@ func fuzzState(tb testing.TB, ta *testAgent, manifest string) string {
 func fuzzRequests(manifest, deadLetter string) map[string][]proto.Message {
 	validate := `{"valid":true,"risk_score":0.1}`
 	return map[string][]proto.Message{
+		"Diagnose": {
+			&taskerv1.DiagnoseRequest{TaskId: fuzzTaskDead},
+			&taskerv1.DiagnoseRequest{TaskId: fuzzTaskRunning, Window: durationpb.New(time.Hour)},
+		},
+		"ListAttempts": {&taskerv1.ListAttemptsRequest{Namespace: "shop", Workflow: "order-fulfilment", Outcome: "failed", Limit: 10}},
+		"Analyze":      {&taskerv1.AnalyzeRequest{Namespace: "shop", Workflow: "order-fulfilment", Window: durationpb.New(time.Hour)}},
+		"Optimize":     {&taskerv1.OptimizeRequest{Namespace: "shop", Workflow: "order-fulfilment", Tasks: 5}},
 		"ApplyWorkflow": {
 			&taskerv1.ApplyWorkflowRequest{Manifest: manifest},
 			&taskerv1.ApplyWorkflowRequest{Manifest: "name: tiny\nversion: 1.0.0\nsteps:\n- {name: a, capability: tiny.a}\n- {name: b, capability: tiny.b, depends_on: [a], input: {x: $.steps.a.result.x}}\n"},
