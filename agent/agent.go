@@ -180,7 +180,9 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		a.healQ = make(chan string, healQueueSize)
 	}
 	if cfg.AIEndpoint != "" {
-		c, err := llm.New(cfg.llmConfig(), os.Getenv)
+		lc := cfg.llmConfig()
+		lc.Logger = a.log
+		c, err := llm.New(lc, os.Getenv)
 		if err != nil {
 			return nil, fmt.Errorf("ai-endpoint: %w", err)
 		}

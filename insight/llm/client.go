@@ -47,6 +47,8 @@ type Config struct {
 	// ConfidenceCap is the most confidence a model-only remediation may
 	// claim; 0 means DefaultConfidenceCap.
 	ConfidenceCap float64 `yaml:"confidence_cap,omitempty"`
+	// Logger receives the repair rounds and retries; nil discards them.
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // Client talks to one model. It is safe for concurrent use.
@@ -120,7 +122,7 @@ func New(cfg Config, getenv func(string) string) (*Client, error) {
 		url:       base + "/chat/completions",
 		key:       key,
 		http:      &http.Client{Timeout: cfg.Timeout},
-		log:       slog.Default().With("component", "llm", "model", cfg.Model),
+		log:       logger(cfg.Logger).With("component", "llm", "model", cfg.Model),
 		validator: validator,
 		backoff:   500 * time.Millisecond,
 		attempts:  3,
@@ -380,4 +382,11 @@ func StripFence(s string) string {
 	t = strings.TrimSpace(t)
 	t = strings.TrimSuffix(t, "```")
 	return strings.TrimSpace(t)
+}
+
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }
