@@ -267,6 +267,10 @@ func (a *Agent) need(procedure string, msg any) []acl.Request {
 			return []acl.Request{{Need: acl.Read}}
 		}
 	case taskerv1connect.InsightServiceName:
+		if method == "GenerateWorkflow" {
+			// It files a proposal, as CreateProposal does.
+			return []acl.Request{{Need: acl.Write}}
+		}
 		// Analyses read what the workflow reads show, no more.
 		return []acl.Request{{Need: acl.Read}}
 	case taskerv1connect.ProposalServiceName:

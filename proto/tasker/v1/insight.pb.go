@@ -23,6 +23,193 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GenerateWorkflowRequest describes the workflow wanted.
+type GenerateWorkflowRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What the workflow should do, in plain language; at most 4000
+	// characters.
+	Description string `protobuf:"bytes,1,opt,name=description,proto3" json:"description,omitempty"`
+	// The draft's namespace and name; the model picks a name when empty,
+	// "default" is the namespace when empty.
+	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	// Draft only: file no proposal even when the draft is valid.
+	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateWorkflowRequest) Reset() {
+	*x = GenerateWorkflowRequest{}
+	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateWorkflowRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateWorkflowRequest) ProtoMessage() {}
+
+func (x *GenerateWorkflowRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateWorkflowRequest.ProtoReflect.Descriptor instead.
+func (*GenerateWorkflowRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GenerateWorkflowRequest) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *GenerateWorkflowRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *GenerateWorkflowRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GenerateWorkflowRequest) GetDryRun() bool {
+	if x != nil {
+		return x.DryRun
+	}
+	return false
+}
+
+// GenerateWorkflowResponse is the draft.
+type GenerateWorkflowResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The manifest, YAML. Present even when invalid: problems says what is
+	// wrong with it, and it was not filed.
+	Manifest string `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// True when the draft passed the full validation: the manifest schema,
+	// the DAG, capabilities that exist, and input mappings that type-check
+	// against the upstream result contracts.
+	Valid bool `protobuf:"varint,2,opt,name=valid,proto3" json:"valid,omitempty"`
+	// What is still wrong with it, one line each, as 'tasker validate'
+	// says them.
+	Problems []string `protobuf:"bytes,3,rep,name=problems,proto3" json:"problems,omitempty"`
+	// Capabilities the description needs that no agent offers.
+	MissingCapabilities []string `protobuf:"bytes,4,rep,name=missing_capabilities,json=missingCapabilities,proto3" json:"missing_capabilities,omitempty"`
+	// A summary of the DAG: steps, edges, levels, critical path.
+	Summary string `protobuf:"bytes,5,opt,name=summary,proto3" json:"summary,omitempty"`
+	// The model's one-paragraph account of the draft.
+	Explanation string `protobuf:"bytes,6,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// How many answers the model gave (1 plus the repair rounds).
+	Rounds uint32 `protobuf:"varint,7,opt,name=rounds,proto3" json:"rounds,omitempty"`
+	// The proposal filed for a valid draft, unless dry_run; empty otherwise.
+	ProposalId    string `protobuf:"bytes,8,opt,name=proposal_id,json=proposalId,proto3" json:"proposal_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GenerateWorkflowResponse) Reset() {
+	*x = GenerateWorkflowResponse{}
+	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateWorkflowResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateWorkflowResponse) ProtoMessage() {}
+
+func (x *GenerateWorkflowResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateWorkflowResponse.ProtoReflect.Descriptor instead.
+func (*GenerateWorkflowResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GenerateWorkflowResponse) GetManifest() string {
+	if x != nil {
+		return x.Manifest
+	}
+	return ""
+}
+
+func (x *GenerateWorkflowResponse) GetValid() bool {
+	if x != nil {
+		return x.Valid
+	}
+	return false
+}
+
+func (x *GenerateWorkflowResponse) GetProblems() []string {
+	if x != nil {
+		return x.Problems
+	}
+	return nil
+}
+
+func (x *GenerateWorkflowResponse) GetMissingCapabilities() []string {
+	if x != nil {
+		return x.MissingCapabilities
+	}
+	return nil
+}
+
+func (x *GenerateWorkflowResponse) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
+func (x *GenerateWorkflowResponse) GetExplanation() string {
+	if x != nil {
+		return x.Explanation
+	}
+	return ""
+}
+
+func (x *GenerateWorkflowResponse) GetRounds() uint32 {
+	if x != nil {
+		return x.Rounds
+	}
+	return 0
+}
+
+func (x *GenerateWorkflowResponse) GetProposalId() string {
+	if x != nil {
+		return x.ProposalId
+	}
+	return ""
+}
+
 // ListAttemptsRequest filters the history; every field is optional.
 type ListAttemptsRequest struct {
 	state      protoimpl.MessageState `protogen:"open.v1"`
@@ -45,7 +232,7 @@ type ListAttemptsRequest struct {
 
 func (x *ListAttemptsRequest) Reset() {
 	*x = ListAttemptsRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	mi := &file_tasker_v1_insight_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -57,7 +244,7 @@ func (x *ListAttemptsRequest) String() string {
 func (*ListAttemptsRequest) ProtoMessage() {}
 
 func (x *ListAttemptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	mi := &file_tasker_v1_insight_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -70,7 +257,7 @@ func (x *ListAttemptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAttemptsRequest.ProtoReflect.Descriptor instead.
 func (*ListAttemptsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{0}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ListAttemptsRequest) GetNamespace() string {
@@ -157,7 +344,7 @@ type ListAttemptsResponse struct {
 
 func (x *ListAttemptsResponse) Reset() {
 	*x = ListAttemptsResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	mi := &file_tasker_v1_insight_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +356,7 @@ func (x *ListAttemptsResponse) String() string {
 func (*ListAttemptsResponse) ProtoMessage() {}
 
 func (x *ListAttemptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	mi := &file_tasker_v1_insight_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +369,7 @@ func (x *ListAttemptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAttemptsResponse.ProtoReflect.Descriptor instead.
 func (*ListAttemptsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{1}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListAttemptsResponse) GetAttempts() []*AttemptRecord {
@@ -241,7 +428,7 @@ type AttemptRecord struct {
 
 func (x *AttemptRecord) Reset() {
 	*x = AttemptRecord{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[2]
+	mi := &file_tasker_v1_insight_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -253,7 +440,7 @@ func (x *AttemptRecord) String() string {
 func (*AttemptRecord) ProtoMessage() {}
 
 func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[2]
+	mi := &file_tasker_v1_insight_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -266,7 +453,7 @@ func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptRecord.ProtoReflect.Descriptor instead.
 func (*AttemptRecord) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{2}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AttemptRecord) GetTaskId() string {
@@ -438,7 +625,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[3]
+	mi := &file_tasker_v1_insight_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +637,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[3]
+	mi := &file_tasker_v1_insight_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +650,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{3}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DiagnoseRequest) GetTaskId() string {
@@ -502,7 +689,7 @@ type Evidence struct {
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[4]
+	mi := &file_tasker_v1_insight_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +701,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[4]
+	mi := &file_tasker_v1_insight_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +714,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{4}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Evidence) GetId() string {
@@ -583,7 +770,7 @@ type Remediation struct {
 
 func (x *Remediation) Reset() {
 	*x = Remediation{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[5]
+	mi := &file_tasker_v1_insight_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -595,7 +782,7 @@ func (x *Remediation) String() string {
 func (*Remediation) ProtoMessage() {}
 
 func (x *Remediation) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[5]
+	mi := &file_tasker_v1_insight_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -608,7 +795,7 @@ func (x *Remediation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remediation.ProtoReflect.Descriptor instead.
 func (*Remediation) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{5}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Remediation) GetAction() string {
@@ -675,7 +862,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[6]
+	mi := &file_tasker_v1_insight_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -687,7 +874,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[6]
+	mi := &file_tasker_v1_insight_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -700,7 +887,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{6}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Finding) GetStep() string {
@@ -789,7 +976,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[7]
+	mi := &file_tasker_v1_insight_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -801,7 +988,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[7]
+	mi := &file_tasker_v1_insight_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -814,7 +1001,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{7}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DiagnoseResponse) GetTaskId() string {
@@ -881,7 +1068,7 @@ type AnalyzeRequest struct {
 
 func (x *AnalyzeRequest) Reset() {
 	*x = AnalyzeRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[8]
+	mi := &file_tasker_v1_insight_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -893,7 +1080,7 @@ func (x *AnalyzeRequest) String() string {
 func (*AnalyzeRequest) ProtoMessage() {}
 
 func (x *AnalyzeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[8]
+	mi := &file_tasker_v1_insight_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -906,7 +1093,7 @@ func (x *AnalyzeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyzeRequest.ProtoReflect.Descriptor instead.
 func (*AnalyzeRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{8}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AnalyzeRequest) GetNamespace() string {
@@ -967,7 +1154,7 @@ type StepStats struct {
 
 func (x *StepStats) Reset() {
 	*x = StepStats{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[9]
+	mi := &file_tasker_v1_insight_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1166,7 @@ func (x *StepStats) String() string {
 func (*StepStats) ProtoMessage() {}
 
 func (x *StepStats) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[9]
+	mi := &file_tasker_v1_insight_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1179,7 @@ func (x *StepStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepStats.ProtoReflect.Descriptor instead.
 func (*StepStats) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{9}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StepStats) GetStep() string {
@@ -1116,7 +1303,7 @@ type Advice struct {
 
 func (x *Advice) Reset() {
 	*x = Advice{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[10]
+	mi := &file_tasker_v1_insight_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1128,7 +1315,7 @@ func (x *Advice) String() string {
 func (*Advice) ProtoMessage() {}
 
 func (x *Advice) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[10]
+	mi := &file_tasker_v1_insight_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1141,7 +1328,7 @@ func (x *Advice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Advice.ProtoReflect.Descriptor instead.
 func (*Advice) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{10}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Advice) GetStep() string {
@@ -1211,7 +1398,7 @@ type AnalyzeResponse struct {
 
 func (x *AnalyzeResponse) Reset() {
 	*x = AnalyzeResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[11]
+	mi := &file_tasker_v1_insight_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1223,7 +1410,7 @@ func (x *AnalyzeResponse) String() string {
 func (*AnalyzeResponse) ProtoMessage() {}
 
 func (x *AnalyzeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[11]
+	mi := &file_tasker_v1_insight_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1236,7 +1423,7 @@ func (x *AnalyzeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyzeResponse.ProtoReflect.Descriptor instead.
 func (*AnalyzeResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{11}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AnalyzeResponse) GetNamespace() string {
@@ -1345,7 +1532,7 @@ type OptimizeRequest struct {
 
 func (x *OptimizeRequest) Reset() {
 	*x = OptimizeRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[12]
+	mi := &file_tasker_v1_insight_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1544,7 @@ func (x *OptimizeRequest) String() string {
 func (*OptimizeRequest) ProtoMessage() {}
 
 func (x *OptimizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[12]
+	mi := &file_tasker_v1_insight_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1557,7 @@ func (x *OptimizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OptimizeRequest.ProtoReflect.Descriptor instead.
 func (*OptimizeRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{12}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *OptimizeRequest) GetNamespace() string {
@@ -1414,7 +1601,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[13]
+	mi := &file_tasker_v1_insight_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1613,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[13]
+	mi := &file_tasker_v1_insight_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1626,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{13}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Edge) GetParent() string {
@@ -1489,7 +1676,7 @@ type OptimizeResponse struct {
 
 func (x *OptimizeResponse) Reset() {
 	*x = OptimizeResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[14]
+	mi := &file_tasker_v1_insight_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1688,7 @@ func (x *OptimizeResponse) String() string {
 func (*OptimizeResponse) ProtoMessage() {}
 
 func (x *OptimizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[14]
+	mi := &file_tasker_v1_insight_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1701,7 @@ func (x *OptimizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OptimizeResponse.ProtoReflect.Descriptor instead.
 func (*OptimizeResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{14}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OptimizeResponse) GetNamespace() string {
@@ -1633,7 +1820,22 @@ var File_tasker_v1_insight_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_insight_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/v1/insight.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x02\n" +
+	"\x17tasker/v1/insight.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
+	"\x17GenerateWorkflowRequest\x12 \n" +
+	"\vdescription\x18\x01 \x01(\tR\vdescription\x12\x1c\n" +
+	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x17\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"\x90\x02\n" +
+	"\x18GenerateWorkflowResponse\x12\x1a\n" +
+	"\bmanifest\x18\x01 \x01(\tR\bmanifest\x12\x14\n" +
+	"\x05valid\x18\x02 \x01(\bR\x05valid\x12\x1a\n" +
+	"\bproblems\x18\x03 \x03(\tR\bproblems\x121\n" +
+	"\x14missing_capabilities\x18\x04 \x03(\tR\x13missingCapabilities\x12\x18\n" +
+	"\asummary\x18\x05 \x01(\tR\asummary\x12 \n" +
+	"\vexplanation\x18\x06 \x01(\tR\vexplanation\x12\x16\n" +
+	"\x06rounds\x18\a \x01(\rR\x06rounds\x12\x1f\n" +
+	"\vproposal_id\x18\b \x01(\tR\n" +
+	"proposalId\"\xca\x02\n" +
 	"\x13ListAttemptsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1a\n" +
 	"\bworkflow\x18\x02 \x01(\tR\bworkflow\x12\x18\n" +
@@ -1803,12 +2005,13 @@ const file_tasker_v1_insight_proto_rawDesc = "" +
 	"\bmanifest\x18\x10 \x01(\tR\bmanifest\x1aV\n" +
 	"\rMeasuredEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\xc1\x02\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\x9e\x03\n" +
 	"\x0eInsightService\x12T\n" +
 	"\fListAttempts\x12\x1e.tasker.v1.ListAttemptsRequest\x1a\x1f.tasker.v1.ListAttemptsResponse\"\x03\x90\x02\x01\x12H\n" +
 	"\bDiagnose\x12\x1a.tasker.v1.DiagnoseRequest\x1a\x1b.tasker.v1.DiagnoseResponse\"\x03\x90\x02\x01\x12E\n" +
 	"\aAnalyze\x12\x19.tasker.v1.AnalyzeRequest\x1a\x1a.tasker.v1.AnalyzeResponse\"\x03\x90\x02\x01\x12H\n" +
-	"\bOptimize\x12\x1a.tasker.v1.OptimizeRequest\x1a\x1b.tasker.v1.OptimizeResponse\"\x03\x90\x02\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
+	"\bOptimize\x12\x1a.tasker.v1.OptimizeRequest\x1a\x1b.tasker.v1.OptimizeResponse\"\x03\x90\x02\x01\x12[\n" +
+	"\x10GenerateWorkflow\x12\".tasker.v1.GenerateWorkflowRequest\x1a#.tasker.v1.GenerateWorkflowResponseB7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
 
 var (
 	file_tasker_v1_insight_proto_rawDescOnce sync.Once
@@ -1822,75 +2025,79 @@ func file_tasker_v1_insight_proto_rawDescGZIP() []byte {
 	return file_tasker_v1_insight_proto_rawDescData
 }
 
-var file_tasker_v1_insight_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_tasker_v1_insight_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_tasker_v1_insight_proto_goTypes = []any{
-	(*ListAttemptsRequest)(nil),   // 0: tasker.v1.ListAttemptsRequest
-	(*ListAttemptsResponse)(nil),  // 1: tasker.v1.ListAttemptsResponse
-	(*AttemptRecord)(nil),         // 2: tasker.v1.AttemptRecord
-	(*DiagnoseRequest)(nil),       // 3: tasker.v1.DiagnoseRequest
-	(*Evidence)(nil),              // 4: tasker.v1.Evidence
-	(*Remediation)(nil),           // 5: tasker.v1.Remediation
-	(*Finding)(nil),               // 6: tasker.v1.Finding
-	(*DiagnoseResponse)(nil),      // 7: tasker.v1.DiagnoseResponse
-	(*AnalyzeRequest)(nil),        // 8: tasker.v1.AnalyzeRequest
-	(*StepStats)(nil),             // 9: tasker.v1.StepStats
-	(*Advice)(nil),                // 10: tasker.v1.Advice
-	(*AnalyzeResponse)(nil),       // 11: tasker.v1.AnalyzeResponse
-	(*OptimizeRequest)(nil),       // 12: tasker.v1.OptimizeRequest
-	(*Edge)(nil),                  // 13: tasker.v1.Edge
-	(*OptimizeResponse)(nil),      // 14: tasker.v1.OptimizeResponse
-	nil,                           // 15: tasker.v1.Remediation.ParamsEntry
-	nil,                           // 16: tasker.v1.OptimizeResponse.MeasuredEntry
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 18: google.protobuf.Duration
+	(*GenerateWorkflowRequest)(nil),  // 0: tasker.v1.GenerateWorkflowRequest
+	(*GenerateWorkflowResponse)(nil), // 1: tasker.v1.GenerateWorkflowResponse
+	(*ListAttemptsRequest)(nil),      // 2: tasker.v1.ListAttemptsRequest
+	(*ListAttemptsResponse)(nil),     // 3: tasker.v1.ListAttemptsResponse
+	(*AttemptRecord)(nil),            // 4: tasker.v1.AttemptRecord
+	(*DiagnoseRequest)(nil),          // 5: tasker.v1.DiagnoseRequest
+	(*Evidence)(nil),                 // 6: tasker.v1.Evidence
+	(*Remediation)(nil),              // 7: tasker.v1.Remediation
+	(*Finding)(nil),                  // 8: tasker.v1.Finding
+	(*DiagnoseResponse)(nil),         // 9: tasker.v1.DiagnoseResponse
+	(*AnalyzeRequest)(nil),           // 10: tasker.v1.AnalyzeRequest
+	(*StepStats)(nil),                // 11: tasker.v1.StepStats
+	(*Advice)(nil),                   // 12: tasker.v1.Advice
+	(*AnalyzeResponse)(nil),          // 13: tasker.v1.AnalyzeResponse
+	(*OptimizeRequest)(nil),          // 14: tasker.v1.OptimizeRequest
+	(*Edge)(nil),                     // 15: tasker.v1.Edge
+	(*OptimizeResponse)(nil),         // 16: tasker.v1.OptimizeResponse
+	nil,                              // 17: tasker.v1.Remediation.ParamsEntry
+	nil,                              // 18: tasker.v1.OptimizeResponse.MeasuredEntry
+	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
 }
 var file_tasker_v1_insight_proto_depIdxs = []int32{
-	17, // 0: tasker.v1.ListAttemptsRequest.since:type_name -> google.protobuf.Timestamp
-	17, // 1: tasker.v1.ListAttemptsRequest.until:type_name -> google.protobuf.Timestamp
-	2,  // 2: tasker.v1.ListAttemptsResponse.attempts:type_name -> tasker.v1.AttemptRecord
-	17, // 3: tasker.v1.ListAttemptsResponse.oldest:type_name -> google.protobuf.Timestamp
-	17, // 4: tasker.v1.AttemptRecord.ready_at:type_name -> google.protobuf.Timestamp
-	17, // 5: tasker.v1.AttemptRecord.dispatched_at:type_name -> google.protobuf.Timestamp
-	17, // 6: tasker.v1.AttemptRecord.started_at:type_name -> google.protobuf.Timestamp
-	17, // 7: tasker.v1.AttemptRecord.ended_at:type_name -> google.protobuf.Timestamp
-	18, // 8: tasker.v1.AttemptRecord.timeout:type_name -> google.protobuf.Duration
-	17, // 9: tasker.v1.AttemptRecord.resolved_at:type_name -> google.protobuf.Timestamp
-	18, // 10: tasker.v1.DiagnoseRequest.window:type_name -> google.protobuf.Duration
-	17, // 11: tasker.v1.Evidence.at:type_name -> google.protobuf.Timestamp
-	15, // 12: tasker.v1.Remediation.params:type_name -> tasker.v1.Remediation.ParamsEntry
-	5,  // 13: tasker.v1.Finding.remediations:type_name -> tasker.v1.Remediation
-	6,  // 14: tasker.v1.DiagnoseResponse.findings:type_name -> tasker.v1.Finding
-	4,  // 15: tasker.v1.DiagnoseResponse.evidence:type_name -> tasker.v1.Evidence
-	18, // 16: tasker.v1.AnalyzeRequest.window:type_name -> google.protobuf.Duration
-	18, // 17: tasker.v1.StepStats.p50:type_name -> google.protobuf.Duration
-	18, // 18: tasker.v1.StepStats.p95:type_name -> google.protobuf.Duration
-	18, // 19: tasker.v1.StepStats.p99:type_name -> google.protobuf.Duration
-	18, // 20: tasker.v1.StepStats.wait_p50:type_name -> google.protobuf.Duration
-	18, // 21: tasker.v1.StepStats.wait_p95:type_name -> google.protobuf.Duration
-	18, // 22: tasker.v1.StepStats.timeout:type_name -> google.protobuf.Duration
-	17, // 23: tasker.v1.AnalyzeResponse.since:type_name -> google.protobuf.Timestamp
-	17, // 24: tasker.v1.AnalyzeResponse.until:type_name -> google.protobuf.Timestamp
-	9,  // 25: tasker.v1.AnalyzeResponse.steps:type_name -> tasker.v1.StepStats
-	18, // 26: tasker.v1.AnalyzeResponse.critical_path_time:type_name -> google.protobuf.Duration
-	10, // 27: tasker.v1.AnalyzeResponse.advice:type_name -> tasker.v1.Advice
-	13, // 28: tasker.v1.OptimizeResponse.removed:type_name -> tasker.v1.Edge
-	13, // 29: tasker.v1.OptimizeResponse.added:type_name -> tasker.v1.Edge
-	13, // 30: tasker.v1.OptimizeResponse.redundant:type_name -> tasker.v1.Edge
-	18, // 31: tasker.v1.OptimizeResponse.before:type_name -> google.protobuf.Duration
-	18, // 32: tasker.v1.OptimizeResponse.after:type_name -> google.protobuf.Duration
-	18, // 33: tasker.v1.OptimizeResponse.saved:type_name -> google.protobuf.Duration
-	16, // 34: tasker.v1.OptimizeResponse.measured:type_name -> tasker.v1.OptimizeResponse.MeasuredEntry
-	18, // 35: tasker.v1.OptimizeResponse.MeasuredEntry.value:type_name -> google.protobuf.Duration
-	0,  // 36: tasker.v1.InsightService.ListAttempts:input_type -> tasker.v1.ListAttemptsRequest
-	3,  // 37: tasker.v1.InsightService.Diagnose:input_type -> tasker.v1.DiagnoseRequest
-	8,  // 38: tasker.v1.InsightService.Analyze:input_type -> tasker.v1.AnalyzeRequest
-	12, // 39: tasker.v1.InsightService.Optimize:input_type -> tasker.v1.OptimizeRequest
-	1,  // 40: tasker.v1.InsightService.ListAttempts:output_type -> tasker.v1.ListAttemptsResponse
-	7,  // 41: tasker.v1.InsightService.Diagnose:output_type -> tasker.v1.DiagnoseResponse
-	11, // 42: tasker.v1.InsightService.Analyze:output_type -> tasker.v1.AnalyzeResponse
-	14, // 43: tasker.v1.InsightService.Optimize:output_type -> tasker.v1.OptimizeResponse
-	40, // [40:44] is the sub-list for method output_type
-	36, // [36:40] is the sub-list for method input_type
+	19, // 0: tasker.v1.ListAttemptsRequest.since:type_name -> google.protobuf.Timestamp
+	19, // 1: tasker.v1.ListAttemptsRequest.until:type_name -> google.protobuf.Timestamp
+	4,  // 2: tasker.v1.ListAttemptsResponse.attempts:type_name -> tasker.v1.AttemptRecord
+	19, // 3: tasker.v1.ListAttemptsResponse.oldest:type_name -> google.protobuf.Timestamp
+	19, // 4: tasker.v1.AttemptRecord.ready_at:type_name -> google.protobuf.Timestamp
+	19, // 5: tasker.v1.AttemptRecord.dispatched_at:type_name -> google.protobuf.Timestamp
+	19, // 6: tasker.v1.AttemptRecord.started_at:type_name -> google.protobuf.Timestamp
+	19, // 7: tasker.v1.AttemptRecord.ended_at:type_name -> google.protobuf.Timestamp
+	20, // 8: tasker.v1.AttemptRecord.timeout:type_name -> google.protobuf.Duration
+	19, // 9: tasker.v1.AttemptRecord.resolved_at:type_name -> google.protobuf.Timestamp
+	20, // 10: tasker.v1.DiagnoseRequest.window:type_name -> google.protobuf.Duration
+	19, // 11: tasker.v1.Evidence.at:type_name -> google.protobuf.Timestamp
+	17, // 12: tasker.v1.Remediation.params:type_name -> tasker.v1.Remediation.ParamsEntry
+	7,  // 13: tasker.v1.Finding.remediations:type_name -> tasker.v1.Remediation
+	8,  // 14: tasker.v1.DiagnoseResponse.findings:type_name -> tasker.v1.Finding
+	6,  // 15: tasker.v1.DiagnoseResponse.evidence:type_name -> tasker.v1.Evidence
+	20, // 16: tasker.v1.AnalyzeRequest.window:type_name -> google.protobuf.Duration
+	20, // 17: tasker.v1.StepStats.p50:type_name -> google.protobuf.Duration
+	20, // 18: tasker.v1.StepStats.p95:type_name -> google.protobuf.Duration
+	20, // 19: tasker.v1.StepStats.p99:type_name -> google.protobuf.Duration
+	20, // 20: tasker.v1.StepStats.wait_p50:type_name -> google.protobuf.Duration
+	20, // 21: tasker.v1.StepStats.wait_p95:type_name -> google.protobuf.Duration
+	20, // 22: tasker.v1.StepStats.timeout:type_name -> google.protobuf.Duration
+	19, // 23: tasker.v1.AnalyzeResponse.since:type_name -> google.protobuf.Timestamp
+	19, // 24: tasker.v1.AnalyzeResponse.until:type_name -> google.protobuf.Timestamp
+	11, // 25: tasker.v1.AnalyzeResponse.steps:type_name -> tasker.v1.StepStats
+	20, // 26: tasker.v1.AnalyzeResponse.critical_path_time:type_name -> google.protobuf.Duration
+	12, // 27: tasker.v1.AnalyzeResponse.advice:type_name -> tasker.v1.Advice
+	15, // 28: tasker.v1.OptimizeResponse.removed:type_name -> tasker.v1.Edge
+	15, // 29: tasker.v1.OptimizeResponse.added:type_name -> tasker.v1.Edge
+	15, // 30: tasker.v1.OptimizeResponse.redundant:type_name -> tasker.v1.Edge
+	20, // 31: tasker.v1.OptimizeResponse.before:type_name -> google.protobuf.Duration
+	20, // 32: tasker.v1.OptimizeResponse.after:type_name -> google.protobuf.Duration
+	20, // 33: tasker.v1.OptimizeResponse.saved:type_name -> google.protobuf.Duration
+	18, // 34: tasker.v1.OptimizeResponse.measured:type_name -> tasker.v1.OptimizeResponse.MeasuredEntry
+	20, // 35: tasker.v1.OptimizeResponse.MeasuredEntry.value:type_name -> google.protobuf.Duration
+	2,  // 36: tasker.v1.InsightService.ListAttempts:input_type -> tasker.v1.ListAttemptsRequest
+	5,  // 37: tasker.v1.InsightService.Diagnose:input_type -> tasker.v1.DiagnoseRequest
+	10, // 38: tasker.v1.InsightService.Analyze:input_type -> tasker.v1.AnalyzeRequest
+	14, // 39: tasker.v1.InsightService.Optimize:input_type -> tasker.v1.OptimizeRequest
+	0,  // 40: tasker.v1.InsightService.GenerateWorkflow:input_type -> tasker.v1.GenerateWorkflowRequest
+	3,  // 41: tasker.v1.InsightService.ListAttempts:output_type -> tasker.v1.ListAttemptsResponse
+	9,  // 42: tasker.v1.InsightService.Diagnose:output_type -> tasker.v1.DiagnoseResponse
+	13, // 43: tasker.v1.InsightService.Analyze:output_type -> tasker.v1.AnalyzeResponse
+	16, // 44: tasker.v1.InsightService.Optimize:output_type -> tasker.v1.OptimizeResponse
+	1,  // 45: tasker.v1.InsightService.GenerateWorkflow:output_type -> tasker.v1.GenerateWorkflowResponse
+	41, // [41:46] is the sub-list for method output_type
+	36, // [36:41] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -1907,7 +2114,7 @@ func file_tasker_v1_insight_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_v1_insight_proto_rawDesc), len(file_tasker_v1_insight_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   17,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,9 @@ const (
 	InsightServiceAnalyzeProcedure = "/tasker.v1.InsightService/Analyze"
 	// InsightServiceOptimizeProcedure is the fully-qualified name of the InsightService's Optimize RPC.
 	InsightServiceOptimizeProcedure = "/tasker.v1.InsightService/Optimize"
+	// InsightServiceGenerateWorkflowProcedure is the fully-qualified name of the InsightService's
+	// GenerateWorkflow RPC.
+	InsightServiceGenerateWorkflowProcedure = "/tasker.v1.InsightService/GenerateWorkflow"
 )
 
 // InsightServiceClient is a client for the tasker.v1.InsightService service.
@@ -58,6 +61,12 @@ type InsightServiceClient interface {
 	// Optimize proposes depends_on edges to drop, with the critical-path
 	// time saved and the manifest diff. It files nothing.
 	Optimize(context.Context, *connect.Request[v1.OptimizeRequest]) (*connect.Response[v1.OptimizeResponse], error)
+	// GenerateWorkflow drafts a workflow manifest from a plain-language
+	// description with the configured language model, from the live
+	// capability catalog; the draft passes the full manifest validation or
+	// comes back with its remaining problems, and a valid one is filed as a
+	// proposal (create_workflow, or a new version of an existing workflow).
+	GenerateWorkflow(context.Context, *connect.Request[v1.GenerateWorkflowRequest]) (*connect.Response[v1.GenerateWorkflowResponse], error)
 }
 
 // NewInsightServiceClient constructs a client for the tasker.v1.InsightService service. By default,
@@ -99,15 +108,22 @@ func NewInsightServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 			connect.WithClientOptions(opts...),
 		),
+		generateWorkflow: connect.NewClient[v1.GenerateWorkflowRequest, v1.GenerateWorkflowResponse](
+			httpClient,
+			baseURL+InsightServiceGenerateWorkflowProcedure,
+			connect.WithSchema(insightServiceMethods.ByName("GenerateWorkflow")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // insightServiceClient implements InsightServiceClient.
 type insightServiceClient struct {
-	listAttempts *connect.Client[v1.ListAttemptsRequest, v1.ListAttemptsResponse]
-	diagnose     *connect.Client[v1.DiagnoseRequest, v1.DiagnoseResponse]
-	analyze      *connect.Client[v1.AnalyzeRequest, v1.AnalyzeResponse]
-	optimize     *connect.Client[v1.OptimizeRequest, v1.OptimizeResponse]
+	listAttempts     *connect.Client[v1.ListAttemptsRequest, v1.ListAttemptsResponse]
+	diagnose         *connect.Client[v1.DiagnoseRequest, v1.DiagnoseResponse]
+	analyze          *connect.Client[v1.AnalyzeRequest, v1.AnalyzeResponse]
+	optimize         *connect.Client[v1.OptimizeRequest, v1.OptimizeResponse]
+	generateWorkflow *connect.Client[v1.GenerateWorkflowRequest, v1.GenerateWorkflowResponse]
 }
 
 // ListAttempts calls tasker.v1.InsightService.ListAttempts.
@@ -130,6 +146,11 @@ func (c *insightServiceClient) Optimize(ctx context.Context, req *connect.Reques
 	return c.optimize.CallUnary(ctx, req)
 }
 
+// GenerateWorkflow calls tasker.v1.InsightService.GenerateWorkflow.
+func (c *insightServiceClient) GenerateWorkflow(ctx context.Context, req *connect.Request[v1.GenerateWorkflowRequest]) (*connect.Response[v1.GenerateWorkflowResponse], error) {
+	return c.generateWorkflow.CallUnary(ctx, req)
+}
+
 // InsightServiceHandler is an implementation of the tasker.v1.InsightService service.
 type InsightServiceHandler interface {
 	// ListAttempts queries the execution history: one record per step
@@ -144,6 +165,12 @@ type InsightServiceHandler interface {
 	// Optimize proposes depends_on edges to drop, with the critical-path
 	// time saved and the manifest diff. It files nothing.
 	Optimize(context.Context, *connect.Request[v1.OptimizeRequest]) (*connect.Response[v1.OptimizeResponse], error)
+	// GenerateWorkflow drafts a workflow manifest from a plain-language
+	// description with the configured language model, from the live
+	// capability catalog; the draft passes the full manifest validation or
+	// comes back with its remaining problems, and a valid one is filed as a
+	// proposal (create_workflow, or a new version of an existing workflow).
+	GenerateWorkflow(context.Context, *connect.Request[v1.GenerateWorkflowRequest]) (*connect.Response[v1.GenerateWorkflowResponse], error)
 }
 
 // NewInsightServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -181,6 +208,12 @@ func NewInsightServiceHandler(svc InsightServiceHandler, opts ...connect.Handler
 		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
 		connect.WithHandlerOptions(opts...),
 	)
+	insightServiceGenerateWorkflowHandler := connect.NewUnaryHandler(
+		InsightServiceGenerateWorkflowProcedure,
+		svc.GenerateWorkflow,
+		connect.WithSchema(insightServiceMethods.ByName("GenerateWorkflow")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.v1.InsightService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case InsightServiceListAttemptsProcedure:
@@ -191,6 +224,8 @@ func NewInsightServiceHandler(svc InsightServiceHandler, opts ...connect.Handler
 			insightServiceAnalyzeHandler.ServeHTTP(w, r)
 		case InsightServiceOptimizeProcedure:
 			insightServiceOptimizeHandler.ServeHTTP(w, r)
+		case InsightServiceGenerateWorkflowProcedure:
+			insightServiceGenerateWorkflowHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -214,4 +249,8 @@ func (UnimplementedInsightServiceHandler) Analyze(context.Context, *connect.Requ
 
 func (UnimplementedInsightServiceHandler) Optimize(context.Context, *connect.Request[v1.OptimizeRequest]) (*connect.Response[v1.OptimizeResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.InsightService.Optimize is not implemented"))
+}
+
+func (UnimplementedInsightServiceHandler) GenerateWorkflow(context.Context, *connect.Request[v1.GenerateWorkflowRequest]) (*connect.Response[v1.GenerateWorkflowResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.InsightService.GenerateWorkflow is not implemented"))
 }
