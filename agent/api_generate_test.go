@@ -177,3 +177,21 @@ func TestGenerateWorkflowNoModel(t *testing.T) {
 	_, err := ic.GenerateWorkflow(context.Background(), connect.NewRequest(&taskerv1.GenerateWorkflowRequest{Description: "charge the card"}))
 	wantCode(t, "no model", err, connect.CodeFailedPrecondition, "no language model is configured: set ai_endpoint and ai_model (docs/ai.md); generation needs one")
 }
+
+// TestGenerateWorkflowForwarded: a draft asked of a client agent is
+// answered by the leader, and the forward waits for the model longer than
+// the hold timeout, which is for finding a leader, not for the answer.
+func TestGenerateWorkflowForwarded(t *testing.T) {
+	srv := llmtest.New(t, llmtest.Reply{Content: draftAnswer("payments.charge"), Delay: 1500 * time.Millisecond})
+	ta := startAgent(t, t.TempDir(), func(c *Config) { c.AIEndpoint, c.AIModel = srv.URL(), "scripted" })
+	chargeApp(t, ta)
+	cli := startClientAgent(t, "c1", ta, func(c *Config) { c.RPCHoldTimeout = 500 * time.Millisecond })
+	ic := taskerv1connect.NewInsightServiceClient(h2c(), cli.Addr())
+	r, err := ic.GenerateWorkflow(context.Background(), connect.NewRequest(&taskerv1.GenerateWorkflowRequest{Description: "charge the card", Name: "forwarded", DryRun: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.Msg.GetValid() || r.Msg.GetRounds() != 1 {
+		t.Fatalf("valid %v, rounds %d, problems %v", r.Msg.GetValid(), r.Msg.GetRounds(), r.Msg.GetProblems())
+	}
+}
