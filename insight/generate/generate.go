@@ -369,7 +369,7 @@ func review(raw json.RawMessage, in Input, cat map[string]Capability) (*Draft, [
 	if v := lookup(root, "version"); v == nil || v.Kind != yaml.ScalarNode || strings.TrimSpace(v.Value) == "" {
 		setScalar(root, "version", DefaultVersion)
 	}
-	repair := checkCapabilities(root, cat, declared)
+	found := checkCapabilities(root, cat, declared)
 	fillResultSchemas(root, cat)
 	order(root)
 	d.Manifest, err = encode(root)
@@ -383,16 +383,22 @@ func review(raw json.RawMessage, in Input, cat map[string]Capability) (*Draft, [
 	var ve *workflow.ValidationError
 	switch {
 	case errors.As(err, &ve):
-		for _, p := range ve.Problems {
-			repair = append(repair, p.String())
-		}
+		found = append(found, ve.Problems...)
 	case err != nil:
-		repair = append(repair, err.Error())
+		found = append(found, workflow.Problem{Message: err.Error()})
 	default:
 		d.Summary = summary(plan)
-		repair = append(repair, capabilityContracts(plan, cat)...)
+		found = append(found, capabilityContracts(plan, cat)...)
 	}
-	d.Problems = append(slices.Clone(repair), missingProblems...)
+	// People read the lines of the YAML they are shown; the model wrote
+	// JSON and never saw them, so its problems go by path alone.
+	var repair []string
+	for _, p := range found {
+		d.Problems = append(d.Problems, p.String())
+		p.Line = 0
+		repair = append(repair, p.String())
+	}
+	d.Problems = append(d.Problems, missingProblems...)
 	if len(d.Problems) == 0 {
 		d.Valid, d.Plan = true, plan
 	}
@@ -480,13 +486,13 @@ func steps(root *yaml.Node) []*yaml.Node {
 
 // checkCapabilities reports every capability a step uses that the catalog
 // does not offer, unless the model itself declared it missing.
-func checkCapabilities(root *yaml.Node, cat map[string]Capability, declared map[string]bool) []string {
+func checkCapabilities(root *yaml.Node, cat map[string]Capability, declared map[string]bool) []workflow.Problem {
 	names := make([]string, 0, len(cat))
 	for n := range cat {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	var out []string
+	var out []workflow.Problem
 	s := lookup(root, "steps")
 	if s == nil || s.Kind != yaml.SequenceNode {
 		return nil
@@ -499,12 +505,12 @@ func checkCapabilities(root *yaml.Node, cat map[string]Capability, declared map[
 		if _, ok := cat[c.Value]; ok || declared[c.Value] {
 			continue
 		}
-		msg := fmt.Sprintf("steps[%d].capability: %q is not in the catalog: use one of the capabilities offered", i, c.Value)
+		msg := fmt.Sprintf("%q is not in the catalog: use one of the capabilities offered", c.Value)
 		if near := closest(c.Value, names, 3); len(near) > 0 {
 			msg += fmt.Sprintf(" (the closest are %s)", strings.Join(near, ", "))
 		}
 		msg += ", or list it in missing_capabilities and leave the step out"
-		out = append(out, msg)
+		out = append(out, workflow.Problem{Path: fmt.Sprintf("steps[%d].capability", i), Message: msg})
 	}
 	return out
 }
@@ -581,8 +587,8 @@ func encode(root *yaml.Node) ([]byte, error) {
 // capabilityContracts compares each step with its capability's advertised
 // schemas: Load checks a mapping only against the upstream result
 // schemas, this against what the app accepts (required fields, types).
-func capabilityContracts(plan *workflow.Plan, cat map[string]Capability) []string {
-	var out []string
+func capabilityContracts(plan *workflow.Plan, cat map[string]Capability) []workflow.Problem {
+	var out []workflow.Problem
 	for i, st := range plan.Steps {
 		c, ok := cat[st.Capability]
 		if !ok || st.IsBus() {
@@ -593,7 +599,8 @@ func capabilityContracts(plan *workflow.Plan, cat map[string]Capability) []strin
 			continue // checked valid JSON in check; a schema that is not an object is the app's to fix
 		}
 		for _, p := range plan.CheckCapability(i, schemas) {
-			out = append(out, p.String()+fmt.Sprintf(" (capability %s)", st.Capability))
+			p.Message += fmt.Sprintf(" (capability %s)", st.Capability)
+			out = append(out, p)
 		}
 	}
 	return out

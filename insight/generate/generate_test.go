@@ -119,8 +119,9 @@ func TestGenerate(t *testing.T) {
 			script: []string{reply(manifest(
 				`{"name":"validate","capability":"orders.validate","depends_on":["ship"],"input":{"order_id":"$.input.order_id"}}`+","+chargeStep+","+shipStep), "")},
 			maxRounds: 2, wantRounds: 3, wantValid: false,
-			repair:   []string{"dependency cycle"},
-			problems: []string{"dependency cycle"},
+			repair: []string{"dependency cycle"},
+			// People get the line in the YAML they are shown.
+			problems: []string{"steps[0].depends_on (line ", "dependency cycle"},
 		},
 		{
 			name: "needs a missing capability",
@@ -175,6 +176,10 @@ func TestGenerate(t *testing.T) {
 					if !strings.Contains(last.Content, w) {
 						t.Errorf("repair message lacks %q:\n%s", w, last.Content)
 					}
+				}
+				// The model wrote JSON: lines of the YAML would mislead it.
+				if strings.Contains(last.Content, "(line ") {
+					t.Errorf("repair message cites YAML lines:\n%s", last.Content)
 				}
 			}
 			all := strings.Join(d.Problems, "\n")
