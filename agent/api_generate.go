@@ -114,7 +114,8 @@ func (s *insightAPI) GenerateWorkflow(ctx context.Context, req *connect.Request[
 func (s *insightAPI) draftProposal(desc string, d *generate.Draft) (*taskerv1.CreateProposalRequest, error) {
 	plan := d.Plan
 	explanation := clip(d.Explanation, maxDraftExplanation)
-	ev, err := json.Marshal(map[string]any{"description": desc, "rounds": d.Rounds, "explanation": explanation})
+	// Evidence is shown to every reader: redacted as the model saw it.
+	ev, err := json.Marshal(map[string]any{"description": llm.RedactText(desc), "rounds": d.Rounds, "explanation": explanation})
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("encode the evidence: %w", err))
 	}
