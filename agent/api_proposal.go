@@ -56,7 +56,7 @@ func (s *proposalAPI) create(ctx context.Context, r *taskerv1.CreateProposalRequ
 	}
 	kind, ok := consensus.ProposalKind(r.GetAction())
 	if !ok {
-		return nil, invalid("action", "%q is unknown: use one of retry_step, reroute, resolve_manually, cancel, escalate (operations) or change_timeout, change_retry_policy, optimize_dependencies (workflow changes)", r.GetAction())
+		return nil, invalid("action", "%q is unknown: use one of retry_step, reroute, resolve_manually, cancel, escalate (operations) or change_timeout, change_retry_policy, optimize_dependencies, create_workflow, update_workflow (workflow changes)", r.GetAction())
 	}
 	source := r.GetSource()
 	if source == "" {
@@ -106,6 +106,9 @@ func (s *proposalAPI) create(ctx context.Context, r *taskerv1.CreateProposalRequ
 func (s *proposalAPI) workflowChange(r *taskerv1.CreateProposalRequest, p *fsmv1.Proposal) error {
 	if err := required("workflow", r.GetWorkflow()); err != nil {
 		return err
+	}
+	if r.GetAction() == consensus.ActionCreateWorkflow {
+		return s.createWorkflow(r, p)
 	}
 	base, err := s.a.state.Workflow(p.Namespace, p.Workflow, r.GetBaseVersion())
 	if err != nil {
@@ -165,8 +168,42 @@ func (s *proposalAPI) workflowChange(r *taskerv1.CreateProposalRequest, p *fsmv1
 	return nil
 }
 
+// createWorkflow fills in a create_workflow proposal: the first version
+// of a workflow that does not exist yet, so no base, and a diff that adds
+// the whole manifest.
+func (s *proposalAPI) createWorkflow(r *taskerv1.CreateProposalRequest, p *fsmv1.Proposal) error {
+	if r.GetBaseVersion() != "" {
+		return invalid("base_version", "a create_workflow proposal has none (it is the first version); use update_workflow to propose a new version of %s/%s", p.Namespace, p.Workflow)
+	}
+	if err := required("manifest", r.GetManifest()); err != nil {
+		return err
+	}
+	if _, err := s.a.state.Workflow(p.Namespace, p.Workflow, ""); err == nil {
+		return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf(
+			"workflow %s/%s exists: propose a new version of it (update_workflow) rather than create_workflow", p.Namespace, p.Workflow))
+	}
+	plan, err := workflow.Load([]byte(r.GetManifest()), fsmLimits())
+	if err != nil {
+		return toConnect(fmt.Errorf("the proposed manifest: %w", err))
+	}
+	if plan.Namespace != p.Namespace || plan.Name != p.Workflow {
+		return invalid("manifest", "is workflow %s/%s, not %s/%s: name the workflow the manifest defines", plan.Namespace, plan.Name, p.Namespace, p.Workflow)
+	}
+	if v := r.GetNewVersion(); v != "" && v != plan.Version {
+		return invalid("new_version", "%s is not the manifest's version %s: leave it empty, or set the manifest's", v, plan.Version)
+	}
+	if err := s.a.checkWorkflow(plan); err != nil {
+		return err
+	}
+	p.Manifest, p.NewVersion = r.GetManifest(), plan.Version
+	p.Diff = insight.Diff(nil, []byte(r.GetManifest()))
+	return nil
+}
+
 func defaultTitle(p *fsmv1.Proposal) string {
 	switch {
+	case p.GetAction() == consensus.ActionCreateWorkflow:
+		return fmt.Sprintf("%s: %s/%s %s", p.GetAction(), p.GetNamespace(), p.GetWorkflow(), p.GetNewVersion())
 	case p.GetKind() == consensus.ProposalWorkflowChange && p.GetStep() != "":
 		return fmt.Sprintf("%s of step %s: %s %s → %s", p.GetAction(), p.GetStep(), p.GetWorkflow(), p.GetBaseVersion(), p.GetNewVersion())
 	case p.GetKind() == consensus.ProposalWorkflowChange:
@@ -329,6 +366,10 @@ func (s *proposalAPI) RollbackProposal(ctx context.Context, req *connect.Request
 	}
 	if p.Kind != consensus.ProposalWorkflowChange {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("proposal %s is an operation (%s), which cannot be rolled back: %s", p.ID, p.Action, p.Undo))
+	}
+	if p.Action == consensus.ActionCreateWorkflow {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("proposal %s created workflow %s/%s, which cannot be rolled back: %s",
+			p.ID, p.Namespace, p.Workflow, consensus.CreateWorkflowUndo))
 	}
 	cur, err := s.a.state.Workflow(p.Namespace, p.Workflow, "")
 	if err != nil {

@@ -411,10 +411,13 @@ func leaderService(path string) bool {
 }
 
 // slowCalls lists the calls a forward never cuts at the hold timeout:
-// their answer may take longer than it to begin.
+// their answer may take longer than it to begin. A drafted workflow waits
+// for several answers of a language model; the leader bounds it by
+// ai_timeout.
 var slowCalls = map[string]bool{
-	taskerv1connect.ClusterServiceSnapshotSaveProcedure:    true,
-	taskerv1connect.ClusterServiceSnapshotRestoreProcedure: true,
+	taskerv1connect.ClusterServiceSnapshotSaveProcedure:     true,
+	taskerv1connect.ClusterServiceSnapshotRestoreProcedure:  true,
+	taskerv1connect.InsightServiceGenerateWorkflowProcedure: true,
 }
 
 // reports are the app reports agents forward to the leader themselves.

@@ -129,6 +129,12 @@ func fuzzRequests(manifest, deadLetter string) map[string][]proto.Message {
 		"ListAttempts": {&taskerv1.ListAttemptsRequest{Namespace: "shop", Workflow: "order-fulfilment", Outcome: "failed", Limit: 10}},
 		"Analyze":      {&taskerv1.AnalyzeRequest{Namespace: "shop", Workflow: "order-fulfilment", Window: durationpb.New(time.Hour)}},
 		"Optimize":     {&taskerv1.OptimizeRequest{Namespace: "shop", Workflow: "order-fulfilment", Tasks: 5}},
+		// No model is configured: refused as a precondition, after the
+		// checks of the fields.
+		"GenerateWorkflow": {
+			&taskerv1.GenerateWorkflowRequest{Description: "validate each order, then charge the card", Namespace: "shop", Name: "drafted", DryRun: true},
+			&taskerv1.GenerateWorkflowRequest{Description: "charge the card", Name: "Not A Name"},
+		},
 		"ApplyWorkflow": {
 			&taskerv1.ApplyWorkflowRequest{Manifest: manifest},
 			&taskerv1.ApplyWorkflowRequest{Manifest: "name: tiny\nversion: 1.0.0\nsteps:\n- {name: a, capability: tiny.a}\n- {name: b, capability: tiny.b, depends_on: [a], input: {x: $.steps.a.result.x}}\n"},

@@ -43,11 +43,23 @@ const (
 // this package does not import: the state only needs their names.
 const ActionOptimizeDependencies = "optimize_dependencies"
 
+// ActionCreateWorkflow proposes the first version of a workflow that does
+// not exist yet (a drafted workflow, docs/ai.md): a workflow change with
+// no base version, which cannot be rolled back since there is nothing
+// before it.
+const ActionCreateWorkflow = "create_workflow"
+
+// ActionUpdateWorkflow proposes a new version of an existing workflow,
+// written whole (a drafted workflow whose name is taken).
+const ActionUpdateWorkflow = "update_workflow"
+
 // proposalActions maps each action to its kind.
 var proposalActions = map[string]string{
 	"change_timeout":           ProposalWorkflowChange,
 	"change_retry_policy":      ProposalWorkflowChange,
 	ActionOptimizeDependencies: ProposalWorkflowChange,
+	ActionCreateWorkflow:       ProposalWorkflowChange,
+	ActionUpdateWorkflow:       ProposalWorkflowChange,
 	"retry_step":               ProposalOperation,
 	"reroute":                  ProposalOperation,
 	"resolve_manually":         ProposalOperation,
@@ -261,11 +273,21 @@ func (s *State) checkWorkflowChange(p *Proposal) error {
 	if p.Manifest == "" {
 		return fmt.Errorf("%w: a workflow change carries the proposed manifest", ErrInvalid)
 	}
-	base, err := s.version(p.Namespace, p.Workflow, p.BaseVersion)
-	if err != nil {
-		return fmt.Errorf("base version: %w", err)
+	var base *versionRec
+	if p.Action == ActionCreateWorkflow {
+		if p.BaseVersion != "" {
+			return fmt.Errorf("%w: a create_workflow proposal has no base version (it names %s): propose a change to an existing workflow instead", ErrInvalid, p.BaseVersion)
+		}
+		if wf := s.workflows[wfKey{p.Namespace, p.Workflow}]; wf != nil && len(wf.versions) > 0 {
+			return fmt.Errorf("%w: workflow %s/%s exists: propose a new version of it, not create_workflow", ErrInvalid, p.Namespace, p.Workflow)
+		}
+	} else {
+		var err error
+		if base, err = s.version(p.Namespace, p.Workflow, p.BaseVersion); err != nil {
+			return fmt.Errorf("base version: %w", err)
+		}
+		p.BaseVersion = base.version
 	}
-	p.BaseVersion = base.version
 	plan, err := workflow.Load([]byte(p.Manifest), s.limits)
 	if err != nil {
 		return fmt.Errorf("%w: proposed manifest: %w", ErrInvalid, err)
@@ -278,6 +300,9 @@ func (s *State) checkWorkflowChange(p *Proposal) error {
 	}
 	if plan.Version != p.NewVersion {
 		return fmt.Errorf("%w: the proposed manifest has version %s, the proposal says %s", ErrInvalid, plan.Version, p.NewVersion)
+	}
+	if base == nil {
+		return nil
 	}
 	for _, v := range base.wf.versions {
 		if v.version == p.NewVersion {
@@ -315,6 +340,10 @@ func (s *State) checkOperation(p *Proposal) error {
 	return nil
 }
 
+// CreateWorkflowUndo is why an applied create_workflow cannot be rolled
+// back, and what to do instead.
+const CreateWorkflowUndo = "a first version has nothing to go back to: stop starting its tasks, or apply another version"
+
 // undoText says how to undo an applied proposal.
 func undoText(p *Proposal) string {
 	switch p.Action {
@@ -328,6 +357,8 @@ func undoText(p *Proposal) string {
 		return "a cancelled task cannot be resumed; start a new task with the same input"
 	case "escalate":
 		return "nothing to undo: escalating hands the matter to a person"
+	case ActionCreateWorkflow:
+		return CreateWorkflowUndo
 	}
 	return "re-activate version " + p.BaseVersion + " (roll the proposal back)"
 }

@@ -397,3 +397,52 @@ func TestProposalLimit(t *testing.T) {
 		t.Fatalf("filtered %+v", got)
 	}
 }
+
+// TestProposalCreateWorkflow: a create_workflow proposal carries the first
+// version of a workflow that does not exist; approving it puts the
+// workflow, atomically; it is refused for a workflow that exists or with a
+// base version, and says it cannot be rolled back.
+func TestProposalCreateWorkflow(t *testing.T) {
+	create := func(t *testing.T) *fsmv1.Proposal {
+		return &fsmv1.Proposal{Action: ActionCreateWorkflow, Namespace: "shop", Workflow: "order-fulfilment", Manifest: manifest(t), Source: "model", CreatedBy: "acc_w"}
+	}
+	for _, tt := range []struct {
+		name   string
+		exists bool
+		edit   func(p *fsmv1.Proposal)
+		err    string
+	}{
+		{"the workflow exists", true, func(*fsmv1.Proposal) {}, "workflow shop/order-fulfilment exists: propose a new version of it, not create_workflow"},
+		{"a base version", false, func(p *fsmv1.Proposal) { p.BaseVersion = "0.9.0" }, "has no base version (it names 0.9.0)"},
+		{"no manifest", false, func(p *fsmv1.Proposal) { p.Manifest = "" }, "carries the proposed manifest"},
+		{"another workflow's manifest", false, func(p *fsmv1.Proposal) { p.Workflow = "other" }, "is workflow shop/order-fulfilment, not shop/other"},
+		{"kind of an operation", false, func(p *fsmv1.Proposal) { p.Kind = ProposalOperation }, "does not match action create_workflow"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			if tt.exists {
+				h.ok(put(manifest(t)))
+			}
+			p := create(t)
+			tt.edit(p)
+			r := h.do(putProposal(p))
+			if r.Err == nil || !errors.Is(r.Err, ErrInvalid) || !strings.Contains(r.Err.Error(), tt.err) {
+				t.Fatalf("err %v, want ErrInvalid containing %q", r.Err, tt.err)
+			}
+			if n := len(h.fsm.State().Proposals(ProposalFilter{})); n != 0 {
+				t.Fatalf("%d proposals stored after a refusal", n)
+			}
+		})
+	}
+
+	h := newHarness(t)
+	r := h.ok(putProposal(create(t)))
+	p := h.proposal(r.ProposalID)
+	if p.Kind != ProposalWorkflowChange || p.BaseVersion != "" || p.NewVersion != "1.0.0" || p.Undo != CreateWorkflowUndo {
+		t.Fatalf("%+v", p)
+	}
+	h.ok(allOrNothing(decide(p.ID, ProposalApproved), put(manifest(t)), setActive("1.0.0"), mark(p.ID, ProposalApplied)))
+	if a := h.active(); a != "1.0.0" || h.proposal(p.ID).State != ProposalApplied {
+		t.Fatalf("active %s, proposal %s", a, h.proposal(p.ID).State)
+	}
+}

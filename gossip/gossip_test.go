@@ -107,7 +107,7 @@ func TestLargeCatalogReachesEveryNode(t *testing.T) {
 		return sameEverywhere(nodes, "shared.echo", []string{"agent-01", "agent-03"})
 	})
 	want := nodes[0].Registry().Providers("orders.cap007")
-	if len(want) != 1 || !reflect.DeepEqual(want[0], Provider{Agent: "agent-01", RPCAddr: "127.0.0.1:17001", Version: "1.0.0", MaxConcurrency: 4,
+	if len(want) != 1 || !reflect.DeepEqual(want[0], Provider{Agent: "agent-01", RPCAddr: "127.0.0.1:17001", Version: "1.0.0", Description: "capability 7", MaxConcurrency: 4,
 		InputSchema: want[0].InputSchema, OutputSchema: want[0].OutputSchema}) || len(want[0].InputSchema) == 0 {
 		t.Fatalf("Providers(orders.cap007) = %+v", want)
 	}

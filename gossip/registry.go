@@ -59,6 +59,8 @@ type Provider struct {
 	RPCAddr string
 	// Version is the capability's version on that agent.
 	Version string
+	// Description says what the capability does, as the agent's app put it.
+	Description string
 	// MaxConcurrency is the capability's declared concurrency limit on that
 	// agent; 0 means none declared.
 	MaxConcurrency int
@@ -275,7 +277,7 @@ func (r *Registry) rebuildLocked() {
 			}
 			idx[c.Name] = append(idx[c.Name], Provider{
 				Agent: rec.name, RPCAddr: rec.meta.rpcAddr,
-				Version: c.Version, MaxConcurrency: c.MaxConcurrency, System: rec.catalog.system,
+				Version: c.Version, Description: c.Description, MaxConcurrency: c.MaxConcurrency, System: rec.catalog.system,
 				InputSchema: c.InputSchema, OutputSchema: c.OutputSchema,
 			})
 		}

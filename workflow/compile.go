@@ -30,6 +30,14 @@ const SystemNameRule = "1-63 lowercase letters, digits, '-' or '_', starting wit
 // so that it can equal a step's owner.
 func ValidSystemName(name string) bool { return systemNameRE.MatchString(name) }
 
+// WorkflowNameRule says what a valid workflow or namespace name looks
+// like, for messages.
+const WorkflowNameRule = "1-63 lowercase letters, digits, '-', '_' or '.', starting with a letter"
+
+// ValidWorkflowName reports whether name is a valid workflow name or
+// namespace.
+func ValidWorkflowName(name string) bool { return workflowNameRE.MatchString(name) }
+
 // MaxRetryDelay bounds every wait before a retry: a manifest's backoff and
 // an app's retry_after. The scheduling state keeps a task's times as
 // offsets from one base, and a delay of weeks would drag the base, and

@@ -20,8 +20,9 @@ changes, which it never applies by itself: a person reviews each one
 (docs/insight.md), and approves, rejects or rolls it back with 'tasker ai
 proposals' (docs/proposals.md), unless a self-healing policy allows it. The
 analyzers are deterministic; a language model, when one is configured,
-only explains and ranks what they found.
-`, aiDiagnoseCommand(), aiAnalyzeCommand(), aiOptimizeCommand(), aiProposalsCommand(), aiHistoryCommand())
+explains and ranks what they found, and drafts workflows from a
+description ('tasker ai generate'), which are proposals too.
+`, aiDiagnoseCommand(), aiAnalyzeCommand(), aiOptimizeCommand(), aiGenerateCommand(), aiProposalsCommand(), aiHistoryCommand())
 }
 
 const aiOptimizeUsage = `
