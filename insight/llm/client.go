@@ -199,7 +199,7 @@ func (c *Client) complete(ctx context.Context, messages []Message, schema json.R
 		MaxTokens:   c.cfg.MaxTokens,
 		ResponseFormat: responseFormat{
 			Type:       "json_schema",
-			JSONSchema: jsonSchema{Name: schemaName, Schema: schema, Strict: true},
+			JSONSchema: jsonSchema{Name: schemaName, Schema: schema, Strict: strictable(schema)},
 		},
 	})
 	if err != nil {
@@ -389,4 +389,46 @@ func logger(l *slog.Logger) *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return l
+}
+
+// strictable reports whether a schema meets OpenAI's strict mode: every
+// object closed (additionalProperties false) with every property
+// required. Strict mode refuses any other schema outright, so an open one
+// (a generated manifest is an open object) is sent non-strict; the answer
+// is validated locally either way.
+func strictable(schema json.RawMessage) bool {
+	var doc any
+	if err := json.Unmarshal(schema, &doc); err != nil {
+		return false
+	}
+	var walk func(v any) bool
+	walk = func(v any) bool {
+		switch x := v.(type) {
+		case map[string]any:
+			if props, ok := x["properties"].(map[string]any); ok {
+				if x["additionalProperties"] != false {
+					return false
+				}
+				req, _ := x["required"].([]any)
+				if len(req) != len(props) {
+					return false
+				}
+			} else if t, _ := x["type"].(string); t == "object" {
+				return false // an object with no declared properties is open
+			}
+			for _, e := range x {
+				if !walk(e) {
+					return false
+				}
+			}
+		case []any:
+			for _, e := range x {
+				if !walk(e) {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	return walk(doc)
 }
