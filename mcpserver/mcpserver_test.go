@@ -254,7 +254,7 @@ func TestTools(t *testing.T) {
 		{"get_task", map[string]any{"id": failed}, false, []string{failed, "is error", "step charge failed: card_declined"}},
 		{"get_task", map[string]any{"id": "tsk_nope"}, true, []string{"get_task: ", "not found"}},
 		{"get_task", map[string]any{"id": ""}, true, []string{"id is required"}},
-		{"list_tasks", map[string]any{"namespace": "t", "state": "error"}, false, []string{"2 tasks"}},
+		{"list_tasks", map[string]any{"namespace": "t", "state": "error"}, false, []string{"2 tasks: 2 error"}},
 		{"list_tasks", map[string]any{"state": "broken"}, true, []string{"state: \"broken\" is not a task state"}},
 		{"list_failures", nil, false, []string{"2 failed tasks", failed + " t/pay step charge: card_declined"}},
 		{"list_failures", map[string]any{"limit": -1}, true, []string{"limit: -1 is out of range"}},

@@ -1,6 +1,7 @@
 package mcpserver
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,7 +42,7 @@ func New(c Clients, opts Options) (*mcp.Server, error) {
 	if !c.authed {
 		return nil, errors.New("mcpserver: the clients were not built with NewClients, which sends each call's token; build them with it")
 	}
-	s := mcp.NewServer(&mcp.Implementation{Name: "tasker", Title: "Tasker", Version: cmpOr(opts.Version, "dev")}, &mcp.ServerOptions{
+	s := mcp.NewServer(&mcp.Implementation{Name: "tasker", Title: "Tasker", Version: cmp.Or(opts.Version, "dev")}, &mcp.ServerOptions{
 		Instructions: instructions,
 		Logger:       opts.Logger,
 		// No logging capability: the server logs nothing to clients.
@@ -52,13 +53,6 @@ func New(c Clients, opts Options) (*mcp.Server, error) {
 	addResources(s, h)
 	addPrompts(s)
 	return s, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // handlers are the tools', resources' and prompts' handlers.

@@ -1,8 +1,11 @@
 package mcpserver
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -43,9 +46,9 @@ func add[In any](s *mcp.Server, t *mcp.Tool, output string, h handler[In]) {
 	})
 }
 
-// toolNames lists every tool, the read-only ones first; tests and docs
-// hold to it.
-func toolNames(readOnlyOnly bool) []string {
+// ToolNames lists the tools a server offers, the read-only ones first:
+// with readOnly, only those that change nothing.
+func ToolNames(readOnlyOnly bool) []string {
 	read := []string{"list_workflows", "get_workflow", "get_task", "list_tasks", "list_failures", "list_dead_letters",
 		"list_members", "list_capabilities", "analyze_workflow_performance", "diagnose_workflow_failure",
 		"optimize_workflow_dependencies", "list_proposals", "get_proposal"}
@@ -55,10 +58,6 @@ func toolNames(readOnlyOnly bool) []string {
 	return append(read, "start_task", "retry_step", "resolve_step", "create_workflow_from_description",
 		"approve_proposal", "reject_proposal", "rollback_proposal")
 }
-
-// ToolNames lists the tools a server offers: with readOnly, only those
-// that change nothing.
-func ToolNames(readOnly bool) []string { return toolNames(readOnly) }
 
 type listWorkflowsIn struct {
 	Namespace string `json:"namespace,omitempty" jsonschema:"only workflows in this namespace; every namespace when empty"`
@@ -285,7 +284,11 @@ func addTools(s *mcp.Server, h *handlers, readOnlyOnly bool) {
 			for _, t := range resp.Msg.GetTasks() {
 				counts[stateName(t.GetState(), "TASK_STATE_")]++
 			}
-			return result(fmt.Sprintf("%d tasks %v", len(resp.Msg.GetTasks()), counts), resp.Msg)
+			var parts []string
+			for _, st := range slices.Sorted(maps.Keys(counts)) {
+				parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
+			}
+			return result(fmt.Sprintf("%d tasks: %s", len(resp.Msg.GetTasks()), strings.Join(parts, ", ")), resp.Msg)
 		})
 	mcp.AddTool(s, &mcp.Tool{Name: "list_failures", Title: "List failed tasks", Annotations: readOnly(),
 		Description: "Lists the tasks that ended in error, newest first, each with the step that failed and its error: where to start an investigation (then diagnose_workflow_failure)."},
@@ -343,7 +346,7 @@ func addTools(s *mcp.Server, h *handlers, readOnlyOnly bool) {
 			if in.Namespace == "" || in.Workflow == "" {
 				return nil, nil, required("namespace and workflow", "name the workflow, such as namespace shop and workflow order-fulfilment")
 			}
-			w, err := parseWindow("window", cmpOr(in.Window, "7d"))
+			w, err := parseWindow("window", cmp.Or(in.Window, "7d"))
 			if err != nil {
 				return nil, nil, err
 			}
@@ -361,7 +364,7 @@ func addTools(s *mcp.Server, h *handlers, readOnlyOnly bool) {
 			if in.TaskID == "" {
 				return nil, nil, required("task_id", "pass the failed task's id (list_failures lists them)")
 			}
-			w, err := parseWindow("window", cmpOr(in.Window, "24h"))
+			w, err := parseWindow("window", cmp.Or(in.Window, "24h"))
 			if err != nil {
 				return nil, nil, err
 			}
