@@ -202,6 +202,12 @@ type Config struct {
 	// remediations the leader may apply without a person's approval. None:
 	// every proposal waits for approval.
 	HealingFile string `yaml:"healing_file"`
+	// MCP serves the Model Context Protocol at /mcp on the local API port
+	// (mcpserver), for AI assistants; on by default. Where the local API
+	// is not on loopback it is served only with ACLs on.
+	MCP bool `yaml:"mcp"`
+	// MCPReadOnly offers only the MCP tools that change nothing.
+	MCPReadOnly bool `yaml:"mcp_read_only"`
 	// Dev runs a whole one-server cluster on loopback with a temporary
 	// data dir and fast Raft timeouts: for development only.
 	Dev bool `yaml:"-"`
@@ -238,6 +244,7 @@ func Defaults() Config {
 		HistoryMaxRecords:     consensus.DefaultHistoryMaxRecords,
 		HistoryMaxAge:         consensus.DefaultHistoryMaxAge,
 		ACLTokenTTL:           30 * time.Second,
+		MCP:                   true,
 		Limits:                defaultLimits(),
 	}
 }
@@ -336,6 +343,8 @@ func settings() []setting {
 		str("ai-api-key-env", "environment variable holding the model's API key (the key is never in a config file)", func(c *Config) *string { return &c.AIAPIKeyEnv }),
 		duration("ai-timeout", "how long one answer of the model may take, such as 60s", func(c *Config) *time.Duration { return &c.AITimeout }),
 		str("healing", "self-healing policy file (YAML): which remediations the leader applies without approval (servers; docs/insight.md)", func(c *Config) *string { return &c.HealingFile }),
+		boolean("mcp", "serve the Model Context Protocol for AI assistants at /mcp on the local API port (docs/cli.md, tasker mcp); off with -mcp=false", func(c *Config) *bool { return &c.MCP }),
+		boolean("mcp-read-only", "offer only the MCP tools that change nothing", func(c *Config) *bool { return &c.MCPReadOnly }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),
 		str("log-level", "debug, info, warn or error", func(c *Config) *string { return &c.LogLevel }),
 		str("log-format", "text or json", func(c *Config) *string { return &c.LogFormat }),
@@ -535,6 +544,9 @@ func (c *Config) Validate() error {
 		} else if _, err := loadHealing(c.HealingFile); err != nil {
 			bad("healing", "%v", err)
 		}
+	}
+	if c.MCPReadOnly && !c.MCP {
+		bad("mcp-read-only", "does nothing with -mcp=false: drop it, or turn -mcp back on")
 	}
 	if ip := net.ParseIP(c.ClientAddr); ip == nil {
 		bad("client", "%q is not an IP address", c.ClientAddr)

@@ -43,6 +43,9 @@ func (a *Agent) server() *http.Server {
 	path, h = taskerv1connect.NewProposalServiceHandler(&proposalAPI{a}, opts...)
 	mux.Handle(path, a.route(h))
 	names := []string{taskerv1connect.WorkflowServiceName, taskerv1connect.WorkerServiceName, taskerv1connect.ClusterServiceName, taskerv1connect.AclServiceName, taskerv1connect.ProposalServiceName, taskerv1connect.InsightServiceName}
+	if a.cfg.MCP {
+		mux.Handle(mcpPath, a.mcpHandler())
+	}
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

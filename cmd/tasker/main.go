@@ -63,6 +63,7 @@ func commands() []command {
 		leaveCommand(),
 		healthCommand(),
 		aiCommand(),
+		mcpCommand(),
 		forceLeaveCommand(),
 		keygenCommand(),
 		keyringCommand(),
