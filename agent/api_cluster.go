@@ -63,7 +63,8 @@ func (c *clusterAPI) Capabilities(context.Context, *connect.Request[taskerv1.Cap
 		for _, p := range cat[n] {
 			cp.Providers = append(cp.Providers, &taskerv1.CapabilityProvider{
 				Agent: p.Agent, RpcAddress: p.RPCAddr, Version: p.Version, MaxConcurrency: int32(p.MaxConcurrency),
-				SchemaDigest: schemaDigest(p.InputSchema, p.OutputSchema),
+				SchemaDigest: schemaDigest(p.InputSchema, p.OutputSchema), Description: p.Description,
+				InputSchemaJson: string(p.InputSchema), OutputSchemaJson: string(p.OutputSchema),
 			})
 		}
 		out.Capabilities = append(out.Capabilities, cp)

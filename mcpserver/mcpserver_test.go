@@ -322,10 +322,11 @@ func TestTools(t *testing.T) {
 			t.Errorf("%s: no summary", c.name)
 		}
 	}
-	// GenerateWorkflow is unimplemented on this branch's agent: its error
-	// passes through.
-	if text, _, isErr := call(t, cs, "create_workflow_from_description", map[string]any{"description": "charge, then ship"}); isErr && !strings.Contains(text, "create_workflow_from_description: ") {
-		t.Errorf("create_workflow_from_description: %q", text)
+	// This agent has no language model: the refusal reaches the assistant
+	// as a tool error that says what to configure.
+	text, _, isErr = call(t, cs, "create_workflow_from_description", map[string]any{"description": "charge, then ship"})
+	if !isErr || !strings.Contains(text, "create_workflow_from_description: ") || !strings.Contains(text, "no language model is configured") {
+		t.Errorf("create_workflow_from_description without a model: error %v, %q; want a tool error saying no model is configured", isErr, text)
 	}
 }
 

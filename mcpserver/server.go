@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tasker-run/tasker/internal/window"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
 
@@ -149,19 +149,11 @@ func required(field, fix string) error {
 	return fmt.Errorf("%s is required: %s", field, fix)
 }
 
-// parseWindow reads a look-back window as `tasker ai` does: days ("7d")
-// or a Go duration ("36h").
+// parseWindow reads a look-back window as `tasker ai` does.
 func parseWindow(field, s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n <= 0 || n > 3650 {
-			return 0, fmt.Errorf("%s: %q is not a window: use days (7d, 1 to 3650) or a duration (36h, 90m)", field, s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s: %q is not a window: use days (7d) or a positive duration (36h, 90m)", field, s)
+	d, err := window.Parse(s)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", field, err)
 	}
 	return d, nil
 }

@@ -328,7 +328,7 @@ func addTools(s *mcp.Server, h *handlers, readOnlyOnly bool) {
 			return result(fmt.Sprintf("%d members, %d alive", len(resp.Msg.GetMembers()), alive), resp.Msg)
 		})
 	add(s, &mcp.Tool{Name: "list_capabilities", Title: "List capabilities", Annotations: readOnly(),
-		Description: "Lists the capabilities services offer (what a workflow step can call), and for each the agents offering it with their version, concurrency and a digest of their input and output schemas (equal digests: identical contracts)."},
+		Description: "Lists the capabilities services offer (what a workflow step can call), and for each the agents offering it with their version, concurrency, description, and the JSON Schemas of its input and output (with a digest of them: equal digests, identical contracts)."},
 		"tasker.v1.CapabilitiesResponse", func(ctx context.Context, _ noIn) (*mcp.CallToolResult, any, error) {
 			resp, err := c.Cluster.Capabilities(ctx, connect.NewRequest(&taskerv1.CapabilitiesRequest{}))
 			if err != nil {

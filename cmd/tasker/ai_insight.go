@@ -12,25 +12,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/tasker-run/tasker/internal/window"
 	taskerv1 "github.com/tasker-run/tasker/proto/tasker/v1"
 )
-
-// parseWindow reads a look-back window: a Go duration ("36h", "90m") or a
-// number of days ("7d"), which Go durations lack and operators think in.
-func parseWindow(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.Atoi(days)
-		if err != nil || n <= 0 || n > 3650 {
-			return 0, fmt.Errorf("%q is not a window: use days (7d, 1 to 3650) or a duration (36h, 90m)", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%q is not a window: use days (7d) or a positive duration (36h, 90m)", s)
-	}
-	return d, nil
-}
 
 const aiDiagnoseUsage = `
 Usage: tasker ai diagnose TASK_ID [-window D] [-explain] [-addr URL] [-o table|json]
@@ -63,7 +47,7 @@ func runAIDiagnose(args []string, stdout, stderr io.Writer) int {
 	c := aiDiagnoseCommand()
 	fs := flags(c, stderr)
 	api := addAPIFlags(fs)
-	window := fs.String("window", "24h", "look for similar failures this far back (`D`: 36h, 7d)")
+	win := fs.String("window", "24h", "look for similar failures this far back (`D`: 36h, 7d)")
 	explain := fs.Bool("explain", false, "ask the configured language model to explain and rank")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
@@ -72,7 +56,7 @@ func runAIDiagnose(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 1 {
 		return usageError(stderr, c, "want one task ID, got %d", len(pos))
 	}
-	w, err := parseWindow(*window)
+	w, err := window.Parse(*win)
 	if err != nil {
 		return usageError(stderr, c, "-window: %v", err)
 	}
@@ -183,7 +167,7 @@ func runAIAnalyze(args []string, stdout, stderr io.Writer) int {
 	api := addReadFlags(fs)
 	namespace := fs.String("namespace", "", "the workflow's namespace `N`; \"default\" when empty")
 	version := fs.String("version", "", "only version `V`; every version when empty")
-	window := fs.String("window", "7d", "how far back (`D`: 7d, 36h)")
+	win := fs.String("window", "7d", "how far back (`D`: 7d, 36h)")
 	pos, code, ok := parse(c, fs, args, stdout, stderr)
 	if !ok {
 		return code
@@ -191,7 +175,7 @@ func runAIAnalyze(args []string, stdout, stderr io.Writer) int {
 	if len(pos) != 1 {
 		return usageError(stderr, c, "want one workflow name, got %d", len(pos))
 	}
-	w, err := parseWindow(*window)
+	w, err := window.Parse(*win)
 	if err != nil {
 		return usageError(stderr, c, "-window: %v", err)
 	}
@@ -318,7 +302,7 @@ func runAIHistory(args []string, stdout, stderr io.Writer) int {
 		req.Namespace, req.Workflow = ns, name
 	}
 	if *since != "" {
-		d, err := parseWindow(*since)
+		d, err := window.Parse(*since)
 		if err != nil {
 			return usageError(stderr, c, "-since: %v", err)
 		}

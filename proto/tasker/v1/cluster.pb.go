@@ -994,9 +994,15 @@ type CapabilityProvider struct {
 	MaxConcurrency int32                  `protobuf:"varint,4,opt,name=max_concurrency,json=maxConcurrency,proto3" json:"max_concurrency,omitempty"`
 	// A short digest of the advertised input and output schemas: equal
 	// digests mean identical contracts.
-	SchemaDigest  string `protobuf:"bytes,5,opt,name=schema_digest,json=schemaDigest,proto3" json:"schema_digest,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SchemaDigest string `protobuf:"bytes,5,opt,name=schema_digest,json=schemaDigest,proto3" json:"schema_digest,omitempty"`
+	// What the capability does, as the agent's app described it.
+	Description string `protobuf:"bytes,6,opt,name=description,proto3" json:"description,omitempty"`
+	// The JSON Schemas the app advertises for the capability's input and
+	// output; empty when it advertises none.
+	InputSchemaJson  string `protobuf:"bytes,7,opt,name=input_schema_json,json=inputSchemaJson,proto3" json:"input_schema_json,omitempty"`
+	OutputSchemaJson string `protobuf:"bytes,8,opt,name=output_schema_json,json=outputSchemaJson,proto3" json:"output_schema_json,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CapabilityProvider) Reset() {
@@ -1060,6 +1066,27 @@ func (x *CapabilityProvider) GetMaxConcurrency() int32 {
 func (x *CapabilityProvider) GetSchemaDigest() string {
 	if x != nil {
 		return x.SchemaDigest
+	}
+	return ""
+}
+
+func (x *CapabilityProvider) GetDescription() string {
+	if x != nil {
+		return x.Description
+	}
+	return ""
+}
+
+func (x *CapabilityProvider) GetInputSchemaJson() string {
+	if x != nil {
+		return x.InputSchemaJson
+	}
+	return ""
+}
+
+func (x *CapabilityProvider) GetOutputSchemaJson() string {
+	if x != nil {
+		return x.OutputSchemaJson
 	}
 	return ""
 }
@@ -1660,14 +1687,17 @@ const file_tasker_v1_cluster_proto_rawDesc = "" +
 	"\x13CapabilitiesRequest\"f\n" +
 	"\x13CapabilityProviders\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
-	"\tproviders\x18\x02 \x03(\v2\x1d.tasker.v1.CapabilityProviderR\tproviders\"\xb3\x01\n" +
+	"\tproviders\x18\x02 \x03(\v2\x1d.tasker.v1.CapabilityProviderR\tproviders\"\xaf\x02\n" +
 	"\x12CapabilityProvider\x12\x14\n" +
 	"\x05agent\x18\x01 \x01(\tR\x05agent\x12\x1f\n" +
 	"\vrpc_address\x18\x02 \x01(\tR\n" +
 	"rpcAddress\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12'\n" +
 	"\x0fmax_concurrency\x18\x04 \x01(\x05R\x0emaxConcurrency\x12#\n" +
-	"\rschema_digest\x18\x05 \x01(\tR\fschemaDigest\"Z\n" +
+	"\rschema_digest\x18\x05 \x01(\tR\fschemaDigest\x12 \n" +
+	"\vdescription\x18\x06 \x01(\tR\vdescription\x12*\n" +
+	"\x11input_schema_json\x18\a \x01(\tR\x0finputSchemaJson\x12,\n" +
+	"\x12output_schema_json\x18\b \x01(\tR\x10outputSchemaJson\"Z\n" +
 	"\x14CapabilitiesResponse\x12B\n" +
 	"\fcapabilities\x18\x01 \x03(\v2\x1e.tasker.v1.CapabilityProvidersR\fcapabilities\"\x11\n" +
 	"\x0fBreakersRequest\"\xca\x02\n" +
