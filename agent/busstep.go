@@ -71,7 +71,7 @@ const (
 )
 
 // errBusReplyNotLeader leaves a reply unacknowledged on a server that
-// stopped leading, so the bus delivers it again, to the next leader.
+// stopped leading and cannot judge it, so the bus delivers it again.
 var errBusReplyNotLeader = errors.New("not the leader: reply left for the next one")
 
 // busSteps is the leader's state for bus steps.
@@ -343,16 +343,27 @@ func (a *Agent) handleBusReply(ctx context.Context, m bus.Message) error {
 		a.log.Warn("malformed bus step reply dropped", "message_id", m.ID, "subject", m.Subject, "reason", err)
 		return nil
 	}
-	if !a.isLeader() {
-		return errBusReplyNotLeader
-	}
+	// A server that just stopped leading may still be handed replies (its
+	// subscription ends a moment after its term). It forwards them to the
+	// leader, as it forwards app reports (complete and fail do), rather
+	// than leave them pending on its consumer, where another could claim
+	// them only after the bus's claim timeout (30 s on Redis). What only
+	// the leader can judge, it leaves for the leader: a follower's state
+	// may lag, so it drops nothing.
+	leader := a.isLeader()
 	lctx := a.taskLog(ctx, k.task)
 	plan, err := a.state.PlanOf(k.task)
 	if err != nil {
+		if !leader {
+			return errBusReplyNotLeader
+		}
 		a.log.InfoContext(lctx, "bus step reply dropped", "task_id", k.task, "step", k.step, "attempt", k.attempt, "err", err)
 		return nil
 	}
 	if i, ok := plan.StepIndex(k.step); !ok || !plan.Steps[i].IsBus() {
+		if !leader {
+			return errBusReplyNotLeader
+		}
 		a.log.WarnContext(lctx, "bus step reply dropped: not a transport: bus step", "task_id", k.task, "step", k.step, "attempt", k.attempt)
 		return nil
 	}
