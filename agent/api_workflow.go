@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -31,7 +32,7 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	// FSM validates again, identically, on every server.
 	plan, err := workflow.Load([]byte(m), fsmLimits())
 	if err != nil {
-		return nil, toConnect(err)
+		return validateOnly(req.Msg, nil, err)
 	}
 	if err := w.a.checkWorkflow(plan); err != nil {
 		return nil, err
@@ -39,8 +40,8 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	// Against the capabilities the cluster offers now: a step no agent
 	// can serve as advertised is refused before anything is stored.
 	warnings, err := w.a.checkCapabilities(plan)
-	if err != nil {
-		return nil, toConnect(err)
+	if err != nil || req.Msg.GetValidateOnly() {
+		return validateOnly(req.Msg, warnings, err)
 	}
 	res, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
 	if err != nil {
@@ -55,6 +56,29 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 		w.a.log.Warn("workflow applied with a warning", "namespace", v.Namespace, "workflow", v.Name, "version", v.Version, "warning", warning)
 	}
 	return connect.NewResponse(&taskerv1.ApplyWorkflowResponse{Workflow: pbWorkflow(v, true), Created: res.Created, Warnings: warnings}), nil
+}
+
+// validateOnly answers an apply that stops before the store: a dry run
+// gets the manifest's problems as data, since an editor checking as one
+// types wants them on every keystroke and an error is the exceptional
+// path; a real apply keeps the InvalidArgument error with its
+// ValidationFailure detail. Errors that are not about the manifest (a
+// limit, an internal fault) stay errors either way.
+func validateOnly(req *taskerv1.ApplyWorkflowRequest, warnings []string, err error) (*connect.Response[taskerv1.ApplyWorkflowResponse], error) {
+	var ve *workflow.ValidationError
+	switch {
+	case !req.GetValidateOnly():
+		return nil, toConnect(err)
+	case err == nil:
+		return connect.NewResponse(&taskerv1.ApplyWorkflowResponse{Warnings: warnings}), nil
+	case errors.As(err, &ve):
+		out := &taskerv1.ApplyWorkflowResponse{Warnings: warnings}
+		for _, p := range ve.Problems {
+			out.Problems = append(out.Problems, &taskerv1.Problem{Path: p.Path, Line: int32(p.Line), Message: p.Message})
+		}
+		return connect.NewResponse(out), nil
+	}
+	return nil, toConnect(err)
 }
 
 func (w *workflowAPI) GetWorkflow(_ context.Context, req *connect.Request[taskerv1.GetWorkflowRequest]) (*connect.Response[taskerv1.GetWorkflowResponse], error) {

@@ -230,7 +230,12 @@ func (DeadLetterStatus) EnumDescriptor() ([]byte, []int) {
 type ApplyWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The manifest, YAML or JSON, as written.
-	Manifest      string `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	Manifest string `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// Validate the manifest exactly as an apply would (the rules, the
+	// limits, the capabilities the cluster offers now) and store nothing: a
+	// dry run for editors that check as one types. The problems come back in
+	// the response, not as an InvalidArgument error.
+	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -272,6 +277,13 @@ func (x *ApplyWorkflowRequest) GetManifest() string {
 	return ""
 }
 
+func (x *ApplyWorkflowRequest) GetValidateOnly() bool {
+	if x != nil {
+		return x.ValidateOnly
+	}
+	return false
+}
+
 // ApplyWorkflowResponse describes the stored version.
 type ApplyWorkflowResponse struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -281,7 +293,10 @@ type ApplyWorkflowResponse struct {
 	// What the apply found worth knowing but did not refuse, one line each:
 	// for example a step whose capability no agent offers yet (its tasks
 	// wait until one does).
-	Warnings      []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,3,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// With validate_only, every problem found (empty when the manifest would
+	// be accepted); workflow is then unset and created false.
+	Problems      []*Problem `protobuf:"bytes,4,rep,name=problems,proto3" json:"problems,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -333,6 +348,13 @@ func (x *ApplyWorkflowResponse) GetCreated() bool {
 func (x *ApplyWorkflowResponse) GetWarnings() []string {
 	if x != nil {
 		return x.Warnings
+	}
+	return nil
+}
+
+func (x *ApplyWorkflowResponse) GetProblems() []*Problem {
+	if x != nil {
+		return x.Problems
 	}
 	return nil
 }
@@ -3099,13 +3121,15 @@ var File_tasker_v1_workflow_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_workflow_proto_rawDesc = "" +
 	"\n" +
-	"\x18tasker/v1/workflow.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"2\n" +
+	"\x18tasker/v1/workflow.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n" +
 	"\x14ApplyWorkflowRequest\x12\x1a\n" +
-	"\bmanifest\x18\x01 \x01(\tR\bmanifest\"~\n" +
+	"\bmanifest\x18\x01 \x01(\tR\bmanifest\x12#\n" +
+	"\rvalidate_only\x18\x02 \x01(\bR\fvalidateOnly\"\xae\x01\n" +
 	"\x15ApplyWorkflowResponse\x12/\n" +
 	"\bworkflow\x18\x01 \x01(\v2\x13.tasker.v1.WorkflowR\bworkflow\x12\x18\n" +
 	"\acreated\x18\x02 \x01(\bR\acreated\x12\x1a\n" +
-	"\bwarnings\x18\x03 \x03(\tR\bwarnings\"C\n" +
+	"\bwarnings\x18\x03 \x03(\tR\bwarnings\x12.\n" +
+	"\bproblems\x18\x04 \x03(\v2\x12.tasker.v1.ProblemR\bproblems\"C\n" +
 	"\x11ValidationFailure\x12.\n" +
 	"\bproblems\x18\x01 \x03(\v2\x12.tasker.v1.ProblemR\bproblems\"K\n" +
 	"\aProblem\x12\x12\n" +
@@ -3430,80 +3454,81 @@ var file_tasker_v1_workflow_proto_goTypes = []any{
 }
 var file_tasker_v1_workflow_proto_depIdxs = []int32{
 	9,  // 0: tasker.v1.ApplyWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
-	6,  // 1: tasker.v1.ValidationFailure.problems:type_name -> tasker.v1.Problem
-	8,  // 2: tasker.v1.ContractFailure.violations:type_name -> tasker.v1.Violation
-	43, // 3: tasker.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
-	10, // 4: tasker.v1.Workflow.steps:type_name -> tasker.v1.WorkflowStep
-	44, // 5: tasker.v1.WorkflowStep.timeout:type_name -> google.protobuf.Duration
-	9,  // 6: tasker.v1.GetWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
-	9,  // 7: tasker.v1.ListWorkflowsResponse.workflows:type_name -> tasker.v1.Workflow
-	17, // 8: tasker.v1.StartTaskResponse.task:type_name -> tasker.v1.Task
-	0,  // 9: tasker.v1.Task.state:type_name -> tasker.v1.TaskState
-	43, // 10: tasker.v1.Task.created_at:type_name -> google.protobuf.Timestamp
-	43, // 11: tasker.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
-	18, // 12: tasker.v1.Task.steps:type_name -> tasker.v1.Step
-	1,  // 13: tasker.v1.Step.state:type_name -> tasker.v1.StepState
-	43, // 14: tasker.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
-	43, // 15: tasker.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
-	43, // 16: tasker.v1.Step.started_at:type_name -> google.protobuf.Timestamp
-	43, // 17: tasker.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
-	43, // 18: tasker.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
-	19, // 19: tasker.v1.Step.last_error:type_name -> tasker.v1.StepError
-	43, // 20: tasker.v1.StepError.at:type_name -> google.protobuf.Timestamp
-	17, // 21: tasker.v1.GetTaskResponse.task:type_name -> tasker.v1.Task
-	0,  // 22: tasker.v1.ListTasksRequest.state:type_name -> tasker.v1.TaskState
-	17, // 23: tasker.v1.ListTasksResponse.tasks:type_name -> tasker.v1.Task
-	17, // 24: tasker.v1.CancelTaskResponse.task:type_name -> tasker.v1.Task
-	17, // 25: tasker.v1.RetryStepResponse.task:type_name -> tasker.v1.Task
-	17, // 26: tasker.v1.ResolveStepResponse.task:type_name -> tasker.v1.Task
-	32, // 27: tasker.v1.WatchTaskResponse.event:type_name -> tasker.v1.TaskEvent
-	17, // 28: tasker.v1.WatchTaskResponse.task:type_name -> tasker.v1.Task
-	43, // 29: tasker.v1.TaskEvent.at:type_name -> google.protobuf.Timestamp
-	35, // 30: tasker.v1.WatchEventsResponse.event:type_name -> tasker.v1.ClusterEvent
-	43, // 31: tasker.v1.ClusterEvent.time:type_name -> google.protobuf.Timestamp
-	43, // 32: tasker.v1.DeadLetter.at:type_name -> google.protobuf.Timestamp
-	2,  // 33: tasker.v1.DeadLetter.status:type_name -> tasker.v1.DeadLetterStatus
-	43, // 34: tasker.v1.DeadLetter.closed_at:type_name -> google.protobuf.Timestamp
-	0,  // 35: tasker.v1.DeadLetter.task_state:type_name -> tasker.v1.TaskState
-	1,  // 36: tasker.v1.DeadLetter.step_state:type_name -> tasker.v1.StepState
-	2,  // 37: tasker.v1.ListDeadLettersRequest.status:type_name -> tasker.v1.DeadLetterStatus
-	36, // 38: tasker.v1.ListDeadLettersResponse.dead_letters:type_name -> tasker.v1.DeadLetter
-	36, // 39: tasker.v1.GetDeadLetterResponse.dead_letter:type_name -> tasker.v1.DeadLetter
-	36, // 40: tasker.v1.ReplayDeadLetterResponse.dead_letter:type_name -> tasker.v1.DeadLetter
-	17, // 41: tasker.v1.ReplayDeadLetterResponse.task:type_name -> tasker.v1.Task
-	3,  // 42: tasker.v1.WorkflowService.ApplyWorkflow:input_type -> tasker.v1.ApplyWorkflowRequest
-	11, // 43: tasker.v1.WorkflowService.GetWorkflow:input_type -> tasker.v1.GetWorkflowRequest
-	13, // 44: tasker.v1.WorkflowService.ListWorkflows:input_type -> tasker.v1.ListWorkflowsRequest
-	15, // 45: tasker.v1.WorkflowService.StartTask:input_type -> tasker.v1.StartTaskRequest
-	20, // 46: tasker.v1.WorkflowService.GetTask:input_type -> tasker.v1.GetTaskRequest
-	22, // 47: tasker.v1.WorkflowService.ListTasks:input_type -> tasker.v1.ListTasksRequest
-	24, // 48: tasker.v1.WorkflowService.CancelTask:input_type -> tasker.v1.CancelTaskRequest
-	26, // 49: tasker.v1.WorkflowService.RetryStep:input_type -> tasker.v1.RetryStepRequest
-	28, // 50: tasker.v1.WorkflowService.ResolveStep:input_type -> tasker.v1.ResolveStepRequest
-	30, // 51: tasker.v1.WorkflowService.WatchTask:input_type -> tasker.v1.WatchTaskRequest
-	33, // 52: tasker.v1.WorkflowService.WatchEvents:input_type -> tasker.v1.WatchEventsRequest
-	37, // 53: tasker.v1.WorkflowService.ListDeadLetters:input_type -> tasker.v1.ListDeadLettersRequest
-	39, // 54: tasker.v1.WorkflowService.GetDeadLetter:input_type -> tasker.v1.GetDeadLetterRequest
-	41, // 55: tasker.v1.WorkflowService.ReplayDeadLetter:input_type -> tasker.v1.ReplayDeadLetterRequest
-	4,  // 56: tasker.v1.WorkflowService.ApplyWorkflow:output_type -> tasker.v1.ApplyWorkflowResponse
-	12, // 57: tasker.v1.WorkflowService.GetWorkflow:output_type -> tasker.v1.GetWorkflowResponse
-	14, // 58: tasker.v1.WorkflowService.ListWorkflows:output_type -> tasker.v1.ListWorkflowsResponse
-	16, // 59: tasker.v1.WorkflowService.StartTask:output_type -> tasker.v1.StartTaskResponse
-	21, // 60: tasker.v1.WorkflowService.GetTask:output_type -> tasker.v1.GetTaskResponse
-	23, // 61: tasker.v1.WorkflowService.ListTasks:output_type -> tasker.v1.ListTasksResponse
-	25, // 62: tasker.v1.WorkflowService.CancelTask:output_type -> tasker.v1.CancelTaskResponse
-	27, // 63: tasker.v1.WorkflowService.RetryStep:output_type -> tasker.v1.RetryStepResponse
-	29, // 64: tasker.v1.WorkflowService.ResolveStep:output_type -> tasker.v1.ResolveStepResponse
-	31, // 65: tasker.v1.WorkflowService.WatchTask:output_type -> tasker.v1.WatchTaskResponse
-	34, // 66: tasker.v1.WorkflowService.WatchEvents:output_type -> tasker.v1.WatchEventsResponse
-	38, // 67: tasker.v1.WorkflowService.ListDeadLetters:output_type -> tasker.v1.ListDeadLettersResponse
-	40, // 68: tasker.v1.WorkflowService.GetDeadLetter:output_type -> tasker.v1.GetDeadLetterResponse
-	42, // 69: tasker.v1.WorkflowService.ReplayDeadLetter:output_type -> tasker.v1.ReplayDeadLetterResponse
-	56, // [56:70] is the sub-list for method output_type
-	42, // [42:56] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	6,  // 1: tasker.v1.ApplyWorkflowResponse.problems:type_name -> tasker.v1.Problem
+	6,  // 2: tasker.v1.ValidationFailure.problems:type_name -> tasker.v1.Problem
+	8,  // 3: tasker.v1.ContractFailure.violations:type_name -> tasker.v1.Violation
+	43, // 4: tasker.v1.Workflow.created_at:type_name -> google.protobuf.Timestamp
+	10, // 5: tasker.v1.Workflow.steps:type_name -> tasker.v1.WorkflowStep
+	44, // 6: tasker.v1.WorkflowStep.timeout:type_name -> google.protobuf.Duration
+	9,  // 7: tasker.v1.GetWorkflowResponse.workflow:type_name -> tasker.v1.Workflow
+	9,  // 8: tasker.v1.ListWorkflowsResponse.workflows:type_name -> tasker.v1.Workflow
+	17, // 9: tasker.v1.StartTaskResponse.task:type_name -> tasker.v1.Task
+	0,  // 10: tasker.v1.Task.state:type_name -> tasker.v1.TaskState
+	43, // 11: tasker.v1.Task.created_at:type_name -> google.protobuf.Timestamp
+	43, // 12: tasker.v1.Task.ended_at:type_name -> google.protobuf.Timestamp
+	18, // 13: tasker.v1.Task.steps:type_name -> tasker.v1.Step
+	1,  // 14: tasker.v1.Step.state:type_name -> tasker.v1.StepState
+	43, // 15: tasker.v1.Step.ready_at:type_name -> google.protobuf.Timestamp
+	43, // 16: tasker.v1.Step.dispatched_at:type_name -> google.protobuf.Timestamp
+	43, // 17: tasker.v1.Step.started_at:type_name -> google.protobuf.Timestamp
+	43, // 18: tasker.v1.Step.ended_at:type_name -> google.protobuf.Timestamp
+	43, // 19: tasker.v1.Step.next_attempt_at:type_name -> google.protobuf.Timestamp
+	19, // 20: tasker.v1.Step.last_error:type_name -> tasker.v1.StepError
+	43, // 21: tasker.v1.StepError.at:type_name -> google.protobuf.Timestamp
+	17, // 22: tasker.v1.GetTaskResponse.task:type_name -> tasker.v1.Task
+	0,  // 23: tasker.v1.ListTasksRequest.state:type_name -> tasker.v1.TaskState
+	17, // 24: tasker.v1.ListTasksResponse.tasks:type_name -> tasker.v1.Task
+	17, // 25: tasker.v1.CancelTaskResponse.task:type_name -> tasker.v1.Task
+	17, // 26: tasker.v1.RetryStepResponse.task:type_name -> tasker.v1.Task
+	17, // 27: tasker.v1.ResolveStepResponse.task:type_name -> tasker.v1.Task
+	32, // 28: tasker.v1.WatchTaskResponse.event:type_name -> tasker.v1.TaskEvent
+	17, // 29: tasker.v1.WatchTaskResponse.task:type_name -> tasker.v1.Task
+	43, // 30: tasker.v1.TaskEvent.at:type_name -> google.protobuf.Timestamp
+	35, // 31: tasker.v1.WatchEventsResponse.event:type_name -> tasker.v1.ClusterEvent
+	43, // 32: tasker.v1.ClusterEvent.time:type_name -> google.protobuf.Timestamp
+	43, // 33: tasker.v1.DeadLetter.at:type_name -> google.protobuf.Timestamp
+	2,  // 34: tasker.v1.DeadLetter.status:type_name -> tasker.v1.DeadLetterStatus
+	43, // 35: tasker.v1.DeadLetter.closed_at:type_name -> google.protobuf.Timestamp
+	0,  // 36: tasker.v1.DeadLetter.task_state:type_name -> tasker.v1.TaskState
+	1,  // 37: tasker.v1.DeadLetter.step_state:type_name -> tasker.v1.StepState
+	2,  // 38: tasker.v1.ListDeadLettersRequest.status:type_name -> tasker.v1.DeadLetterStatus
+	36, // 39: tasker.v1.ListDeadLettersResponse.dead_letters:type_name -> tasker.v1.DeadLetter
+	36, // 40: tasker.v1.GetDeadLetterResponse.dead_letter:type_name -> tasker.v1.DeadLetter
+	36, // 41: tasker.v1.ReplayDeadLetterResponse.dead_letter:type_name -> tasker.v1.DeadLetter
+	17, // 42: tasker.v1.ReplayDeadLetterResponse.task:type_name -> tasker.v1.Task
+	3,  // 43: tasker.v1.WorkflowService.ApplyWorkflow:input_type -> tasker.v1.ApplyWorkflowRequest
+	11, // 44: tasker.v1.WorkflowService.GetWorkflow:input_type -> tasker.v1.GetWorkflowRequest
+	13, // 45: tasker.v1.WorkflowService.ListWorkflows:input_type -> tasker.v1.ListWorkflowsRequest
+	15, // 46: tasker.v1.WorkflowService.StartTask:input_type -> tasker.v1.StartTaskRequest
+	20, // 47: tasker.v1.WorkflowService.GetTask:input_type -> tasker.v1.GetTaskRequest
+	22, // 48: tasker.v1.WorkflowService.ListTasks:input_type -> tasker.v1.ListTasksRequest
+	24, // 49: tasker.v1.WorkflowService.CancelTask:input_type -> tasker.v1.CancelTaskRequest
+	26, // 50: tasker.v1.WorkflowService.RetryStep:input_type -> tasker.v1.RetryStepRequest
+	28, // 51: tasker.v1.WorkflowService.ResolveStep:input_type -> tasker.v1.ResolveStepRequest
+	30, // 52: tasker.v1.WorkflowService.WatchTask:input_type -> tasker.v1.WatchTaskRequest
+	33, // 53: tasker.v1.WorkflowService.WatchEvents:input_type -> tasker.v1.WatchEventsRequest
+	37, // 54: tasker.v1.WorkflowService.ListDeadLetters:input_type -> tasker.v1.ListDeadLettersRequest
+	39, // 55: tasker.v1.WorkflowService.GetDeadLetter:input_type -> tasker.v1.GetDeadLetterRequest
+	41, // 56: tasker.v1.WorkflowService.ReplayDeadLetter:input_type -> tasker.v1.ReplayDeadLetterRequest
+	4,  // 57: tasker.v1.WorkflowService.ApplyWorkflow:output_type -> tasker.v1.ApplyWorkflowResponse
+	12, // 58: tasker.v1.WorkflowService.GetWorkflow:output_type -> tasker.v1.GetWorkflowResponse
+	14, // 59: tasker.v1.WorkflowService.ListWorkflows:output_type -> tasker.v1.ListWorkflowsResponse
+	16, // 60: tasker.v1.WorkflowService.StartTask:output_type -> tasker.v1.StartTaskResponse
+	21, // 61: tasker.v1.WorkflowService.GetTask:output_type -> tasker.v1.GetTaskResponse
+	23, // 62: tasker.v1.WorkflowService.ListTasks:output_type -> tasker.v1.ListTasksResponse
+	25, // 63: tasker.v1.WorkflowService.CancelTask:output_type -> tasker.v1.CancelTaskResponse
+	27, // 64: tasker.v1.WorkflowService.RetryStep:output_type -> tasker.v1.RetryStepResponse
+	29, // 65: tasker.v1.WorkflowService.ResolveStep:output_type -> tasker.v1.ResolveStepResponse
+	31, // 66: tasker.v1.WorkflowService.WatchTask:output_type -> tasker.v1.WatchTaskResponse
+	34, // 67: tasker.v1.WorkflowService.WatchEvents:output_type -> tasker.v1.WatchEventsResponse
+	38, // 68: tasker.v1.WorkflowService.ListDeadLetters:output_type -> tasker.v1.ListDeadLettersResponse
+	40, // 69: tasker.v1.WorkflowService.GetDeadLetter:output_type -> tasker.v1.GetDeadLetterResponse
+	42, // 70: tasker.v1.WorkflowService.ReplayDeadLetter:output_type -> tasker.v1.ReplayDeadLetterResponse
+	57, // [57:71] is the sub-list for method output_type
+	43, // [43:57] is the sub-list for method input_type
+	43, // [43:43] is the sub-list for extension type_name
+	43, // [43:43] is the sub-list for extension extendee
+	0,  // [0:43] is the sub-list for field type_name
 }
 
 func init() { file_tasker_v1_workflow_proto_init() }
