@@ -13,6 +13,10 @@ PKGS     := ./...
 # package.json changes.
 NPM      ?= npm
 NODE_MODULES := node_modules/.package-lock.json
+# The web UI (ui/): a Vite app with its own package.json and lock, outside
+# the workspace; its build is committed in ui/dist and embedded by ui/embed.go,
+# so go build never needs Node.
+UI_MODULES := ui/node_modules/.package-lock.json
 # How long each fuzz target runs inside `make test`: a count of inputs, not
 # a duration. Go 1.26's fuzz coordinator can fail a duration-bound run with
 # a bare "context deadline exceeded" when the deadline lands while a worker
@@ -31,7 +35,7 @@ FUZZPKGS := ./workflow ./consensus ./agent ./inject
 CHAOS_DURATION  ?= 10m
 CHAOS_ARTIFACTS ?= $(CURDIR)/chaos-artifacts
 
-.PHONY: all build services ts ts-test test unit e2e deploy-test chaos fuzz-short fuzz bench eval lint fmt proto proto-check demo demo-sim clean help
+.PHONY: all build services ts ts-test ui ui-test test unit e2e deploy-test chaos fuzz-short fuzz bench eval lint fmt proto proto-check demo demo-sim clean help
 
 all: build
 
@@ -54,7 +58,17 @@ ts: $(NODE_MODULES) ## build the TypeScript SDK (sdk/ts) and the TypeScript exam
 ts-test: build ts ## the TypeScript tests: the SDK against a real bin/tasker agent -dev, the payments example's unit tests
 	$(NPM) test --workspaces
 
-test: build ts unit fuzz-short ts-test deploy-test ## run every test (unit, race, e2e, fuzz seeds and a short fuzz, TypeScript, deploy manifests)
+$(UI_MODULES): ui/package-lock.json ui/package.json
+	cd ui && $(NPM) ci --no-audit --no-fund
+	@touch $@
+
+ui: $(UI_MODULES) ## build the web UI into ui/dist (commit it: the binary embeds it; ui/embed_test.go fails when it is stale)
+	cd ui && $(NPM) run build
+
+ui-test: $(UI_MODULES) ## the web UI's component tests (Vitest, jsdom)
+	cd ui && $(NPM) test
+
+test: build ts unit fuzz-short ts-test ui-test deploy-test ## run every test (unit, race, e2e, fuzz seeds and a short fuzz, TypeScript, the web UI, deploy manifests)
 
 unit: ## unit and scenario tests with the race detector
 	$(GO) test -race -count=1 $(PKGS)

@@ -12,6 +12,7 @@ import (
 	"connectrpc.com/grpcreflect"
 
 	"github.com/tasker-run/tasker/proto/tasker/v1/taskerv1connect"
+	"github.com/tasker-run/tasker/ui"
 )
 
 // server builds the local API: Connect, gRPC and gRPC-Web on one port
@@ -46,6 +47,12 @@ func (a *Agent) server() *http.Server {
 	if a.cfg.MCP {
 		mux.Handle(mcpPath, a.mcpHandler())
 	}
+	// The web UI is static files: it holds no secret and changes nothing
+	// itself, and its calls go through the API above with the caller's
+	// token and ACLs like any client's.
+	web := ui.Handler()
+	mux.Handle("/ui", web)
+	mux.Handle("/ui/", web)
 	mux.Handle(grpchealth.NewHandler(&health{a: a, names: names}))
 	reflector := grpcreflect.NewStaticReflector(names...)
 	mux.Handle(grpcreflect.NewHandlerV1(reflector))

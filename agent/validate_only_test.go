@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -59,5 +62,23 @@ func TestApplyValidateOnly(t *testing.T) {
 	_, err = ta.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: tests[1].manifest}))
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Fatalf("apply of an invalid manifest: %v, want InvalidArgument", err)
+	}
+}
+
+// TestWebUIServed checks that the local API port serves the web UI next
+// to the API, index.html for the app's own routes too (ui/embed_test.go
+// covers the handler in detail).
+func TestWebUIServed(t *testing.T) {
+	ta := startAgent(t, t.TempDir())
+	for _, path := range []string{"/ui/", "/ui/watch"} {
+		res, err := http.Get(ta.Addr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") || !strings.Contains(string(body), `id="root"`) {
+			t.Fatalf("GET %s: %d %q", path, res.StatusCode, res.Header.Get("Content-Type"))
+		}
 	}
 }

@@ -1,0 +1,308 @@
+import { useCallback, useEffect, useMemo, useRef, useState, type DragEvent } from "react";
+import {
+  Background,
+  Controls,
+  ReactFlow,
+  addEdge,
+  applyEdgeChanges,
+  applyNodeChanges,
+  useReactFlow,
+  type Connection,
+  type EdgeChange,
+  type NodeChange,
+} from "@xyflow/react";
+import { ConnectError } from "@connectrpc/connect";
+import type { CapabilityProviders } from "@gen/tasker/v1/cluster_pb.js";
+import type { Problem } from "@gen/tasker/v1/workflow_pb.js";
+import { ValidationFailureSchema } from "@gen/tasker/v1/workflow_pb.js";
+import type { Clients } from "../api";
+import { exportYaml, graphToManifest, importYaml, problemsByStep, uniqueStepName, type Json, type StepSpec } from "../manifest";
+import { canvasFromManifest, canvasGraph, newEdge, upstream, wouldCycle, type Canvas } from "../graph";
+import { describe, schemaFields } from "../schema";
+import { dragType, Palette } from "./Palette";
+import { StepEditor } from "./StepEditor";
+import { nodeTypes, type StepNodeType } from "./StepNode";
+import { YamlView } from "./YamlView";
+
+interface Props {
+  clients: Clients;
+  canvas: Canvas;
+  setCanvas: (update: (c: Canvas) => Canvas) => void;
+}
+
+export function BuildScreen({ clients, canvas, setCanvas }: Props) {
+  const [caps, setCaps] = useState<CapabilityProviders[]>([]);
+  const [capsError, setCapsError] = useState("");
+  const [problems, setProblems] = useState<Problem[]>([]);
+  const [warnings, setWarnings] = useState<string[]>([]);
+  const [checking, setChecking] = useState("");
+  const [saveNote, setSaveNote] = useState("");
+  const [showYaml, setShowYaml] = useState(false);
+  const flow = useReactFlow();
+  const wrapper = useRef<HTMLDivElement>(null);
+
+  useEffect(() => {
+    clients.cluster
+      .capabilities({})
+      .then((r) => setCaps(r.capabilities))
+      .catch((e: unknown) => setCapsError(`Capabilities: ${ConnectError.from(e).message}`));
+  }, [clients]);
+
+  const manifest = useMemo(() => graphToManifest(canvasGraph(canvas)), [canvas]);
+  const yamlText = useMemo(() => exportYaml(manifest), [manifest]);
+
+  // Validation as one edits: a dry-run apply, debounced so that typing a
+  // name sends one request, not one per key.
+  useEffect(() => {
+    const ctl = new AbortController();
+    const t = setTimeout(() => {
+      setChecking("checking…");
+      clients.workflow
+        .applyWorkflow({ manifest: yamlText, validateOnly: true }, { signal: ctl.signal })
+        .then((r) => {
+          setProblems(r.problems);
+          setWarnings(r.warnings);
+          setChecking(r.problems.length ? "" : "valid");
+        })
+        .catch((e: unknown) => {
+          if (ctl.signal.aborted) return;
+          setChecking(`could not check: ${ConnectError.from(e).message}`);
+        });
+    }, 500);
+    return () => {
+      clearTimeout(t);
+      ctl.abort();
+    };
+  }, [clients, yamlText]);
+
+  const byStep = useMemo(() => problemsByStep(problems, manifest), [problems, manifest]);
+  const selected = canvas.nodes.find((n) => n.selected);
+
+  const addStep = useCallback(
+    (capability: string, position?: { x: number; y: number }) => {
+      setCanvas((c) => {
+        const name = uniqueStepName(c.nodes.map((n) => n.id), capability);
+        const maxX = c.nodes.reduce((m, n) => Math.max(m, n.position.x), -240);
+        const node: StepNodeType = {
+          id: name,
+          type: "step",
+          position: position ?? { x: maxX + 240, y: 40 },
+          data: { step: { name, capability } },
+          selected: true,
+        };
+        return { ...c, nodes: [...c.nodes.map((n) => ({ ...n, selected: false })), node] };
+      });
+    },
+    [setCanvas],
+  );
+
+  const onDrop = (e: DragEvent) => {
+    e.preventDefault();
+    const cap = e.dataTransfer.getData(dragType);
+    if (cap) addStep(cap, flow.screenToFlowPosition({ x: e.clientX, y: e.clientY }));
+  };
+
+  const onNodesChange = useCallback(
+    (changes: NodeChange<StepNodeType>[]) => setCanvas((c) => {
+      const removed = new Set(changes.flatMap((ch) => (ch.type === "remove" ? [ch.id] : [])));
+      return {
+        ...c,
+        nodes: applyNodeChanges(changes, c.nodes),
+        edges: removed.size ? c.edges.filter((e) => !removed.has(e.source) && !removed.has(e.target)) : c.edges,
+      };
+    }),
+    [setCanvas],
+  );
+  const onEdgesChange = useCallback((changes: EdgeChange[]) => setCanvas((c) => ({ ...c, edges: applyEdgeChanges(changes, c.edges) })), [setCanvas]);
+  const onConnect = useCallback(
+    (conn: Connection) =>
+      setCanvas((c) => {
+        if (wouldCycle(c.edges, conn.source, conn.target)) return c;
+        return { ...c, edges: addEdge(newEdge(conn.source, conn.target), c.edges) };
+      }),
+    [setCanvas],
+  );
+
+  const updateStep = (id: string, step: StepSpec) =>
+    setCanvas((c) => ({ ...c, nodes: c.nodes.map((n) => (n.id === id ? { ...n, data: { ...n.data, step } } : n)) }));
+  const renameStep = (id: string, name: string) =>
+    setCanvas((c) => {
+      if (c.nodes.some((n) => n.id === name)) return c;
+      const ren = (x: string) => (x === id ? name : x);
+      return {
+        ...c,
+        nodes: c.nodes.map((n) => (n.id === id ? { ...n, id: name, data: { ...n.data, step: { ...n.data.step, name } } } : n)),
+        edges: c.edges.map((e) => newEdge(ren(e.source), ren(e.target))),
+      };
+    });
+  const deleteStep = (id: string) =>
+    setCanvas((c) => ({ ...c, nodes: c.nodes.filter((n) => n.id !== id), edges: c.edges.filter((e) => e.source !== id && e.target !== id) }));
+  const setHeader = (key: string, value: string) =>
+    setCanvas((c) => {
+      const header: { [k: string]: Json | undefined } = { ...c.header };
+      if (value) header[key] = value;
+      else delete header[key];
+      return { ...c, header: header as Canvas["header"] };
+    });
+
+  const save = async () => {
+    setSaveNote("saving…");
+    try {
+      const r = await clients.workflow.applyWorkflow({ manifest: yamlText });
+      const w = r.workflow;
+      setSaveNote(r.created ? `Saved ${w?.name} ${w?.version}.` : `${w?.name} ${w?.version} was already stored with this content.`);
+    } catch (e) {
+      const err = ConnectError.from(e);
+      const details = err.findDetails(ValidationFailureSchema);
+      if (details.length) setProblems(details.flatMap((d) => d.problems));
+      setSaveNote(`Not saved: ${err.rawMessage}`);
+    }
+  };
+
+  const capNames = caps.map((c) => c.name);
+  const capByName = new Map(caps.map((c) => [c.name, describe(c)]));
+  const suggestions = (id: string): string[] => {
+    const out: string[] = [];
+    for (const up of upstream(canvas.edges, id)) {
+      const step = canvas.nodes.find((n) => n.id === up)?.data.step;
+      const fromSchema = schemaFields(JSON.stringify(step?.result_schema ?? null));
+      const fromCap = schemaFields(capByName.get(step?.capability ?? "")?.output);
+      const fields = [...new Set([...fromSchema, ...fromCap])];
+      out.push(`$.steps.${up}.result`, ...fields.map((f) => `$.steps.${up}.result.${f}`));
+    }
+    const inputSchema = canvas.header.input_schema;
+    out.push(...schemaFields(JSON.stringify(inputSchema ?? null)).map((f) => `$.input.${f}`));
+    return out;
+  };
+
+  const rfNodes = canvas.nodes.map((n) => {
+    const ps = byStep.get(n.id);
+    return ps ? { ...n, data: { ...n.data, problems: ps.map((p) => `${p.path}: ${p.message}`) } } : n;
+  });
+  const workflowProblems = byStep.get("") ?? [];
+  const h = canvas.header as { [k: string]: Json | undefined };
+
+  return (
+    <div className="build">
+      <Palette capabilities={caps} onAdd={(c) => addStep(c)} error={capsError} />
+      <div className="canvas" ref={wrapper} onDragOver={(e) => e.preventDefault()} onDrop={onDrop} aria-label="Workflow canvas">
+        <div className="toolbar">
+          {(["name", "namespace", "version"] as const).map((k) => (
+            <label className="field inline" key={k}>
+              <span>{k}</span>
+              <input value={typeof h[k] === "string" ? (h[k] as string) : ""} onChange={(e) => setHeader(k, e.target.value)} />
+            </label>
+          ))}
+          <button type="button" onClick={() => setShowYaml((v) => !v)} aria-pressed={showYaml}>
+            YAML
+          </button>
+          <button type="button" className="primary" onClick={() => void save()} disabled={problems.length > 0}>
+            Save
+          </button>
+          <span className="status" role="status">
+            {problems.length ? `${problems.length} problem${problems.length === 1 ? "" : "s"}` : checking}
+            {saveNote && ` · ${saveNote}`}
+          </span>
+        </div>
+        {showYaml ? (
+          <YamlView
+            text={yamlText}
+            onImport={(text) => {
+              const m = importYaml(text);
+              setCanvas(() => canvasFromManifest(m));
+            }}
+          />
+        ) : (
+          <ReactFlow
+            nodes={rfNodes}
+            edges={canvas.edges}
+            nodeTypes={nodeTypes}
+            onNodesChange={onNodesChange}
+            onEdgesChange={onEdgesChange}
+            onConnect={onConnect}
+            fitView
+            deleteKeyCode={["Delete", "Backspace"]}
+          >
+            <Background />
+            <Controls />
+          </ReactFlow>
+        )}
+      </div>
+      <div className="side">
+        {selected ? (
+          <StepEditor
+            key={selected.id}
+            step={selected.data.step}
+            capabilities={capNames}
+            suggestions={suggestions(selected.id)}
+            inputFields={schemaFields(capByName.get(selected.data.step.capability ?? "")?.input)}
+            problems={(byStep.get(selected.id) ?? []).map((p) => `${p.path}: ${p.message}`)}
+            onChange={(s) => updateStep(selected.id, s)}
+            onRename={(name) => renameStep(selected.id, name)}
+            onDelete={() => deleteStep(selected.id)}
+          />
+        ) : (
+          <section>
+            <h2>Workflow</h2>
+            <p className="muted">Select a step to edit it. Drag from a node's right handle to another node's left handle to make it depend on the first.</p>
+            <label className="field">
+              <span>Add a step (keyboard)</span>
+              <select
+                value=""
+                onChange={(e) => e.target.value && addStep(e.target.value)}
+                aria-label="Add step with capability"
+              >
+                <option value="">Add step…</option>
+                {capNames.map((c) => (
+                  <option key={c} value={c}>
+                    {c}
+                  </option>
+                ))}
+              </select>
+            </label>
+            <label className="field">
+              <span>Select step</span>
+              <select
+                value=""
+                onChange={(e) => {
+                  const id = e.target.value;
+                  setCanvas((c) => ({ ...c, nodes: c.nodes.map((n) => ({ ...n, selected: n.id === id })) }));
+                }}
+              >
+                <option value="">Select a step…</option>
+                {canvas.nodes.map((n) => (
+                  <option key={n.id} value={n.id}>
+                    {n.id}
+                  </option>
+                ))}
+              </select>
+            </label>
+          </section>
+        )}
+        {workflowProblems.length > 0 && (
+          <section>
+            <h3>Workflow problems</h3>
+            <ul className="problems">
+              {workflowProblems.map((p, i) => (
+                <li key={i}>
+                  {p.path ? `${p.path}: ` : ""}
+                  {p.message}
+                </li>
+              ))}
+            </ul>
+          </section>
+        )}
+        {warnings.length > 0 && (
+          <section>
+            <h3>Warnings</h3>
+            <ul>
+              {warnings.map((w, i) => (
+                <li key={i}>{w}</li>
+              ))}
+            </ul>
+          </section>
+        )}
+      </div>
+    </div>
+  );
+}

@@ -1,0 +1,113 @@
+import { useCallback, useEffect, useState } from "react";
+import { ConnectError } from "@connectrpc/connect";
+import { TaskState, type Task } from "@gen/tasker/v1/workflow_pb.js";
+import type { Clients } from "../api";
+import { when } from "../format";
+import { TaskView } from "./TaskView";
+
+const states = [TaskState.PENDING, TaskState.IN_PROGRESS, TaskState.COMPLETE, TaskState.ERROR, TaskState.CANCELLED, TaskState.RESOLVED_MANUALLY];
+
+export function taskStateName(s: TaskState): string {
+  return (TaskState[s] ?? "UNSPECIFIED").replace(/_/g, " ").toLowerCase();
+}
+
+interface Props {
+  clients: Clients;
+  taskId: string;
+  onOpen: (id: string) => void;
+}
+
+// WatchScreen lists tasks, filtered by workflow and state, and opens one.
+export function WatchScreen({ clients, taskId, onOpen }: Props) {
+  const [workflow, setWorkflow] = useState("");
+  const [state, setState] = useState<TaskState>(TaskState.UNSPECIFIED);
+  const [tasks, setTasks] = useState<Task[]>([]);
+  const [next, setNext] = useState("");
+  const [error, setError] = useState("");
+
+  const load = useCallback(
+    async (pageToken = "") => {
+      try {
+        const r = await clients.workflow.listTasks({ workflow, state, pageSize: 50, pageToken });
+        setTasks((prev) => (pageToken ? [...prev, ...r.tasks] : r.tasks));
+        setNext(r.nextPageToken);
+        setError("");
+      } catch (e) {
+        setError(ConnectError.from(e).rawMessage);
+      }
+    },
+    [clients, workflow, state],
+  );
+  useEffect(() => {
+    void load();
+  }, [load]);
+
+  if (taskId) return <TaskView clients={clients} id={taskId} onBack={() => onOpen("")} />;
+  return (
+    <section className="watch">
+      <h2>Tasks</h2>
+      <form
+        className="row"
+        onSubmit={(e) => {
+          e.preventDefault();
+          void load();
+        }}
+      >
+        <label className="field inline">
+          <span>Workflow</span>
+          <input value={workflow} onChange={(e) => setWorkflow(e.target.value)} />
+        </label>
+        <label className="field inline">
+          <span>State</span>
+          <select value={state} onChange={(e) => setState(Number(e.target.value) as TaskState)}>
+            <option value={TaskState.UNSPECIFIED}>any</option>
+            {states.map((s) => (
+              <option key={s} value={s}>
+                {taskStateName(s)}
+              </option>
+            ))}
+          </select>
+        </label>
+        <button type="submit">Refresh</button>
+      </form>
+      {error && <p role="alert" className="error">{error}</p>}
+      <table>
+        <thead>
+          <tr>
+            <th>Task</th>
+            <th>Workflow</th>
+            <th>State</th>
+            <th>Created</th>
+            <th>Ended</th>
+          </tr>
+        </thead>
+        <tbody>
+          {tasks.map((t) => (
+            <tr key={t.id}>
+              <td>
+                <button type="button" className="link" onClick={() => onOpen(t.id)}>
+                  {t.id}
+                </button>
+              </td>
+              <td>
+                {t.namespace ? `${t.namespace}/` : ""}
+                {t.workflow} {t.version}
+              </td>
+              <td>
+                <span className={`badge task-${TaskState[t.state]}`}>{taskStateName(t.state)}</span>
+              </td>
+              <td>{when(t.createdAt)}</td>
+              <td>{when(t.endedAt)}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {tasks.length === 0 && !error && <p className="muted">No tasks.</p>}
+      {next && (
+        <button type="button" onClick={() => void load(next)}>
+          More
+        </button>
+      )}
+    </section>
+  );
+}
