@@ -1,5 +1,6 @@
 import type { Edge } from "@xyflow/react";
-import { edgeId, manifestToGraph, type Graph, type Manifest } from "./manifest";
+import { edgeId, manifestToGraph, type Graph, type Json, type Manifest } from "./manifest";
+import { schemaFields } from "./schema";
 import { layout } from "./layout";
 import type { StepNodeType } from "./components/StepNode";
 
@@ -59,4 +60,38 @@ export function upstream(edges: { source: string; target: string }[], id: string
 // wouldCycle refuses an edge that closes a loop: a workflow is a DAG.
 export function wouldCycle(edges: { source: string; target: string }[], source: string, target: string): boolean {
   return source === target || upstream(edges, source).includes(target);
+}
+
+// inputSuggestions lists what a step's input may map: the workflow's input
+// fields, and for every upstream step its whole result and each field of
+// it, from the step's own result_schema and its capability's output schema
+// (outputs: capability → output schema JSON).
+export function inputSuggestions(c: Canvas, id: string, outputs: Map<string, string>): string[] {
+  const out: string[] = [];
+  out.push(...schemaFields(JSON.stringify(c.header.input_schema ?? null)).map((f) => `$.input.${f}`));
+  const ups = upstream(c.edges, id);
+  // In the manifest's order, so the list reads like the workflow.
+  for (const n of c.nodes) {
+    if (!ups.includes(n.id)) continue;
+    const step = n.data.step;
+    const fields = new Set([...schemaFields(JSON.stringify(step.result_schema ?? null)), ...schemaFields(outputs.get(step.capability ?? ""))]);
+    out.push(`$.steps.${n.id}.result`, ...[...fields].map((f) => `$.steps.${n.id}.result.${f}`));
+  }
+  return out;
+}
+
+// renameRefs rewrites the mappings that name a renamed step, so that a
+// rename does not break the steps that read its result.
+export function renameRefs(v: Json | undefined, from: string, to: string): Json | undefined {
+  if (typeof v === "string") {
+    const prefix = `$.steps.${from}`;
+    return v === prefix || v.startsWith(`${prefix}.`) || v.startsWith(`${prefix}[`) ? `$.steps.${to}${v.slice(prefix.length)}` : v;
+  }
+  if (Array.isArray(v)) return v.map((x) => renameRefs(x, from, to) ?? null);
+  if (v && typeof v === "object") {
+    const out: { [key: string]: Json | undefined } = {};
+    for (const [k, x] of Object.entries(v)) out[k] = renameRefs(x, from, to);
+    return out;
+  }
+  return v;
 }

@@ -1,5 +1,5 @@
 import { create } from "@bufbuild/protobuf";
-import { act, render, screen, waitFor } from "@testing-library/react";
+import { act, fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { ReactFlowProvider } from "@xyflow/react";
 import { useState } from "react";
 import { describe, expect, it, vi } from "vitest";
@@ -49,5 +49,16 @@ describe("Build", () => {
     expect(applyWorkflow).toHaveBeenCalledTimes(1);
     expect(applyWorkflow.mock.calls[0]![0].manifest).toContain("depends_on:");
     expect((screen.getByRole("button", { name: "Save" }) as HTMLButtonElement).disabled).toBe(true);
+  });
+  it("adds a step from the palette with the keyboard's button", async () => {
+    const clients = {
+      workflow: { applyWorkflow: async () => create(ApplyWorkflowResponseSchema, {}) },
+      cluster: { capabilities: async () => create(CapabilitiesResponseSchema, { capabilities: [{ name: "payments.charge", providers: [{ agent: "a1" }] }] }) },
+    } as unknown as Clients;
+    render(<Harness clients={clients} />);
+    fireEvent.click(await screen.findByRole("button", { name: "Add step payments.charge" }));
+    await waitFor(() => expect(screen.getByTestId("node-charge")).toBeTruthy());
+    // The new step is selected, in the editor.
+    expect((screen.getByRole("textbox", { name: "Name" }) as HTMLInputElement).value).toBe("charge");
   });
 });

@@ -17,7 +17,7 @@ import type { Problem } from "@gen/tasker/v1/workflow_pb.js";
 import { ValidationFailureSchema } from "@gen/tasker/v1/workflow_pb.js";
 import type { Clients } from "../api";
 import { exportYaml, graphToManifest, importYaml, problemsByStep, uniqueStepName, type Json, type StepSpec } from "../manifest";
-import { canvasFromManifest, canvasGraph, newEdge, upstream, wouldCycle, type Canvas } from "../graph";
+import { canvasFromManifest, canvasGraph, inputSuggestions, newEdge, renameRefs, wouldCycle, type Canvas } from "../graph";
 import { describe, schemaFields } from "../schema";
 import { dragType, Palette } from "./Palette";
 import { StepEditor } from "./StepEditor";
@@ -131,7 +131,11 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
       const ren = (x: string) => (x === id ? name : x);
       return {
         ...c,
-        nodes: c.nodes.map((n) => (n.id === id ? { ...n, id: name, data: { ...n.data, step: { ...n.data.step, name } } } : n)),
+        nodes: c.nodes.map((n) => {
+          const step = { ...n.data.step, input: renameRefs(n.data.step.input, id, name) as StepSpec["input"] };
+          if (step.input === undefined) delete step.input;
+          return n.id === id ? { ...n, id: name, data: { ...n.data, step: { ...step, name } } } : { ...n, data: { ...n.data, step } };
+        }),
         edges: c.edges.map((e) => newEdge(ren(e.source), ren(e.target))),
       };
     });
@@ -161,23 +165,18 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
 
   const capNames = caps.map((c) => c.name);
   const capByName = new Map(caps.map((c) => [c.name, describe(c)]));
-  const suggestions = (id: string): string[] => {
-    const out: string[] = [];
-    for (const up of upstream(canvas.edges, id)) {
-      const step = canvas.nodes.find((n) => n.id === up)?.data.step;
-      const fromSchema = schemaFields(JSON.stringify(step?.result_schema ?? null));
-      const fromCap = schemaFields(capByName.get(step?.capability ?? "")?.output);
-      const fields = [...new Set([...fromSchema, ...fromCap])];
-      out.push(`$.steps.${up}.result`, ...fields.map((f) => `$.steps.${up}.result.${f}`));
-    }
-    const inputSchema = canvas.header.input_schema;
-    out.push(...schemaFields(JSON.stringify(inputSchema ?? null)).map((f) => `$.input.${f}`));
-    return out;
-  };
-
+  const outputs = new Map(caps.map((c) => [c.name, describe(c).output]));
+  // Warnings are lines that start with the step's path, "steps[2] (line
+  // 40): no agent offers ...": they go on the node as notes, not problems.
+  const warnByStep = problemsByStep(
+    warnings.map((w) => ({ path: w, message: w })),
+    manifest,
+  );
   const rfNodes = canvas.nodes.map((n) => {
     const ps = byStep.get(n.id);
-    return ps ? { ...n, data: { ...n.data, problems: ps.map((p) => `${p.path}: ${p.message}`) } } : n;
+    const ws = warnByStep.get(n.id);
+    if (!ps && !ws) return n;
+    return { ...n, data: { ...n.data, problems: ps?.map((p) => `${p.path}: ${p.message}`), warnings: ws?.map((w) => w.message) } };
   });
   const workflowProblems = byStep.get("") ?? [];
   const h = canvas.header as { [k: string]: Json | undefined };
@@ -234,7 +233,7 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
             key={selected.id}
             step={selected.data.step}
             capabilities={capNames}
-            suggestions={suggestions(selected.id)}
+            suggestions={inputSuggestions(canvas, selected.id, outputs)}
             inputFields={schemaFields(capByName.get(selected.data.step.capability ?? "")?.input)}
             problems={(byStep.get(selected.id) ?? []).map((p) => `${p.path}: ${p.message}`)}
             onChange={(s) => updateStep(selected.id, s)}
