@@ -60,5 +60,20 @@ describe("Build", () => {
     await waitFor(() => expect(screen.getByTestId("node-charge")).toBeTruthy());
     // The new step is selected, in the editor.
     expect((screen.getByRole("textbox", { name: "Name" }) as HTMLInputElement).value).toBe("charge");
+    // Dependencies from the keyboard: b may be ticked; the manifest follows.
+    fireEvent.click(screen.getByRole("checkbox", { name: "b" }));
+    fireEvent.click(screen.getByRole("button", { name: "YAML" }));
+    const yaml = (screen.getByRole("textbox", { name: "Manifest (YAML)" }) as HTMLTextAreaElement).value;
+    expect(yaml).toContain("- name: charge\n    capability: payments.charge\n    depends_on:\n      - b\n");
+  });
+  it("refuses a dependency that would close a cycle", async () => {
+    const clients = {
+      workflow: { applyWorkflow: async () => create(ApplyWorkflowResponseSchema, {}) },
+      cluster: { capabilities: async () => create(CapabilitiesResponseSchema, {}) },
+    } as unknown as Clients;
+    render(<Harness clients={clients} />);
+    fireEvent.change(screen.getByRole("combobox", { name: "Select step" }), { target: { value: "a" } });
+    // a is b's dependency: b cannot become a's.
+    expect((screen.getByRole("checkbox", { name: "b" }) as HTMLInputElement).disabled).toBe(true);
   });
 });

@@ -236,6 +236,23 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
             suggestions={inputSuggestions(canvas, selected.id, outputs)}
             inputFields={schemaFields(capByName.get(selected.data.step.capability ?? "")?.input)}
             problems={(byStep.get(selected.id) ?? []).map((p) => `${p.path}: ${p.message}`)}
+            others={canvas.nodes
+              .filter((n) => n.id !== selected.id)
+              .map((n) => ({
+                id: n.id,
+                checked: canvas.edges.some((e) => e.source === n.id && e.target === selected.id),
+                allowed: !wouldCycle(canvas.edges, n.id, selected.id),
+              }))}
+            onDepends={(dep, on) =>
+              setCanvas((c) => ({
+                ...c,
+                edges: on
+                  ? wouldCycle(c.edges, dep, selected.id)
+                    ? c.edges
+                    : addEdge(newEdge(dep, selected.id), c.edges)
+                  : c.edges.filter((e) => !(e.source === dep && e.target === selected.id)),
+              }))
+            }
             onChange={(s) => updateStep(selected.id, s)}
             onRename={(name) => renameStep(selected.id, name)}
             onDelete={() => deleteStep(selected.id)}
@@ -243,7 +260,7 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
         ) : (
           <section>
             <h2>Workflow</h2>
-            <p className="muted">Select a step to edit it. Drag from a node's right handle to another node's left handle to make it depend on the first.</p>
+            <p className="muted">Select a step to edit it (or Tab to a node). Drag from a node's right handle to another node's left handle to make it depend on the first, or tick &ldquo;Depends on&rdquo; in the step's panel.</p>
             <label className="field">
               <span>Add a step (keyboard)</span>
               <select

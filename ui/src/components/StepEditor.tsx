@@ -9,6 +9,10 @@ interface Props {
   // Field names the capability's input schema declares.
   inputFields: string[];
   problems: string[];
+  // Every other step: whether this one depends on it, and whether it may
+  // (not when that would close a cycle).
+  others: { id: string; checked: boolean; allowed: boolean }[];
+  onDepends: (id: string, on: boolean) => void;
   onChange: (step: StepSpec) => void;
   onRename: (name: string) => void;
   onDelete: () => void;
@@ -29,7 +33,7 @@ function showValue(v: Json): string {
   return typeof v === "string" ? v : JSON.stringify(v);
 }
 
-export function StepEditor({ step, capabilities, suggestions, inputFields, problems, onChange, onRename, onDelete }: Props) {
+export function StepEditor({ step, capabilities, suggestions, inputFields, problems, others, onDepends, onChange, onRename, onDelete }: Props) {
   const id = useId();
   const [name, setName] = useState(step.name);
   const [newKey, setNewKey] = useState("");
@@ -87,6 +91,16 @@ export function StepEditor({ step, capabilities, suggestions, inputFields, probl
         <span>Retry: max attempts</span>
         <input type="number" min={1} value={step.retry?.max_attempts ?? ""} onChange={(e) => setMaxAttempts(e.target.value)} />
       </label>
+      {others.length > 0 && (
+        <fieldset>
+          <legend>Depends on</legend>
+          {others.map((o) => (
+            <label key={o.id} className="check">
+              <input type="checkbox" checked={o.checked} disabled={!o.checked && !o.allowed} onChange={(e) => onDepends(o.id, e.target.checked)} /> {o.id}
+            </label>
+          ))}
+        </fieldset>
+      )}
       <fieldset>
         <legend>Input mappings</legend>
         <datalist id={`${id}-sugg`}>
