@@ -106,6 +106,9 @@ func TestHandler(t *testing.T) {
 			if cc := rec.Header().Get("Cache-Control"); !strings.Contains(cc, tt.cache) {
 				t.Errorf("Cache-Control %q, want %q", cc, tt.cache)
 			}
+			if tt.code == 200 && !strings.Contains(rec.Header().Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+				t.Errorf("no Content-Security-Policy forbidding framing: %q", rec.Header().Get("Content-Security-Policy"))
+			}
 			if !strings.Contains(rec.Body.String(), tt.body) {
 				t.Errorf("body does not contain %q", tt.body)
 			}

@@ -55,19 +55,36 @@ export function TaskView({ clients, id, onBack }: Props) {
   useEffect(() => {
     const ctl = new AbortController();
     void (async () => {
+      let after = 0n;
+      let current: Task | undefined;
       try {
         const r = await clients.workflow.getTask({ id }, { signal: ctl.signal });
-        setTask(r.task);
-        if (r.task && ended.has(r.task.state)) return;
-        setLive(true);
-        for await (const ev of clients.workflow.watchTask({ id }, { signal: ctl.signal })) {
-          if (ev.task) setTask(ev.task);
-        }
+        current = r.task;
+        setTask(current);
       } catch (e) {
         if (!ctl.signal.aborted) setError(ConnectError.from(e).rawMessage);
-      } finally {
-        if (!ctl.signal.aborted) setLive(false);
+        return;
       }
+      // Follow until the task ends; a lost stream (a leader change, a
+      // restart) resumes after the last event seen, so nothing is missed.
+      while (!ctl.signal.aborted && current && !ended.has(current.state)) {
+        setLive(true);
+        try {
+          for await (const ev of clients.workflow.watchTask({ id, afterSequence: after }, { signal: ctl.signal })) {
+            if (ev.event) after = ev.event.sequence;
+            if (ev.task) {
+              current = ev.task;
+              setTask(current);
+            }
+          }
+          setError("");
+        } catch (e) {
+          if (ctl.signal.aborted) return;
+          setError(`live updates interrupted, reconnecting: ${ConnectError.from(e).rawMessage}`);
+          await new Promise((resolve) => setTimeout(resolve, 2000));
+        }
+      }
+      if (!ctl.signal.aborted) setLive(false);
     })();
     return () => ctl.abort();
   }, [clients, id]);
