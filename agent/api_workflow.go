@@ -40,6 +40,9 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	// Against the capabilities the cluster offers now: a step no agent
 	// can serve as advertised is refused before anything is stored.
 	warnings, err := w.a.checkCapabilities(plan)
+	if err == nil && req.Msg.GetValidateOnly() {
+		err = w.a.checkVersionFree(plan, m)
+	}
 	if err != nil || req.Msg.GetValidateOnly() {
 		return validateOnly(req.Msg, warnings, err)
 	}
@@ -56,6 +59,21 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 		w.a.log.Warn("workflow applied with a warning", "namespace", v.Namespace, "workflow", v.Name, "version", v.Version, "warning", warning)
 	}
 	return connect.NewResponse(&taskerv1.ApplyWorkflowResponse{Workflow: pbWorkflow(v, true), Created: res.Created, Warnings: warnings}), nil
+}
+
+// checkVersionFree is, for a dry run, the check the FSM makes on apply: a
+// version already stored with other content is refused. An editor learns
+// it before Save (and that the version needs a bump) rather than after.
+func (a *Agent) checkVersionFree(plan *workflow.Plan, manifest string) error {
+	v, err := a.state.Workflow(plan.Namespace, plan.Name, plan.Version)
+	if err != nil || v.Manifest == manifest {
+		// Not stored (or the very same content, which an apply accepts).
+		return nil
+	}
+	return &workflow.ValidationError{Problems: []workflow.Problem{{
+		Path:    "version",
+		Message: fmt.Sprintf("%s/%s %s is already stored with other content: apply it under a new version", plan.Namespace, plan.Name, plan.Version),
+	}}}
 }
 
 // validateOnly answers an apply that stops before the store: a dry run

@@ -58,6 +58,24 @@ func TestApplyValidateOnly(t *testing.T) {
 	if n := len(list.Msg.GetWorkflows()); n != 0 {
 		t.Fatalf("validate_only stored %d workflows", n)
 	}
+	// A version stored with other content is a problem at "version"; the
+	// very same content is not (an apply would accept it, created false).
+	if _, err := ta.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: tests[0].manifest})); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		manifest string
+		problem  bool
+	}{{tests[0].manifest, false}, {tests[0].manifest + "\n# changed\n", true}} {
+		res, err := ta.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: tc.manifest, ValidateOnly: true}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := res.Msg.GetProblems()
+		if got := len(ps) == 1 && ps[0].GetPath() == "version"; got != tc.problem {
+			t.Errorf("stored version, changed %v: problems %v", tc.problem, ps)
+		}
+	}
 	// Without the flag the same invalid manifest is still an error.
 	_, err = ta.wf.ApplyWorkflow(ctx, connect.NewRequest(&taskerv1.ApplyWorkflowRequest{Manifest: tests[1].manifest}))
 	if connect.CodeOf(err) != connect.CodeInvalidArgument {

@@ -232,8 +232,9 @@ type ApplyWorkflowRequest struct {
 	// The manifest, YAML or JSON, as written.
 	Manifest string `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
 	// Validate the manifest exactly as an apply would (the rules, the
-	// limits, the capabilities the cluster offers now) and store nothing: a
-	// dry run for editors that check as one types. The problems come back in
+	// limits, the capabilities the cluster offers now, a version already
+	// stored with other content) and store nothing: a dry run for editors
+	// that check as one types. The problems come back in
 	// the response, not as an InvalidArgument error.
 	ValidateOnly  bool `protobuf:"varint,2,opt,name=validate_only,json=validateOnly,proto3" json:"validate_only,omitempty"`
 	unknownFields protoimpl.UnknownFields

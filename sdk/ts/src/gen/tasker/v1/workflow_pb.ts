@@ -29,8 +29,9 @@ export type ApplyWorkflowRequest = Message<"tasker.v1.ApplyWorkflowRequest"> & {
 
   /**
    * Validate the manifest exactly as an apply would (the rules, the
-   * limits, the capabilities the cluster offers now) and store nothing: a
-   * dry run for editors that check as one types. The problems come back in
+   * limits, the capabilities the cluster offers now, a version already
+   * stored with other content) and store nothing: a dry run for editors
+   * that check as one types. The problems come back in
    * the response, not as an InvalidArgument error.
    *
    * @generated from field: bool validate_only = 2;
