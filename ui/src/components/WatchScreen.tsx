@@ -38,9 +38,18 @@ export function WatchScreen({ clients, taskId, onOpen }: Props) {
     },
     [clients, workflow, state],
   );
+  const [auto, setAuto] = useState(true);
   useEffect(() => {
     void load();
   }, [load]);
+  // Refresh the first page every few seconds while the list is shown; a
+  // list paged further stays as it is, so reading it is not disturbed.
+  const paged = tasks.length > 50;
+  useEffect(() => {
+    if (!auto || taskId || paged) return;
+    const t = setInterval(() => void load(), 5000);
+    return () => clearInterval(t);
+  }, [auto, taskId, paged, load]);
 
   if (taskId) return <TaskView clients={clients} id={taskId} onBack={() => onOpen("")} />;
   return (
@@ -69,6 +78,9 @@ export function WatchScreen({ clients, taskId, onOpen }: Props) {
           </select>
         </label>
         <button type="submit">Refresh</button>
+        <label className="check">
+          <input type="checkbox" checked={auto} onChange={(e) => setAuto(e.target.checked)} /> Refresh every 5 s
+        </label>
       </form>
       {error && <p role="alert" className="error">{error}</p>}
       <table>
