@@ -100,7 +100,7 @@ export function TaskView({ clients, id, onBack }: Props) {
       .listProposals({ workflow: task.workflow, namespace: task.namespace })
       .then((r) => setProposals(r.proposals))
       .catch((e: unknown) => setNote(`Proposals: ${ConnectError.from(e).rawMessage}`));
-  }, [clients, failed, task?.id, task?.workflow, task?.namespace]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [clients, failed, task?.id, task?.workflow, task?.namespace]); // Not on every task update: once per failed task.
 
   const act = async (what: string, call: () => Promise<{ task?: Task }>) => {
     try {
