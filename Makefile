@@ -70,10 +70,10 @@ ui-test: $(UI_MODULES) ## the web UI's component tests (Vitest, jsdom)
 
 test: build ts unit fuzz-short ts-test ui-test deploy-test ## run every test (unit, race, e2e, fuzz seeds and a short fuzz, TypeScript, the web UI, deploy manifests)
 
-unit: ## unit and scenario tests with the race detector
+unit: $(UI_MODULES) ## unit and scenario tests with the race detector (e2e's TestWebUI needs ui/node_modules)
 	$(GO) test -race -count=1 $(PKGS)
 
-e2e: ## only the end-to-end tests: real agents and services over loopback (make test runs them too)
+e2e: $(UI_MODULES) ## only the end-to-end tests: real agents and services over loopback (make test runs them too)
 	$(GO) test -race -count=1 ./e2e/
 
 deploy-test: ## the Kubernetes manifests and the Helm chart: helm lint, render, strict decoding, the agent's own config loader (deploy/, a module of its own)

@@ -35,7 +35,7 @@ export function taskFlow(task: Task): { nodes: StepNodeType[]; edges: Edge[] } {
       type: "step",
       position: pos.get(s.name) ?? { x: 0, y: 0 },
       data: { step: { name: s.name, capability: s.capability }, state, detail: s.maxAttempts ? `${s.attempts}/${s.maxAttempts}` : undefined },
-      style: { borderColor: stateColours[state], background: `${stateColours[state]}22` },
+      style: { borderColor: stateColours[state] },
       draggable: false,
       connectable: false,
     };

@@ -220,6 +220,7 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
             onEdgesChange={onEdgesChange}
             onConnect={onConnect}
             fitView
+            fitViewOptions={{ maxZoom: 1 }}
             deleteKeyCode={["Delete", "Backspace"]}
           >
             <Background />

@@ -54,6 +54,7 @@ export function WatchScreen({ clients, taskId, onOpen }: Props) {
   if (taskId) return <TaskView clients={clients} id={taskId} onBack={() => onOpen("")} />;
   return (
     <section className="watch">
+      <StartTask clients={clients} onStarted={onOpen} />
       <h2>Tasks</h2>
       <form
         className="row"
@@ -121,5 +122,64 @@ export function WatchScreen({ clients, taskId, onOpen }: Props) {
         </button>
       )}
     </section>
+  );
+}
+
+// StartTask starts a task of a stored workflow with a JSON input
+// (StartTask) and opens it.
+export function StartTask({ clients, onStarted }: { clients: Clients; onStarted: (id: string) => void }) {
+  const [workflow, setWorkflow] = useState("");
+  const [namespace, setNamespace] = useState("");
+  const [version, setVersion] = useState("");
+  const [input, setInput] = useState("{}");
+  const [error, setError] = useState("");
+  return (
+    <details className="start-task">
+      <summary>Start a task</summary>
+      <form
+        aria-label="Start a task"
+        onSubmit={(e) => {
+          e.preventDefault();
+          try {
+            JSON.parse(input);
+          } catch (err) {
+            setError(`Input is not JSON: ${err instanceof Error ? err.message : String(err)}`);
+            return;
+          }
+          setError("");
+          clients.workflow
+            .startTask({ workflow, namespace, version, inputJson: input })
+            .then((r) => r.task && onStarted(r.task.id))
+            .catch((err: unknown) => setError(ConnectError.from(err).rawMessage));
+        }}
+      >
+        <div className="row">
+          <label className="field inline">
+            <span>Workflow</span>
+            <input value={workflow} onChange={(e) => setWorkflow(e.target.value)} aria-label="Workflow to start" required />
+          </label>
+          <label className="field inline">
+            <span>Namespace</span>
+            <input value={namespace} onChange={(e) => setNamespace(e.target.value)} aria-label="Namespace of the workflow to start" />
+          </label>
+          <label className="field inline">
+            <span>Version</span>
+            <input value={version} onChange={(e) => setVersion(e.target.value)} placeholder="latest" aria-label="Version to start" />
+          </label>
+        </div>
+        <label className="field">
+          <span>Input (JSON)</span>
+          <textarea value={input} onChange={(e) => setInput(e.target.value)} rows={4} spellCheck={false} aria-label="Task input JSON" />
+        </label>
+        <button type="submit" className="primary" disabled={!workflow}>
+          Start task
+        </button>
+        {error && (
+          <span role="alert" className="error">
+            {error}
+          </span>
+        )}
+      </form>
+    </details>
   );
 }
