@@ -41,8 +41,14 @@ const (
 func (s *insightAPI) GenerateWorkflow(ctx context.Context, req *connect.Request[taskerv1.GenerateWorkflowRequest]) (*connect.Response[taskerv1.GenerateWorkflowResponse], error) {
 	r := req.Msg
 	desc := strings.TrimSpace(r.GetDescription())
-	if err := required("description", desc); err != nil {
+	base := r.GetBaseManifest()
+	if err := checkSize("base_manifest", base, s.a.cfg.MaxPayloadBytes); err != nil {
 		return nil, err
+	}
+	if strings.TrimSpace(base) == "" {
+		if err := required("description", desc); err != nil {
+			return nil, err
+		}
 	}
 	if n := utf8.RuneCountInString(desc); n > generate.MaxDescription {
 		return nil, invalid("description", "is %d characters, over the limit of %d: shorten it to what the workflow must do", n, generate.MaxDescription)
@@ -68,7 +74,7 @@ func (s *insightAPI) GenerateWorkflow(ctx context.Context, req *connect.Request[
 	gctx, cancel := context.WithTimeout(ctx, s.a.llm.Config().Timeout*time.Duration(answers))
 	defer cancel()
 	d, err := generate.Generate(gctx, s.a.llm, generate.Input{
-		Description: desc, Namespace: ns, Name: r.GetName(), Catalog: catalog, Limits: fsmLimits(),
+		Description: desc, Namespace: ns, Name: r.GetName(), Catalog: catalog, Limits: fsmLimits(), Base: []byte(base),
 	})
 	if err != nil {
 		s.a.log.WarnContext(ctx, "workflow generation failed", "err", err)

@@ -46,6 +46,12 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	if err != nil || req.Msg.GetValidateOnly() {
 		return validateOnly(req.Msg, warnings, err)
 	}
+	if w.a.cfg.ApprovalRequired {
+		// Re-applying the very same content changes nothing and is kept.
+		if v, err := w.a.state.Workflow(plan.Namespace, plan.Name, plan.Version); err != nil || v.Manifest != m {
+			return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New(errApprovalRequired))
+		}
+	}
 	res, err := w.a.proposeHere(ctx, &fsmv1.Command{Kind: &fsmv1.Command_PutWorkflow{PutWorkflow: &fsmv1.PutWorkflow{Manifest: m}}})
 	if err != nil {
 		return nil, toConnect(err)
@@ -60,6 +66,10 @@ func (w *workflowAPI) ApplyWorkflow(ctx context.Context, req *connect.Request[ta
 	}
 	return connect.NewResponse(&taskerv1.ApplyWorkflowResponse{Workflow: pbWorkflow(v, true), Created: res.Created, Warnings: warnings}), nil
 }
+
+// errApprovalRequired is ApplyWorkflow's answer for a change on a cluster
+// with approval_required.
+const errApprovalRequired = "approvals are required on this cluster (approval_required): file the manifest as a proposal (tasker ai proposals, CreateProposal) for an operator to approve"
 
 // checkVersionFree is, for a dry run, the check the FSM makes on apply: a
 // version already stored with other content is refused. An editor learns

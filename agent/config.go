@@ -193,6 +193,9 @@ type Config struct {
 	// none by default: the analyzers need no model (docs/insight.md).
 	AIEndpoint string `yaml:"ai_endpoint"`
 	AIModel    string `yaml:"ai_model"`
+	// ApprovalRequired refuses ApplyWorkflow of a new workflow or a new
+	// version: changes go through proposals an operator approves.
+	ApprovalRequired bool `yaml:"approval_required"`
 	// AIAPIKeyEnv names the environment variable that holds the model's
 	// API key: the key itself never sits in a config file.
 	AIAPIKeyEnv string `yaml:"ai_api_key_env"`
@@ -343,6 +346,7 @@ func settings() []setting {
 		str("ai-api-key-env", "environment variable holding the model's API key (the key is never in a config file)", func(c *Config) *string { return &c.AIAPIKeyEnv }),
 		duration("ai-timeout", "how long one answer of the model may take, such as 60s", func(c *Config) *time.Duration { return &c.AITimeout }),
 		str("healing", "self-healing policy file (YAML): which remediations the leader applies without approval (servers; docs/insight.md)", func(c *Config) *string { return &c.HealingFile }),
+		boolean("approval-required", "refuse ApplyWorkflow of a new workflow or version: changes are filed as proposals for an operator to approve (docs/operations.md)", func(c *Config) *bool { return &c.ApprovalRequired }),
 		boolean("mcp", "serve the Model Context Protocol for AI assistants at /mcp on the local API port (docs/cli.md, tasker mcp); off with -mcp=false", func(c *Config) *bool { return &c.MCP }),
 		boolean("mcp-read-only", "offer only the MCP tools that change nothing", func(c *Config) *bool { return &c.MCPReadOnly }),
 		num("max-payload", "largest task input, step result or manifest, in bytes", func(c *Config) *int { return &c.MaxPayloadBytes }),

@@ -93,6 +93,11 @@ type Input struct {
 	// MaxRounds is how many times the model may repair a draft; 0 means
 	// DefaultMaxRounds.
 	MaxRounds int
+	// Base is a partial workflow manifest (YAML or JSON) to extend: the
+	// model keeps every step of it as it is and adds the next step(s).
+	// With a Base the Description is optional. Every base step must still
+	// be in the draft with the same name and capability.
+	Base []byte
 }
 
 // Draft is the outcome: the last manifest the model wrote and what is
@@ -129,6 +134,10 @@ func Generate(ctx context.Context, m Model, in Input) (*Draft, error) {
 		return nil, err
 	}
 	cat := catalogIndex(in.Catalog)
+	baseSteps, err := stepsOf(in.Base)
+	if err != nil {
+		return nil, fmt.Errorf("generate: the base manifest: %w", err)
+	}
 	messages, err := prompt(in)
 	if err != nil {
 		return nil, err
@@ -144,6 +153,11 @@ func Generate(ctx context.Context, m Model, in Input) (*Draft, error) {
 			return nil, fmt.Errorf("generate: %w", err)
 		}
 		next, repair := review(raw, in, cat)
+		if kept := keptBase(next.Manifest, baseSteps); len(kept) > 0 {
+			next.Problems = append(kept, next.Problems...)
+			next.Valid, next.Plan = false, nil
+			repair = append(kept, repair...)
+		}
 		next.Rounds = round + 1
 		if d != nil && next.Manifest == nil {
 			// An unreadable answer keeps the last manifest that could be
@@ -167,7 +181,7 @@ func check(m Model, in *Input) error {
 	}
 	in.Description = strings.TrimSpace(in.Description)
 	switch n := utf8.RuneCountInString(in.Description); {
-	case n == 0:
+	case n == 0 && len(bytes.TrimSpace(in.Base)) == 0:
 		return errors.New("generate: description is required: say in plain language what the workflow should do")
 	case n > MaxDescription:
 		return fmt.Errorf("generate: description is %d characters, over the limit of %d: shorten it", n, MaxDescription)
@@ -259,6 +273,11 @@ func prompt(in Input) ([]llm.Message, error) {
 		return nil, fmt.Errorf("generate: encoding the prompt: %w", err)
 	}
 	var user strings.Builder
+	if len(bytes.TrimSpace(in.Base)) > 0 {
+		user.WriteString("Extend this partial workflow: keep every existing step exactly as it is (same name, capability, input and depends_on) and add the next step or steps that the description, or else the workflow's evident purpose, calls for. Answer with the whole extended manifest.\n\nThe partial workflow:\n")
+		user.WriteString(llm.RedactText(string(in.Base)))
+		user.WriteString("\n\n")
+	}
 	user.WriteString("Write the manifest of this workflow.")
 	if in.Name != "" {
 		fmt.Fprintf(&user, " Name it %q in namespace %q.", in.Name, in.Namespace)
@@ -666,4 +685,56 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// baseStep is a step of the base manifest: what an extension must keep.
+type baseStep struct{ Name, Capability string }
+
+// stepsOf reads the steps of a manifest (YAML or JSON); none for an empty
+// one.
+func stepsOf(m []byte) ([]baseStep, error) {
+	if len(bytes.TrimSpace(m)) == 0 {
+		return nil, nil
+	}
+	var doc struct {
+		Steps []struct {
+			Name       string `yaml:"name"`
+			Capability string `yaml:"capability"`
+		} `yaml:"steps"`
+	}
+	if err := yaml.Unmarshal(m, &doc); err != nil {
+		return nil, err
+	}
+	out := make([]baseStep, 0, len(doc.Steps))
+	for _, s := range doc.Steps {
+		out = append(out, baseStep{s.Name, s.Capability})
+	}
+	return out, nil
+}
+
+// keptBase says which steps of the base the draft dropped or changed the
+// capability of.
+func keptBase(manifest []byte, base []baseStep) []string {
+	if len(base) == 0 || len(manifest) == 0 {
+		return nil
+	}
+	got, err := stepsOf(manifest)
+	if err != nil {
+		return nil // review has said what is wrong with it
+	}
+	caps := make(map[string]string, len(got))
+	for _, s := range got {
+		caps[s.Name] = s.Capability
+	}
+	var out []string
+	for _, b := range base {
+		c, ok := caps[b.Name]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("steps: step %q of the partial workflow is missing: keep every existing step as it is", b.Name))
+		case c != b.Capability:
+			out = append(out, fmt.Sprintf("steps: step %q of the partial workflow uses capability %q, not %q: keep every existing step as it is", b.Name, b.Capability, c))
+		}
+	}
+	return out
 }

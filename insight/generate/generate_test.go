@@ -337,3 +337,41 @@ func TestGenerateModelFails(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestGenerateExtendsBase(t *testing.T) {
+	base := []byte("name: orders\nnamespace: shop\nversion: 1.0.0\nsteps:\n  - name: validate\n    capability: orders.validate\n    input: {order_id: $.input.order_id}\n  - name: charge\n    capability: payments.charge\n    depends_on: [validate]\n    input: {order_id: $.input.order_id, amount_cents: $.input.amount_cents}\n")
+	dropped := reply(manifest(validateStep+","+shipStep), "")
+	for _, tc := range []struct {
+		name       string
+		script     []string
+		wantRounds int
+	}{
+		{name: "good", script: []string{good}, wantRounds: 1},
+		{name: "a base step dropped, repaired", script: []string{dropped, good}, wantRounds: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			replies := make([]llmtest.Reply, len(tc.script))
+			for i, s := range tc.script {
+				replies[i] = llmtest.Reply{Content: s}
+			}
+			srv := llmtest.New(t, replies...)
+			d, err := Generate(context.Background(), client(t, srv), Input{Namespace: "shop", Name: "orders", Catalog: catalog(), Base: base})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Rounds != tc.wantRounds || !d.Valid {
+				t.Fatalf("rounds = %d (want %d), valid = %v, problems %v", d.Rounds, tc.wantRounds, d.Valid, d.Problems)
+			}
+			first := srv.Requests()[0].Messages
+			if u := first[len(first)-1].Content; !strings.Contains(u, "Extend this partial workflow") || !strings.Contains(u, "capability: payments.charge") {
+				t.Errorf("the prompt lacks the base:\n%s", u)
+			}
+			if tc.wantRounds == 2 {
+				msgs := srv.Requests()[1].Messages
+				if last := msgs[len(msgs)-1].Content; !strings.Contains(last, `step "charge" of the partial workflow is missing`) {
+					t.Errorf("repair message lacks the dropped step:\n%s", last)
+				}
+			}
+		})
+	}
+}

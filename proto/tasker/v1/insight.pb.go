@@ -23,6 +23,109 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// InsightStatusRequest asks for nothing in particular.
+type InsightStatusRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InsightStatusRequest) Reset() {
+	*x = InsightStatusRequest{}
+	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InsightStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InsightStatusRequest) ProtoMessage() {}
+
+func (x *InsightStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InsightStatusRequest.ProtoReflect.Descriptor instead.
+func (*InsightStatusRequest) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{0}
+}
+
+// InsightStatusResponse is what the agent answering can do.
+type InsightStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when a language model is configured (ai_endpoint and ai_model):
+	// GenerateWorkflow and the explanations of Diagnose can be asked for.
+	ModelConfigured bool `protobuf:"varint,1,opt,name=model_configured,json=modelConfigured,proto3" json:"model_configured,omitempty"`
+	// The model's name, when one is configured.
+	Model string `protobuf:"bytes,2,opt,name=model,proto3" json:"model,omitempty"`
+	// True when the agent refuses to apply a new workflow version
+	// (approval_required): changes are filed as proposals for an operator.
+	ApprovalRequired bool `protobuf:"varint,3,opt,name=approval_required,json=approvalRequired,proto3" json:"approval_required,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *InsightStatusResponse) Reset() {
+	*x = InsightStatusResponse{}
+	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InsightStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InsightStatusResponse) ProtoMessage() {}
+
+func (x *InsightStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InsightStatusResponse.ProtoReflect.Descriptor instead.
+func (*InsightStatusResponse) Descriptor() ([]byte, []int) {
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *InsightStatusResponse) GetModelConfigured() bool {
+	if x != nil {
+		return x.ModelConfigured
+	}
+	return false
+}
+
+func (x *InsightStatusResponse) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *InsightStatusResponse) GetApprovalRequired() bool {
+	if x != nil {
+		return x.ApprovalRequired
+	}
+	return false
+}
+
 // GenerateWorkflowRequest describes the workflow wanted.
 type GenerateWorkflowRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -34,14 +137,19 @@ type GenerateWorkflowRequest struct {
 	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Name      string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// Draft only: file no proposal even when the draft is valid.
-	DryRun        bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,4,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// A partial workflow manifest (YAML or JSON) to extend: when set, the
+	// description is optional and the model keeps every existing step as
+	// it is and adds the next step(s) the description, or the workflow's
+	// evident purpose, calls for. At most max_payload_bytes.
+	BaseManifest  string `protobuf:"bytes,5,opt,name=base_manifest,json=baseManifest,proto3" json:"base_manifest,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GenerateWorkflowRequest) Reset() {
 	*x = GenerateWorkflowRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	mi := &file_tasker_v1_insight_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +161,7 @@ func (x *GenerateWorkflowRequest) String() string {
 func (*GenerateWorkflowRequest) ProtoMessage() {}
 
 func (x *GenerateWorkflowRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[0]
+	mi := &file_tasker_v1_insight_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +174,7 @@ func (x *GenerateWorkflowRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateWorkflowRequest.ProtoReflect.Descriptor instead.
 func (*GenerateWorkflowRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{0}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GenerateWorkflowRequest) GetDescription() string {
@@ -95,6 +203,13 @@ func (x *GenerateWorkflowRequest) GetDryRun() bool {
 		return x.DryRun
 	}
 	return false
+}
+
+func (x *GenerateWorkflowRequest) GetBaseManifest() string {
+	if x != nil {
+		return x.BaseManifest
+	}
+	return ""
 }
 
 // GenerateWorkflowResponse is the draft.
@@ -126,7 +241,7 @@ type GenerateWorkflowResponse struct {
 
 func (x *GenerateWorkflowResponse) Reset() {
 	*x = GenerateWorkflowResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	mi := &file_tasker_v1_insight_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -138,7 +253,7 @@ func (x *GenerateWorkflowResponse) String() string {
 func (*GenerateWorkflowResponse) ProtoMessage() {}
 
 func (x *GenerateWorkflowResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[1]
+	mi := &file_tasker_v1_insight_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -151,7 +266,7 @@ func (x *GenerateWorkflowResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateWorkflowResponse.ProtoReflect.Descriptor instead.
 func (*GenerateWorkflowResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{1}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GenerateWorkflowResponse) GetManifest() string {
@@ -232,7 +347,7 @@ type ListAttemptsRequest struct {
 
 func (x *ListAttemptsRequest) Reset() {
 	*x = ListAttemptsRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[2]
+	mi := &file_tasker_v1_insight_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -244,7 +359,7 @@ func (x *ListAttemptsRequest) String() string {
 func (*ListAttemptsRequest) ProtoMessage() {}
 
 func (x *ListAttemptsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[2]
+	mi := &file_tasker_v1_insight_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -257,7 +372,7 @@ func (x *ListAttemptsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAttemptsRequest.ProtoReflect.Descriptor instead.
 func (*ListAttemptsRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{2}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListAttemptsRequest) GetNamespace() string {
@@ -344,7 +459,7 @@ type ListAttemptsResponse struct {
 
 func (x *ListAttemptsResponse) Reset() {
 	*x = ListAttemptsResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[3]
+	mi := &file_tasker_v1_insight_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +471,7 @@ func (x *ListAttemptsResponse) String() string {
 func (*ListAttemptsResponse) ProtoMessage() {}
 
 func (x *ListAttemptsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[3]
+	mi := &file_tasker_v1_insight_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +484,7 @@ func (x *ListAttemptsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAttemptsResponse.ProtoReflect.Descriptor instead.
 func (*ListAttemptsResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{3}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListAttemptsResponse) GetAttempts() []*AttemptRecord {
@@ -428,7 +543,7 @@ type AttemptRecord struct {
 
 func (x *AttemptRecord) Reset() {
 	*x = AttemptRecord{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[4]
+	mi := &file_tasker_v1_insight_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -440,7 +555,7 @@ func (x *AttemptRecord) String() string {
 func (*AttemptRecord) ProtoMessage() {}
 
 func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[4]
+	mi := &file_tasker_v1_insight_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -453,7 +568,7 @@ func (x *AttemptRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AttemptRecord.ProtoReflect.Descriptor instead.
 func (*AttemptRecord) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{4}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AttemptRecord) GetTaskId() string {
@@ -625,7 +740,7 @@ type DiagnoseRequest struct {
 
 func (x *DiagnoseRequest) Reset() {
 	*x = DiagnoseRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[5]
+	mi := &file_tasker_v1_insight_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -637,7 +752,7 @@ func (x *DiagnoseRequest) String() string {
 func (*DiagnoseRequest) ProtoMessage() {}
 
 func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[5]
+	mi := &file_tasker_v1_insight_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -650,7 +765,7 @@ func (x *DiagnoseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseRequest.ProtoReflect.Descriptor instead.
 func (*DiagnoseRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{5}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DiagnoseRequest) GetTaskId() string {
@@ -689,7 +804,7 @@ type Evidence struct {
 
 func (x *Evidence) Reset() {
 	*x = Evidence{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[6]
+	mi := &file_tasker_v1_insight_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +816,7 @@ func (x *Evidence) String() string {
 func (*Evidence) ProtoMessage() {}
 
 func (x *Evidence) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[6]
+	mi := &file_tasker_v1_insight_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,7 +829,7 @@ func (x *Evidence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Evidence.ProtoReflect.Descriptor instead.
 func (*Evidence) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{6}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Evidence) GetId() string {
@@ -770,7 +885,7 @@ type Remediation struct {
 
 func (x *Remediation) Reset() {
 	*x = Remediation{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[7]
+	mi := &file_tasker_v1_insight_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +897,7 @@ func (x *Remediation) String() string {
 func (*Remediation) ProtoMessage() {}
 
 func (x *Remediation) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[7]
+	mi := &file_tasker_v1_insight_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +910,7 @@ func (x *Remediation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Remediation.ProtoReflect.Descriptor instead.
 func (*Remediation) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{7}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Remediation) GetAction() string {
@@ -862,7 +977,7 @@ type Finding struct {
 
 func (x *Finding) Reset() {
 	*x = Finding{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[8]
+	mi := &file_tasker_v1_insight_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -874,7 +989,7 @@ func (x *Finding) String() string {
 func (*Finding) ProtoMessage() {}
 
 func (x *Finding) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[8]
+	mi := &file_tasker_v1_insight_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -887,7 +1002,7 @@ func (x *Finding) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Finding.ProtoReflect.Descriptor instead.
 func (*Finding) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{8}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Finding) GetStep() string {
@@ -976,7 +1091,7 @@ type DiagnoseResponse struct {
 
 func (x *DiagnoseResponse) Reset() {
 	*x = DiagnoseResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[9]
+	mi := &file_tasker_v1_insight_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1103,7 @@ func (x *DiagnoseResponse) String() string {
 func (*DiagnoseResponse) ProtoMessage() {}
 
 func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[9]
+	mi := &file_tasker_v1_insight_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1116,7 @@ func (x *DiagnoseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DiagnoseResponse.ProtoReflect.Descriptor instead.
 func (*DiagnoseResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{9}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DiagnoseResponse) GetTaskId() string {
@@ -1068,7 +1183,7 @@ type AnalyzeRequest struct {
 
 func (x *AnalyzeRequest) Reset() {
 	*x = AnalyzeRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[10]
+	mi := &file_tasker_v1_insight_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1195,7 @@ func (x *AnalyzeRequest) String() string {
 func (*AnalyzeRequest) ProtoMessage() {}
 
 func (x *AnalyzeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[10]
+	mi := &file_tasker_v1_insight_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1208,7 @@ func (x *AnalyzeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyzeRequest.ProtoReflect.Descriptor instead.
 func (*AnalyzeRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{10}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AnalyzeRequest) GetNamespace() string {
@@ -1154,7 +1269,7 @@ type StepStats struct {
 
 func (x *StepStats) Reset() {
 	*x = StepStats{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[11]
+	mi := &file_tasker_v1_insight_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1281,7 @@ func (x *StepStats) String() string {
 func (*StepStats) ProtoMessage() {}
 
 func (x *StepStats) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[11]
+	mi := &file_tasker_v1_insight_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1294,7 @@ func (x *StepStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StepStats.ProtoReflect.Descriptor instead.
 func (*StepStats) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{11}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *StepStats) GetStep() string {
@@ -1303,7 +1418,7 @@ type Advice struct {
 
 func (x *Advice) Reset() {
 	*x = Advice{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[12]
+	mi := &file_tasker_v1_insight_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1315,7 +1430,7 @@ func (x *Advice) String() string {
 func (*Advice) ProtoMessage() {}
 
 func (x *Advice) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[12]
+	mi := &file_tasker_v1_insight_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1328,7 +1443,7 @@ func (x *Advice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Advice.ProtoReflect.Descriptor instead.
 func (*Advice) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{12}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Advice) GetStep() string {
@@ -1398,7 +1513,7 @@ type AnalyzeResponse struct {
 
 func (x *AnalyzeResponse) Reset() {
 	*x = AnalyzeResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[13]
+	mi := &file_tasker_v1_insight_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1410,7 +1525,7 @@ func (x *AnalyzeResponse) String() string {
 func (*AnalyzeResponse) ProtoMessage() {}
 
 func (x *AnalyzeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[13]
+	mi := &file_tasker_v1_insight_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1423,7 +1538,7 @@ func (x *AnalyzeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AnalyzeResponse.ProtoReflect.Descriptor instead.
 func (*AnalyzeResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{13}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AnalyzeResponse) GetNamespace() string {
@@ -1532,7 +1647,7 @@ type OptimizeRequest struct {
 
 func (x *OptimizeRequest) Reset() {
 	*x = OptimizeRequest{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[14]
+	mi := &file_tasker_v1_insight_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1659,7 @@ func (x *OptimizeRequest) String() string {
 func (*OptimizeRequest) ProtoMessage() {}
 
 func (x *OptimizeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[14]
+	mi := &file_tasker_v1_insight_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1672,7 @@ func (x *OptimizeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OptimizeRequest.ProtoReflect.Descriptor instead.
 func (*OptimizeRequest) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{14}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *OptimizeRequest) GetNamespace() string {
@@ -1601,7 +1716,7 @@ type Edge struct {
 
 func (x *Edge) Reset() {
 	*x = Edge{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[15]
+	mi := &file_tasker_v1_insight_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1613,7 +1728,7 @@ func (x *Edge) String() string {
 func (*Edge) ProtoMessage() {}
 
 func (x *Edge) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[15]
+	mi := &file_tasker_v1_insight_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1626,7 +1741,7 @@ func (x *Edge) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Edge.ProtoReflect.Descriptor instead.
 func (*Edge) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{15}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Edge) GetParent() string {
@@ -1676,7 +1791,7 @@ type OptimizeResponse struct {
 
 func (x *OptimizeResponse) Reset() {
 	*x = OptimizeResponse{}
-	mi := &file_tasker_v1_insight_proto_msgTypes[16]
+	mi := &file_tasker_v1_insight_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1803,7 @@ func (x *OptimizeResponse) String() string {
 func (*OptimizeResponse) ProtoMessage() {}
 
 func (x *OptimizeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_tasker_v1_insight_proto_msgTypes[16]
+	mi := &file_tasker_v1_insight_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1816,7 @@ func (x *OptimizeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OptimizeResponse.ProtoReflect.Descriptor instead.
 func (*OptimizeResponse) Descriptor() ([]byte, []int) {
-	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{16}
+	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *OptimizeResponse) GetNamespace() string {
@@ -1820,12 +1935,18 @@ var File_tasker_v1_insight_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_insight_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/v1/insight.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x01\n" +
+	"\x17tasker/v1/insight.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
+	"\x14InsightStatusRequest\"\x85\x01\n" +
+	"\x15InsightStatusResponse\x12)\n" +
+	"\x10model_configured\x18\x01 \x01(\bR\x0fmodelConfigured\x12\x14\n" +
+	"\x05model\x18\x02 \x01(\tR\x05model\x12+\n" +
+	"\x11approval_required\x18\x03 \x01(\bR\x10approvalRequired\"\xab\x01\n" +
 	"\x17GenerateWorkflowRequest\x12 \n" +
 	"\vdescription\x18\x01 \x01(\tR\vdescription\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x03 \x01(\tR\x04name\x12\x17\n" +
-	"\adry_run\x18\x04 \x01(\bR\x06dryRun\"\x90\x02\n" +
+	"\adry_run\x18\x04 \x01(\bR\x06dryRun\x12#\n" +
+	"\rbase_manifest\x18\x05 \x01(\tR\fbaseManifest\"\x90\x02\n" +
 	"\x18GenerateWorkflowResponse\x12\x1a\n" +
 	"\bmanifest\x18\x01 \x01(\tR\bmanifest\x12\x14\n" +
 	"\x05valid\x18\x02 \x01(\bR\x05valid\x12\x1a\n" +
@@ -2005,13 +2126,14 @@ const file_tasker_v1_insight_proto_rawDesc = "" +
 	"\bmanifest\x18\x10 \x01(\tR\bmanifest\x1aV\n" +
 	"\rMeasuredEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\x9e\x03\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\xf0\x03\n" +
 	"\x0eInsightService\x12T\n" +
 	"\fListAttempts\x12\x1e.tasker.v1.ListAttemptsRequest\x1a\x1f.tasker.v1.ListAttemptsResponse\"\x03\x90\x02\x01\x12H\n" +
 	"\bDiagnose\x12\x1a.tasker.v1.DiagnoseRequest\x1a\x1b.tasker.v1.DiagnoseResponse\"\x03\x90\x02\x01\x12E\n" +
 	"\aAnalyze\x12\x19.tasker.v1.AnalyzeRequest\x1a\x1a.tasker.v1.AnalyzeResponse\"\x03\x90\x02\x01\x12H\n" +
 	"\bOptimize\x12\x1a.tasker.v1.OptimizeRequest\x1a\x1b.tasker.v1.OptimizeResponse\"\x03\x90\x02\x01\x12[\n" +
-	"\x10GenerateWorkflow\x12\".tasker.v1.GenerateWorkflowRequest\x1a#.tasker.v1.GenerateWorkflowResponseB7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
+	"\x10GenerateWorkflow\x12\".tasker.v1.GenerateWorkflowRequest\x1a#.tasker.v1.GenerateWorkflowResponse\x12P\n" +
+	"\x06Status\x12\x1f.tasker.v1.InsightStatusRequest\x1a .tasker.v1.InsightStatusResponse\"\x03\x90\x02\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
 
 var (
 	file_tasker_v1_insight_proto_rawDescOnce sync.Once
@@ -2025,79 +2147,83 @@ func file_tasker_v1_insight_proto_rawDescGZIP() []byte {
 	return file_tasker_v1_insight_proto_rawDescData
 }
 
-var file_tasker_v1_insight_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_tasker_v1_insight_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_tasker_v1_insight_proto_goTypes = []any{
-	(*GenerateWorkflowRequest)(nil),  // 0: tasker.v1.GenerateWorkflowRequest
-	(*GenerateWorkflowResponse)(nil), // 1: tasker.v1.GenerateWorkflowResponse
-	(*ListAttemptsRequest)(nil),      // 2: tasker.v1.ListAttemptsRequest
-	(*ListAttemptsResponse)(nil),     // 3: tasker.v1.ListAttemptsResponse
-	(*AttemptRecord)(nil),            // 4: tasker.v1.AttemptRecord
-	(*DiagnoseRequest)(nil),          // 5: tasker.v1.DiagnoseRequest
-	(*Evidence)(nil),                 // 6: tasker.v1.Evidence
-	(*Remediation)(nil),              // 7: tasker.v1.Remediation
-	(*Finding)(nil),                  // 8: tasker.v1.Finding
-	(*DiagnoseResponse)(nil),         // 9: tasker.v1.DiagnoseResponse
-	(*AnalyzeRequest)(nil),           // 10: tasker.v1.AnalyzeRequest
-	(*StepStats)(nil),                // 11: tasker.v1.StepStats
-	(*Advice)(nil),                   // 12: tasker.v1.Advice
-	(*AnalyzeResponse)(nil),          // 13: tasker.v1.AnalyzeResponse
-	(*OptimizeRequest)(nil),          // 14: tasker.v1.OptimizeRequest
-	(*Edge)(nil),                     // 15: tasker.v1.Edge
-	(*OptimizeResponse)(nil),         // 16: tasker.v1.OptimizeResponse
-	nil,                              // 17: tasker.v1.Remediation.ParamsEntry
-	nil,                              // 18: tasker.v1.OptimizeResponse.MeasuredEntry
-	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),      // 20: google.protobuf.Duration
+	(*InsightStatusRequest)(nil),     // 0: tasker.v1.InsightStatusRequest
+	(*InsightStatusResponse)(nil),    // 1: tasker.v1.InsightStatusResponse
+	(*GenerateWorkflowRequest)(nil),  // 2: tasker.v1.GenerateWorkflowRequest
+	(*GenerateWorkflowResponse)(nil), // 3: tasker.v1.GenerateWorkflowResponse
+	(*ListAttemptsRequest)(nil),      // 4: tasker.v1.ListAttemptsRequest
+	(*ListAttemptsResponse)(nil),     // 5: tasker.v1.ListAttemptsResponse
+	(*AttemptRecord)(nil),            // 6: tasker.v1.AttemptRecord
+	(*DiagnoseRequest)(nil),          // 7: tasker.v1.DiagnoseRequest
+	(*Evidence)(nil),                 // 8: tasker.v1.Evidence
+	(*Remediation)(nil),              // 9: tasker.v1.Remediation
+	(*Finding)(nil),                  // 10: tasker.v1.Finding
+	(*DiagnoseResponse)(nil),         // 11: tasker.v1.DiagnoseResponse
+	(*AnalyzeRequest)(nil),           // 12: tasker.v1.AnalyzeRequest
+	(*StepStats)(nil),                // 13: tasker.v1.StepStats
+	(*Advice)(nil),                   // 14: tasker.v1.Advice
+	(*AnalyzeResponse)(nil),          // 15: tasker.v1.AnalyzeResponse
+	(*OptimizeRequest)(nil),          // 16: tasker.v1.OptimizeRequest
+	(*Edge)(nil),                     // 17: tasker.v1.Edge
+	(*OptimizeResponse)(nil),         // 18: tasker.v1.OptimizeResponse
+	nil,                              // 19: tasker.v1.Remediation.ParamsEntry
+	nil,                              // 20: tasker.v1.OptimizeResponse.MeasuredEntry
+	(*timestamppb.Timestamp)(nil),    // 21: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),      // 22: google.protobuf.Duration
 }
 var file_tasker_v1_insight_proto_depIdxs = []int32{
-	19, // 0: tasker.v1.ListAttemptsRequest.since:type_name -> google.protobuf.Timestamp
-	19, // 1: tasker.v1.ListAttemptsRequest.until:type_name -> google.protobuf.Timestamp
-	4,  // 2: tasker.v1.ListAttemptsResponse.attempts:type_name -> tasker.v1.AttemptRecord
-	19, // 3: tasker.v1.ListAttemptsResponse.oldest:type_name -> google.protobuf.Timestamp
-	19, // 4: tasker.v1.AttemptRecord.ready_at:type_name -> google.protobuf.Timestamp
-	19, // 5: tasker.v1.AttemptRecord.dispatched_at:type_name -> google.protobuf.Timestamp
-	19, // 6: tasker.v1.AttemptRecord.started_at:type_name -> google.protobuf.Timestamp
-	19, // 7: tasker.v1.AttemptRecord.ended_at:type_name -> google.protobuf.Timestamp
-	20, // 8: tasker.v1.AttemptRecord.timeout:type_name -> google.protobuf.Duration
-	19, // 9: tasker.v1.AttemptRecord.resolved_at:type_name -> google.protobuf.Timestamp
-	20, // 10: tasker.v1.DiagnoseRequest.window:type_name -> google.protobuf.Duration
-	19, // 11: tasker.v1.Evidence.at:type_name -> google.protobuf.Timestamp
-	17, // 12: tasker.v1.Remediation.params:type_name -> tasker.v1.Remediation.ParamsEntry
-	7,  // 13: tasker.v1.Finding.remediations:type_name -> tasker.v1.Remediation
-	8,  // 14: tasker.v1.DiagnoseResponse.findings:type_name -> tasker.v1.Finding
-	6,  // 15: tasker.v1.DiagnoseResponse.evidence:type_name -> tasker.v1.Evidence
-	20, // 16: tasker.v1.AnalyzeRequest.window:type_name -> google.protobuf.Duration
-	20, // 17: tasker.v1.StepStats.p50:type_name -> google.protobuf.Duration
-	20, // 18: tasker.v1.StepStats.p95:type_name -> google.protobuf.Duration
-	20, // 19: tasker.v1.StepStats.p99:type_name -> google.protobuf.Duration
-	20, // 20: tasker.v1.StepStats.wait_p50:type_name -> google.protobuf.Duration
-	20, // 21: tasker.v1.StepStats.wait_p95:type_name -> google.protobuf.Duration
-	20, // 22: tasker.v1.StepStats.timeout:type_name -> google.protobuf.Duration
-	19, // 23: tasker.v1.AnalyzeResponse.since:type_name -> google.protobuf.Timestamp
-	19, // 24: tasker.v1.AnalyzeResponse.until:type_name -> google.protobuf.Timestamp
-	11, // 25: tasker.v1.AnalyzeResponse.steps:type_name -> tasker.v1.StepStats
-	20, // 26: tasker.v1.AnalyzeResponse.critical_path_time:type_name -> google.protobuf.Duration
-	12, // 27: tasker.v1.AnalyzeResponse.advice:type_name -> tasker.v1.Advice
-	15, // 28: tasker.v1.OptimizeResponse.removed:type_name -> tasker.v1.Edge
-	15, // 29: tasker.v1.OptimizeResponse.added:type_name -> tasker.v1.Edge
-	15, // 30: tasker.v1.OptimizeResponse.redundant:type_name -> tasker.v1.Edge
-	20, // 31: tasker.v1.OptimizeResponse.before:type_name -> google.protobuf.Duration
-	20, // 32: tasker.v1.OptimizeResponse.after:type_name -> google.protobuf.Duration
-	20, // 33: tasker.v1.OptimizeResponse.saved:type_name -> google.protobuf.Duration
-	18, // 34: tasker.v1.OptimizeResponse.measured:type_name -> tasker.v1.OptimizeResponse.MeasuredEntry
-	20, // 35: tasker.v1.OptimizeResponse.MeasuredEntry.value:type_name -> google.protobuf.Duration
-	2,  // 36: tasker.v1.InsightService.ListAttempts:input_type -> tasker.v1.ListAttemptsRequest
-	5,  // 37: tasker.v1.InsightService.Diagnose:input_type -> tasker.v1.DiagnoseRequest
-	10, // 38: tasker.v1.InsightService.Analyze:input_type -> tasker.v1.AnalyzeRequest
-	14, // 39: tasker.v1.InsightService.Optimize:input_type -> tasker.v1.OptimizeRequest
-	0,  // 40: tasker.v1.InsightService.GenerateWorkflow:input_type -> tasker.v1.GenerateWorkflowRequest
-	3,  // 41: tasker.v1.InsightService.ListAttempts:output_type -> tasker.v1.ListAttemptsResponse
-	9,  // 42: tasker.v1.InsightService.Diagnose:output_type -> tasker.v1.DiagnoseResponse
-	13, // 43: tasker.v1.InsightService.Analyze:output_type -> tasker.v1.AnalyzeResponse
-	16, // 44: tasker.v1.InsightService.Optimize:output_type -> tasker.v1.OptimizeResponse
-	1,  // 45: tasker.v1.InsightService.GenerateWorkflow:output_type -> tasker.v1.GenerateWorkflowResponse
-	41, // [41:46] is the sub-list for method output_type
-	36, // [36:41] is the sub-list for method input_type
+	21, // 0: tasker.v1.ListAttemptsRequest.since:type_name -> google.protobuf.Timestamp
+	21, // 1: tasker.v1.ListAttemptsRequest.until:type_name -> google.protobuf.Timestamp
+	6,  // 2: tasker.v1.ListAttemptsResponse.attempts:type_name -> tasker.v1.AttemptRecord
+	21, // 3: tasker.v1.ListAttemptsResponse.oldest:type_name -> google.protobuf.Timestamp
+	21, // 4: tasker.v1.AttemptRecord.ready_at:type_name -> google.protobuf.Timestamp
+	21, // 5: tasker.v1.AttemptRecord.dispatched_at:type_name -> google.protobuf.Timestamp
+	21, // 6: tasker.v1.AttemptRecord.started_at:type_name -> google.protobuf.Timestamp
+	21, // 7: tasker.v1.AttemptRecord.ended_at:type_name -> google.protobuf.Timestamp
+	22, // 8: tasker.v1.AttemptRecord.timeout:type_name -> google.protobuf.Duration
+	21, // 9: tasker.v1.AttemptRecord.resolved_at:type_name -> google.protobuf.Timestamp
+	22, // 10: tasker.v1.DiagnoseRequest.window:type_name -> google.protobuf.Duration
+	21, // 11: tasker.v1.Evidence.at:type_name -> google.protobuf.Timestamp
+	19, // 12: tasker.v1.Remediation.params:type_name -> tasker.v1.Remediation.ParamsEntry
+	9,  // 13: tasker.v1.Finding.remediations:type_name -> tasker.v1.Remediation
+	10, // 14: tasker.v1.DiagnoseResponse.findings:type_name -> tasker.v1.Finding
+	8,  // 15: tasker.v1.DiagnoseResponse.evidence:type_name -> tasker.v1.Evidence
+	22, // 16: tasker.v1.AnalyzeRequest.window:type_name -> google.protobuf.Duration
+	22, // 17: tasker.v1.StepStats.p50:type_name -> google.protobuf.Duration
+	22, // 18: tasker.v1.StepStats.p95:type_name -> google.protobuf.Duration
+	22, // 19: tasker.v1.StepStats.p99:type_name -> google.protobuf.Duration
+	22, // 20: tasker.v1.StepStats.wait_p50:type_name -> google.protobuf.Duration
+	22, // 21: tasker.v1.StepStats.wait_p95:type_name -> google.protobuf.Duration
+	22, // 22: tasker.v1.StepStats.timeout:type_name -> google.protobuf.Duration
+	21, // 23: tasker.v1.AnalyzeResponse.since:type_name -> google.protobuf.Timestamp
+	21, // 24: tasker.v1.AnalyzeResponse.until:type_name -> google.protobuf.Timestamp
+	13, // 25: tasker.v1.AnalyzeResponse.steps:type_name -> tasker.v1.StepStats
+	22, // 26: tasker.v1.AnalyzeResponse.critical_path_time:type_name -> google.protobuf.Duration
+	14, // 27: tasker.v1.AnalyzeResponse.advice:type_name -> tasker.v1.Advice
+	17, // 28: tasker.v1.OptimizeResponse.removed:type_name -> tasker.v1.Edge
+	17, // 29: tasker.v1.OptimizeResponse.added:type_name -> tasker.v1.Edge
+	17, // 30: tasker.v1.OptimizeResponse.redundant:type_name -> tasker.v1.Edge
+	22, // 31: tasker.v1.OptimizeResponse.before:type_name -> google.protobuf.Duration
+	22, // 32: tasker.v1.OptimizeResponse.after:type_name -> google.protobuf.Duration
+	22, // 33: tasker.v1.OptimizeResponse.saved:type_name -> google.protobuf.Duration
+	20, // 34: tasker.v1.OptimizeResponse.measured:type_name -> tasker.v1.OptimizeResponse.MeasuredEntry
+	22, // 35: tasker.v1.OptimizeResponse.MeasuredEntry.value:type_name -> google.protobuf.Duration
+	4,  // 36: tasker.v1.InsightService.ListAttempts:input_type -> tasker.v1.ListAttemptsRequest
+	7,  // 37: tasker.v1.InsightService.Diagnose:input_type -> tasker.v1.DiagnoseRequest
+	12, // 38: tasker.v1.InsightService.Analyze:input_type -> tasker.v1.AnalyzeRequest
+	16, // 39: tasker.v1.InsightService.Optimize:input_type -> tasker.v1.OptimizeRequest
+	2,  // 40: tasker.v1.InsightService.GenerateWorkflow:input_type -> tasker.v1.GenerateWorkflowRequest
+	0,  // 41: tasker.v1.InsightService.Status:input_type -> tasker.v1.InsightStatusRequest
+	5,  // 42: tasker.v1.InsightService.ListAttempts:output_type -> tasker.v1.ListAttemptsResponse
+	11, // 43: tasker.v1.InsightService.Diagnose:output_type -> tasker.v1.DiagnoseResponse
+	15, // 44: tasker.v1.InsightService.Analyze:output_type -> tasker.v1.AnalyzeResponse
+	18, // 45: tasker.v1.InsightService.Optimize:output_type -> tasker.v1.OptimizeResponse
+	3,  // 46: tasker.v1.InsightService.GenerateWorkflow:output_type -> tasker.v1.GenerateWorkflowResponse
+	1,  // 47: tasker.v1.InsightService.Status:output_type -> tasker.v1.InsightStatusResponse
+	42, // [42:48] is the sub-list for method output_type
+	36, // [36:42] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name
 	36, // [36:36] is the sub-list for extension extendee
 	0,  // [0:36] is the sub-list for field type_name
@@ -2114,7 +2240,7 @@ func file_tasker_v1_insight_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tasker_v1_insight_proto_rawDesc), len(file_tasker_v1_insight_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,8 @@ const (
 	// InsightServiceGenerateWorkflowProcedure is the fully-qualified name of the InsightService's
 	// GenerateWorkflow RPC.
 	InsightServiceGenerateWorkflowProcedure = "/tasker.v1.InsightService/GenerateWorkflow"
+	// InsightServiceStatusProcedure is the fully-qualified name of the InsightService's Status RPC.
+	InsightServiceStatusProcedure = "/tasker.v1.InsightService/Status"
 )
 
 // InsightServiceClient is a client for the tasker.v1.InsightService service.
@@ -67,6 +69,10 @@ type InsightServiceClient interface {
 	// comes back with its remaining problems, and a valid one is filed as a
 	// proposal (create_workflow, or a new version of an existing workflow).
 	GenerateWorkflow(context.Context, *connect.Request[v1.GenerateWorkflowRequest]) (*connect.Response[v1.GenerateWorkflowResponse], error)
+	// Status says, without sending a prompt, whether this agent has a
+	// language model configured and whether the cluster requires changes to
+	// workflows to go through proposals (approval_required).
+	Status(context.Context, *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error)
 }
 
 // NewInsightServiceClient constructs a client for the tasker.v1.InsightService service. By default,
@@ -114,6 +120,13 @@ func NewInsightServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(insightServiceMethods.ByName("GenerateWorkflow")),
 			connect.WithClientOptions(opts...),
 		),
+		status: connect.NewClient[v1.InsightStatusRequest, v1.InsightStatusResponse](
+			httpClient,
+			baseURL+InsightServiceStatusProcedure,
+			connect.WithSchema(insightServiceMethods.ByName("Status")),
+			connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -124,6 +137,7 @@ type insightServiceClient struct {
 	analyze          *connect.Client[v1.AnalyzeRequest, v1.AnalyzeResponse]
 	optimize         *connect.Client[v1.OptimizeRequest, v1.OptimizeResponse]
 	generateWorkflow *connect.Client[v1.GenerateWorkflowRequest, v1.GenerateWorkflowResponse]
+	status           *connect.Client[v1.InsightStatusRequest, v1.InsightStatusResponse]
 }
 
 // ListAttempts calls tasker.v1.InsightService.ListAttempts.
@@ -151,6 +165,11 @@ func (c *insightServiceClient) GenerateWorkflow(ctx context.Context, req *connec
 	return c.generateWorkflow.CallUnary(ctx, req)
 }
 
+// Status calls tasker.v1.InsightService.Status.
+func (c *insightServiceClient) Status(ctx context.Context, req *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error) {
+	return c.status.CallUnary(ctx, req)
+}
+
 // InsightServiceHandler is an implementation of the tasker.v1.InsightService service.
 type InsightServiceHandler interface {
 	// ListAttempts queries the execution history: one record per step
@@ -171,6 +190,10 @@ type InsightServiceHandler interface {
 	// comes back with its remaining problems, and a valid one is filed as a
 	// proposal (create_workflow, or a new version of an existing workflow).
 	GenerateWorkflow(context.Context, *connect.Request[v1.GenerateWorkflowRequest]) (*connect.Response[v1.GenerateWorkflowResponse], error)
+	// Status says, without sending a prompt, whether this agent has a
+	// language model configured and whether the cluster requires changes to
+	// workflows to go through proposals (approval_required).
+	Status(context.Context, *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error)
 }
 
 // NewInsightServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -214,6 +237,13 @@ func NewInsightServiceHandler(svc InsightServiceHandler, opts ...connect.Handler
 		connect.WithSchema(insightServiceMethods.ByName("GenerateWorkflow")),
 		connect.WithHandlerOptions(opts...),
 	)
+	insightServiceStatusHandler := connect.NewUnaryHandler(
+		InsightServiceStatusProcedure,
+		svc.Status,
+		connect.WithSchema(insightServiceMethods.ByName("Status")),
+		connect.WithIdempotency(connect.IdempotencyNoSideEffects),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/tasker.v1.InsightService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case InsightServiceListAttemptsProcedure:
@@ -226,6 +256,8 @@ func NewInsightServiceHandler(svc InsightServiceHandler, opts ...connect.Handler
 			insightServiceOptimizeHandler.ServeHTTP(w, r)
 		case InsightServiceGenerateWorkflowProcedure:
 			insightServiceGenerateWorkflowHandler.ServeHTTP(w, r)
+		case InsightServiceStatusProcedure:
+			insightServiceStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -253,4 +285,8 @@ func (UnimplementedInsightServiceHandler) Optimize(context.Context, *connect.Req
 
 func (UnimplementedInsightServiceHandler) GenerateWorkflow(context.Context, *connect.Request[v1.GenerateWorkflowRequest]) (*connect.Response[v1.GenerateWorkflowResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.InsightService.GenerateWorkflow is not implemented"))
+}
+
+func (UnimplementedInsightServiceHandler) Status(context.Context, *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.InsightService.Status is not implemented"))
 }

@@ -12,7 +12,59 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file tasker/v1/insight.proto.
  */
 export const file_tasker_v1_insight: GenFile = /*@__PURE__*/
-  fileDesc("Chd0YXNrZXIvdjEvaW5zaWdodC5wcm90bxIJdGFza2VyLnYxImAKF0dlbmVyYXRlV29ya2Zsb3dSZXF1ZXN0EhMKC2Rlc2NyaXB0aW9uGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEg8KB2RyeV9ydW4YBCABKAgitgEKGEdlbmVyYXRlV29ya2Zsb3dSZXNwb25zZRIQCghtYW5pZmVzdBgBIAEoCRINCgV2YWxpZBgCIAEoCBIQCghwcm9ibGVtcxgDIAMoCRIcChRtaXNzaW5nX2NhcGFiaWxpdGllcxgEIAMoCRIPCgdzdW1tYXJ5GAUgASgJEhMKC2V4cGxhbmF0aW9uGAYgASgJEg4KBnJvdW5kcxgHIAEoDRITCgtwcm9wb3NhbF9pZBgIIAEoCSL0AQoTTGlzdEF0dGVtcHRzUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSEAoId29ya2Zsb3cYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRIMCgRzdGVwGAQgASgJEhIKCmNhcGFiaWxpdHkYBSABKAkSDwoHdGFza19pZBgGIAEoCRIpCgVzaW5jZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg8KB291dGNvbWUYCSABKAkSDQoFbGltaXQYCiABKA0igAEKFExpc3RBdHRlbXB0c1Jlc3BvbnNlEioKCGF0dGVtcHRzGAEgAygLMhgudGFza2VyLnYxLkF0dGVtcHRSZWNvcmQSEAoIcmV0YWluZWQYAiABKAQSKgoGb2xkZXN0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLHBAoNQXR0ZW1wdFJlY29yZBIPCgd0YXNrX2lkGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIQCgh3b3JrZmxvdxgDIAEoCRIPCgd2ZXJzaW9uGAQgASgJEgwKBHN0ZXAYBSABKAkSEgoKY2FwYWJpbGl0eRgGIAEoCRIPCgdhdHRlbXB0GAcgASgFEiwKCHJlYWR5X2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1kaXNwYXRjaGVkX2F0GAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFYWdlbnQYDCABKAkSDgoGd29ya2VyGA0gASgJEg8KB291dGNvbWUYDiABKAkSDAoEY29kZRgPIAEoCRIPCgdtZXNzYWdlGBAgASgJEhEKCXJldHJ5YWJsZRgRIAEoCBIUCgxkZXRhaWxzX2pzb24YEiABKAkSKgoHdGltZW91dBgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIUCgxtYXhfYXR0ZW1wdHMYFCABKAUSEgoKcmVzb2x1dGlvbhgVIAEoCRIvCgtyZXNvbHZlZF9hdBgWIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXgoPRGlhZ25vc2VSZXF1ZXN0Eg8KB3Rhc2tfaWQYASABKAkSKQoGd2luZG93GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEg8KB2V4cGxhaW4YAyABKAgiaAoIRXZpZGVuY2USCgoCaWQYASABKAkSDAoEa2luZBgCIAEoCRImCgJhdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEc3RlcBgEIAEoCRIMCgR0ZXh0GAUgASgJIsYBCgtSZW1lZGlhdGlvbhIOCgZhY3Rpb24YASABKAkSMgoGcGFyYW1zGAIgAygLMiIudGFza2VyLnYxLlJlbWVkaWF0aW9uLlBhcmFtc0VudHJ5EhEKCXJhdGlvbmFsZRgDIAEoCRINCgVjaXRlcxgEIAMoCRISCgpjb25maWRlbmNlGAUgASgBEg4KBnNvdXJjZRgGIAEoCRotCgtQYXJhbXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIroBCgdGaW5kaW5nEgwKBHN0ZXAYASABKAkSDAoEcm9sZRgCIAEoCRINCgVjbGFzcxgDIAEoCRIMCgRjb2RlGAQgASgJEg8KB3N1bW1hcnkYBSABKAkSEgoKY29uZmlkZW5jZRgGIAEoARIQCghldmlkZW5jZRgHIAMoCRIRCgljYXVzZWRfYnkYCCABKAkSLAoMcmVtZWRpYXRpb25zGAkgAygLMhYudGFza2VyLnYxLlJlbWVkaWF0aW9uIroBChBEaWFnbm9zZVJlc3BvbnNlEg8KB3Rhc2tfaWQYASABKAkSDgoGc3RhdHVzGAIgASgJEg8KB3N1bW1hcnkYAyABKAkSJAoIZmluZGluZ3MYBCADKAsyEi50YXNrZXIudjEuRmluZGluZxIlCghldmlkZW5jZRgFIAMoCzITLnRhc2tlci52MS5FdmlkZW5jZRITCgtleHBsYW5hdGlvbhgGIAEoCRISCgptb2RlbF9ub3RlGAcgASgJInEKDkFuYWx5emVSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIQCgh3b3JrZmxvdxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEikKBndpbmRvdxgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiK+AwoJU3RlcFN0YXRzEgwKBHN0ZXAYASABKAkSEgoKY2FwYWJpbGl0eRgCIAEoCRIQCghhdHRlbXB0cxgDIAEoDRIRCgljb21wbGV0ZWQYBCABKA0SJgoDcDUwGAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKA3A5NRgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhImCgNwOTkYByABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDQoFdHJlbmQYCCABKAkSFgoOY2hhbmdlX3BlcmNlbnQYCSABKAESKwoId2FpdF9wNTAYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKwoId2FpdF9wOTUYCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEgoKcmV0cnlfcmF0ZRgMIAEoARIaChJzdWNjZXNzX2J5X2F0dGVtcHQYDSADKAESKgoHdGltZW91dBgOIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIVCg10aW1lb3V0X3JhdGlvGA8gASgBInEKBkFkdmljZRIMCgRzdGVwGAEgASgJEg8KB3NldHRpbmcYAiABKAkSDwoHY3VycmVudBgDIAEoCRIQCghwcm9wb3NlZBgEIAEoCRIRCglyYXRpb25hbGUYBSABKAkSEgoKY29uZmlkZW5jZRgGIAEoASKAAwoPQW5hbHl6ZVJlc3BvbnNlEhEKCW5hbWVzcGFjZRgBIAEoCRIQCgh3b3JrZmxvdxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEikKBXNpbmNlGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFdGFza3MYBiABKA0SEAoIYXR0ZW1wdHMYByABKA0SIwoFc3RlcHMYCCADKAsyFC50YXNrZXIudjEuU3RlcFN0YXRzEhUKDWNyaXRpY2FsX3BhdGgYCSADKAkSNQoSY3JpdGljYWxfcGF0aF90aW1lGAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhMKC2JvdHRsZW5lY2tzGAsgAygJEiEKBmFkdmljZRgMIAMoCzIRLnRhc2tlci52MS5BZHZpY2USFQoNYW5hbHlzaXNfanNvbhgNIAEoCSJWCg9PcHRpbWl6ZVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEhAKCHdvcmtmbG93GAIgASgJEg8KB3ZlcnNpb24YAyABKAkSDQoFdGFza3MYBCABKA0iMgoERWRnZRIOCgZwYXJlbnQYASABKAkSDQoFY2hpbGQYAiABKAkSCwoDd2h5GAMgASgJIrwEChBPcHRpbWl6ZVJlc3BvbnNlEhEKCW5hbWVzcGFjZRgBIAEoCRIQCgh3b3JrZmxvdxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEiAKB3JlbW92ZWQYBCADKAsyDy50YXNrZXIudjEuRWRnZRIeCgVhZGRlZBgFIAMoCzIPLnRhc2tlci52MS5FZGdlEiIKCXJlZHVuZGFudBgGIAMoCzIPLnRhc2tlci52MS5FZGdlEhwKFGNyaXRpY2FsX3BhdGhfYmVmb3JlGAcgAygJEhsKE2NyaXRpY2FsX3BhdGhfYWZ0ZXIYCCADKAkSKQoGYmVmb3JlGAkgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBWFmdGVyGAogASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBXNhdmVkGAsgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEjsKCG1lYXN1cmVkGAwgAygLMikudGFza2VyLnYxLk9wdGltaXplUmVzcG9uc2UuTWVhc3VyZWRFbnRyeRIRCgllc3RpbWF0ZWQYDSADKAkSFgoOdGFza3NfbWVhc3VyZWQYDiABKA0SDAoEZGlmZhgPIAEoCRIQCghtYW5pZmVzdBgQIAEoCRpKCg1NZWFzdXJlZEVudHJ5EgsKA2tleRgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbjoCOAEyngMKDkluc2lnaHRTZXJ2aWNlElQKDExpc3RBdHRlbXB0cxIeLnRhc2tlci52MS5MaXN0QXR0ZW1wdHNSZXF1ZXN0Gh8udGFza2VyLnYxLkxpc3RBdHRlbXB0c1Jlc3BvbnNlIgOQAgESSAoIRGlhZ25vc2USGi50YXNrZXIudjEuRGlhZ25vc2VSZXF1ZXN0GhsudGFza2VyLnYxLkRpYWdub3NlUmVzcG9uc2UiA5ACARJFCgdBbmFseXplEhkudGFza2VyLnYxLkFuYWx5emVSZXF1ZXN0GhoudGFza2VyLnYxLkFuYWx5emVSZXNwb25zZSIDkAIBEkgKCE9wdGltaXplEhoudGFza2VyLnYxLk9wdGltaXplUmVxdWVzdBobLnRhc2tlci52MS5PcHRpbWl6ZVJlc3BvbnNlIgOQAgESWwoQR2VuZXJhdGVXb3JrZmxvdxIiLnRhc2tlci52MS5HZW5lcmF0ZVdvcmtmbG93UmVxdWVzdBojLnRhc2tlci52MS5HZW5lcmF0ZVdvcmtmbG93UmVzcG9uc2VCN1o1Z2l0aHViLmNvbS90YXNrZXItcnVuL3Rhc2tlci9wcm90by90YXNrZXIvdjE7dGFza2VydjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("Chd0YXNrZXIvdjEvaW5zaWdodC5wcm90bxIJdGFza2VyLnYxIhYKFEluc2lnaHRTdGF0dXNSZXF1ZXN0IlsKFUluc2lnaHRTdGF0dXNSZXNwb25zZRIYChBtb2RlbF9jb25maWd1cmVkGAEgASgIEg0KBW1vZGVsGAIgASgJEhkKEWFwcHJvdmFsX3JlcXVpcmVkGAMgASgIIncKF0dlbmVyYXRlV29ya2Zsb3dSZXF1ZXN0EhMKC2Rlc2NyaXB0aW9uGAEgASgJEhEKCW5hbWVzcGFjZRgCIAEoCRIMCgRuYW1lGAMgASgJEg8KB2RyeV9ydW4YBCABKAgSFQoNYmFzZV9tYW5pZmVzdBgFIAEoCSK2AQoYR2VuZXJhdGVXb3JrZmxvd1Jlc3BvbnNlEhAKCG1hbmlmZXN0GAEgASgJEg0KBXZhbGlkGAIgASgIEhAKCHByb2JsZW1zGAMgAygJEhwKFG1pc3NpbmdfY2FwYWJpbGl0aWVzGAQgAygJEg8KB3N1bW1hcnkYBSABKAkSEwoLZXhwbGFuYXRpb24YBiABKAkSDgoGcm91bmRzGAcgASgNEhMKC3Byb3Bvc2FsX2lkGAggASgJIvQBChNMaXN0QXR0ZW1wdHNSZXF1ZXN0EhEKCW5hbWVzcGFjZRgBIAEoCRIQCgh3b3JrZmxvdxgCIAEoCRIPCgd2ZXJzaW9uGAMgASgJEgwKBHN0ZXAYBCABKAkSEgoKY2FwYWJpbGl0eRgFIAEoCRIPCgd0YXNrX2lkGAYgASgJEikKBXNpbmNlGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHb3V0Y29tZRgJIAEoCRINCgVsaW1pdBgKIAEoDSKAAQoUTGlzdEF0dGVtcHRzUmVzcG9uc2USKgoIYXR0ZW1wdHMYASADKAsyGC50YXNrZXIudjEuQXR0ZW1wdFJlY29yZBIQCghyZXRhaW5lZBgCIAEoBBIqCgZvbGRlc3QYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIscECg1BdHRlbXB0UmVjb3JkEg8KB3Rhc2tfaWQYASABKAkSEQoJbmFtZXNwYWNlGAIgASgJEhAKCHdvcmtmbG93GAMgASgJEg8KB3ZlcnNpb24YBCABKAkSDAoEc3RlcBgFIAEoCRISCgpjYXBhYmlsaXR5GAYgASgJEg8KB2F0dGVtcHQYByABKAUSLAoIcmVhZHlfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWRpc3BhdGNoZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0ZWRfYXQYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVhZ2VudBgMIAEoCRIOCgZ3b3JrZXIYDSABKAkSDwoHb3V0Y29tZRgOIAEoCRIMCgRjb2RlGA8gASgJEg8KB21lc3NhZ2UYECABKAkSEQoJcmV0cnlhYmxlGBEgASgIEhQKDGRldGFpbHNfanNvbhgSIAEoCRIqCgd0aW1lb3V0GBMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDG1heF9hdHRlbXB0cxgUIAEoBRISCgpyZXNvbHV0aW9uGBUgASgJEi8KC3Jlc29sdmVkX2F0GBYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJeCg9EaWFnbm9zZVJlcXVlc3QSDwoHdGFza19pZBgBIAEoCRIpCgZ3aW5kb3cYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SDwoHZXhwbGFpbhgDIAEoCCJoCghFdmlkZW5jZRIKCgJpZBgBIAEoCRIMCgRraW5kGAIgASgJEiYKAmF0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRzdGVwGAQgASgJEgwKBHRleHQYBSABKAkixgEKC1JlbWVkaWF0aW9uEg4KBmFjdGlvbhgBIAEoCRIyCgZwYXJhbXMYAiADKAsyIi50YXNrZXIudjEuUmVtZWRpYXRpb24uUGFyYW1zRW50cnkSEQoJcmF0aW9uYWxlGAMgASgJEg0KBWNpdGVzGAQgAygJEhIKCmNvbmZpZGVuY2UYBSABKAESDgoGc291cmNlGAYgASgJGi0KC1BhcmFtc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiugEKB0ZpbmRpbmcSDAoEc3RlcBgBIAEoCRIMCgRyb2xlGAIgASgJEg0KBWNsYXNzGAMgASgJEgwKBGNvZGUYBCABKAkSDwoHc3VtbWFyeRgFIAEoCRISCgpjb25maWRlbmNlGAYgASgBEhAKCGV2aWRlbmNlGAcgAygJEhEKCWNhdXNlZF9ieRgIIAEoCRIsCgxyZW1lZGlhdGlvbnMYCSADKAsyFi50YXNrZXIudjEuUmVtZWRpYXRpb24iugEKEERpYWdub3NlUmVzcG9uc2USDwoHdGFza19pZBgBIAEoCRIOCgZzdGF0dXMYAiABKAkSDwoHc3VtbWFyeRgDIAEoCRIkCghmaW5kaW5ncxgEIAMoCzISLnRhc2tlci52MS5GaW5kaW5nEiUKCGV2aWRlbmNlGAUgAygLMhMudGFza2VyLnYxLkV2aWRlbmNlEhMKC2V4cGxhbmF0aW9uGAYgASgJEhIKCm1vZGVsX25vdGUYByABKAkicQoOQW5hbHl6ZVJlcXVlc3QSEQoJbmFtZXNwYWNlGAEgASgJEhAKCHdvcmtmbG93GAIgASgJEg8KB3ZlcnNpb24YAyABKAkSKQoGd2luZG93GAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIr4DCglTdGVwU3RhdHMSDAoEc3RlcBgBIAEoCRISCgpjYXBhYmlsaXR5GAIgASgJEhAKCGF0dGVtcHRzGAMgASgNEhEKCWNvbXBsZXRlZBgEIAEoDRImCgNwNTAYBSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJgoDcDk1GAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKA3A5ORgHIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhINCgV0cmVuZBgIIAEoCRIWCg5jaGFuZ2VfcGVyY2VudBgJIAEoARIrCgh3YWl0X3A1MBgKIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIrCgh3YWl0X3A5NRgLIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgpyZXRyeV9yYXRlGAwgASgBEhoKEnN1Y2Nlc3NfYnlfYXR0ZW1wdBgNIAMoARIqCgd0aW1lb3V0GA4gASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhUKDXRpbWVvdXRfcmF0aW8YDyABKAEicQoGQWR2aWNlEgwKBHN0ZXAYASABKAkSDwoHc2V0dGluZxgCIAEoCRIPCgdjdXJyZW50GAMgASgJEhAKCHByb3Bvc2VkGAQgASgJEhEKCXJhdGlvbmFsZRgFIAEoCRISCgpjb25maWRlbmNlGAYgASgBIoADCg9BbmFseXplUmVzcG9uc2USEQoJbmFtZXNwYWNlGAEgASgJEhAKCHdvcmtmbG93GAIgASgJEg8KB3ZlcnNpb24YAyABKAkSKQoFc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgV0YXNrcxgGIAEoDRIQCghhdHRlbXB0cxgHIAEoDRIjCgVzdGVwcxgIIAMoCzIULnRhc2tlci52MS5TdGVwU3RhdHMSFQoNY3JpdGljYWxfcGF0aBgJIAMoCRI1ChJjcml0aWNhbF9wYXRoX3RpbWUYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLYm90dGxlbmVja3MYCyADKAkSIQoGYWR2aWNlGAwgAygLMhEudGFza2VyLnYxLkFkdmljZRIVCg1hbmFseXNpc19qc29uGA0gASgJIlYKD09wdGltaXplUmVxdWVzdBIRCgluYW1lc3BhY2UYASABKAkSEAoId29ya2Zsb3cYAiABKAkSDwoHdmVyc2lvbhgDIAEoCRINCgV0YXNrcxgEIAEoDSIyCgRFZGdlEg4KBnBhcmVudBgBIAEoCRINCgVjaGlsZBgCIAEoCRILCgN3aHkYAyABKAkivAQKEE9wdGltaXplUmVzcG9uc2USEQoJbmFtZXNwYWNlGAEgASgJEhAKCHdvcmtmbG93GAIgASgJEg8KB3ZlcnNpb24YAyABKAkSIAoHcmVtb3ZlZBgEIAMoCzIPLnRhc2tlci52MS5FZGdlEh4KBWFkZGVkGAUgAygLMg8udGFza2VyLnYxLkVkZ2USIgoJcmVkdW5kYW50GAYgAygLMg8udGFza2VyLnYxLkVkZ2USHAoUY3JpdGljYWxfcGF0aF9iZWZvcmUYByADKAkSGwoTY3JpdGljYWxfcGF0aF9hZnRlchgIIAMoCRIpCgZiZWZvcmUYCSABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFYWZ0ZXIYCiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFc2F2ZWQYCyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOwoIbWVhc3VyZWQYDCADKAsyKS50YXNrZXIudjEuT3B0aW1pemVSZXNwb25zZS5NZWFzdXJlZEVudHJ5EhEKCWVzdGltYXRlZBgNIAMoCRIWCg50YXNrc19tZWFzdXJlZBgOIAEoDRIMCgRkaWZmGA8gASgJEhAKCG1hbmlmZXN0GBAgASgJGkoKDU1lYXN1cmVkRW50cnkSCwoDa2V5GAEgASgJEigKBXZhbHVlGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uOgI4ATLwAwoOSW5zaWdodFNlcnZpY2USVAoMTGlzdEF0dGVtcHRzEh4udGFza2VyLnYxLkxpc3RBdHRlbXB0c1JlcXVlc3QaHy50YXNrZXIudjEuTGlzdEF0dGVtcHRzUmVzcG9uc2UiA5ACARJICghEaWFnbm9zZRIaLnRhc2tlci52MS5EaWFnbm9zZVJlcXVlc3QaGy50YXNrZXIudjEuRGlhZ25vc2VSZXNwb25zZSIDkAIBEkUKB0FuYWx5emUSGS50YXNrZXIudjEuQW5hbHl6ZVJlcXVlc3QaGi50YXNrZXIudjEuQW5hbHl6ZVJlc3BvbnNlIgOQAgESSAoIT3B0aW1pemUSGi50YXNrZXIudjEuT3B0aW1pemVSZXF1ZXN0GhsudGFza2VyLnYxLk9wdGltaXplUmVzcG9uc2UiA5ACARJbChBHZW5lcmF0ZVdvcmtmbG93EiIudGFza2VyLnYxLkdlbmVyYXRlV29ya2Zsb3dSZXF1ZXN0GiMudGFza2VyLnYxLkdlbmVyYXRlV29ya2Zsb3dSZXNwb25zZRJQCgZTdGF0dXMSHy50YXNrZXIudjEuSW5zaWdodFN0YXR1c1JlcXVlc3QaIC50YXNrZXIudjEuSW5zaWdodFN0YXR1c1Jlc3BvbnNlIgOQAgFCN1o1Z2l0aHViLmNvbS90YXNrZXItcnVuL3Rhc2tlci9wcm90by90YXNrZXIvdjE7dGFza2VydjFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+
+/**
+ * InsightStatusRequest asks for nothing in particular.
+ *
+ * @generated from message tasker.v1.InsightStatusRequest
+ */
+export type InsightStatusRequest = Message<"tasker.v1.InsightStatusRequest"> & {
+};
+
+/**
+ * Describes the message tasker.v1.InsightStatusRequest.
+ * Use `create(InsightStatusRequestSchema)` to create a new message.
+ */
+export const InsightStatusRequestSchema: GenMessage<InsightStatusRequest> = /*@__PURE__*/
+  messageDesc(file_tasker_v1_insight, 0);
+
+/**
+ * InsightStatusResponse is what the agent answering can do.
+ *
+ * @generated from message tasker.v1.InsightStatusResponse
+ */
+export type InsightStatusResponse = Message<"tasker.v1.InsightStatusResponse"> & {
+  /**
+   * True when a language model is configured (ai_endpoint and ai_model):
+   * GenerateWorkflow and the explanations of Diagnose can be asked for.
+   *
+   * @generated from field: bool model_configured = 1;
+   */
+  modelConfigured: boolean;
+
+  /**
+   * The model's name, when one is configured.
+   *
+   * @generated from field: string model = 2;
+   */
+  model: string;
+
+  /**
+   * True when the agent refuses to apply a new workflow version
+   * (approval_required): changes are filed as proposals for an operator.
+   *
+   * @generated from field: bool approval_required = 3;
+   */
+  approvalRequired: boolean;
+};
+
+/**
+ * Describes the message tasker.v1.InsightStatusResponse.
+ * Use `create(InsightStatusResponseSchema)` to create a new message.
+ */
+export const InsightStatusResponseSchema: GenMessage<InsightStatusResponse> = /*@__PURE__*/
+  messageDesc(file_tasker_v1_insight, 1);
 
 /**
  * GenerateWorkflowRequest describes the workflow wanted.
@@ -47,6 +99,16 @@ export type GenerateWorkflowRequest = Message<"tasker.v1.GenerateWorkflowRequest
    * @generated from field: bool dry_run = 4;
    */
   dryRun: boolean;
+
+  /**
+   * A partial workflow manifest (YAML or JSON) to extend: when set, the
+   * description is optional and the model keeps every existing step as
+   * it is and adds the next step(s) the description, or the workflow's
+   * evident purpose, calls for. At most max_payload_bytes.
+   *
+   * @generated from field: string base_manifest = 5;
+   */
+  baseManifest: string;
 };
 
 /**
@@ -54,7 +116,7 @@ export type GenerateWorkflowRequest = Message<"tasker.v1.GenerateWorkflowRequest
  * Use `create(GenerateWorkflowRequestSchema)` to create a new message.
  */
 export const GenerateWorkflowRequestSchema: GenMessage<GenerateWorkflowRequest> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 0);
+  messageDesc(file_tasker_v1_insight, 2);
 
 /**
  * GenerateWorkflowResponse is the draft.
@@ -128,7 +190,7 @@ export type GenerateWorkflowResponse = Message<"tasker.v1.GenerateWorkflowRespon
  * Use `create(GenerateWorkflowResponseSchema)` to create a new message.
  */
 export const GenerateWorkflowResponseSchema: GenMessage<GenerateWorkflowResponse> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 1);
+  messageDesc(file_tasker_v1_insight, 3);
 
 /**
  * ListAttemptsRequest filters the history; every field is optional.
@@ -198,7 +260,7 @@ export type ListAttemptsRequest = Message<"tasker.v1.ListAttemptsRequest"> & {
  * Use `create(ListAttemptsRequestSchema)` to create a new message.
  */
 export const ListAttemptsRequestSchema: GenMessage<ListAttemptsRequest> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 2);
+  messageDesc(file_tasker_v1_insight, 4);
 
 /**
  * ListAttemptsResponse holds the matching attempts.
@@ -230,7 +292,7 @@ export type ListAttemptsResponse = Message<"tasker.v1.ListAttemptsResponse"> & {
  * Use `create(ListAttemptsResponseSchema)` to create a new message.
  */
 export const ListAttemptsResponseSchema: GenMessage<ListAttemptsResponse> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 3);
+  messageDesc(file_tasker_v1_insight, 5);
 
 /**
  * AttemptRecord is one step attempt that ended.
@@ -360,7 +422,7 @@ export type AttemptRecord = Message<"tasker.v1.AttemptRecord"> & {
  * Use `create(AttemptRecordSchema)` to create a new message.
  */
 export const AttemptRecordSchema: GenMessage<AttemptRecord> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 4);
+  messageDesc(file_tasker_v1_insight, 6);
 
 /**
  * DiagnoseRequest names the task.
@@ -394,7 +456,7 @@ export type DiagnoseRequest = Message<"tasker.v1.DiagnoseRequest"> & {
  * Use `create(DiagnoseRequestSchema)` to create a new message.
  */
 export const DiagnoseRequestSchema: GenMessage<DiagnoseRequest> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 5);
+  messageDesc(file_tasker_v1_insight, 7);
 
 /**
  * Evidence is one fact a finding rests on; id is cited by remediations.
@@ -435,7 +497,7 @@ export type Evidence = Message<"tasker.v1.Evidence"> & {
  * Use `create(EvidenceSchema)` to create a new message.
  */
 export const EvidenceSchema: GenMessage<Evidence> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 6);
+  messageDesc(file_tasker_v1_insight, 8);
 
 /**
  * Remediation is one action from the fixed vocabulary: retry_step,
@@ -483,7 +545,7 @@ export type Remediation = Message<"tasker.v1.Remediation"> & {
  * Use `create(RemediationSchema)` to create a new message.
  */
 export const RemediationSchema: GenMessage<Remediation> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 7);
+  messageDesc(file_tasker_v1_insight, 9);
 
 /**
  * Finding is a conclusion about one step.
@@ -548,7 +610,7 @@ export type Finding = Message<"tasker.v1.Finding"> & {
  * Use `create(FindingSchema)` to create a new message.
  */
 export const FindingSchema: GenMessage<Finding> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 8);
+  messageDesc(file_tasker_v1_insight, 10);
 
 /**
  * DiagnoseResponse is the diagnosis.
@@ -608,7 +670,7 @@ export type DiagnoseResponse = Message<"tasker.v1.DiagnoseResponse"> & {
  * Use `create(DiagnoseResponseSchema)` to create a new message.
  */
 export const DiagnoseResponseSchema: GenMessage<DiagnoseResponse> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 9);
+  messageDesc(file_tasker_v1_insight, 11);
 
 /**
  * AnalyzeRequest names the workflow and the window.
@@ -646,7 +708,7 @@ export type AnalyzeRequest = Message<"tasker.v1.AnalyzeRequest"> & {
  * Use `create(AnalyzeRequestSchema)` to create a new message.
  */
 export const AnalyzeRequestSchema: GenMessage<AnalyzeRequest> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 10);
+  messageDesc(file_tasker_v1_insight, 12);
 
 /**
  * StepStats is one step's measurements over the window.
@@ -746,7 +808,7 @@ export type StepStats = Message<"tasker.v1.StepStats"> & {
  * Use `create(StepStatsSchema)` to create a new message.
  */
 export const StepStatsSchema: GenMessage<StepStats> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 11);
+  messageDesc(file_tasker_v1_insight, 13);
 
 /**
  * Advice is a tuning suggestion.
@@ -792,7 +854,7 @@ export type Advice = Message<"tasker.v1.Advice"> & {
  * Use `create(AdviceSchema)` to create a new message.
  */
 export const AdviceSchema: GenMessage<Advice> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 12);
+  messageDesc(file_tasker_v1_insight, 14);
 
 /**
  * AnalyzeResponse is the analysis.
@@ -877,7 +939,7 @@ export type AnalyzeResponse = Message<"tasker.v1.AnalyzeResponse"> & {
  * Use `create(AnalyzeResponseSchema)` to create a new message.
  */
 export const AnalyzeResponseSchema: GenMessage<AnalyzeResponse> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 13);
+  messageDesc(file_tasker_v1_insight, 15);
 
 /**
  * OptimizeRequest names the workflow version.
@@ -915,7 +977,7 @@ export type OptimizeRequest = Message<"tasker.v1.OptimizeRequest"> & {
  * Use `create(OptimizeRequestSchema)` to create a new message.
  */
 export const OptimizeRequestSchema: GenMessage<OptimizeRequest> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 14);
+  messageDesc(file_tasker_v1_insight, 16);
 
 /**
  * Edge is a depends_on edge, child on parent.
@@ -946,7 +1008,7 @@ export type Edge = Message<"tasker.v1.Edge"> & {
  * Use `create(EdgeSchema)` to create a new message.
  */
 export const EdgeSchema: GenMessage<Edge> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 15);
+  messageDesc(file_tasker_v1_insight, 17);
 
 /**
  * OptimizeResponse is the optimizer's proposal; nothing is applied.
@@ -1042,7 +1104,7 @@ export type OptimizeResponse = Message<"tasker.v1.OptimizeResponse"> & {
  * Use `create(OptimizeResponseSchema)` to create a new message.
  */
 export const OptimizeResponseSchema: GenMessage<OptimizeResponse> = /*@__PURE__*/
-  messageDesc(file_tasker_v1_insight, 16);
+  messageDesc(file_tasker_v1_insight, 18);
 
 /**
  * InsightService analyses what the cluster ran: the execution history of
@@ -1114,6 +1176,18 @@ export const InsightService: GenService<{
     methodKind: "unary";
     input: typeof GenerateWorkflowRequestSchema;
     output: typeof GenerateWorkflowResponseSchema;
+  },
+  /**
+   * Status says, without sending a prompt, whether this agent has a
+   * language model configured and whether the cluster requires changes to
+   * workflows to go through proposals (approval_required).
+   *
+   * @generated from rpc tasker.v1.InsightService.Status
+   */
+  status: {
+    methodKind: "unary";
+    input: typeof InsightStatusRequestSchema;
+    output: typeof InsightStatusResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_tasker_v1_insight, 0);
