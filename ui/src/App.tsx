@@ -23,6 +23,21 @@ export function App({ clients: given }: { clients?: Clients }) {
   const clients = useMemo(() => given ?? makeClients(), [given]);
   const [route, setRoute] = useState(readHash);
   const [canvas, setCanvasState] = useState<Canvas>(() => canvasFromManifest(emptyManifest()));
+  // What the agent can do (InsightService.Status); unknown until it
+  // answers, and left unknown by an agent that cannot say.
+  const [status, setStatus] = useState<{ modelConfigured: boolean; approvalRequired: boolean } | undefined>();
+  useEffect(() => {
+    let live = true;
+    Promise.resolve()
+      .then(() => clients.insight.status({}))
+      .then((r) => live && setStatus({ modelConfigured: r.modelConfigured, approvalRequired: r.approvalRequired }))
+      .catch(() => {});
+    return () => {
+      live = false;
+    };
+  }, [clients]);
+  // Without a model there is nothing to ask.
+  const shown = tabs.filter((t) => t !== "ask" || status?.modelConfigured !== false);
   useEffect(() => {
     const on = () => setRoute(readHash());
     window.addEventListener("hashchange", on);
@@ -38,7 +53,7 @@ export function App({ clients: given }: { clients?: Clients }) {
       <header>
         <h1>Tasker</h1>
         <nav aria-label="Screens">
-          {tabs.map((t) => (
+          {shown.map((t) => (
             <button key={t} type="button" aria-current={route.tab === t ? "page" : undefined} onClick={() => go(t)}>
               {t[0]!.toUpperCase() + t.slice(1)}
             </button>
@@ -48,12 +63,19 @@ export function App({ clients: given }: { clients?: Clients }) {
       <main>
         {route.tab === "build" && (
           <ReactFlowProvider>
-            <BuildScreen clients={clients} canvas={canvas} setCanvas={setCanvas} />
+            <BuildScreen
+              clients={clients}
+              canvas={canvas}
+              setCanvas={setCanvas}
+              modelConfigured={status?.modelConfigured ?? false}
+              approvalRequired={status?.approvalRequired ?? false}
+            />
           </ReactFlowProvider>
         )}
         {route.tab === "ask" && (
           <AskScreen
             clients={clients}
+            modelConfigured={status?.modelConfigured}
             onDraft={(text) => {
               setCanvasState(canvasFromManifest(importYaml(text)));
               go("build");

@@ -6,6 +6,8 @@ import type { Clients } from "../api";
 interface Props {
   clients: Clients;
   onDraft: (manifest: string) => void;
+  // False when InsightService.Status said no model is configured.
+  modelConfigured?: boolean;
 }
 
 export function noModel(e: unknown): boolean {
@@ -16,14 +18,14 @@ export function noModel(e: unknown): boolean {
 // AskScreen asks the agent's language model for a workflow. It is a dry
 // run: nothing is filed; the draft goes onto the canvas to be checked and
 // saved like any other.
-export function AskScreen({ clients, onDraft }: Props) {
+export function AskScreen({ clients, onDraft, modelConfigured }: Props) {
   const [prompt, setPrompt] = useState("");
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState("");
   const [unavailable, setUnavailable] = useState(false);
   const [last, setLast] = useState<GenerateWorkflowResponse | undefined>();
 
-  if (unavailable) {
+  if (unavailable || modelConfigured === false) {
     return (
       <section className="ask">
         <h2>Ask</h2>

@@ -11,7 +11,7 @@ import {
   type EdgeChange,
   type NodeChange,
 } from "@xyflow/react";
-import { ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { CapabilityProviders } from "@gen/tasker/v1/cluster_pb.js";
 import type { Problem } from "@gen/tasker/v1/workflow_pb.js";
 import { ValidationFailureSchema } from "@gen/tasker/v1/workflow_pb.js";
@@ -28,9 +28,13 @@ interface Props {
   clients: Clients;
   canvas: Canvas;
   setCanvas: (update: (c: Canvas) => Canvas) => void;
+  // From InsightService.Status: a model can suggest the next step; Save
+  // files a proposal instead of applying (approval_required).
+  modelConfigured?: boolean;
+  approvalRequired?: boolean;
 }
 
-export function BuildScreen({ clients, canvas, setCanvas }: Props) {
+export function BuildScreen({ clients, canvas, setCanvas, modelConfigured = false, approvalRequired = false }: Props) {
   const [caps, setCaps] = useState<CapabilityProviders[]>([]);
   const [capsError, setCapsError] = useState("");
   const [problems, setProblems] = useState<Problem[]>([]);
@@ -38,6 +42,9 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
   const [checking, setChecking] = useState("");
   const [saveNote, setSaveNote] = useState("");
   const [showYaml, setShowYaml] = useState(false);
+  const [hint, setHint] = useState("");
+  const [suggesting, setSuggesting] = useState(false);
+  const [suggestNote, setSuggestNote] = useState("");
   const flow = useReactFlow();
   const wrapper = useRef<HTMLDivElement>(null);
 
@@ -149,7 +156,57 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
       return { ...c, header: header as Canvas["header"] };
     });
 
+  // Suggest next step: the model extends the workflow on the canvas (a dry
+  // run, nothing filed); the draft replaces the canvas for review.
+  const suggest = async () => {
+    setSuggesting(true);
+    setSuggestNote("");
+    const hdr = canvas.header as { [k: string]: Json | undefined };
+    try {
+      const r = await clients.insight.generateWorkflow({
+        baseManifest: yamlText,
+        dryRun: true,
+        description: hint.trim(),
+        namespace: typeof hdr.namespace === "string" ? hdr.namespace : "",
+        name: typeof hdr.name === "string" ? hdr.name : "",
+      });
+      if (r.manifest) setCanvas(() => canvasFromManifest(importYaml(r.manifest)));
+      const parts = [r.explanation || r.summary];
+      if (!r.valid && r.problems.length) parts.push(`Not valid yet: ${r.problems.join("; ")}`);
+      if (r.missingCapabilities.length) parts.push(`No agent offers: ${r.missingCapabilities.join(", ")}`);
+      setSuggestNote(parts.filter(Boolean).join(" "));
+    } catch (e) {
+      setSuggestNote(`No suggestion: ${ConnectError.from(e).rawMessage}`);
+    } finally {
+      setSuggesting(false);
+    }
+  };
+
+  // Propose: with approval_required the manifest is filed as a proposal,
+  // create_workflow for a new workflow, update_workflow for a known one.
+  const propose = async () => {
+    setSaveNote("proposing…");
+    const hdr = canvas.header as { [k: string]: Json | undefined };
+    const namespace = typeof hdr.namespace === "string" ? hdr.namespace : "";
+    const name = typeof hdr.name === "string" ? hdr.name : "";
+    try {
+      let action = "update_workflow";
+      try {
+        await clients.workflow.getWorkflow({ namespace, name });
+      } catch (e) {
+        if (ConnectError.from(e).code !== Code.NotFound) throw e;
+        action = "create_workflow";
+      }
+      const r = await clients.proposal.createProposal({ action, namespace, workflow: name, manifest: yamlText, source: "user" });
+      const id = r.proposal?.id ?? "";
+      setSaveNote(`Proposed as ${id} (${action}): an operator approves it with "tasker ai proposals approve ${id}" (or ProposalService.ApproveProposal).`);
+    } catch (e) {
+      setSaveNote(`Not proposed: ${ConnectError.from(e).rawMessage}`);
+    }
+  };
+
   const save = async () => {
+    if (approvalRequired) return propose();
     setSaveNote("saving…");
     try {
       const r = await clients.workflow.applyWorkflow({ manifest: yamlText });
@@ -195,13 +252,25 @@ export function BuildScreen({ clients, canvas, setCanvas }: Props) {
           <button type="button" onClick={() => setShowYaml((v) => !v)} aria-pressed={showYaml}>
             YAML
           </button>
+          {modelConfigured && (
+            <>
+              <label className="field inline">
+                <span>hint</span>
+                <input value={hint} onChange={(e) => setHint(e.target.value)} placeholder="optional: what comes next" aria-label="Next step hint" />
+              </label>
+              <button type="button" onClick={() => void suggest()} disabled={suggesting}>
+                {suggesting ? "Suggesting…" : "Suggest next step"}
+              </button>
+            </>
+          )}
           <button type="button" className="primary" onClick={() => void save()} disabled={problems.length > 0}>
-            Save
+            {approvalRequired ? "Propose" : "Save"}
           </button>
           <span className="status" role="status">
             {problems.length ? `${problems.length} problem${problems.length === 1 ? "" : "s"}` : checking}
             {saveNote && ` · ${saveNote}`}
           </span>
+          {suggestNote && <span className="status muted">{suggestNote}</span>}
         </div>
         {showYaml ? (
           <YamlView
