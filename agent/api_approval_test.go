@@ -22,7 +22,7 @@ func TestApprovalRequired(t *testing.T) {
 	ic := taskerv1connect.NewInsightServiceClient(h2c(), ta.Addr())
 	pc := proposalClient(ta, "")
 
-	st, err := ic.Status(ctx, connect.NewRequest(&taskerv1.InsightStatusRequest{}))
+	st, err := ic.Status(ctx, connect.NewRequest(&taskerv1.StatusRequest{}))
 	if err != nil {
 		t.Fatal(err)
 	}

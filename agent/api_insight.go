@@ -407,8 +407,8 @@ func pbAnalysis(ns, name, version string, since, until time.Time, an *insight.An
 
 // Status says whether a language model is configured and whether the
 // cluster requires approvals, without asking the model anything.
-func (s *insightAPI) Status(_ context.Context, _ *connect.Request[taskerv1.InsightStatusRequest]) (*connect.Response[taskerv1.InsightStatusResponse], error) {
-	out := &taskerv1.InsightStatusResponse{ApprovalRequired: s.a.cfg.ApprovalRequired}
+func (s *insightAPI) Status(_ context.Context, _ *connect.Request[taskerv1.StatusRequest]) (*connect.Response[taskerv1.StatusResponse], error) {
+	out := &taskerv1.StatusResponse{ApprovalRequired: s.a.cfg.ApprovalRequired}
 	if s.a.llm != nil {
 		out.ModelConfigured, out.Model = true, s.a.llm.Config().Model
 	}

@@ -131,7 +131,7 @@ func fuzzRequests(manifest, deadLetter string) map[string][]proto.Message {
 		"Optimize":     {&taskerv1.OptimizeRequest{Namespace: "shop", Workflow: "order-fulfilment", Tasks: 5}},
 		// No model is configured: refused as a precondition, after the
 		// checks of the fields.
-		"Status": {&taskerv1.InsightStatusRequest{}},
+		"Status": {&taskerv1.StatusRequest{}},
 		"GenerateWorkflow": {
 			&taskerv1.GenerateWorkflowRequest{Description: "validate each order, then charge the card", Namespace: "shop", Name: "drafted", DryRun: true},
 			&taskerv1.GenerateWorkflowRequest{Description: "charge the card", Name: "Not A Name"},

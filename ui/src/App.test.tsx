@@ -3,7 +3,7 @@ import { fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { CapabilitiesResponseSchema, MembersResponseSchema, RaftPeersResponseSchema, BreakersResponseSchema } from "@gen/tasker/v1/cluster_pb.js";
 import { ApplyWorkflowResponseSchema, GetTaskResponseSchema, ListTasksResponseSchema, RetryStepResponseSchema, StepState, TaskState } from "@gen/tasker/v1/workflow_pb.js";
-import { DiagnoseResponseSchema, InsightStatusResponseSchema } from "@gen/tasker/v1/insight_pb.js";
+import { DiagnoseResponseSchema, StatusResponseSchema } from "@gen/tasker/v1/insight_pb.js";
 import { ListProposalsResponseSchema } from "@gen/tasker/v1/proposal_pb.js";
 import type { Clients } from "./api";
 import { App } from "./App";
@@ -85,7 +85,7 @@ describe("App", () => {
 
   it("hides Ask and Suggest next step without a model, and proposes when approvals are required (Status)", async () => {
     const { clients } = fakeClients();
-    (clients.insight as unknown as { status: unknown }).status = async () => create(InsightStatusResponseSchema, { modelConfigured: false, approvalRequired: true });
+    (clients.insight as unknown as { status: unknown }).status = async () => create(StatusResponseSchema, { modelConfigured: false, approvalRequired: true });
     render(<App clients={clients} />);
     expect(await screen.findByRole("button", { name: "Propose" })).toBeTruthy();
     expect(screen.queryByRole("button", { name: "Ask" })).toBeNull();
@@ -93,7 +93,7 @@ describe("App", () => {
   });
   it("offers Suggest next step with a model", async () => {
     const { clients } = fakeClients();
-    (clients.insight as unknown as { status: unknown }).status = async () => create(InsightStatusResponseSchema, { modelConfigured: true, model: "m" });
+    (clients.insight as unknown as { status: unknown }).status = async () => create(StatusResponseSchema, { modelConfigured: true, model: "m" });
     render(<App clients={clients} />);
     expect(await screen.findByRole("button", { name: "Suggest next step" })).toBeTruthy();
     expect(screen.getByRole("button", { name: "Ask" })).toBeTruthy();

@@ -23,27 +23,27 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// InsightStatusRequest asks for nothing in particular.
-type InsightStatusRequest struct {
+// StatusRequest asks for nothing in particular.
+type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *InsightStatusRequest) Reset() {
-	*x = InsightStatusRequest{}
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
 	mi := &file_tasker_v1_insight_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *InsightStatusRequest) String() string {
+func (x *StatusRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*InsightStatusRequest) ProtoMessage() {}
+func (*StatusRequest) ProtoMessage() {}
 
-func (x *InsightStatusRequest) ProtoReflect() protoreflect.Message {
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_tasker_v1_insight_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -55,13 +55,13 @@ func (x *InsightStatusRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use InsightStatusRequest.ProtoReflect.Descriptor instead.
-func (*InsightStatusRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{0}
 }
 
-// InsightStatusResponse is what the agent answering can do.
-type InsightStatusResponse struct {
+// StatusResponse is what the agent answering can do.
+type StatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// True when a language model is configured (ai_endpoint and ai_model):
 	// GenerateWorkflow and the explanations of Diagnose can be asked for.
@@ -75,20 +75,20 @@ type InsightStatusResponse struct {
 	sizeCache        protoimpl.SizeCache
 }
 
-func (x *InsightStatusResponse) Reset() {
-	*x = InsightStatusResponse{}
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
 	mi := &file_tasker_v1_insight_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *InsightStatusResponse) String() string {
+func (x *StatusResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*InsightStatusResponse) ProtoMessage() {}
+func (*StatusResponse) ProtoMessage() {}
 
-func (x *InsightStatusResponse) ProtoReflect() protoreflect.Message {
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 	mi := &file_tasker_v1_insight_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -100,26 +100,26 @@ func (x *InsightStatusResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use InsightStatusResponse.ProtoReflect.Descriptor instead.
-func (*InsightStatusResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
 	return file_tasker_v1_insight_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *InsightStatusResponse) GetModelConfigured() bool {
+func (x *StatusResponse) GetModelConfigured() bool {
 	if x != nil {
 		return x.ModelConfigured
 	}
 	return false
 }
 
-func (x *InsightStatusResponse) GetModel() string {
+func (x *StatusResponse) GetModel() string {
 	if x != nil {
 		return x.Model
 	}
 	return ""
 }
 
-func (x *InsightStatusResponse) GetApprovalRequired() bool {
+func (x *StatusResponse) GetApprovalRequired() bool {
 	if x != nil {
 		return x.ApprovalRequired
 	}
@@ -1935,9 +1935,9 @@ var File_tasker_v1_insight_proto protoreflect.FileDescriptor
 
 const file_tasker_v1_insight_proto_rawDesc = "" +
 	"\n" +
-	"\x17tasker/v1/insight.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n" +
-	"\x14InsightStatusRequest\"\x85\x01\n" +
-	"\x15InsightStatusResponse\x12)\n" +
+	"\x17tasker/v1/insight.proto\x12\ttasker.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0f\n" +
+	"\rStatusRequest\"~\n" +
+	"\x0eStatusResponse\x12)\n" +
 	"\x10model_configured\x18\x01 \x01(\bR\x0fmodelConfigured\x12\x14\n" +
 	"\x05model\x18\x02 \x01(\tR\x05model\x12+\n" +
 	"\x11approval_required\x18\x03 \x01(\bR\x10approvalRequired\"\xab\x01\n" +
@@ -2126,14 +2126,14 @@ const file_tasker_v1_insight_proto_rawDesc = "" +
 	"\bmanifest\x18\x10 \x01(\tR\bmanifest\x1aV\n" +
 	"\rMeasuredEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\xf0\x03\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x05value:\x028\x012\xe2\x03\n" +
 	"\x0eInsightService\x12T\n" +
 	"\fListAttempts\x12\x1e.tasker.v1.ListAttemptsRequest\x1a\x1f.tasker.v1.ListAttemptsResponse\"\x03\x90\x02\x01\x12H\n" +
 	"\bDiagnose\x12\x1a.tasker.v1.DiagnoseRequest\x1a\x1b.tasker.v1.DiagnoseResponse\"\x03\x90\x02\x01\x12E\n" +
 	"\aAnalyze\x12\x19.tasker.v1.AnalyzeRequest\x1a\x1a.tasker.v1.AnalyzeResponse\"\x03\x90\x02\x01\x12H\n" +
 	"\bOptimize\x12\x1a.tasker.v1.OptimizeRequest\x1a\x1b.tasker.v1.OptimizeResponse\"\x03\x90\x02\x01\x12[\n" +
-	"\x10GenerateWorkflow\x12\".tasker.v1.GenerateWorkflowRequest\x1a#.tasker.v1.GenerateWorkflowResponse\x12P\n" +
-	"\x06Status\x12\x1f.tasker.v1.InsightStatusRequest\x1a .tasker.v1.InsightStatusResponse\"\x03\x90\x02\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
+	"\x10GenerateWorkflow\x12\".tasker.v1.GenerateWorkflowRequest\x1a#.tasker.v1.GenerateWorkflowResponse\x12B\n" +
+	"\x06Status\x12\x18.tasker.v1.StatusRequest\x1a\x19.tasker.v1.StatusResponse\"\x03\x90\x02\x01B7Z5github.com/tasker-run/tasker/proto/tasker/v1;taskerv1b\x06proto3"
 
 var (
 	file_tasker_v1_insight_proto_rawDescOnce sync.Once
@@ -2149,8 +2149,8 @@ func file_tasker_v1_insight_proto_rawDescGZIP() []byte {
 
 var file_tasker_v1_insight_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_tasker_v1_insight_proto_goTypes = []any{
-	(*InsightStatusRequest)(nil),     // 0: tasker.v1.InsightStatusRequest
-	(*InsightStatusResponse)(nil),    // 1: tasker.v1.InsightStatusResponse
+	(*StatusRequest)(nil),            // 0: tasker.v1.StatusRequest
+	(*StatusResponse)(nil),           // 1: tasker.v1.StatusResponse
 	(*GenerateWorkflowRequest)(nil),  // 2: tasker.v1.GenerateWorkflowRequest
 	(*GenerateWorkflowResponse)(nil), // 3: tasker.v1.GenerateWorkflowResponse
 	(*ListAttemptsRequest)(nil),      // 4: tasker.v1.ListAttemptsRequest
@@ -2215,13 +2215,13 @@ var file_tasker_v1_insight_proto_depIdxs = []int32{
 	12, // 38: tasker.v1.InsightService.Analyze:input_type -> tasker.v1.AnalyzeRequest
 	16, // 39: tasker.v1.InsightService.Optimize:input_type -> tasker.v1.OptimizeRequest
 	2,  // 40: tasker.v1.InsightService.GenerateWorkflow:input_type -> tasker.v1.GenerateWorkflowRequest
-	0,  // 41: tasker.v1.InsightService.Status:input_type -> tasker.v1.InsightStatusRequest
+	0,  // 41: tasker.v1.InsightService.Status:input_type -> tasker.v1.StatusRequest
 	5,  // 42: tasker.v1.InsightService.ListAttempts:output_type -> tasker.v1.ListAttemptsResponse
 	11, // 43: tasker.v1.InsightService.Diagnose:output_type -> tasker.v1.DiagnoseResponse
 	15, // 44: tasker.v1.InsightService.Analyze:output_type -> tasker.v1.AnalyzeResponse
 	18, // 45: tasker.v1.InsightService.Optimize:output_type -> tasker.v1.OptimizeResponse
 	3,  // 46: tasker.v1.InsightService.GenerateWorkflow:output_type -> tasker.v1.GenerateWorkflowResponse
-	1,  // 47: tasker.v1.InsightService.Status:output_type -> tasker.v1.InsightStatusResponse
+	1,  // 47: tasker.v1.InsightService.Status:output_type -> tasker.v1.StatusResponse
 	42, // [42:48] is the sub-list for method output_type
 	36, // [36:42] is the sub-list for method input_type
 	36, // [36:36] is the sub-list for extension type_name

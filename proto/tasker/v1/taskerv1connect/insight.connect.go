@@ -72,7 +72,7 @@ type InsightServiceClient interface {
 	// Status says, without sending a prompt, whether this agent has a
 	// language model configured and whether the cluster requires changes to
 	// workflows to go through proposals (approval_required).
-	Status(context.Context, *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error)
+	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 }
 
 // NewInsightServiceClient constructs a client for the tasker.v1.InsightService service. By default,
@@ -120,7 +120,7 @@ func NewInsightServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(insightServiceMethods.ByName("GenerateWorkflow")),
 			connect.WithClientOptions(opts...),
 		),
-		status: connect.NewClient[v1.InsightStatusRequest, v1.InsightStatusResponse](
+		status: connect.NewClient[v1.StatusRequest, v1.StatusResponse](
 			httpClient,
 			baseURL+InsightServiceStatusProcedure,
 			connect.WithSchema(insightServiceMethods.ByName("Status")),
@@ -137,7 +137,7 @@ type insightServiceClient struct {
 	analyze          *connect.Client[v1.AnalyzeRequest, v1.AnalyzeResponse]
 	optimize         *connect.Client[v1.OptimizeRequest, v1.OptimizeResponse]
 	generateWorkflow *connect.Client[v1.GenerateWorkflowRequest, v1.GenerateWorkflowResponse]
-	status           *connect.Client[v1.InsightStatusRequest, v1.InsightStatusResponse]
+	status           *connect.Client[v1.StatusRequest, v1.StatusResponse]
 }
 
 // ListAttempts calls tasker.v1.InsightService.ListAttempts.
@@ -166,7 +166,7 @@ func (c *insightServiceClient) GenerateWorkflow(ctx context.Context, req *connec
 }
 
 // Status calls tasker.v1.InsightService.Status.
-func (c *insightServiceClient) Status(ctx context.Context, req *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error) {
+func (c *insightServiceClient) Status(ctx context.Context, req *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return c.status.CallUnary(ctx, req)
 }
 
@@ -193,7 +193,7 @@ type InsightServiceHandler interface {
 	// Status says, without sending a prompt, whether this agent has a
 	// language model configured and whether the cluster requires changes to
 	// workflows to go through proposals (approval_required).
-	Status(context.Context, *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error)
+	Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error)
 }
 
 // NewInsightServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -287,6 +287,6 @@ func (UnimplementedInsightServiceHandler) GenerateWorkflow(context.Context, *con
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.InsightService.GenerateWorkflow is not implemented"))
 }
 
-func (UnimplementedInsightServiceHandler) Status(context.Context, *connect.Request[v1.InsightStatusRequest]) (*connect.Response[v1.InsightStatusResponse], error) {
+func (UnimplementedInsightServiceHandler) Status(context.Context, *connect.Request[v1.StatusRequest]) (*connect.Response[v1.StatusResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("tasker.v1.InsightService.Status is not implemented"))
 }
