@@ -237,6 +237,11 @@ func (s *insightAPI) Analyze(_ context.Context, req *connect.Request[taskerv1.An
 	until := s.a.now()
 	since := until.Add(-win)
 	recs := s.a.state.Attempts(consensus.HistoryFilter{Namespace: ns, Workflow: r.GetWorkflow(), Version: r.GetVersion(), Since: since, Limit: maxAnalyzed})
+	if len(recs) == maxAnalyzed {
+		// The newest maxAnalyzed attempts are what the figures rest on:
+		// say the window they cover, not the one asked for.
+		since = recs[len(recs)-1].EndedAt
+	}
 	an := insight.Analyze(insight.AnalyzeInput{Plan: w.Plan, Attempts: insightAttempts(recs), Since: since, Until: until})
 	advice := insight.Tune(an, w.Plan)
 	return connect.NewResponse(pbAnalysis(ns, r.GetWorkflow(), r.GetVersion(), since, until, an, advice)), nil
