@@ -151,7 +151,7 @@ type listProposalsIn struct {
 }
 
 type proposalIDIn struct {
-	ID string `json:"id" jsonschema:"the proposal's id, such as prp_..."`
+	ID string `json:"id" jsonschema:"the proposal's id, such as p-12"`
 }
 
 type decideIn struct {
